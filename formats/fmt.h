@@ -1,0 +1,242 @@
+/*
+ * Image formats behind one driver interface, and backing chains.
+ *
+ * A struct fmt_image is one opened image file (one layer). Opening an
+ * image with fmt_open() also opens its backing chain (read-only) unless
+ * FMT_OPEN_NO_BACKING is given; img->backing points at the next layer
+ * down. Reads of a layer consult its backing for ranges the layer does not
+ * allocate, and read zeros past the backing's end or where there is none.
+ *
+ * Errors: every function returns 0 (or a count) or -errno, and records
+ * the human detail with bc_error_set() where it is detected. Messages
+ * name the file first: "<path>: <reason>". Conventions for errno:
+ *   -ENOENT     file missing                    (BC_ERR_NO_SUCH_FILE)
+ *   -EUCLEAN    corrupt or invalid metadata     (BC_ERR_IMAGE_CORRUPT)
+ *   -ENOTSUP    feature not supported           (BC_ERR_UNSUPPORTED)
+ *   -EINVAL     bad argument from our caller    (BC_ERR_INVALID_ARG)
+ *   -ELOOP      backing chain loops or too deep (BC_ERR_IMAGE_CORRUPT)
+ *   -EROFS      write to an image opened read-only
+ *   -EIO, -ENOSPC, ...                          as the system said
+ *
+ * Thread safety: the data calls (pread, pwrite, write_zeroes, discard,
+ * flush, block_status) may be called concurrently from many threads on
+ * one image; drivers serialise their metadata internally. open, close,
+ * set_backing and check are not concurrent with anything on that image.
+ *
+ * Probing rules (DESIGN.md "Formats"): a format given explicitly is
+ * used as is; a backing image's format comes from the overlay's recorded
+ * backing format; only when the overlay records none is the backing file
+ * probed, and then img->probed is set so the caller can warn. A raw
+ * image is never reinterpreted as anything else.
+ */
+#ifndef BC_FORMATS_FMT_H
+#define BC_FORMATS_FMT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* Flags of fmt_open. */
+#define FMT_OPEN_RDWR       (1u << 0) /* top image writable (backing never) */
+#define FMT_OPEN_DIRECT     (1u << 1) /* O_DIRECT on every layer */
+#define FMT_OPEN_NO_BACKING (1u << 2) /* open this layer only */
+
+/* Flags of fmt_write_zeroes. */
+#define FMT_ZERO_MAY_UNMAP (1u << 0) /* may deallocate if it reads as zero */
+
+/* Deepest backing chain fmt_open accepts. */
+#define FMT_CHAIN_MAX_DEPTH 256
+
+/* Longest backing file name a header may hold (qcow2 spec: 1023). */
+#define FMT_BACKING_NAME_MAX 1023
+
+enum fmt_state {
+	FMT_UNALLOC = 0, /* this layer does not hold the range: ask the backing */
+	FMT_DATA = 1,    /* this layer holds data for the range */
+	FMT_ZERO = 2,    /* the range reads as zeros; the backing is not consulted */
+};
+
+struct fmt_extent {
+	uint64_t len;        /* bytes from the queried offset, > 0 */
+	enum fmt_state state;
+	int depth;           /* chain depth that answered: 0 = the queried image */
+	int64_t host_off;    /* for FMT_DATA (and allocated FMT_ZERO): offset in the
+				answering layer's file such that guest [off, off+len)
+				is host [host_off, host_off+len) contiguously; -1 when
+				there is no such mapping (compressed, unallocated) */
+	bool compressed;     /* FMT_DATA held in compressed clusters */
+};
+
+struct fmt_image;
+
+enum fmt_prealloc {
+	FMT_PREALLOC_OFF = 0,
+	FMT_PREALLOC_METADATA,
+	FMT_PREALLOC_FALLOC,
+	FMT_PREALLOC_FULL,
+};
+
+struct fmt_create_opts {
+	const char *format;       /* "qcow2" or "raw" */
+	uint64_t size;            /* virtual size; 0 with a backing file = its size */
+	uint32_t cluster_size;    /* qcow2: 0 = 64 KiB; power of two 512 B..2 MiB */
+	int compat;               /* qcow2: 2 (0.10) or 3 (1.1); 0 = 3 */
+	int refcount_bits;        /* qcow2: 1,2,4,...,64; 0 = 16 */
+	bool extended_l2;         /* qcow2 v3, cluster_size >= 16 KiB */
+	bool lazy_refcounts;      /* qcow2 v3 */
+	enum fmt_prealloc prealloc;
+	const char *backing_file; /* name stored in the header, may be relative */
+	const char *backing_fmt;  /* recorded backing format, NULL = none */
+};
+
+struct fmt_info {
+	const char *format;      /* driver name */
+	uint64_t virtual_size;
+	uint64_t actual_size;    /* bytes allocated on the host (st_blocks * 512) */
+	uint32_t cluster_size;   /* 0 for raw */
+	int version;             /* qcow2 2 or 3; 0 for raw */
+	int refcount_bits;
+	bool extended_l2;
+	bool lazy_refcounts;
+	bool dirty;              /* qcow2 incompatible bit 0 */
+	bool corrupt;            /* qcow2 incompatible bit 1 */
+	int compression_type;    /* 0 zlib */
+};
+
+struct fmt_check_report {
+	uint64_t corruptions;    /* refcount too low / references to bad offsets */
+	uint64_t leaks;          /* clusters with a refcount and no reference */
+	uint64_t check_errors;   /* could not check (I/O errors while checking) */
+	uint64_t allocated_clusters;
+	uint64_t total_clusters; /* virtual size in clusters */
+	uint64_t fragmented_clusters;
+	uint64_t compressed_clusters;
+	uint64_t image_end_offset;
+};
+
+/*
+ * A driver: a static const table of callbacks. Callbacks receive ranges
+ * already checked against img->size by the fmt_* wrappers.
+ */
+struct fmt_driver {
+	const char *name;
+	/* Whether the first bytes of a file are this format (0 no, > 0 score). */
+	int (*probe)(const uint8_t *buf, size_t len);
+	/* img->fd, filename and flags are set; fill size, backing_name,
+	 * backing_fmt and priv. */
+	int (*open)(struct fmt_image *img);
+	void (*close)(struct fmt_image *img);
+	/* Guest view of this layer; unallocated ranges come from
+	 * fmt_read_backing(). Returns 0 or -errno (never short). */
+	int (*pread)(struct fmt_image *img, void *buf, size_t n, uint64_t off);
+	int (*pwrite)(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off);
+	int (*write_zeroes)(struct fmt_image *img, uint64_t off, uint64_t len,
+			    unsigned int flags);
+	/* Afterwards the range may read as zeros or as the backing's data
+	 * (a hint, as a discard is); -ENOTSUP where the format cannot. */
+	int (*discard)(struct fmt_image *img, uint64_t off, uint64_t len);
+	int (*flush)(struct fmt_image *img);
+	/* This layer only: state of the range starting at off. */
+	int (*block_status)(struct fmt_image *img, uint64_t off, uint64_t len,
+			    struct fmt_extent *ext);
+	int (*create)(const char *path, const struct fmt_create_opts *opts);
+	/* Rewrite the backing name/format atomically (a crash leaves the
+	 * old or the new header); NULL name removes the backing file. */
+	int (*set_backing)(struct fmt_image *img, const char *name,
+			   const char *fmt);
+	int (*get_info)(struct fmt_image *img, struct fmt_info *info);
+	/* Check metadata consistency; NULL where the format has none. */
+	int (*check)(struct fmt_image *img, struct fmt_check_report *rep);
+};
+
+struct fmt_image {
+	const struct fmt_driver *drv;
+	char *filename;            /* path as opened (absolute for backing files) */
+	int fd;
+	unsigned int flags;        /* FMT_OPEN_* this layer was opened with */
+	uint64_t size;             /* virtual size, bytes */
+	uint32_t request_align;    /* O_DIRECT alignment (logical block), else 1 */
+	char *backing_name;        /* as recorded in the header; NULL = none */
+	char *backing_fmt;         /* as recorded; NULL = not recorded */
+	struct fmt_image *backing; /* owned; NULL when none or not opened */
+	bool probed;               /* format was probed, not declared */
+	void *priv;                /* driver state */
+};
+
+extern const struct fmt_driver fmt_raw_driver;
+extern const struct fmt_driver fmt_qcow2_driver;
+
+/* Driver by name ("raw", "qcow2"); NULL if unknown. */
+const struct fmt_driver *fmt_driver_find(const char *name);
+
+/*
+ * Open the image at @path with @format ("raw", "qcow2" or NULL to probe)
+ * and, unless FMT_OPEN_NO_BACKING, its backing chain read-only, relative
+ * backing names resolved against the overlay's directory. Refuses loops,
+ * chains deeper than FMT_CHAIN_MAX_DEPTH, protocol prefixes ("json:",
+ * "nbd:", ...) in backing names. On success *out owns the whole chain.
+ * Returns 0 or -errno.
+ */
+int fmt_open(const char *path, const char *format, unsigned int flags,
+	     struct fmt_image **out);
+
+/* Close an image and the chain below it. NULL is a no-op. */
+void fmt_close(struct fmt_image *img);
+
+/* Range-checked wrappers over the driver. Return 0 or -errno. */
+int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off);
+int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
+int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
+		     unsigned int flags);
+int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len);
+int fmt_flush(struct fmt_image *img);
+int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
+		     struct fmt_extent *ext);
+
+/*
+ * Block status across the chain below @img: walks down through
+ * unallocated layers; ext->depth is the layer that answered (0 = @img).
+ * A range that no layer allocates is FMT_UNALLOC with depth = the bottom
+ * layer's depth, as `qemu-img map` reports it ("present": false).
+ */
+int fmt_chain_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
+			   struct fmt_extent *ext);
+
+/*
+ * Read guest range [off, off+n) of @img's backing: from img->backing where
+ * it reaches, zeros past its end or where @img has no backing. For
+ * drivers' unallocated reads and copy-on-write.
+ */
+int fmt_read_backing(struct fmt_image *img, void *buf, size_t n, uint64_t off);
+
+/*
+ * Create an image. A relative backing name is resolved against the
+ * directory of @path to read the backing's size when opts->size is 0.
+ * Refuses an existing file (-EEXIST). Returns 0 or -errno.
+ */
+int fmt_create(const char *path, const struct fmt_create_opts *opts);
+
+int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt);
+int fmt_get_info(struct fmt_image *img, struct fmt_info *info);
+/* -ENOTSUP when the format has no metadata to check. */
+int fmt_check(struct fmt_image *img, struct fmt_check_report *rep);
+
+/*
+ * The path a backing name refers to: absolute names as they are, relative
+ * ones against the directory of @overlay_path. Returns a malloc'd string
+ * or NULL (ENOMEM).
+ */
+char *fmt_resolve_backing(const char *overlay_path, const char *name);
+
+/* Driver name for the format of an open file's first bytes ("qcow2" or "raw"). */
+const char *fmt_probe_buf(const uint8_t *buf, size_t len);
+
+/* Full pread/pwrite on a descriptor: 0, or -errno; short reads past EOF
+ * are zero-filled by fmt_pread_file_zfill only. */
+int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off);
+int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
+int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
+
+#endif /* BC_FORMATS_FMT_H */

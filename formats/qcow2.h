@@ -1,0 +1,326 @@
+/*
+ * qcow2 driver internals (private to formats/qcow2*.c).
+ *
+ * Spec: QEMU docs/interop/qcow2.txt. Files:
+ *   qcow2.c          header parsing and validation, extensions, open/close,
+ *                    get_info, the driver table, pread, block_status
+ *   qcow2-l2.c       L1/L2 decoding, the L2 table cache, guest→host mapping
+ *   qcow2-compress.c compressed cluster reads (raw deflate, window -12)
+ *   qcow2-refcount.c refcount table/blocks of every width, cluster
+ *                    allocation and freeing, refcount rebuild
+ *   qcow2-write.c    pwrite (allocation, copy-on-write), write_zeroes,
+ *                    discard, flush, set_backing, dirty/autoclear handling
+ *   qcow2-create.c   create
+ *   qcow2-check.c    check (refcounts against actual references)
+ *
+ * Locking: q->lock protects every field below that changes after open
+ * (caches, L1, refcount table, allocation state). Driver entry points take
+ * it; functions named *_locked expect it held.
+ *
+ * Crash consistency of allocation (the order of writes, as QEMU keeps it):
+ * refcounts are raised before any L2/L1 entry points at a cluster, and
+ * guest data is written before the L2 entry that exposes it. A crash may
+ * leak clusters, never leave a referenced cluster unaccounted.
+ *
+ * Metadata caches are write-through: a modified L2 table or refcount block
+ * is written to the file before the call that modified it returns (only the
+ * changed bytes need be written).
+ */
+#ifndef BC_FORMATS_QCOW2_H
+#define BC_FORMATS_QCOW2_H
+
+#include "fmt.h"
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define QCOW2_MAGIC 0x514649fbu /* "QFI\xfb" */
+
+/* On-disk header offsets (spec "Header"). */
+#define QCOW2_HDR_V2_LEN  72u
+#define QCOW2_HDR_V3_LEN  104u
+
+#define QCOW2_MIN_CLUSTER_BITS 9
+#define QCOW2_MAX_CLUSTER_BITS 21
+#define QCOW2_MIN_EXTL2_CLUSTER_BITS 14
+
+/* QEMU's caps on table sizes (block/qcow2.h). */
+#define QCOW2_MAX_L1_BYTES       (32u * 1024 * 1024)
+#define QCOW2_MAX_REFTABLE_BYTES (8u * 1024 * 1024)
+#define QCOW2_MAX_SNAPSHOTS      65536u
+
+/* Incompatible feature bits. */
+#define QCOW2_INCOMPAT_DIRTY       (1ull << 0)
+#define QCOW2_INCOMPAT_CORRUPT     (1ull << 1)
+#define QCOW2_INCOMPAT_DATA_FILE   (1ull << 2)
+#define QCOW2_INCOMPAT_COMPRESSION (1ull << 3)
+#define QCOW2_INCOMPAT_EXTL2       (1ull << 4)
+#define QCOW2_INCOMPAT_KNOWN       0x1full
+/* Compatible feature bits. */
+#define QCOW2_COMPAT_LAZY_REFCOUNTS (1ull << 0)
+/* Autoclear feature bits. */
+#define QCOW2_AUTOCLEAR_BITMAPS       (1ull << 0)
+#define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
+
+/* Header extension types. */
+#define QCOW2_EXT_END          0x00000000u
+#define QCOW2_EXT_BACKING_FMT  0xe2792acau
+#define QCOW2_EXT_FEATURE_NAME 0x6803f857u
+#define QCOW2_EXT_BITMAPS      0x23852875u
+#define QCOW2_EXT_CRYPTO       0x0537be77u
+#define QCOW2_EXT_DATA_FILE    0x44415441u
+
+/* L1/L2 entry bits (spec "Cluster mapping"). */
+#define QCOW2_OFLAG_COPIED     (1ull << 63)
+#define QCOW2_OFLAG_COMPRESSED (1ull << 62)
+#define QCOW2_OFLAG_ZERO       (1ull << 0)
+#define QCOW2_L1E_OFFSET_MASK  0x00fffffffffffe00ull
+#define QCOW2_L2E_OFFSET_MASK  0x00fffffffffffe00ull
+#define QCOW2_L1E_RESERVED     0x7f000000000001ffull
+#define QCOW2_L2E_STD_RESERVED 0x3f000000000001feull
+#define QCOW2_REFT_OFFSET_MASK 0xfffffffffffffe00ull
+
+/* Header fields, host-endian, as read from the file (spec "Header"). */
+struct qcow2_header {
+	uint32_t magic;
+	uint32_t version;
+	uint64_t backing_file_offset;
+	uint32_t backing_file_size;
+	uint32_t cluster_bits;
+	uint64_t size;
+	uint32_t crypt_method;
+	uint32_t l1_size;
+	uint64_t l1_table_offset;
+	uint64_t refcount_table_offset;
+	uint32_t refcount_table_clusters;
+	uint32_t nb_snapshots;
+	uint64_t snapshots_offset;
+	uint64_t incompatible_features; /* v3; 0 for v2 */
+	uint64_t compatible_features;
+	uint64_t autoclear_features;
+	uint32_t refcount_order;        /* v2: 4 */
+	uint32_t header_length;         /* v2: 72 */
+	uint8_t compression_type;
+};
+
+/*
+ * Parse and validate the header in @buf (the first cluster, or at least
+ * the first 4 KiB / file size when shorter; @len bytes) of a file of
+ * @file_size bytes. Every field is checked before use (spec and
+ * notes/qcow2.md §9). @name is used in error messages.
+ * Returns 0, -EUCLEAN (invalid) or -ENOTSUP (unsupported feature).
+ */
+int qcow2_parse_header(const char *name, const uint8_t *buf, size_t len,
+		       uint64_t file_size, struct qcow2_header *hdr);
+
+/* Kinds of a guest cluster (or subcluster run). */
+enum qcow2_cluster_type {
+	QCOW2_CLUSTER_UNALLOCATED = 0, /* read the backing */
+	QCOW2_CLUSTER_ZERO_PLAIN,      /* reads zeros, no host cluster */
+	QCOW2_CLUSTER_ZERO_ALLOC,      /* reads zeros, host cluster preallocated */
+	QCOW2_CLUSTER_NORMAL,          /* data at host_off */
+	QCOW2_CLUSTER_COMPRESSED,      /* compressed data at host byte offset */
+};
+
+/* A decoded L2 entry (both words for extended L2). */
+struct qcow2_l2_entry {
+	uint64_t raw;    /* first 64 bits */
+	uint64_t bitmap; /* extended L2: bits 0-31 alloc, 32-63 zero; else 0 */
+};
+
+/* One cached L2 table. */
+struct qcow2_l2_table {
+	uint64_t offset;    /* host offset of the table; 0 = slot free */
+	uint8_t *data;      /* cluster_size bytes, big-endian as on disk */
+	uint64_t last_used; /* LRU stamp */
+	int refs;           /* pinned while > 0 */
+};
+
+/* One cached refcount block. */
+struct qcow2_refblock {
+	uint64_t offset;
+	uint8_t *data;
+	uint64_t last_used;
+	int refs;
+};
+
+#define QCOW2_L2_CACHE_SLOTS       16
+#define QCOW2_REFBLOCK_CACHE_SLOTS 8
+
+struct qcow2 {
+	struct fmt_image *img;      /* back pointer; img->fd is the file */
+	pthread_mutex_t lock;
+	struct qcow2_header hdr;
+	bool read_only;
+
+	uint32_t cluster_bits;
+	uint64_t cluster_size;
+	uint32_t l2_bits;           /* log2 of entries per L2 table */
+	uint32_t l2_entry_size;     /* 8, or 16 with extended L2 */
+	bool extended_l2;
+	uint32_t subcluster_bits;   /* log2 subcluster size (== cluster_bits without ext L2) */
+	uint32_t csize_shift;       /* compressed descriptor: 62 - (cluster_bits - 8) */
+	uint64_t csize_mask;
+
+	uint64_t *l1;               /* host-endian copy of the L1 table */
+	uint32_t l1_size;           /* entries in the L1 table */
+
+	uint64_t *reftable;         /* host-endian refcount table */
+	uint64_t reftable_entries;
+	uint32_t refcount_order;
+	uint32_t refcount_bits;
+	uint64_t refcount_max;
+	uint32_t refblock_bits;     /* log2 of refcount entries per block */
+
+	struct qcow2_l2_table l2_cache[QCOW2_L2_CACHE_SLOTS];
+	struct qcow2_refblock rb_cache[QCOW2_REFBLOCK_CACHE_SLOTS];
+	uint64_t lru_clock;
+
+	uint64_t file_size;         /* current end of file */
+	uint64_t free_hint;         /* lowest cluster index that may be free */
+	bool dirty_marked;          /* incompatible dirty bit set by us */
+	bool autoclear_cleared;     /* unknown autoclear bits cleared before first write */
+
+	char *feature_names;        /* feature table extension (info), may be NULL */
+};
+
+/* --- qcow2-l2.c ------------------------------------------------------- */
+
+/* Guest offset → L1 index / L2 index / offset in cluster. */
+static inline uint64_t qcow2_l1_index(const struct qcow2 *q, uint64_t off)
+{
+	return off >> (q->cluster_bits + q->l2_bits);
+}
+
+static inline uint64_t qcow2_l2_index(const struct qcow2 *q, uint64_t off)
+{
+	return (off >> q->cluster_bits) & ((1ull << q->l2_bits) - 1);
+}
+
+/* Read and validate the L1 table at open (offset, size, reserved bits). */
+int qcow2_l1_load(struct qcow2 *q);
+
+/* Write L1 entry @idx (host-endian value already in q->l1). */
+int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx);
+
+/*
+ * Get the L2 table at host offset @l2_off through the cache, pinned
+ * (refs++). Validates that the offset lies inside the file and is aligned.
+ * Release with qcow2_l2_put().
+ */
+int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
+			struct qcow2_l2_table **out);
+void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_l2_table *t);
+
+/* Drop a table from the cache (after it was freed or replaced). */
+void qcow2_l2_evict_locked(struct qcow2 *q, uint64_t l2_off);
+
+/* Entry @idx of a table, decoded from big-endian. */
+struct qcow2_l2_entry qcow2_l2_entry_get(const struct qcow2 *q,
+					 const struct qcow2_l2_table *t,
+					 uint64_t idx);
+/* Store entry @idx in the cached table (not yet on disk). */
+void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
+			uint64_t idx, struct qcow2_l2_entry e);
+/* Write entries [first, first+count) of a cached table to the file. */
+int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
+				  uint64_t first, uint64_t count);
+
+/*
+ * Classify an L2 entry for the subcluster that contains guest offset
+ * @off (validates reserved bits, alignment, alloc&zero conflicts and host
+ * offsets against the file: -EUCLEAN with a message when invalid).
+ * *host_off: host offset of the byte at @off for NORMAL/ZERO_ALLOC, the
+ * compressed descriptor's host byte offset for COMPRESSED.
+ */
+int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
+		      enum qcow2_cluster_type *type, uint64_t *host_off);
+
+/*
+ * Map guest range [off, off+len): the type of the run starting at @off
+ * and its length *run (> 0, <= len), coalescing contiguous clusters (and
+ * subclusters) of the same type with contiguous host offsets.
+ */
+int qcow2_map_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+		     enum qcow2_cluster_type *type, uint64_t *host_off,
+		     uint64_t *run);
+
+/* --- qcow2-compress.c ------------------------------------------------- */
+
+/*
+ * Read the compressed cluster whose L2 entry is @raw into @out
+ * (cluster_size bytes). Validates the descriptor against the file size;
+ * decompression must yield exactly one cluster.
+ */
+int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out);
+
+/* --- qcow2-refcount.c ------------------------------------------------- */
+
+/* Read and validate the refcount table at open. */
+int qcow2_refcount_load(struct qcow2 *q);
+
+/* Refcount of the cluster with index @cluster (host offset >> cluster_bits). */
+int qcow2_get_refcount_locked(struct qcow2 *q, uint64_t cluster, uint64_t *rc);
+
+/*
+ * Add @delta to the refcount of every cluster overlapping host range
+ * [off, off+len); allocates refcount blocks (and grows the table) as
+ * needed. -EUCLEAN on underflow/overflow.
+ */
+int qcow2_update_refcount_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+				 int64_t delta);
+
+/*
+ * Allocate @n contiguous clusters with refcount 1 (refcounts written
+ * before return). Returns the host offset, or -errno.
+ */
+int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n);
+
+/* Release clusters (refcount -1). */
+int qcow2_free_clusters_locked(struct qcow2 *q, uint64_t off, uint64_t len);
+
+/*
+ * Rebuild all refcounts from the actual references (L1, L2, data,
+ * header, tables, snapshots): for images opened read-write whose dirty
+ * bit is set (lazy refcounts). Writes new refcount structures.
+ */
+int qcow2_rebuild_refcounts_locked(struct qcow2 *q);
+
+/* Refcount entry helpers for any width 1..64 (unit-tested). */
+uint64_t qcow2_refblock_get(const uint8_t *block, uint32_t refcount_order,
+			    uint64_t idx);
+void qcow2_refblock_set(uint8_t *block, uint32_t refcount_order, uint64_t idx,
+			uint64_t value);
+
+/* --- qcow2-write.c ---------------------------------------------------- */
+
+int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n,
+		 uint64_t off);
+int qcow2_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
+		       unsigned int flags);
+int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len);
+int qcow2_flush(struct fmt_image *img);
+int qcow2_set_backing(struct fmt_image *img, const char *name,
+		      const char *fmt);
+
+/*
+ * Called at open for a writable image: rebuild refcounts if the dirty bit
+ * is set, clear unknown autoclear bits. And before the first write:
+ * qcow2_prepare_write_locked() sets the dirty bit when lazy refcounts are
+ * on (and clears it at flush/close).
+ */
+int qcow2_open_rw(struct qcow2 *q);
+int qcow2_prepare_write_locked(struct qcow2 *q);
+/* Called from close for a writable image: flush, clear the dirty bit. */
+int qcow2_close_rw(struct qcow2 *q);
+
+/* --- qcow2-create.c --------------------------------------------------- */
+
+int qcow2_create(const char *path, const struct fmt_create_opts *opts);
+
+/* --- qcow2-check.c ---------------------------------------------------- */
+
+int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep);
+
+#endif /* BC_FORMATS_QCOW2_H */

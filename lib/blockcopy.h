@@ -1,0 +1,158 @@
+/*
+ * blockcopy — block-copy and block-pull engine with libvirt's semantics.
+ *
+ * This is the only installed header. Names, values and semantics follow
+ * libvirt's block-job API (virDomainBlockRebase, virDomainBlockJobAbort,
+ * virDomainGetBlockJobInfo, virDomainBlockJobSetSpeed, virDomainBlockCopy)
+ * with the bc_ / BC_ prefix.
+ *
+ * Every call that fails returns -1 (or NULL) and records a thread-local
+ * error, read with bc_last_error().
+ */
+#ifndef BC_LIB_BLOCKCOPY_H
+#define BC_LIB_BLOCKCOPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__) && __GNUC__ >= 4
+#define BC_API __attribute__((visibility("default")))
+#else
+#define BC_API
+#endif
+
+typedef struct bc_engine bc_engine;
+typedef struct bc_disk bc_disk;
+
+/* Error codes recorded in bc_error.code. */
+enum {
+	BC_ERR_OK = 0,
+	BC_ERR_INTERNAL = 1,
+	BC_ERR_NO_MEMORY = 2,
+	BC_ERR_INVALID_ARG = 3,
+	BC_ERR_OPERATION_INVALID = 4,
+	BC_ERR_BLOCK_COPY_ACTIVE = 5,
+	BC_ERR_NO_SUCH_FILE = 6,
+	BC_ERR_EXISTS = 7,
+	BC_ERR_IO = 8,
+	BC_ERR_NO_SPACE = 9,
+	BC_ERR_IMAGE_CORRUPT = 10,
+	BC_ERR_UNSUPPORTED = 11,
+};
+
+#define BC_ERROR_MESSAGE_MAX 1024
+
+typedef struct bc_error {
+	int code;      /* BC_ERR_* */
+	int sys_errno; /* errno behind the failure, 0 if none */
+	char message[BC_ERROR_MESSAGE_MAX];
+} bc_error;
+
+/* The calling thread's last error; never NULL (code 0 when none). */
+BC_API const bc_error *bc_last_error(void);
+
+/* Flags of bc_disk_open. */
+#define BC_DISK_READONLY (1u << 0)
+#define BC_DISK_DIRECT   (1u << 1)
+
+/* virDomainBlockRebaseFlags, libvirt's released values. */
+#define BC_BLOCK_REBASE_SHALLOW         (1u << 0)
+#define BC_BLOCK_REBASE_REUSE_EXT       (1u << 1)
+#define BC_BLOCK_REBASE_COPY_RAW        (1u << 2)
+#define BC_BLOCK_REBASE_COPY            (1u << 3)
+#define BC_BLOCK_REBASE_RELATIVE        (1u << 4)
+#define BC_BLOCK_REBASE_COPY_DEV        (1u << 5)
+#define BC_BLOCK_REBASE_BANDWIDTH_BYTES (1u << 6)
+
+/* virDomainBlockJobAbortFlags. */
+#define BC_BLOCK_JOB_ABORT_ASYNC (1u << 0)
+#define BC_BLOCK_JOB_ABORT_PIVOT (1u << 1)
+
+#define BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES (1u << 0)
+#define BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES  (1u << 0)
+
+/* virDomainBlockCopyFlags. */
+#define BC_BLOCK_COPY_SHALLOW             (1u << 0)
+#define BC_BLOCK_COPY_REUSE_EXT           (1u << 1)
+#define BC_BLOCK_COPY_TRANSIENT_JOB       (1u << 2)
+#define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
+#define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
+
+/* virDomainBlockJobType. */
+enum {
+	BC_BLOCK_JOB_TYPE_UNKNOWN = 0,
+	BC_BLOCK_JOB_TYPE_PULL = 1,
+	BC_BLOCK_JOB_TYPE_COPY = 2,
+};
+
+/* virConnectDomainEventBlockJobStatus. */
+enum {
+	BC_BLOCK_JOB_COMPLETED = 0,
+	BC_BLOCK_JOB_FAILED = 1,
+	BC_BLOCK_JOB_CANCELED = 2,
+	BC_BLOCK_JOB_MIRRORING = 3,
+};
+
+typedef struct bc_block_job_info {
+	int type;                /* BC_BLOCK_JOB_TYPE_* */
+	unsigned long bandwidth; /* MiB/s, or bytes/s with _INFO_BANDWIDTH_BYTES */
+	uint64_t cur;            /* bytes done */
+	uint64_t end;            /* bytes to do; cur == end is not MIRRORING */
+} bc_block_job_info;
+
+typedef struct bc_block_copy_params {
+	unsigned long long bandwidth; /* bytes/s, 0 = unlimited */
+	unsigned int granularity;     /* bytes, power of two 4 KiB..64 MiB; 0 = 64 KiB */
+	unsigned long long buf_size;  /* bytes in flight; 0 = 16 MiB */
+} bc_block_copy_params;
+
+typedef void (*bc_block_job_cb)(bc_engine *engine, bc_disk *disk,
+				const char *disk_path, int type, int status,
+				void *opaque);
+
+BC_API bc_engine *bc_engine_new(unsigned int flags);
+BC_API void bc_engine_free(bc_engine *engine);
+BC_API int bc_engine_event_register(bc_engine *engine, bc_block_job_cb cb,
+				    void *opaque);
+BC_API int bc_engine_event_fd(bc_engine *engine);
+BC_API int bc_engine_dispatch(bc_engine *engine, int timeout_ms);
+
+BC_API bc_disk *bc_disk_open(bc_engine *engine, const char *path,
+			     const char *format, unsigned int flags);
+BC_API int bc_disk_close(bc_disk *disk);
+BC_API int64_t bc_disk_size(bc_disk *disk);
+BC_API const char *bc_disk_path(bc_disk *disk);
+BC_API ssize_t bc_disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off);
+BC_API ssize_t bc_disk_pwrite(bc_disk *disk, const void *buf, size_t n,
+			      uint64_t off);
+BC_API int bc_disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
+				unsigned int flags);
+BC_API int bc_disk_discard(bc_disk *disk, uint64_t off, uint64_t len,
+			   unsigned int flags);
+BC_API int bc_disk_flush(bc_disk *disk);
+
+BC_API int bc_block_rebase(bc_disk *disk, const char *base,
+			   unsigned long bandwidth, unsigned int flags);
+BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
+			 unsigned int flags);
+BC_API int bc_block_copy(bc_disk *disk, const char *dest,
+			 const bc_block_copy_params *params,
+			 unsigned int flags);
+BC_API int bc_block_job_abort(bc_disk *disk, unsigned int flags);
+BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
+				 unsigned int flags);
+BC_API int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
+				  unsigned int flags);
+BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
+			      unsigned int flags);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BC_LIB_BLOCKCOPY_H */

@@ -1,0 +1,45 @@
+/*
+ * Thread-local error record shared by every layer.
+ *
+ * Internal code (formats, engine) returns 0 or -errno and records the
+ * human detail once, where it is detected, with bc_error_set(); outer
+ * layers never overwrite a recorded detail (bc_error_set_default()).
+ * Public API calls reset the record on entry and return -1/NULL with it
+ * filled (bc_fail*).
+ */
+#ifndef BC_LIB_COMMON_ERROR_H
+#define BC_LIB_COMMON_ERROR_H
+
+#include "../blockcopy.h"
+
+/* Clears the calling thread's error record. */
+void bc_error_reset(void);
+
+/*
+ * Records code, errno and a printf-style message in the calling thread's
+ * record, replacing whatever was there.
+ */
+__attribute__((format(printf, 3, 4))) void bc_error_set(int code, int sys_errno,
+							const char *fmt, ...);
+
+/* Records the error only if none is recorded yet. */
+__attribute__((format(printf, 3, 4))) void
+bc_error_set_default(int code, int sys_errno, const char *fmt, ...);
+
+/* Maps an errno to a BC_ERR_* code (ENOENT → NO_SUCH_FILE, ...). */
+int bc_errno_to_code(int err);
+
+/* Whether the calling thread has an error recorded. */
+int bc_error_is_set(void);
+
+/* bc_error_set() then return -1: the public API's failure return. */
+__attribute__((format(printf, 3, 4))) int bc_fail(int code, int sys_errno,
+						  const char *fmt, ...);
+
+/*
+ * Turns an internal -errno into the public -1, keeping a recorded detail
+ * and otherwise recording one from the errno.
+ */
+int bc_fail_errno(int neg_errno);
+
+#endif /* BC_LIB_COMMON_ERROR_H */
