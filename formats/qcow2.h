@@ -183,6 +183,9 @@ struct qcow2 {
 	bool autoclear_cleared;     /* unknown autoclear bits cleared before first write */
 
 	char *feature_names;        /* feature table extension (info), may be NULL */
+	uint32_t feature_names_len; /* bytes in feature_names (48-byte entries) */
+	uint64_t ext_end;           /* end of the header extension area (past
+				       the end marker, 8-aligned) */
 };
 
 /* --- qcow2-l2.c ------------------------------------------------------- */
@@ -322,5 +325,61 @@ int qcow2_create(const char *path, const struct fmt_create_opts *opts);
 /* --- qcow2-check.c ---------------------------------------------------- */
 
 int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep);
+
+/* --- qcow2.c (header) and qcow2-l2.c: additions ----------------------- */
+
+/* Header extensions as found by qcow2_parse_header_ext(); owned strings. */
+struct qcow2_exts {
+	char *backing_name;      /* from backing_file_offset/size; NULL = none */
+	char *backing_fmt;       /* backing format extension; NULL = none */
+	uint8_t *feature_table;  /* raw 48-byte entries; NULL = none */
+	uint32_t feature_table_len;
+	uint64_t ext_end;        /* offset just past the last extension walked */
+	bool has_bitmaps;        /* bitmaps extension present */
+};
+
+/*
+ * qcow2_parse_header() that also hands back what the extension walk and
+ * the backing name found (@exts may be NULL). On failure nothing is
+ * allocated. Release with qcow2_exts_free().
+ */
+int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
+			   uint64_t file_size, struct qcow2_header *hdr,
+			   struct qcow2_exts *exts);
+void qcow2_exts_free(struct qcow2_exts *exts);
+
+/*
+ * Record "<name>: <reason>" as BC_ERR_IMAGE_CORRUPT and return -EUCLEAN,
+ * for metadata found invalid.
+ */
+__attribute__((format(printf, 2, 3))) int
+qcow2_corrupt(const char *name, const char *fmt, ...);
+
+/* Mapping of a run of guest bytes, as qcow2_map_ext_locked() finds it. */
+struct qcow2_mapping {
+	enum qcow2_cluster_type type;
+	uint64_t host_off; /* NORMAL/ZERO_ALLOC: host offset of the first byte;
+			      COMPRESSED: descriptor's host byte offset */
+	uint64_t run;      /* bytes, > 0 */
+	uint64_t l2_raw;   /* COMPRESSED: the L2 entry (for qcow2_read_compressed) */
+};
+
+/*
+ * qcow2_map_locked() with the L2 entry of a compressed run. Compressed
+ * runs never extend past their cluster (each must be decompressed alone);
+ * other runs coalesce across clusters and L2 tables.
+ */
+int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+			 struct qcow2_mapping *m);
+
+/* Free every L2 cache buffer (close). */
+void qcow2_l2_cache_free(struct qcow2 *q);
+
+/*
+ * Compressed descriptor of @raw: host byte offset and the number of bytes
+ * the descriptor covers (to the end of its last 512-byte sector).
+ */
+void qcow2_compressed_desc(const struct qcow2 *q, uint64_t raw,
+			   uint64_t *host_off, uint64_t *nbytes);
 
 #endif /* BC_FORMATS_QCOW2_H */
