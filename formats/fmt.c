@@ -1,0 +1,448 @@
+/*
+ * Driver-independent half of the format layer: driver lookup and
+ * probing, the range-checked wrappers every caller goes through, backing
+ * reads, image creation, and whole-buffer file I/O helpers.
+ *
+ * The wrappers check ranges against img->size (with overflow checks)
+ * and writability once, so drivers receive only valid requests. They hold
+ * no lock: the drivers serialise their own metadata (fmt.h).
+ */
+#include "fmt.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fmt-priv.h"
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define QCOW2_PROBE_MAGIC "QFI\xfb"
+
+const struct fmt_driver *fmt_driver_find(const char *name)
+{
+	if (!name)
+		return NULL;
+	if (!strcmp(name, "raw"))
+		return &fmt_raw_driver;
+	if (!strcmp(name, "qcow2"))
+		return &fmt_qcow2_driver;
+	return NULL;
+}
+
+const char *fmt_probe_buf(const uint8_t *buf, size_t len)
+{
+	/*
+	 * Only the magic, as QEMU's qcow2_probe: a raw image whose guest
+	 * wrote these bytes is indistinguishable, which is why backing
+	 * formats are recorded and a declared raw layer is never probed.
+	 */
+	if (len >= 4 && !memcmp(buf, QCOW2_PROBE_MAGIC, 4))
+		return "qcow2";
+	return "raw";
+}
+
+/* A name for @fd in messages: its path from /proc, else "fd N". */
+static void fd_name(int fd, char *out, size_t size)
+{
+	char link[64];
+	ssize_t r;
+
+	(void)snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	r = readlink(link, out, size - 1);
+	if (r <= 0) {
+		(void)snprintf(out, size, "fd %d", fd);
+		return;
+	}
+	out[r] = '\0';
+}
+
+/*
+ * Whether a short transfer ended at the end of the file (or device):
+ * short reads of regular files happen only there, and under O_DIRECT
+ * retrying at the unaligned remainder would fail with EINVAL instead.
+ */
+static bool at_eof(int fd, uint64_t pos)
+{
+	struct stat st;
+
+	if (fstat(fd, &st) < 0)
+		return false;
+	if (S_ISBLK(st.st_mode))
+		return true;
+	return pos >= (uint64_t)st.st_size;
+}
+
+static __cold int record_io_error(int fd, const char *what, int err,
+				  uint64_t off)
+{
+	char name[PATH_MAX];
+	char ebuf[128];
+
+	fd_name(fd, name, sizeof(name));
+	bc_error_set(bc_errno_to_code(err), err, "%s: %s failed at offset %llu: %s",
+		     name, what, (unsigned long long)off,
+		     strerror_r(err, ebuf, sizeof(ebuf)));
+	return -err;
+}
+
+/* Reads until n bytes or EOF; *done = bytes read. */
+static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
+{
+	uint8_t *p = buf;
+	size_t got = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	while (got < n) {
+		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			*done = got;
+			return record_io_error(fd, "read", errno, off + got);
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+		if (got < n && at_eof(fd, off + got))
+			break;
+	}
+	*done = got;
+	return 0;
+}
+
+int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off)
+{
+	size_t done;
+	int ret;
+
+	ret = read_upto(fd, buf, n, off, &done);
+	if (ret < 0)
+		return ret;
+	if (done < n) {
+		char name[PATH_MAX];
+
+		fd_name(fd, name, sizeof(name));
+		bc_error_set(BC_ERR_IO, EIO,
+			     "%s: unexpected end of file reading %zu bytes at offset %llu",
+			     name, n, (unsigned long long)off);
+		return -EIO;
+	}
+	return 0;
+}
+
+int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off)
+{
+	size_t done;
+	int ret;
+
+	ret = read_upto(fd, buf, n, off, &done);
+	if (ret < 0)
+		return ret;
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
+}
+
+int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
+{
+	const uint8_t *p = buf;
+	size_t done = 0;
+
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	while (done < n) {
+		ssize_t r = pwrite(fd, p + done, n - done, (off_t)(off + done));
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			return record_io_error(fd, "write", errno, off + done);
+		}
+		if (r == 0)
+			return record_io_error(fd, "write", ENOSPC, off + done);
+		done += (size_t)r;
+	}
+	return 0;
+}
+
+/* Checks [off, off+len) against the image; records the error. */
+static int check_range(const struct fmt_image *img, uint64_t off, uint64_t len)
+{
+	uint64_t end;
+
+	if (bc_add_overflow(off, len, &end) || end > img->size) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: range %llu+%llu is outside the image (size %llu)",
+			     img->filename, (unsigned long long)off,
+			     (unsigned long long)len,
+			     (unsigned long long)img->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_writable(const struct fmt_image *img)
+{
+	if (!(img->flags & FMT_OPEN_RDWR)) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, EROFS,
+			     "%s: image is read-only", img->filename);
+		return -EROFS;
+	}
+	return 0;
+}
+
+int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
+{
+	int ret = check_range(img, off, n);
+
+	if (ret < 0)
+		return ret;
+	if (!n)
+		return 0;
+	return img->drv->pread(img, buf, n, off);
+}
+
+int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
+{
+	int ret = check_writable(img);
+
+	if (ret < 0)
+		return ret;
+	ret = check_range(img, off, n);
+	if (ret < 0)
+		return ret;
+	if (!n)
+		return 0;
+	return img->drv->pwrite(img, buf, n, off);
+}
+
+int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
+		     unsigned int flags)
+{
+	int ret;
+
+	if (flags & ~FMT_ZERO_MAY_UNMAP) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: unsupported write-zeroes flags 0x%x",
+			     img->filename, flags);
+		return -EINVAL;
+	}
+	ret = check_writable(img);
+	if (ret < 0)
+		return ret;
+	ret = check_range(img, off, len);
+	if (ret < 0)
+		return ret;
+	if (!len)
+		return 0;
+	return img->drv->write_zeroes(img, off, len, flags);
+}
+
+int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len)
+{
+	int ret = check_writable(img);
+
+	if (ret < 0)
+		return ret;
+	ret = check_range(img, off, len);
+	if (ret < 0)
+		return ret;
+	if (!len)
+		return 0;
+	return img->drv->discard(img, off, len);
+}
+
+int fmt_flush(struct fmt_image *img)
+{
+	/* Nothing to make durable in an image we never wrote. */
+	if (!(img->flags & FMT_OPEN_RDWR))
+		return 0;
+	return img->drv->flush(img);
+}
+
+int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
+		     struct fmt_extent *ext)
+{
+	int ret = check_range(img, off, len);
+
+	if (ret < 0)
+		return ret;
+	if (!len) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: block status of an empty range", img->filename);
+		return -EINVAL;
+	}
+	memset(ext, 0, sizeof(*ext));
+	ext->host_off = -1;
+	ret = img->drv->block_status(img, off, len, ext);
+	if (ret < 0)
+		return ret;
+	/* A driver answering nothing or too much would hang or skip callers. */
+	assert(ext->len > 0 && ext->len <= len);
+	return 0;
+}
+
+int fmt_read_backing(struct fmt_image *img, void *buf, size_t n, uint64_t off)
+{
+	struct fmt_image *b = img->backing;
+	size_t m = 0;
+	int ret;
+
+	if (b && off < b->size) {
+		m = (size_t)BC_MIN((uint64_t)n, b->size - off);
+		ret = fmt_pread(b, buf, m, off);
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + m, 0, n - m);
+	return 0;
+}
+
+char *fmt_resolve_backing(const char *overlay_path, const char *name)
+{
+	const char *slash;
+	size_t dirlen;
+	char *out;
+
+	if (name[0] == '/' || !(slash = strrchr(overlay_path, '/')))
+		return strdup(name);
+	/* Keep the overlay's directory including its slash. */
+	dirlen = (size_t)(slash - overlay_path) + 1;
+	out = malloc(dirlen + strlen(name) + 1);
+	if (!out)
+		return NULL;
+	memcpy(out, overlay_path, dirlen);
+	strcpy(out + dirlen, name);
+	return out;
+}
+
+int fmt_create(const char *path, const struct fmt_create_opts *opts)
+{
+	struct fmt_create_opts o = *opts;
+	const struct fmt_driver *drv;
+	struct stat st;
+
+	drv = fmt_driver_find(opts->format);
+	if (!drv) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+			     opts->format ? opts->format : "(null)");
+		return -EINVAL;
+	}
+	if (lstat(path, &st) == 0) {
+		bc_error_set(BC_ERR_EXISTS, EEXIST, "%s: file exists", path);
+		return -EEXIST;
+	}
+	if (opts->backing_fmt && !fmt_driver_find(opts->backing_fmt)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "unknown format '%s'", opts->backing_fmt);
+		return -EINVAL;
+	}
+	if (opts->backing_file) {
+		if (strlen(opts->backing_file) > FMT_BACKING_NAME_MAX) {
+			bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+				     "%s: backing file name longer than %d bytes",
+				     path, FMT_BACKING_NAME_MAX);
+			return -EINVAL;
+		}
+		if (fmt_backing_is_protocol(opts->backing_file)) {
+			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+				     "%s: backing file '%s' uses a protocol, not supported",
+				     path, opts->backing_file);
+			return -ENOTSUP;
+		}
+	}
+	if (!o.size && opts->backing_file) {
+		BC_AUTOFREE char *bpath = NULL;
+		struct fmt_image *b;
+		int ret;
+
+		bpath = fmt_resolve_backing(path, opts->backing_file);
+		if (!bpath)
+			return -ENOMEM;
+		/* As qemu-img create: the backing alone, for its size. */
+		ret = fmt_open(bpath, opts->backing_fmt, FMT_OPEN_NO_BACKING, &b);
+		if (ret < 0)
+			return ret;
+		o.size = b->size;
+		fmt_close(b);
+	}
+	return drv->create(path, &o);
+}
+
+int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt)
+{
+	char *nn = NULL, *nf = NULL;
+	int ret;
+
+	ret = check_writable(img);
+	if (ret < 0)
+		return ret;
+	if (fmt && !fmt_driver_find(fmt)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+			     fmt);
+		return -EINVAL;
+	}
+	if (name && strlen(name) > FMT_BACKING_NAME_MAX) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: backing file name longer than %d bytes",
+			     img->filename, FMT_BACKING_NAME_MAX);
+		return -EINVAL;
+	}
+	if (name && fmt_backing_is_protocol(name)) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: backing file '%s' uses a protocol, not supported",
+			     img->filename, name);
+		return -ENOTSUP;
+	}
+	if (!img->drv->set_backing) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: %s images have no backing file",
+			     img->filename, img->drv->name);
+		return -ENOTSUP;
+	}
+	if ((name && !(nn = strdup(name))) || (fmt && !(nf = strdup(fmt)))) {
+		free(nn);
+		return -ENOMEM;
+	}
+	ret = img->drv->set_backing(img, name, fmt);
+	if (ret < 0) {
+		free(nn);
+		free(nf);
+		return ret;
+	}
+	/*
+	 * Keep the recorded names in step with the header (whether or not
+	 * the driver updated them); img->backing stays as opened.
+	 */
+	free(img->backing_name);
+	free(img->backing_fmt);
+	img->backing_name = nn;
+	img->backing_fmt = nf;
+	return 0;
+}
+
+int fmt_get_info(struct fmt_image *img, struct fmt_info *info)
+{
+	memset(info, 0, sizeof(*info));
+	return img->drv->get_info(img, info);
+}
+
+int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
+{
+	memset(rep, 0, sizeof(*rep));
+	if (!img->drv->check) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: format '%s' does not support checks",
+			     img->filename, img->drv->name);
+		return -ENOTSUP;
+	}
+	return img->drv->check(img, rep);
+}

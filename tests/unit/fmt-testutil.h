@@ -1,0 +1,204 @@
+/*
+ * Helpers for the format-layer unit tests (test-raw.c, test-chain.c):
+ * a scratch directory per test, shell commands, and the block status of
+ * an image rendered exactly as `qemu-img map --output=json` prints it, so
+ * tests compare our answers with qemu-img's byte for byte.
+ */
+#ifndef BC_TESTS_UNIT_FMT_TESTUTIL_H
+#define BC_TESTS_UNIT_FMT_TESTUTIL_H
+
+#include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "formats/fmt.h"
+#include "lib/common/error.h"
+
+static char tu_dir[4096];
+
+/* Fixture: a fresh scratch directory, also the CWD of the test. */
+static inline void tu_setup(void)
+{
+	const char *base = getenv("BC_TEST_TMPDIR");
+	char cmd[4200];
+
+	if (!base || !*base)
+		base = "/tmp";
+	(void)snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", base);
+	ck_assert_int_eq(system(cmd), 0);
+	(void)snprintf(tu_dir, sizeof(tu_dir), "%s/fmt-XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(tu_dir));
+	ck_assert_int_eq(chdir(tu_dir), 0);
+	bc_error_reset();
+}
+
+static inline void tu_teardown(void)
+{
+	char cmd[4200];
+
+	ck_assert_int_eq(chdir("/"), 0);
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_dir);
+	(void)system(cmd);
+}
+
+/* Run a shell command (printf-style) in the CWD; asserts success. */
+__attribute__((format(printf, 1, 2))) static inline void tu_sh(const char *fmt,
+							       ...)
+{
+	char cmd[8192];
+	va_list ap;
+	int ret;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	ret = system(cmd);
+	if (ret != 0)
+		ck_abort_msg("command failed (%d): %s", ret, cmd);
+}
+
+/* stdout of a shell command, malloc'd. */
+__attribute__((format(printf, 1, 2))) static inline char *tu_out(const char *fmt,
+								...)
+{
+	char cmd[8192];
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	va_list ap;
+	FILE *f;
+	int c;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	while ((c = fgetc(f)) != EOF) {
+		if (len + 2 > cap) {
+			cap = cap ? cap * 2 : 4096;
+			buf = realloc(buf, cap);
+			ck_assert_ptr_nonnull(buf);
+		}
+		buf[len++] = (char)c;
+	}
+	if (!buf) {
+		buf = malloc(1);
+		ck_assert_ptr_nonnull(buf);
+	}
+	buf[len] = '\0';
+	ck_assert_int_eq(pclose(f), 0);
+	return buf;
+}
+
+struct tu_map_ent {
+	unsigned long long start, length;
+	int depth;
+	int present, zero, data;
+	long long offset; /* -1: none */
+};
+
+static inline void tu_map_emit(char **out, size_t *len, size_t *cap, int *first,
+			       const struct tu_map_ent *e)
+{
+	char line[512];
+	int n;
+
+	n = snprintf(line, sizeof(line),
+		     "%s{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s",
+		     *first ? "[" : ",\n", e->start, e->length, e->depth,
+		     e->present ? "true" : "false", e->zero ? "true" : "false",
+		     e->data ? "true" : "false");
+	if (e->offset >= 0)
+		n += snprintf(line + n, sizeof(line) - (size_t)n,
+			      ", \"offset\": %lld", e->offset);
+	n += snprintf(line + n, sizeof(line) - (size_t)n, "}");
+	*first = 0;
+	while (*len + (size_t)n + 4 > *cap) {
+		*cap = *cap ? *cap * 2 : 4096;
+		*out = realloc(*out, *cap);
+		ck_assert_ptr_nonnull(*out);
+	}
+	memcpy(*out + *len, line, (size_t)n + 1);
+	*len += (size_t)n;
+}
+
+/*
+ * Our chain block status of the whole image as qemu-img map --output=json
+ * prints it (entries merged as qemu-img merges them). malloc'd.
+ */
+static inline char *tu_map_json(struct fmt_image *img)
+{
+	struct tu_map_ent cur = { 0 }, e;
+	char *out = NULL;
+	size_t len = 0, cap = 0;
+	int first = 1, have = 0;
+	uint64_t off = 0;
+
+	while (off < img->size) {
+		struct fmt_extent ext;
+
+		ck_assert_int_eq(fmt_chain_block_status(img, off, img->size - off,
+							&ext), 0);
+		ck_assert_uint_gt(ext.len, 0);
+		e.start = off;
+		e.length = ext.len;
+		e.depth = ext.depth;
+		e.present = ext.state != FMT_UNALLOC;
+		e.zero = ext.state != FMT_DATA;
+		e.data = ext.state == FMT_DATA;
+		e.offset = ext.state == FMT_UNALLOC ? -1 : ext.host_off;
+		if (have && cur.depth == e.depth && cur.present == e.present &&
+		    cur.zero == e.zero && cur.data == e.data &&
+		    ((cur.offset < 0 && e.offset < 0) ||
+		     (cur.offset >= 0 && e.offset >= 0 &&
+		      (unsigned long long)cur.offset + cur.length ==
+			      (unsigned long long)e.offset))) {
+			cur.length += e.length;
+		} else {
+			if (have)
+				tu_map_emit(&out, &len, &cap, &first, &cur);
+			cur = e;
+			have = 1;
+		}
+		off += ext.len;
+	}
+	if (have)
+		tu_map_emit(&out, &len, &cap, &first, &cur);
+	if (!out) {
+		out = malloc(4);
+		ck_assert_ptr_nonnull(out);
+		strcpy(out, "[");
+		len = 1;
+	}
+	out = realloc(out, len + 3);
+	ck_assert_ptr_nonnull(out);
+	strcpy(out + len, "]\n");
+	return out;
+}
+
+/* Assert that our map of @img equals qemu-img's map of @path. */
+static inline void tu_assert_map_matches(struct fmt_image *img,
+					 const char *path, const char *fmt)
+{
+	char *ours = tu_map_json(img);
+	char *theirs = tu_out("qemu-img map --output=json -f %s '%s'", fmt, path);
+
+	ck_assert_str_eq(ours, theirs);
+	free(ours);
+	free(theirs);
+}
+
+/* Fill @buf with a pattern that depends on the byte offset and @seed. */
+static inline void tu_pattern(uint8_t *buf, size_t n, uint64_t off,
+			      unsigned int seed)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		buf[i] = (uint8_t)((off + i) * 7u + seed + ((off + i) >> 9));
+}
+
+#endif /* BC_TESTS_UNIT_FMT_TESTUTIL_H */
