@@ -382,4 +382,38 @@ void qcow2_l2_cache_free(struct qcow2 *q);
 void qcow2_compressed_desc(const struct qcow2 *q, uint64_t raw,
 			   uint64_t *host_off, uint64_t *nbytes);
 
+/* --- additions by qcow2-refcount.c / qcow2-check.c (helper qwrite) ----- */
+
+/* Buffer aligned for O_DIRECT (4 KiB); release with free(). NULL on ENOMEM. */
+void *qcow2_alloc_buf(size_t n);
+
+/*
+ * Write metadata bytes at @off; with O_DIRECT (request_align > 1) the
+ * write is widened to whole logical blocks by read-modify-write.
+ * Returns 0 or -errno.
+ */
+int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off);
+
+/*
+ * Replace the refcount structures by new ones holding @refs (refcount of
+ * cluster i is refs[i], @nb clusters, 0 beyond), written past the end of
+ * the file; the header is switched with one write. Returns 0 or -errno.
+ */
+int qcow2_write_refcounts_locked(struct qcow2 *q, uint32_t *refs, uint64_t nb);
+
+/*
+ * Count the references to every host cluster: header cluster(s), L1, L2
+ * tables, data (compressed data: each host cluster spanned), preallocated
+ * zero clusters, snapshot table and snapshot L1/L2/data, bitmap directory
+ * and tables, and, when @with_refcount_structs, the refcount table and
+ * blocks. *refs (malloc'd, caller frees) gets one saturating count per
+ * cluster, *nb clusters (covering the file end and every reference).
+ * Bad references (unaligned, beyond the end of the file) are counted in
+ * rep->corruptions when @rep is not NULL; otherwise they fail with
+ * -EUCLEAN. Returns 0 or -errno.
+ */
+int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
+			      uint32_t **refs, uint64_t *nb,
+			      struct fmt_check_report *rep);
+
 #endif /* BC_FORMATS_QCOW2_H */
