@@ -1,0 +1,282 @@
+/*
+ * blockcopy map: where each guest range of an image chain comes from,
+ * walked with fmt_chain_block_status() over the whole virtual size.
+ *
+ * Extents are merged the way qemu-img map merges them (same depth,
+ * present, zero and data flags, and host offsets that continue each
+ * other), so `map --json` prints exactly `qemu-img map --output=json`
+ * lines for the same chain. The human table lists data extents only,
+ * like qemu-img's, with the layer named as qemu-img names it.
+ */
+#include "tool.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/error.h"
+#include "common/util.h"
+#include "formats/fmt.h"
+
+const char tool_help_map[] =
+	"Usage: blockcopy map [-f FMT] [--json] IMG\n"
+	"\n"
+	"Show, for every guest range of IMG and its backing chain, which layer\n"
+	"answers and how. Opens the chain read-only.\n"
+	"\n"
+	"Without --json, a table of the ranges holding data, as qemu-img map:\n"
+	"  Offset  Length  Mapped to  File\n"
+	"guest offset and length, offset in the file of the layer that holds\n"
+	"them, and that layer (hexadecimal). Ranges reading as zeros are not\n"
+	"listed. Compressed data has no offset: use --json for such images.\n"
+	"\n"
+	"With --json, one object per line as qemu-img map --output=json:\n"
+	"  start, length   guest range\n"
+	"  depth           layer that answers (0 = IMG); for ranges no layer\n"
+	"                  holds, the bottom layer\n"
+	"  present         a layer holds the range\n"
+	"  zero            the range reads as zeros\n"
+	"  data            a layer holds data for the range\n"
+	"  offset          where the range is in that layer's file, if mapped\n"
+	"\n"
+	"  -f, --format=FMT  IMG's format (qcow2 or raw); probed when absent\n"
+	"      --json        the JSON form above\n"
+	"  -h, --help        this text\n"
+	"\n"
+	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
+
+enum { OPT_JSON = 256 };
+
+static const struct option long_opts[] = {
+	{"format", required_argument, NULL, 'f'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"output", required_argument, NULL, 'O'},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+/* One merged run of qemu-img's map entry. */
+struct map_entry {
+	uint64_t start;
+	uint64_t length;
+	int depth;
+	bool present;
+	bool zero;
+	bool data;
+	int64_t offset; /* -1: no host offset */
+};
+
+static void entry_from_extent(struct map_entry *e, uint64_t start,
+			      const struct fmt_extent *ext)
+{
+	e->start = start;
+	e->length = ext->len;
+	e->depth = ext->depth;
+	e->present = ext->state != FMT_UNALLOC;
+	e->zero = ext->state != FMT_DATA;
+	e->data = ext->state == FMT_DATA;
+	e->offset = ext->state == FMT_UNALLOC ? -1 : ext->host_off;
+}
+
+static bool mergeable(const struct map_entry *a, const struct map_entry *b)
+{
+	if (a->depth != b->depth || a->present != b->present ||
+	    a->zero != b->zero || a->data != b->data)
+		return false;
+	if ((a->offset < 0) != (b->offset < 0))
+		return false;
+	return a->offset < 0 ||
+	       (uint64_t)a->offset + a->length == (uint64_t)b->offset;
+}
+
+static void print_json_entry(const struct map_entry *e, bool last)
+{
+	printf("%s{ \"start\": %" PRIu64 ", \"length\": %" PRIu64
+	       ", \"depth\": %d, \"present\": %s, \"zero\": %s, \"data\": %s",
+	       e->start ? "" : "[", e->start, e->length, e->depth,
+	       e->present ? "true" : "false", e->zero ? "true" : "false",
+	       e->data ? "true" : "false");
+	if (e->offset >= 0)
+		printf(", \"offset\": %" PRId64, e->offset);
+	printf("}%s\n", last ? "]" : ",");
+}
+
+/* printf's %#x, which prints 0 without the 0x. */
+static void print_hex_col(uint64_t v)
+{
+	char buf[24];
+
+	snprintf(buf, sizeof(buf), "%#" PRIx64, v);
+	printf("%-16s", buf);
+}
+
+/* Human row; returns 0, or 1 when the extent has no host offset. */
+static int print_human_entry(const struct map_entry *e, char *const *names)
+{
+	if (!e->data)
+		return 0;
+	if (e->offset < 0)
+		return 1;
+	print_hex_col(e->start);
+	print_hex_col(e->length);
+	print_hex_col((uint64_t)e->offset);
+	printf("%s\n", names[e->depth]);
+	return 0;
+}
+
+static void free_names(char **names, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++)
+		free(names[i]);
+	free(names);
+}
+
+/*
+ * Display names of every layer, top first (tool_backing_path()).
+ * Returns a malloc'd array of *n malloc'd strings, or NULL (ENOMEM).
+ */
+static char **layer_names(const char *path, struct fmt_image *top, int *n)
+{
+	struct fmt_image *img;
+	char **names;
+	int i, count = 0;
+
+	for (img = top; img; img = img->backing)
+		count++;
+	names = calloc((size_t)count, sizeof(*names));
+	if (!names)
+		return NULL;
+	names[0] = strdup(path);
+	for (img = top, i = 1; i < count && names[i - 1];
+	     img = img->backing, i++)
+		names[i] = tool_backing_path(names[i - 1], img->backing_name);
+	if (!names[count - 1]) {
+		free_names(names, count);
+		return NULL;
+	}
+	*n = count;
+	return names;
+}
+
+static int walk(const char *path, struct fmt_image *top, bool json,
+		char *const *names, int n_layers)
+{
+	struct map_entry cur = {0}, next;
+	struct fmt_extent ext;
+	uint64_t off = 0;
+	bool have = false;
+	int ret;
+
+	if (!json)
+		printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to",
+		       "File");
+	else if (top->size == 0)
+		printf("[]\n");
+	while (off < top->size) {
+		bc_error_reset();
+		ret = fmt_chain_block_status(top, off, top->size - off, &ext);
+		if (ret < 0) {
+			fflush(stdout);
+			tool_report(path, ret);
+			return TOOL_EXIT_FAILURE;
+		}
+		if (ext.len == 0 || ext.len > top->size - off ||
+		    ext.depth < 0 || ext.depth >= n_layers) {
+			fflush(stdout);
+			tool_error_file(path, "block status returned a bad extent");
+			return TOOL_EXIT_FAILURE;
+		}
+		entry_from_extent(&next, off, &ext);
+		off += ext.len;
+		if (have && mergeable(&cur, &next)) {
+			cur.length += next.length;
+			continue;
+		}
+		if (have) {
+			if (json)
+				print_json_entry(&cur, false);
+			else if (print_human_entry(&cur, names))
+				goto out_compressed;
+		}
+		cur = next;
+		have = true;
+	}
+	if (have) {
+		if (json)
+			print_json_entry(&cur, true);
+		else if (print_human_entry(&cur, names))
+			goto out_compressed;
+	}
+	return TOOL_EXIT_OK;
+
+out_compressed:
+	fflush(stdout);
+	tool_error_file(names[cur.depth],
+			"compressed data has no offset to show; use --json");
+	return TOOL_EXIT_FAILURE;
+}
+
+int cmd_map(int argc, char **argv)
+{
+	const char *path, *format = NULL;
+	struct fmt_image *top = NULL;
+	char **names;
+	bool json = false;
+	int c, n = 0, ret;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			format = optarg;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case 'O':
+			if (!strcmp(optarg, "json"))
+				json = true;
+			else if (!strcmp(optarg, "human"))
+				json = false;
+			else
+				return tool_usage_error(
+					"map", "unknown output format '%s'",
+					optarg);
+			break;
+		case 'h':
+			tool_print_help("map");
+			return TOOL_EXIT_OK;
+		default:
+			return tool_getopt_error("map", c, argv);
+		}
+	}
+	if (optind >= argc)
+		return tool_usage_error("map", "missing image name");
+	if (optind + 1 < argc)
+		return tool_usage_error("map", "unexpected argument '%s'",
+					argv[optind + 1]);
+	path = argv[optind];
+	if (format && strcmp(format, "qcow2") && strcmp(format, "raw"))
+		return tool_usage_error("map", "unknown format '%s'", format);
+
+	bc_error_reset();
+	ret = fmt_open(path, format, 0, &top);
+	if (ret < 0) {
+		tool_report(path, ret);
+		return TOOL_EXIT_FAILURE;
+	}
+	names = layer_names(path, top, &n);
+	if (!names) {
+		fprintf(stderr, "blockcopy: out of memory\n");
+		fmt_close(top);
+		return TOOL_EXIT_FAILURE;
+	}
+	ret = walk(path, top, json, names, n);
+	free_names(names, n);
+	fmt_close(top);
+	return ret;
+}

@@ -1,0 +1,259 @@
+/*
+ * Argument parsing, error lines and JSON output shared by the blockcopy
+ * subcommands. See tool.h.
+ */
+#include "tool.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "blockcopy.h"
+#include "common/error.h"
+#include "common/util.h"
+
+/* Fraction digits we keep exactly: 10^6 * 2^40 still fits in 64 bits. */
+#define FRACTION_DIGITS_MAX 6
+
+static int suffix_shift(char c)
+{
+	switch (toupper((unsigned char)c)) {
+	case 'K':
+		return 10;
+	case 'M':
+		return 20;
+	case 'G':
+		return 30;
+	case 'T':
+		return 40;
+	default:
+		return -1;
+	}
+}
+
+/*
+ * Parses "<digits>[.<digits>][suffix]" into a whole number of bytes;
+ * @bare_shift is the unit of a number without suffix (0 bytes, 20 MiB).
+ */
+static int parse_scaled(const char *s, int bare_shift, uint64_t *out)
+{
+	uint64_t whole = 0, frac = 0, frac_div = 1, mult, res, part;
+	const char *p = s;
+	bool has_digits = false, has_point = false;
+	int shift = bare_shift;
+
+	while (isdigit((unsigned char)*p)) {
+		if (bc_mul_overflow(whole, 10u, &whole) ||
+		    bc_add_overflow(whole, (uint64_t)(*p - '0'), &whole))
+			return -ERANGE;
+		has_digits = true;
+		p++;
+	}
+	if (*p == '.') {
+		has_point = true;
+		p++;
+		while (isdigit((unsigned char)*p)) {
+			if (frac_div >= 1000000) {
+				/* Beyond what we keep: only zeros allowed. */
+				if (*p != '0')
+					return -EINVAL;
+			} else {
+				frac = frac * 10 + (uint64_t)(*p - '0');
+				frac_div *= 10;
+			}
+			has_digits = true;
+			p++;
+		}
+	}
+	if (!has_digits)
+		return -EINVAL;
+	if (*p) {
+		shift = suffix_shift(*p);
+		if (shift < 0 || p[1])
+			return -EINVAL;
+	}
+	mult = UINT64_C(1) << shift;
+	if (has_point && frac) {
+		/* frac < 10^6 and mult <= 2^40: the product fits. */
+		part = frac * mult;
+		if (part % frac_div)
+			return -EINVAL; /* not a whole number of bytes */
+		part /= frac_div;
+	} else {
+		part = 0;
+	}
+	if (bc_mul_overflow(whole, mult, &res) ||
+	    bc_add_overflow(res, part, &res) || res > (uint64_t)INT64_MAX)
+		return -ERANGE;
+	*out = res;
+	return 0;
+}
+
+int tool_parse_size(const char *s, uint64_t *out)
+{
+	return parse_scaled(s, 0, out);
+}
+
+int tool_parse_rate(const char *s, uint64_t *out)
+{
+	return parse_scaled(s, 20, out);
+}
+
+int tool_parse_bool(const char *s, bool *out)
+{
+	if (!strcmp(s, "on") || !strcmp(s, "true") || !strcmp(s, "yes")) {
+		*out = true;
+		return 0;
+	}
+	if (!strcmp(s, "off") || !strcmp(s, "false") || !strcmp(s, "no")) {
+		*out = false;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+int tool_usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("blockcopy: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	if (cmd)
+		fprintf(stderr, " (try 'blockcopy help %s')\n", cmd);
+	else
+		fputs(" (try 'blockcopy --help')\n", stderr);
+	return TOOL_EXIT_USAGE;
+}
+
+int tool_getopt_error(const char *cmd, int c, char **argv)
+{
+	/* getopt leaves optind past the offending argument. */
+	const char *arg = optind > 0 ? argv[optind - 1] : "";
+	bool is_long = arg[0] == '-' && arg[1] == '-';
+
+	if (c == ':') {
+		if (is_long)
+			return tool_usage_error(cmd,
+						"option '%s' needs an argument",
+						arg);
+		return tool_usage_error(cmd, "option '-%c' needs an argument",
+					optopt);
+	}
+	if (is_long)
+		return tool_usage_error(cmd, "unknown option '%s'", arg);
+	return tool_usage_error(cmd, "unknown option '-%c'", optopt);
+}
+
+void tool_report(const char *file, int neg_errno)
+{
+	const bc_error *e = bc_last_error();
+	char buf[256];
+
+	if (e->code && e->message[0]) {
+		fprintf(stderr, "blockcopy: %s\n", e->message);
+		return;
+	}
+	fprintf(stderr, "blockcopy: %s: %s\n", file,
+		strerror_r(-neg_errno, buf, sizeof(buf)));
+}
+
+void tool_error_file(const char *file, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "blockcopy: %s: ", file);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void tool_warn(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("blockcopy: warning: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+void tool_json_string(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+
+	fputc('"', f);
+	for (; *p; p++) {
+		switch (*p) {
+		case '"':
+			fputs("\\\"", f);
+			break;
+		case '\\':
+			fputs("\\\\", f);
+			break;
+		case '\b':
+			fputs("\\b", f);
+			break;
+		case '\f':
+			fputs("\\f", f);
+			break;
+		case '\n':
+			fputs("\\n", f);
+			break;
+		case '\r':
+			fputs("\\r", f);
+			break;
+		case '\t':
+			fputs("\\t", f);
+			break;
+		default:
+			if (*p < 0x20 || *p == 0x7f)
+				fprintf(f, "\\u%04x", *p);
+			else
+				fputc(*p, f); /* UTF-8 passes through */
+			break;
+		}
+	}
+	fputc('"', f);
+}
+
+void tool_human_size(uint64_t val, char *buf, size_t len)
+{
+	static const char *const units[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi",
+					    "Ei"};
+	/*
+	 * qemu switches to the next unit once the value would print as
+	 * 1000 or more: the unit is the largest 1024^i <= val * 1024/1000.
+	 */
+	double scaled = (double)val * 1024.0 / 1000.0;
+	unsigned int i = 0;
+
+	while (i + 1 < BC_ARRAY_SIZE(units) &&
+	       scaled >= (double)(UINT64_C(1) << (10 * (i + 1))))
+		i++;
+	snprintf(buf, len, "%0.3g %sB",
+		 (double)val / (double)(UINT64_C(1) << (10 * i)), units[i]);
+}
+
+char *tool_backing_path(const char *overlay, const char *name)
+{
+	const char *slash = strrchr(overlay, '/');
+	size_t dir_len;
+	char *p;
+
+	if (name[0] == '/' || !slash)
+		return strdup(name);
+	dir_len = (size_t)(slash - overlay) + 1;
+	p = malloc(dir_len + strlen(name) + 1);
+	if (!p)
+		return NULL;
+	memcpy(p, overlay, dir_len);
+	strcpy(p + dir_len, name);
+	return p;
+}

@@ -1,0 +1,113 @@
+/*
+ * Shared pieces of the blockcopy command-line tool: the subcommand table,
+ * argument parsing (sizes, rates, on/off), error reporting and JSON
+ * string output.
+ *
+ * Every subcommand is `int cmd_<name>(int argc, char **argv)` where
+ * argv[0] is the subcommand name; it returns the process exit status.
+ * Failures print exactly one line on stderr, "blockcopy: <reason>", the
+ * reason naming the file it concerns.
+ */
+#ifndef BC_TOOLS_TOOL_H
+#define BC_TOOLS_TOOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Exit statuses common to every subcommand (compare and check differ). */
+#define TOOL_EXIT_OK      0
+#define TOOL_EXIT_FAILURE 1
+#define TOOL_EXIT_USAGE   2
+
+/* One subcommand: its name, entry point and help text. */
+struct tool_cmd {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *summary; /* one line for `blockcopy --help` */
+	const char *help;    /* full text for `blockcopy help NAME` */
+};
+
+int cmd_create(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+int cmd_map(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_check(int argc, char **argv);
+
+/* Help texts, defined next to each command. */
+extern const char tool_help_create[];
+extern const char tool_help_info[];
+extern const char tool_help_map[];
+extern const char tool_help_compare[];
+extern const char tool_help_check[];
+
+/* Prints the help of subcommand @name on stdout. */
+void tool_print_help(const char *name);
+
+/*
+ * Parses a size: decimal digits with an optional K, M, G or T suffix
+ * (case-insensitive, powers of 1024). A fraction is accepted with a
+ * suffix when the result is a whole number of bytes ("1.5M" = 1572864,
+ * "0.1K" is refused). Returns 0, or -EINVAL (malformed) / -ERANGE
+ * (does not fit in 63 bits).
+ */
+int tool_parse_size(const char *s, uint64_t *out);
+
+/*
+ * Parses a rate in bytes per second: a size with a suffix is bytes per
+ * second ("50M" = 50 MiB/s); a bare number is MiB/s, virsh's unit for
+ * --bandwidth. Returns 0, -EINVAL or -ERANGE as tool_parse_size().
+ */
+int tool_parse_rate(const char *s, uint64_t *out);
+
+/* Parses on|off|true|false|yes|no. Returns 0 or -EINVAL. */
+int tool_parse_bool(const char *s, bool *out);
+
+/*
+ * Reports a usage error of subcommand @cmd (NULL: the tool itself) as one
+ * line with a hint where to look, and returns TOOL_EXIT_USAGE.
+ */
+__attribute__((format(printf, 2, 3))) int tool_usage_error(const char *cmd,
+							    const char *fmt,
+							    ...);
+
+/*
+ * Reports what getopt_long() (called with opterr = 0 and an optstring
+ * starting with ':') returned as '?' or ':' for subcommand @cmd, as a
+ * usage error. Returns TOOL_EXIT_USAGE.
+ */
+int tool_getopt_error(const char *cmd, int c, char **argv);
+
+/*
+ * Reports the failure @neg_errno of an operation on @file: the message
+ * recorded in bc_last_error() when there is one (formats name the file
+ * themselves), else "<file>: <strerror>". One line on stderr.
+ */
+void tool_report(const char *file, int neg_errno);
+
+/* Prints "blockcopy: <file>: <message>" on stderr. */
+__attribute__((format(printf, 2, 3))) void tool_error_file(const char *file,
+							    const char *fmt,
+							    ...);
+
+/* Prints "blockcopy: warning: <message>" on stderr. */
+__attribute__((format(printf, 1, 2))) void tool_warn(const char *fmt, ...);
+
+/* Writes @s as a JSON string literal, quotes included, to @f. */
+void tool_json_string(FILE *f, const char *s);
+
+/*
+ * Formats @val like qemu's size_to_str(): three significant digits and a
+ * binary unit ("324 KiB", "1.5 MiB", "0 B"). Writes into @buf of @len.
+ */
+void tool_human_size(uint64_t val, char *buf, size_t len);
+
+/*
+ * The path a backing name refers to, the way qemu-img shows it: the
+ * name itself when absolute or when @overlay has no directory part, else
+ * @overlay's directory joined with the name. Returns a malloc'd string
+ * or NULL (ENOMEM).
+ */
+char *tool_backing_path(const char *overlay, const char *name);
+
+#endif /* BC_TOOLS_TOOL_H */
