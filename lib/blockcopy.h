@@ -60,6 +60,12 @@ BC_API const bc_error *bc_last_error(void);
 #define BC_DISK_READONLY (1u << 0)
 #define BC_DISK_DIRECT   (1u << 1)
 
+/* Flags of bc_disk_write_zeroes. */
+#define BC_DISK_ZEROES_MAY_UNMAP (1u << 0)
+
+/* virDomainBlockPullFlags. */
+#define BC_BLOCK_PULL_BANDWIDTH_BYTES (1u << 6)
+
 /* virDomainBlockRebaseFlags, libvirt's released values. */
 #define BC_BLOCK_REBASE_SHALLOW         (1u << 0)
 #define BC_BLOCK_REBASE_REUSE_EXT       (1u << 1)

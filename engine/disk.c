@@ -1,0 +1,329 @@
+/*
+ * Disks and the guest data path.
+ *
+ * A disk is an open backing chain plus at most one job. Guest requests
+ * may come from many threads at once; each enters the disk (waiting while
+ * a pivot or pull finish has it quiesced), works on the chain it saw at
+ * entry, and leaves. The chain pointer only changes while no guest
+ * request is inside, so a request never sees a chain being swapped.
+ */
+#include "engine/internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+int disk_open(bc_engine *eng, const char *path, const char *format,
+	      unsigned int flags, bc_disk **out)
+{
+	unsigned int fflags = 0;
+	pthread_rwlockattr_t attr;
+	bc_disk *disk;
+	int ret;
+
+	if (!(flags & BC_DISK_READONLY))
+		fflags |= FMT_OPEN_RDWR;
+	if (flags & BC_DISK_DIRECT)
+		fflags |= FMT_OPEN_DIRECT;
+
+	disk = calloc(1, sizeof(*disk));
+	if (!disk)
+		return -ENOMEM;
+	disk->path = strdup(path);
+	if (!disk->path) {
+		free(disk);
+		return -ENOMEM;
+	}
+	ret = fmt_open(path, format, fflags, &disk->top);
+	if (ret < 0) {
+		free(disk->path);
+		free(disk);
+		return ret;
+	}
+	disk->size = disk->top->size;
+	disk->flags = flags;
+	disk->refs = 1;
+	disk->eng = eng;
+	pthread_mutex_init(&disk->lock, NULL);
+	pthread_cond_init(&disk->cond, NULL);
+	/* Writer preference: a pull chunk must not starve behind guests. */
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr,
+				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&disk->write_gate, &attr);
+	pthread_rwlockattr_destroy(&attr);
+	engine_ref(eng);
+	*out = disk;
+	return 0;
+}
+
+void disk_ref(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	disk->refs++;
+}
+
+void disk_unref(bc_disk *disk)
+{
+	bc_engine *eng = disk->eng;
+	int refs;
+
+	pthread_mutex_lock(&disk->lock);
+	refs = --disk->refs;
+	pthread_mutex_unlock(&disk->lock);
+	if (refs)
+		return;
+	fmt_close(disk->top);
+	free(disk->path);
+	pthread_rwlock_destroy(&disk->write_gate);
+	pthread_cond_destroy(&disk->cond);
+	pthread_mutex_destroy(&disk->lock);
+	free(disk);
+	engine_unref(eng);
+}
+
+int disk_close(bc_disk *disk)
+{
+	pthread_mutex_lock(&disk->lock);
+	if (disk->job) {
+		pthread_mutex_unlock(&disk->lock);
+		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+			     "block copy still active: disk '%s' has an active block job",
+			     disk->path);
+		return -EBUSY;
+	}
+	disk->closed = true;
+	pthread_mutex_unlock(&disk->lock);
+	disk_unref(disk);
+	return 0;
+}
+
+int64_t disk_size(bc_disk *disk)
+{
+	return (int64_t)disk->size;
+}
+
+const char *disk_path(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	return disk->path;
+}
+
+void disk_quiesce(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	disk->quiesce = true;
+	while (disk->guest_inflight)
+		pthread_cond_wait(&disk->cond, &disk->lock);
+}
+
+void disk_resume(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	disk->quiesce = false;
+	pthread_cond_broadcast(&disk->cond);
+}
+
+/* A guest request's view of the disk, taken at entry. */
+struct guest_req {
+	struct fmt_image *top;
+	struct job *job;
+};
+
+static void enter(bc_disk *disk, struct guest_req *req)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	while (disk->quiesce)
+		pthread_cond_wait(&disk->cond, &disk->lock);
+	disk->guest_inflight++;
+	req->top = disk->top;
+	req->job = disk->job;
+	if (req->job)
+		job_ref(req->job);
+}
+
+static void leave(bc_disk *disk, struct guest_req *req)
+{
+	if (req->job)
+		job_unref(req->job);
+	BC_LOCK_GUARD(&disk->lock);
+	if (--disk->guest_inflight == 0 && disk->quiesce)
+		pthread_cond_broadcast(&disk->cond);
+}
+
+static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
+{
+	uint64_t end;
+
+	if (bc_add_overflow(off, len, &end) || end > disk->size) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "request at offset %llu length %llu is beyond the end of disk '%s' (%llu bytes)",
+			     (unsigned long long)off, (unsigned long long)len,
+			     disk->path, (unsigned long long)disk->size);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int check_writable(bc_disk *disk)
+{
+	if (disk->flags & BC_DISK_READONLY) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' is read-only", disk->path);
+		return -EROFS;
+	}
+	return 0;
+}
+
+ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
+{
+	struct guest_req req;
+	int ret;
+
+	ret = check_range(disk, off, n);
+	if (ret < 0)
+		return ret;
+	enter(disk, &req);
+	ret = fmt_pread(req.top, buf, n, off);
+	leave(disk, &req);
+	return ret < 0 ? ret : (ssize_t)n;
+}
+
+/*
+ * The common shape of the three writing calls: the gate keeps a pull
+ * chunk and a guest write from interleaving; the dirty mark comes after
+ * the source was written and before the guest hears about it.
+ */
+enum write_kind { WRITE_DATA, WRITE_ZEROES, WRITE_DISCARD };
+
+static int guest_write(bc_disk *disk, enum write_kind kind, const void *buf,
+		       uint64_t off, uint64_t len, unsigned int flags)
+{
+	struct guest_req req;
+	int ret;
+
+	ret = check_writable(disk);
+	if (ret < 0)
+		return ret;
+	ret = check_range(disk, off, len);
+	if (ret < 0)
+		return ret;
+	enter(disk, &req);
+	pthread_rwlock_rdlock(&disk->write_gate);
+	switch (kind) {
+	case WRITE_DATA:
+		ret = fmt_pwrite(req.top, buf, (size_t)len, off);
+		break;
+	case WRITE_ZEROES:
+		ret = fmt_write_zeroes(req.top, off, len, flags);
+		break;
+	case WRITE_DISCARD:
+		ret = fmt_discard(req.top, off, len);
+		/* A discard is a hint: where the format cannot, nothing happened. */
+		if (ret == -ENOTSUP) {
+			bc_error_reset();
+			ret = 0;
+		}
+		break;
+	}
+	/*
+	 * Even a failed write may have changed part of the range: mark it so
+	 * the copy re-reads it.
+	 */
+	if (req.job && len)
+		job_note_guest_write(req.job, off, len);
+	pthread_rwlock_unlock(&disk->write_gate);
+	leave(disk, &req);
+	return ret;
+}
+
+ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
+{
+	int ret = guest_write(disk, WRITE_DATA, buf, off, n, 0);
+
+	return ret < 0 ? ret : (ssize_t)n;
+}
+
+int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
+		      unsigned int flags)
+{
+	return guest_write(disk, WRITE_ZEROES, NULL, off, len,
+			   flags ? FMT_ZERO_MAY_UNMAP : 0);
+}
+
+int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
+{
+	return guest_write(disk, WRITE_DISCARD, NULL, off, len, 0);
+}
+
+int disk_flush(bc_disk *disk)
+{
+	struct guest_req req;
+	int ret;
+
+	enter(disk, &req);
+	ret = fmt_flush(req.top);
+	leave(disk, &req);
+	return ret;
+}
+
+int disk_snapshot_create(bc_disk *disk, const char *overlay)
+{
+	struct fmt_create_opts opts = { .format = "qcow2" };
+	struct fmt_image *img;
+	char *abs_top, *new_path;
+	int ret;
+
+	ret = check_writable(disk);
+	if (ret < 0)
+		return ret;
+	pthread_mutex_lock(&disk->lock);
+	if (disk->job) {
+		pthread_mutex_unlock(&disk->lock);
+		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+			     "block copy still active: disk '%s' has an active block job",
+			     disk->path);
+		return -EBUSY;
+	}
+	pthread_mutex_unlock(&disk->lock);
+
+	disk_quiesce(disk);
+	abs_top = realpath(disk->top->filename, NULL);
+	new_path = strdup(overlay);
+	if (!abs_top || !new_path) {
+		ret = -ENOMEM;
+		goto out_resume;
+	}
+	opts.size = disk->size;
+	opts.backing_file = abs_top;
+	opts.backing_fmt = disk->top->drv->name;
+	ret = fmt_flush(disk->top);
+	if (ret < 0)
+		goto out_resume;
+	ret = fmt_create(overlay, &opts);
+	if (ret < 0)
+		goto out_resume;
+	ret = fmt_open(overlay, "qcow2", FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING |
+		       ((disk->flags & BC_DISK_DIRECT) ? FMT_OPEN_DIRECT : 0),
+		       &img);
+	if (ret < 0) {
+		(void)unlink(overlay);
+		goto out_resume;
+	}
+	/* The open chain becomes the overlay's backing as it is. */
+	img->backing = disk->top;
+	pthread_mutex_lock(&disk->lock);
+	disk->top = img;
+	free(disk->path);
+	disk->path = bc_steal_ptr(&new_path);
+	pthread_mutex_unlock(&disk->lock);
+out_resume:
+	disk_resume(disk);
+	free(abs_top);
+	free(new_path);
+	return ret;
+}

@@ -1,0 +1,64 @@
+/*
+ * The engine's interface to lib/: engines, disks, the guest data path and
+ * block jobs. lib/api-*.c validates public arguments and flag rules, then
+ * calls these; they return 0 (or a count) or -errno with the detail
+ * recorded by bc_error_set() where it was detected.
+ */
+#ifndef BC_ENGINE_ENGINE_H
+#define BC_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "lib/blockcopy.h"
+
+/* --- engine.c: the engine object and its event queue ------------------ */
+
+int engine_new(unsigned int flags, bc_engine **out);
+void engine_free(bc_engine *eng);
+int engine_event_register(bc_engine *eng, bc_block_job_cb cb, void *opaque);
+int engine_event_fd(bc_engine *eng);
+/* Deliver queued events on the caller's thread; returns how many. */
+int engine_dispatch(bc_engine *eng, int timeout_ms);
+
+/* --- disk.c: disks and the guest data path --------------------------- */
+
+int disk_open(bc_engine *eng, const char *path, const char *format,
+	      unsigned int flags, bc_disk **out);
+/* -EBUSY (BLOCK_COPY_ACTIVE) while a copy job is active. */
+int disk_close(bc_disk *disk);
+int64_t disk_size(bc_disk *disk);
+const char *disk_path(bc_disk *disk);
+ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off);
+ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off);
+int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
+		      unsigned int flags);
+int disk_discard(bc_disk *disk, uint64_t off, uint64_t len);
+int disk_flush(bc_disk *disk);
+int disk_snapshot_create(bc_disk *disk, const char *overlay);
+
+/* --- job.c: block jobs ------------------------------------------------ */
+
+struct job_copy_opts {
+	uint64_t bandwidth;   /* bytes/s, 0 = unlimited */
+	uint32_t granularity; /* bytes, validated by lib */
+	uint64_t buf_size;    /* bytes in flight, validated by lib */
+	bool shallow;
+	bool reuse_ext;
+	bool dest_raw;        /* COPY_RAW: raw destination whatever the source */
+	bool sync_writes;     /* write-blocking mode */
+	bool auto_converge;
+};
+
+int job_start_copy(bc_disk *disk, const char *dest,
+		   const struct job_copy_opts *opts);
+/* base NULL = pull everything; relative keeps base's relative name. */
+int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
+		   bool relative);
+int job_abort(bc_disk *disk, bool async, bool pivot);
+/* 1 and fills @info while a job exists, 0 when none. */
+int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes);
+int job_set_speed(bc_disk *disk, uint64_t bandwidth);
+
+#endif /* BC_ENGINE_ENGINE_H */

@@ -1,0 +1,104 @@
+/*
+ * Engine internals shared by the engine sources (never included by lib/).
+ *
+ * Objects and locks, outermost first (a thread holding one may take the
+ * ones below it, never the reverse):
+ *
+ *   disk->lock   the disk's chain pointer, its job pointer, guest request
+ *                accounting and the quiesce flag
+ *   job->lock    the job's state, dirty and in-flight bitmaps, throttle,
+ *                progress and first error
+ *   eng->lock    the event queue and the callback list
+ *
+ * Guest writes: enter (wait while quiesced, count in flight, take a job
+ * reference), write the source, mark the range dirty in the job's bitmap,
+ * leave. Marking after the source write and before the acknowledgement
+ * means a copy that read older data is always followed by another copy of
+ * the range; the in-flight bitmap keeps two copies of one granule from
+ * overlapping, so a stale copy never lands after a newer one.
+ *
+ * Pivot: set quiesce (new guest requests wait), wait for the guest
+ * requests in flight to drain, copy what is still dirty, flush the
+ * destination, swap the chain, clear quiesce. The guest stall is the time
+ * between setting and clearing quiesce.
+ */
+#ifndef BC_ENGINE_INTERNAL_H
+#define BC_ENGINE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "formats/fmt.h"
+
+struct dbm;
+struct job;
+
+struct engine_event {
+	struct engine_event *next;
+	bc_disk *disk; /* reference held until delivered */
+	char *path;    /* the disk's path when the event was queued */
+	int type;
+	int status;
+	bc_error err;  /* FAILED: the job's error, set for the callbacks */
+};
+
+#define ENGINE_MAX_CALLBACKS 8
+
+struct bc_engine {
+	pthread_mutex_t lock;
+	int efd;                        /* eventfd: readable while events queued */
+	struct engine_event *head, *tail;
+	struct {
+		bc_block_job_cb cb;
+		void *opaque;
+	} cbs[ENGINE_MAX_CALLBACKS];
+	int ncbs;
+	int refs;                       /* 1 for the user + 1 per open disk */
+};
+
+struct bc_disk {
+	bc_engine *eng;
+	pthread_mutex_t lock;
+	pthread_cond_t cond;            /* quiesce and drain */
+	int refs;                       /* user + job + queued events */
+	bool closed;                    /* bc_disk_close was called */
+	unsigned int flags;             /* BC_DISK_* */
+	struct fmt_image *top;          /* current chain; swapped at pivot */
+	char *path;                     /* current top's path */
+	uint64_t size;
+	unsigned int guest_inflight;    /* guest requests inside the disk */
+	bool quiesce;                   /* new guest requests wait */
+	pthread_rwlock_t write_gate;    /* guest writes shared, pull chunks exclusive */
+	struct job *job;                /* the disk's job, NULL when none */
+};
+
+/* Engine events and references. */
+void engine_ref(bc_engine *eng);
+void engine_unref(bc_engine *eng);
+/*
+ * Queue a job event. @err (FAILED only, else NULL) becomes the dispatching
+ * thread's bc_last_error() while the callbacks run. Takes disk->lock and
+ * eng->lock: call it holding neither.
+ */
+void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
+			const bc_error *err);
+
+void disk_ref(bc_disk *disk);
+void disk_unref(bc_disk *disk);
+
+/*
+ * Quiesce the disk: new guest requests wait and the ones in flight drain.
+ * Returns with disk->lock NOT held. disk_resume() lets guests go on.
+ */
+void disk_quiesce(bc_disk *disk);
+void disk_resume(bc_disk *disk);
+
+/* Job hooks called from the guest data path. */
+void job_ref(struct job *job);
+void job_unref(struct job *job);
+void job_note_guest_write(struct job *job, uint64_t off, uint64_t len);
+
+#endif /* BC_ENGINE_INTERNAL_H */

@@ -1,0 +1,492 @@
+/*
+ * Block job life cycle shared by COPY and PULL: start, abort, info,
+ * set-speed, first-error bookkeeping and the end of a job.
+ */
+#include "engine/job.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define DEFAULT_GRANULARITY (64u * 1024)
+
+uint64_t job_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+void job_ref(struct job *job)
+{
+	atomic_fetch_add(&job->refs, 1);
+}
+
+void job_unref(struct job *job)
+{
+	if (atomic_fetch_sub(&job->refs, 1) != 1)
+		return;
+	dbm_free(job->dirty);
+	dbm_free(job->inflight);
+	fmt_close(job->dest);
+	free(job->dest_path);
+	free(job->base_name);
+	free(job->base_fmt);
+	pthread_cond_destroy(&job->cond);
+	pthread_cond_destroy(&job->done_cond);
+	pthread_mutex_destroy(&job->lock);
+	free(job);
+}
+
+void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
+{
+	BC_LOCK_GUARD(&job->lock);
+	if (job->dirty && !job->finished) {
+		dbm_set(job->dirty, off, len);
+		pthread_cond_signal(&job->cond);
+	}
+}
+
+void job_set_error(struct job *job, int ret)
+{
+	const bc_error *e = bc_last_error();
+
+	BC_LOCK_GUARD(&job->lock);
+	if (job->err.code)
+		return;
+	if (e->code) {
+		job->err = *e;
+	} else {
+		char buf[128];
+
+		job->err.code = bc_errno_to_code(-ret);
+		job->err.sys_errno = -ret;
+		snprintf(job->err.message, sizeof(job->err.message), "%s",
+			 strerror_r(-ret, buf, sizeof(buf)));
+	}
+	if (!job->end_ret)
+		job->end_ret = ret < 0 ? ret : -EIO;
+}
+
+static struct job *job_alloc(bc_disk *disk, int type)
+{
+	struct job *job = calloc(1, sizeof(*job));
+
+	if (!job)
+		return NULL;
+	job->disk = disk;
+	job->type = type;
+	atomic_init(&job->refs, 1);
+	pthread_mutex_init(&job->lock, NULL);
+	pthread_cond_init(&job->cond, NULL);
+	pthread_cond_init(&job->done_cond, NULL);
+	return job;
+}
+
+/*
+ * Attach @job to the disk and start its thread. The disk reference and the
+ * thread's job reference are taken here. -EALREADY when the disk has a job.
+ */
+static int job_launch(struct job *job, void *(*body)(void *))
+{
+	bc_disk *disk = job->disk;
+	pthread_attr_t attr;
+	pthread_t tid;
+	int ret;
+
+	pthread_mutex_lock(&disk->lock);
+	if (disk->job) {
+		pthread_mutex_unlock(&disk->lock);
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' already has an active block job",
+			     disk->path);
+		return -EALREADY;
+	}
+	disk->job = job;
+	disk->refs++;
+	pthread_mutex_unlock(&disk->lock);
+
+	job_ref(job); /* the thread's */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	ret = pthread_create(&tid, &attr, body, job);
+	pthread_attr_destroy(&attr);
+	if (ret) {
+		pthread_mutex_lock(&disk->lock);
+		disk->job = NULL;
+		pthread_mutex_unlock(&disk->lock);
+		disk_unref(disk);
+		job_unref(job);
+		bc_error_set(BC_ERR_INTERNAL, ret, "cannot start the job thread");
+		return -ret;
+	}
+	return 0;
+}
+
+void job_finish(struct job *job, int status)
+{
+	bc_disk *disk = job->disk;
+
+	pthread_mutex_lock(&disk->lock);
+	disk->job = NULL;
+	pthread_mutex_unlock(&disk->lock);
+
+	/* Queued before waiters wake: a synchronous abort returns after it. */
+	engine_queue_event(disk->eng, disk, job->type, status,
+			   status == BC_BLOCK_JOB_FAILED ? &job->err : NULL);
+	pthread_mutex_lock(&job->lock);
+	job->finished = true;
+	pthread_cond_broadcast(&job->done_cond);
+	pthread_mutex_unlock(&job->lock);
+
+	job_unref(job); /* the thread's */
+	disk_unref(disk);
+}
+
+/* --- COPY ------------------------------------------------------------- */
+
+/*
+ * Make or open the destination as DESIGN.md says: same format as the
+ * source top (raw with COPY_RAW); full copy without backing, shallow copy
+ * backed by the source top's backing file (absolute, format recorded).
+ */
+static int open_destination(struct job *job, const char *dest)
+{
+	struct fmt_image *src = job->disk->top;
+	const char *fmt = job->opts.dest_raw ? "raw" : src->drv->name;
+	unsigned int oflags = FMT_OPEN_RDWR;
+	struct stat st;
+	int ret;
+
+	if (job->disk->flags & BC_DISK_DIRECT)
+		oflags |= FMT_OPEN_DIRECT;
+
+	if (stat(dest, &st) == 0) {
+		if (!job->opts.reuse_ext && S_ISREG(st.st_mode) && st.st_size > 0) {
+			bc_error_set(BC_ERR_EXISTS, EEXIST,
+				     "destination file '%s' already exists; use REUSE_EXT to write into it",
+				     dest);
+			return -EEXIST;
+		}
+		if (!job->opts.reuse_ext && S_ISREG(st.st_mode) &&
+		    unlink(dest) < 0) {
+			int err = errno;
+
+			bc_error_set(bc_errno_to_code(err), err,
+				     "cannot replace empty destination '%s'", dest);
+			return -err;
+		}
+	} else if (job->opts.reuse_ext) {
+		int err = errno;
+
+		bc_error_set(bc_errno_to_code(err), err,
+			     "destination '%s' must exist with REUSE_EXT", dest);
+		return -err;
+	}
+
+	if (!job->opts.reuse_ext) {
+		struct fmt_create_opts co = { .format = fmt, .size = src->size };
+		struct fmt_info info;
+		BC_AUTOFREE char *backing = NULL;
+
+		if (!job->opts.dest_raw) {
+			ret = fmt_get_info(src, &info);
+			if (ret < 0)
+				return ret;
+			co.cluster_size = info.cluster_size;
+			co.extended_l2 = info.extended_l2;
+			co.compat = info.version;
+		}
+		if (job->opts.shallow && src->backing) {
+			backing = realpath(src->backing->filename, NULL);
+			if (!backing) {
+				int err = errno;
+
+				bc_error_set(bc_errno_to_code(err), err,
+					     "cannot resolve backing file '%s'",
+					     src->backing->filename);
+				return -err;
+			}
+			co.backing_file = backing;
+			co.backing_fmt = src->backing->drv->name;
+		}
+		ret = fmt_create(dest, &co);
+		if (ret < 0)
+			return ret;
+		job->dest_fresh = true;
+	}
+
+	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	if (ret < 0) {
+		if (job->dest_fresh)
+			(void)unlink(dest);
+		return ret;
+	}
+	if (job->dest->size != src->size) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "destination '%s' size %llu differs from source size %llu",
+			     dest, (unsigned long long)job->dest->size,
+			     (unsigned long long)src->size);
+		fmt_close(job->dest);
+		job->dest = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+
+int job_start_copy(bc_disk *disk, const char *dest,
+		   const struct job_copy_opts *opts)
+{
+	struct job *job;
+	int ret;
+
+	job = job_alloc(disk, BC_BLOCK_JOB_TYPE_COPY);
+	if (!job)
+		return -ENOMEM;
+	job->opts = *opts;
+	if (!job->opts.granularity)
+		job->opts.granularity = DEFAULT_GRANULARITY;
+	job->bandwidth = opts->bandwidth;
+	job->dest_path = strdup(dest);
+	if (!job->dest_path) {
+		ret = -ENOMEM;
+		goto err_unref;
+	}
+
+	pthread_mutex_lock(&disk->lock);
+	if (disk->job) {
+		pthread_mutex_unlock(&disk->lock);
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' already has an active block job",
+			     disk->path);
+		ret = -EALREADY;
+		goto err_unref;
+	}
+	pthread_mutex_unlock(&disk->lock);
+
+	ret = dbm_new(disk->size, job->opts.granularity, &job->dirty);
+	if (ret < 0)
+		goto err_unref;
+	ret = dbm_new(disk->size, job->opts.granularity, &job->inflight);
+	if (ret < 0)
+		goto err_unref;
+	thr_init(&job->thr, job->bandwidth, NULL, NULL);
+
+	ret = open_destination(job, dest);
+	if (ret < 0)
+		goto err_unref;
+
+	/*
+	 * From here guest writes are tracked: the job is attached before the
+	 * thread scans the allocation, so a write racing the scan is marked.
+	 */
+	ret = job_launch(job, mirror_main);
+	if (ret < 0) {
+		if (job->dest_fresh)
+			(void)unlink(dest);
+		goto err_unref;
+	}
+	job_unref(job);
+	return 0;
+
+err_unref:
+	job_unref(job);
+	return ret;
+}
+
+/* --- PULL ------------------------------------------------------------- */
+
+int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
+		   bool relative)
+{
+	struct fmt_image *layer, *above = NULL;
+	BC_AUTOFREE char *base_real = NULL;
+	struct job *job;
+	int depth, ret;
+
+	if (disk->flags & BC_DISK_READONLY) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' is read-only", disk->path);
+		return -EROFS;
+	}
+	job = job_alloc(disk, BC_BLOCK_JOB_TYPE_PULL);
+	if (!job)
+		return -ENOMEM;
+	job->bandwidth = bandwidth;
+	thr_init(&job->thr, bandwidth, NULL, NULL);
+	job->end_fixed = disk->size;
+
+	if (base) {
+		base_real = realpath(base, NULL);
+		if (!base_real) {
+			int err = errno;
+
+			bc_error_set(bc_errno_to_code(err), err,
+				     "could not find image '%s' in chain for '%s'",
+				     base, disk->path);
+			ret = -err;
+			goto err_unref;
+		}
+	}
+	/* Find base below the top; depth = its index in the chain. */
+	depth = 0;
+	for (layer = disk->top; layer; above = layer, layer = layer->backing) {
+		BC_AUTOFREE char *real = realpath(layer->filename, NULL);
+
+		if (base && real && strcmp(real, base_real) == 0)
+			break;
+		depth++;
+	}
+	if (base && (!layer || layer == disk->top)) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     layer ? "base '%s' is the top of the chain of '%s'"
+				   : "could not find image '%s' in chain for '%s'",
+			     base, disk->path);
+		ret = -EINVAL;
+		goto err_unref;
+	}
+	job->base_depth = depth;
+	if (layer) {
+		const char *name = layer->filename;
+
+		/* RELATIVE keeps the name the layer above recorded. */
+		if (relative && above->backing_name)
+			name = above->backing_name;
+		job->base_name = strdup(name);
+		job->base_fmt = strdup(layer->drv->name);
+		if (!job->base_name || !job->base_fmt) {
+			ret = -ENOMEM;
+			goto err_unref;
+		}
+	}
+	ret = job_launch(job, pull_main);
+	if (ret < 0)
+		goto err_unref;
+	job_unref(job);
+	return 0;
+
+err_unref:
+	job_unref(job);
+	return ret;
+}
+
+/* --- control ---------------------------------------------------------- */
+
+static struct job *get_job(bc_disk *disk)
+{
+	struct job *job;
+
+	BC_LOCK_GUARD(&disk->lock);
+	job = disk->job;
+	if (job)
+		job_ref(job);
+	else
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' does not have an active block job",
+			     disk->path);
+	return job;
+}
+
+int job_abort(bc_disk *disk, bool async, bool pivot)
+{
+	struct job *job = get_job(disk);
+	int ret = 0;
+
+	if (!job)
+		return -EINVAL;
+	pthread_mutex_lock(&job->lock);
+	if (pivot) {
+		if (job->type != BC_BLOCK_JOB_TYPE_COPY) {
+			bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+				     "pivot of disk '%s' requires an active copy block job",
+				     disk->path);
+			ret = -EINVAL;
+			goto out_unlock;
+		}
+		if (!job->ready) {
+			bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+				     "block copy still active: disk '%s' not ready for pivot yet",
+				     disk->path);
+			ret = -EBUSY;
+			goto out_unlock;
+		}
+		if (job->req != JOB_REQ_NONE) {
+			bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+				     "block job on disk '%s' is already ending",
+				     disk->path);
+			ret = -EINVAL;
+			goto out_unlock;
+		}
+		job->req = JOB_REQ_PIVOT;
+	} else if (job->req == JOB_REQ_NONE) {
+		job->req = job->ready ? JOB_REQ_FINISH : JOB_REQ_CANCEL;
+	}
+	pthread_cond_broadcast(&job->cond);
+	if (async)
+		goto out_unlock;
+	while (!job->finished)
+		pthread_cond_wait(&job->done_cond, &job->lock);
+	if (pivot && job->end_ret) {
+		ret = job->end_ret;
+		bc_error_set(job->err.code, job->err.sys_errno, "%s",
+			     job->err.message);
+	}
+out_unlock:
+	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return ret;
+}
+
+int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
+{
+	struct job *job;
+
+	pthread_mutex_lock(&disk->lock);
+	job = disk->job;
+	if (job)
+		job_ref(job);
+	pthread_mutex_unlock(&disk->lock);
+	memset(info, 0, sizeof(*info));
+	if (!job)
+		return 0;
+
+	pthread_mutex_lock(&job->lock);
+	info->type = job->type;
+	info->cur = job->cur;
+	if (job->type == BC_BLOCK_JOB_TYPE_COPY)
+		info->end = job->cur + job->inflight_bytes +
+			    dbm_count_bytes(job->dirty);
+	else
+		info->end = job->end_fixed;
+	if (bytes)
+		info->bandwidth = (unsigned long)job->bandwidth;
+	else
+		info->bandwidth = (unsigned long)(job->bandwidth >> 20);
+	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return 1;
+}
+
+int job_set_speed(bc_disk *disk, uint64_t bandwidth)
+{
+	struct job *job = get_job(disk);
+
+	if (!job)
+		return -EINVAL;
+	pthread_mutex_lock(&job->lock);
+	job->bandwidth = bandwidth;
+	thr_set_rate(&job->thr, bandwidth);
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return 0;
+}

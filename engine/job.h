@@ -1,0 +1,80 @@
+/*
+ * Block jobs (private to engine/job.c, mirror.c, pull.c).
+ *
+ * A job runs on its own thread. Requests from the API (cancel, finish,
+ * pivot, set-speed) are posted under job->lock and wake the thread with
+ * job->cond; callers that wait for the end sleep on job->done_cond.
+ *
+ * Life cycle of a COPY job: RUNNING (bulk phase) → ready (MIRRORING
+ * event, sticky) → on pivot or abort: quiesce the guest, copy the
+ * remainder, flush → COMPLETED (pivoted) or CANCELED; an error at any
+ * point → FAILED with the source untouched and in use.
+ * A PULL job: RUNNING → rewrite the top's backing pointer → COMPLETED.
+ */
+#ifndef BC_ENGINE_JOB_H
+#define BC_ENGINE_JOB_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/dbm.h"
+#include "engine/internal.h"
+#include "engine/throttle.h"
+
+enum job_request {
+	JOB_REQ_NONE = 0,
+	JOB_REQ_CANCEL, /* stop now; destination content undefined */
+	JOB_REQ_FINISH, /* after MIRRORING: sync, flush, keep the source */
+	JOB_REQ_PIVOT,  /* after MIRRORING: sync, flush, switch to the copy */
+};
+
+struct job {
+	bc_disk *disk;                /* reference held for the job's life */
+	int type;                     /* BC_BLOCK_JOB_TYPE_* */
+	atomic_int refs;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;          /* wakes the job thread */
+	pthread_cond_t done_cond;     /* wakes callers waiting for the end */
+	enum job_request req;
+	bool ready;                   /* MIRRORING reached (sticky) */
+	bool finished;                /* ended; disk->job is NULL */
+	int end_ret;                  /* 0, or -errno of the failure */
+	bc_error err;                 /* first error, code 0 when none */
+
+	struct dbm *dirty;            /* granules to copy (job->lock) */
+	struct dbm *inflight;         /* granules being copied (job->lock) */
+	struct thr thr;               /* bandwidth limit (job->lock) */
+	uint64_t bandwidth;           /* bytes/s, 0 = unlimited */
+	uint64_t cur;                 /* bytes done */
+	uint64_t inflight_bytes;
+	uint64_t end_fixed;           /* pull: total bytes; copy: unused */
+
+	/* COPY */
+	struct job_copy_opts opts;
+	struct fmt_image *dest;       /* destination chain, owned until pivot */
+	char *dest_path;
+	bool dest_fresh;              /* created by us: reads zero everywhere */
+	uint64_t stall_ns;            /* guest stall of the pivot */
+
+	/* PULL */
+	int base_depth;               /* layer depth of base; chain length if none */
+	char *base_name;              /* backing name to record, NULL = none */
+	char *base_fmt;
+};
+
+/* Keep the first error: the calling thread's recorded one, or from @ret. */
+void job_set_error(struct job *job, int ret);
+/* End the job: clear disk->job, queue the event, wake waiters, drop refs. */
+void job_finish(struct job *job, int status);
+
+/* Thread bodies. */
+void *mirror_main(void *arg);
+void *pull_main(void *arg);
+
+/* Monotonic clock in ns. */
+uint64_t job_now_ns(void);
+
+#endif /* BC_ENGINE_JOB_H */

@@ -1,0 +1,573 @@
+/*
+ * The COPY job: initial scan, bulk copy, mirroring, pivot and abort.
+ *
+ * The copy loop takes dirty extents (coalesced granules, at most one chunk
+ * each), clears their dirty bits and marks them in flight before reading,
+ * so a guest write landing meanwhile re-dirties them and a later pass
+ * copies them again. An extent whose granules are still in flight from an
+ * earlier copy waits: two copies of a granule never overlap, so a stale
+ * copy can never land after a newer one.
+ *
+ * Data path per chunk ("slot", a preallocated aligned buffer):
+ *   source range mapped to one host range of one layer file
+ *       → read with the I/O backend (io_uring or libaio)
+ *   anything else (compressed, mixed runs inside one granule)
+ *       → synchronous read through the format driver
+ *   zero/unallocated ranges, and data that turns out all zero
+ *       → a zero write to the destination (skipped by the initial scan
+ *         on a freshly created destination, which reads zero already)
+ *   destination raw → write with the I/O backend; qcow2 → through the
+ *   driver (it allocates clusters), synchronously.
+ *
+ * Slots and buffers are allocated once at job start; the loop itself does
+ * not allocate. The bandwidth limit is charged per chunk when it is
+ * issued; it is not applied while the guest is quiesced for the final
+ * sync, so the pivot's stall depends only on the remaining dirty data.
+ */
+#include "engine/job.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "engine/iob.h"
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define CHUNK_MAX   (1u << 20)
+#define SLOTS_MAX   64u
+#define BUF_ALIGN   4096u
+
+enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
+
+struct slot {
+	enum slot_state state;
+	uint64_t off;  /* guest offset */
+	uint64_t len;
+	uint8_t *buf;
+};
+
+struct mirror {
+	struct job *job;
+	struct fmt_image *src;
+	struct fmt_image *dest;
+	struct iob *iob;
+	struct slot *slots;
+	unsigned int nslots;
+	unsigned int nbusy;
+	uint64_t chunk;
+	uint64_t gran;
+	uint64_t cursor;     /* where the next dirty search starts */
+	bool dest_async;     /* destination writes go through the backend */
+	bool quiesced;
+	uint64_t quiesce_t0;
+	struct iob_cqe *cqes;
+};
+
+/* --- setup ------------------------------------------------------------ */
+
+static int mirror_setup(struct mirror *m, struct job *job)
+{
+	uint64_t buf_size = job->opts.buf_size ? job->opts.buf_size
+					       : 16ull << 20;
+	unsigned int i;
+	int ret;
+
+	m->job = job;
+	m->src = job->disk->top;
+	m->dest = job->dest;
+	m->gran = job->opts.granularity;
+	m->chunk = BC_MAX(m->gran, BC_MIN(CHUNK_MAX, buf_size / 16));
+	m->nslots = (unsigned int)BC_MIN(SLOTS_MAX,
+					 BC_MAX(1, buf_size / m->chunk));
+	m->dest_async = m->dest->drv == &fmt_raw_driver;
+
+	m->slots = calloc(m->nslots, sizeof(*m->slots));
+	m->cqes = calloc(m->nslots, sizeof(*m->cqes));
+	if (!m->slots || !m->cqes)
+		return -ENOMEM;
+	for (i = 0; i < m->nslots; i++) {
+		void *p;
+
+		ret = posix_memalign(&p, BUF_ALIGN, m->chunk);
+		if (ret)
+			return -ret;
+		m->slots[i].buf = p;
+	}
+	ret = iob_new(m->nslots, 0, &m->iob);
+	if (ret < 0)
+		return ret;
+	return 0;
+}
+
+static void mirror_teardown(struct mirror *m)
+{
+	unsigned int i;
+
+	if (m->iob)
+		iob_free(m->iob);
+	if (m->slots) {
+		for (i = 0; i < m->nslots; i++)
+			free(m->slots[i].buf);
+	}
+	free(m->slots);
+	free(m->cqes);
+}
+
+/*
+ * Initial bitmap from block status. Full copy: data anywhere in the chain,
+ * plus zero/unallocated ranges when the destination may hold old data.
+ * Shallow copy: what the top layer holds (data or zero).
+ */
+static int scan_initial(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t off = 0, size = m->src->size;
+	int ret;
+
+	while (off < size) {
+		struct fmt_extent ext;
+		bool mark;
+
+		ret = fmt_chain_block_status(m->src, off, size - off, &ext);
+		if (ret < 0)
+			return ret;
+		if (job->opts.shallow)
+			mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
+		else
+			mark = ext.state == FMT_DATA || !job->dest_fresh;
+		if (mark) {
+			BC_LOCK_GUARD(&job->lock);
+			dbm_set(job->dirty, off, ext.len);
+		}
+		off += ext.len;
+	}
+	return 0;
+}
+
+/* --- per-chunk work --------------------------------------------------- */
+
+static struct fmt_image *layer_at(struct fmt_image *top, int depth)
+{
+	while (depth-- > 0 && top)
+		top = top->backing;
+	return top;
+}
+
+/* Chunk done (successfully or not): release its granules. */
+static void slot_release(struct mirror *m, struct slot *s, int ret)
+{
+	struct job *job = m->job;
+
+	pthread_mutex_lock(&job->lock);
+	dbm_clear(job->inflight, s->off, s->len);
+	job->inflight_bytes -= s->len;
+	if (ret < 0)
+		dbm_set(job->dirty, s->off, s->len); /* copy it again later */
+	else
+		job->cur += s->len;
+	pthread_mutex_unlock(&job->lock);
+	if (ret < 0)
+		job_set_error(job, ret);
+	s->state = SLOT_FREE;
+	m->nbusy--;
+}
+
+static int write_zeroes_dest(struct mirror *m, struct slot *s)
+{
+	return fmt_write_zeroes(m->dest, s->off, s->len, FMT_ZERO_MAY_UNMAP);
+}
+
+/* The chunk's data is in s->buf: write it to the destination. */
+static void slot_write(struct mirror *m, struct slot *s)
+{
+	int ret;
+
+	if (bc_is_zero(s->buf, s->len)) {
+		ret = write_zeroes_dest(m, s);
+	} else if (m->dest_async) {
+		s->state = SLOT_WRITING;
+		ret = iob_prep_write(m->iob, m->dest->fd, s->buf, s->len,
+				     s->off, (uint64_t)(s - m->slots));
+		if (ret == 0)
+			return;
+	} else {
+		ret = fmt_pwrite(m->dest, s->buf, s->len, s->off);
+	}
+	slot_release(m, s, ret);
+}
+
+/*
+ * Start copying [s->off, s->off + s->len): one run of one block status,
+ * already clipped by the caller.
+ */
+static void slot_start(struct mirror *m, struct slot *s,
+		       const struct fmt_extent *ext)
+{
+	struct fmt_image *layer;
+	int ret;
+
+	if (m->job->opts.shallow && ext->depth > 0) {
+		/* The destination shares this backing: nothing to write. */
+		slot_release(m, s, 0);
+		return;
+	}
+	if (ext->state != FMT_DATA) {
+		slot_release(m, s, write_zeroes_dest(m, s));
+		return;
+	}
+	layer = layer_at(m->src, ext->depth);
+	if (ext->host_off >= 0 && layer &&
+	    bc_is_aligned((uint64_t)ext->host_off | s->len, layer->request_align)) {
+		s->state = SLOT_READING;
+		ret = iob_prep_read(m->iob, layer->fd, s->buf, s->len,
+				    (uint64_t)ext->host_off,
+				    (uint64_t)(s - m->slots));
+		if (ret == 0)
+			return;
+		slot_release(m, s, ret);
+		return;
+	}
+	ret = fmt_pread(m->src, s->buf, s->len, s->off);
+	if (ret < 0) {
+		slot_release(m, s, ret);
+		return;
+	}
+	slot_write(m, s);
+}
+
+static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
+{
+	struct slot *s = &m->slots[c->user_data];
+
+	if (s->state == SLOT_READING) {
+		if (c->res < 0) {
+			slot_release(m, s, (int)c->res);
+			return;
+		}
+		/* A layer file shorter than its data reads zeros beyond (raw). */
+		if ((uint64_t)c->res < s->len)
+			memset(s->buf + c->res, 0, s->len - (uint64_t)c->res);
+		slot_write(m, s);
+		return;
+	}
+	if (c->res < 0) {
+		slot_release(m, s, (int)c->res);
+		return;
+	}
+	if ((uint64_t)c->res < s->len) {
+		/* Short write: finish synchronously to learn the real error. */
+		int ret = fmt_pwrite_file(m->dest->fd, s->buf + c->res,
+					  s->len - (uint64_t)c->res,
+					  s->off + (uint64_t)c->res);
+		slot_release(m, s, ret);
+		return;
+	}
+	slot_release(m, s, 0);
+}
+
+/* Reap completions; waits for at least one when @block. */
+static int reap(struct mirror *m, bool block, int timeout_ms)
+{
+	int n, i;
+
+	n = iob_wait(m->iob, block ? 1 : 0, m->cqes, m->nslots, timeout_ms);
+	if (n < 0)
+		return n;
+	for (i = 0; i < n; i++)
+		handle_cqe(m, &m->cqes[i]);
+	return n;
+}
+
+/*
+ * Pick the next dirty extent that is not in flight, clear it and mark it
+ * in flight. Called with job->lock held. False when there is none.
+ */
+static bool take_extent_locked(struct mirror *m, uint64_t *off, uint64_t *len)
+{
+	struct job *job = m->job;
+	uint64_t from = m->cursor, o, l, size = m->src->size;
+	bool wrapped = false;
+
+	for (;;) {
+		int64_t nin;
+
+		if (!dbm_next_dirty_extent(job->dirty, from, m->chunk, &o, &l)) {
+			if (wrapped || from == 0)
+				return false;
+			wrapped = true;
+			from = 0;
+			continue;
+		}
+		if (wrapped && o >= m->cursor)
+			return false;
+		if (dbm_get(job->inflight, o)) {
+			int64_t c = dbm_next_clean(job->inflight, o);
+
+			if (c < 0 || (uint64_t)c >= size) {
+				if (wrapped)
+					return false;
+				wrapped = true;
+				from = 0;
+			} else {
+				from = (uint64_t)c;
+			}
+			continue;
+		}
+		nin = dbm_next_dirty(job->inflight, o);
+		if (nin >= 0 && (uint64_t)nin < o + l)
+			l = (uint64_t)nin - o;
+		break;
+	}
+	*off = o;
+	*len = l;
+	m->cursor = o + l >= size ? 0 : o + l;
+	return true;
+}
+
+/*
+ * Clip a taken extent to its first block-status run, keeping whole
+ * granules; hand back what is not used. Returns the extent to copy in
+ * *ext (ext->len is the length) or -errno.
+ */
+static int classify_extent(struct mirror *m, uint64_t off, uint64_t *len,
+			   struct fmt_extent *ext)
+{
+	struct job *job = m->job;
+	uint64_t keep;
+	int ret;
+
+	ret = fmt_chain_block_status(m->src, off, *len, ext);
+	if (ret < 0)
+		return ret;
+	if (ext->len >= *len)
+		return 0;
+	keep = bc_align_down(off + ext->len, m->gran) - off;
+	if (keep == 0) {
+		/* Mixed content inside one granule: read it through the driver. */
+		keep = BC_MIN(*len, m->gran);
+		ext->state = FMT_DATA;
+		ext->host_off = -1;
+		ext->depth = 0;
+	}
+	if (keep < *len) {
+		BC_LOCK_GUARD(&job->lock);
+		dbm_clear(job->inflight, off + keep, *len - keep);
+		dbm_set(job->dirty, off + keep, *len - keep);
+		job->inflight_bytes -= *len - keep;
+	}
+	*len = keep;
+	ext->len = keep;
+	return 0;
+}
+
+static struct slot *free_slot(struct mirror *m)
+{
+	unsigned int i;
+
+	for (i = 0; i < m->nslots; i++) {
+		if (m->slots[i].state == SLOT_FREE)
+			return &m->slots[i];
+	}
+	return NULL;
+}
+
+/*
+ * Issue as many chunks as slots and the throttle allow. Returns the
+ * throttle delay in ns when it stopped issuing because of it, else 0.
+ */
+static uint64_t issue(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t delay = 0;
+
+	while (m->nbusy < m->nslots) {
+		struct fmt_extent ext;
+		uint64_t off, len;
+		struct slot *s;
+		int ret;
+
+		pthread_mutex_lock(&job->lock);
+		if (job->err.code || job->req == JOB_REQ_CANCEL) {
+			pthread_mutex_unlock(&job->lock);
+			break;
+		}
+		if (!take_extent_locked(m, &off, &len)) {
+			pthread_mutex_unlock(&job->lock);
+			break;
+		}
+		if (!m->quiesced) {
+			delay = thr_delay_ns(&job->thr, len);
+			if (delay) {
+				m->cursor = off;
+				pthread_mutex_unlock(&job->lock);
+				break;
+			}
+		}
+		dbm_clear(job->dirty, off, len);
+		dbm_set(job->inflight, off, len);
+		job->inflight_bytes += len;
+		pthread_mutex_unlock(&job->lock);
+
+		ret = classify_extent(m, off, &len, &ext);
+		s = free_slot(m);
+		s->off = off;
+		s->len = len;
+		m->nbusy++;
+		if (ret < 0) {
+			slot_release(m, s, ret);
+			break;
+		}
+		pthread_mutex_lock(&job->lock);
+		if (!m->quiesced)
+			thr_account(&job->thr, len);
+		pthread_mutex_unlock(&job->lock);
+		slot_start(m, s, &ext);
+	}
+	return delay;
+}
+
+/* --- the job ---------------------------------------------------------- */
+
+static void wait_ns_locked(struct job *job, uint64_t ns)
+{
+	struct timespec ts;
+	uint64_t t;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	t = (uint64_t)ts.tv_nsec + ns;
+	ts.tv_sec += (time_t)(t / 1000000000ull);
+	ts.tv_nsec = (long)(t % 1000000000ull);
+	pthread_cond_timedwait(&job->cond, &job->lock, &ts);
+}
+
+/* Swap the disk onto the destination chain; the guest is quiesced. */
+static void pivot_swap(struct mirror *m)
+{
+	struct job *job = m->job;
+	bc_disk *disk = job->disk;
+	struct fmt_image *old;
+	char *path = strdup(job->dest_path);
+
+	if (!path)
+		abort(); /* a pivot cannot be half done */
+	pthread_mutex_lock(&disk->lock);
+	old = disk->top;
+	disk->top = job->dest;
+	free(disk->path);
+	disk->path = path;
+	pthread_mutex_unlock(&disk->lock);
+	job->dest = NULL;
+	fmt_close(old);
+}
+
+void *mirror_main(void *arg)
+{
+	struct job *job = arg;
+	struct mirror m = { 0 };
+	int status = BC_BLOCK_JOB_FAILED;
+	int ret;
+
+	bc_error_reset();
+	ret = mirror_setup(&m, job);
+	if (ret == 0)
+		ret = scan_initial(&m);
+	if (ret < 0) {
+		job_set_error(job, ret);
+		goto out;
+	}
+
+	for (;;) {
+		uint64_t delay;
+		enum job_request req;
+		bool clean, failed;
+
+		delay = issue(&m);
+		ret = iob_submit(m.iob);
+		if (ret < 0)
+			job_set_error(job, ret);
+		if (m.nbusy) {
+			ret = reap(&m, true, delay ? (int)(delay / 1000000) + 1 : -1);
+			if (ret < 0)
+				job_set_error(job, ret);
+			continue;
+		}
+
+		pthread_mutex_lock(&job->lock);
+		req = job->req;
+		failed = job->err.code != 0;
+		clean = dbm_count_bytes(job->dirty) == 0;
+		pthread_mutex_unlock(&job->lock);
+
+		if (failed || req == JOB_REQ_CANCEL)
+			break;
+		if ((req == JOB_REQ_PIVOT || req == JOB_REQ_FINISH) && !m.quiesced) {
+			m.quiesce_t0 = job_now_ns();
+			disk_quiesce(job->disk);
+			m.quiesced = true;
+			continue; /* copy what the drained writes dirtied */
+		}
+		if (clean) {
+			bool queue_ready = false;
+
+			if (!job->ready || m.quiesced) {
+				ret = fmt_flush(m.dest);
+				if (ret < 0) {
+					job_set_error(job, ret);
+					continue;
+				}
+			}
+			if (m.quiesced) {
+				status = req == JOB_REQ_PIVOT ? BC_BLOCK_JOB_COMPLETED
+							      : BC_BLOCK_JOB_CANCELED;
+				break;
+			}
+			pthread_mutex_lock(&job->lock);
+			if (!job->ready && dbm_count_bytes(job->dirty) == 0) {
+				job->ready = true;
+				queue_ready = true;
+			}
+			pthread_mutex_unlock(&job->lock);
+			if (queue_ready) {
+				engine_queue_event(job->disk->eng, job->disk,
+						   job->type,
+						   BC_BLOCK_JOB_MIRRORING, NULL);
+				continue;
+			}
+		}
+		pthread_mutex_lock(&job->lock);
+		if (job->req == req && !job->err.code &&
+		    (dbm_count_bytes(job->dirty) == 0 || delay)) {
+			if (delay)
+				wait_ns_locked(job, delay);
+			else if (!m.quiesced)
+				pthread_cond_wait(&job->cond, &job->lock);
+		}
+		pthread_mutex_unlock(&job->lock);
+	}
+
+out:
+	/* Drain whatever is still in flight before touching the chain. */
+	while (m.nbusy) {
+		if (reap(&m, true, -1) < 0)
+			break;
+	}
+	if (m.iob && iob_in_flight(m.iob))
+		abort(); /* buffers still owned by the kernel */
+
+	if (status == BC_BLOCK_JOB_COMPLETED) {
+		pivot_swap(&m);
+		job->stall_ns = job_now_ns() - m.quiesce_t0;
+	} else if (status == BC_BLOCK_JOB_FAILED) {
+		pthread_mutex_lock(&job->lock);
+		if (job->req == JOB_REQ_CANCEL && !job->err.code)
+			status = BC_BLOCK_JOB_CANCELED;
+		pthread_mutex_unlock(&job->lock);
+	}
+	if (m.quiesced)
+		disk_resume(job->disk);
+	mirror_teardown(&m);
+	job_finish(job, status);
+	return NULL;
+}

@@ -1,0 +1,161 @@
+/*
+ * The PULL job (block stream): copy into the top image every range that a
+ * layer between the top and base holds, then make base the top's backing
+ * file with one atomic header write.
+ *
+ * A guest write and a pull chunk must not interleave on the same range
+ * (the pull would overwrite newer guest data with older backing data), so
+ * each chunk holds the disk's write gate exclusively while it checks that
+ * the top still does not hold the range, reads the backing and writes the
+ * top. Guest reads are not held: before and after the chunk they read the
+ * same content.
+ */
+#include "engine/job.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define PULL_CHUNK (1u << 20)
+
+/*
+ * Handle the first block-status run of [off, off+len): copy it into the
+ * top if a layer above base holds it. *done = the run's length, *copied =
+ * bytes written to the top (what the bandwidth limit counts).
+ */
+static int pull_chunk(struct job *job, uint8_t *buf, uint64_t off,
+		      uint64_t len, uint64_t *done, uint64_t *copied)
+{
+	bc_disk *disk = job->disk;
+	struct fmt_image *top = disk->top;
+	struct fmt_extent ext;
+	int ret;
+
+	pthread_rwlock_wrlock(&disk->write_gate);
+	ret = fmt_chain_block_status(top, off, len, &ext);
+	if (ret < 0)
+		goto out;
+	*done = ext.len;
+	if (ext.depth == 0 || ext.depth >= job->base_depth)
+		goto out; /* held by the top already, or by base and below */
+	if (ext.state == FMT_UNALLOC)
+		goto out; /* reads zeros now and after: nothing above base */
+	if (ext.state == FMT_ZERO) {
+		ret = fmt_write_zeroes(top, off, ext.len, 0);
+		goto out;
+	}
+	ret = fmt_read_backing(top, buf, (size_t)ext.len, off);
+	if (ret == 0)
+		ret = fmt_pwrite(top, buf, (size_t)ext.len, off);
+	*copied = ext.len;
+out:
+	pthread_rwlock_unlock(&disk->write_gate);
+	return ret;
+}
+
+/*
+ * Wait until the limit allows @len more bytes; false when the job was
+ * asked to stop. The bytes are charged after the chunk, as copied.
+ */
+static bool throttle(struct job *job, uint64_t len)
+{
+	BC_LOCK_GUARD(&job->lock);
+	for (;;) {
+		uint64_t delay;
+		struct timespec ts;
+		uint64_t t;
+
+		if (job->req != JOB_REQ_NONE)
+			return false;
+		delay = thr_delay_ns(&job->thr, len);
+		if (!delay)
+			break;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		t = (uint64_t)ts.tv_nsec + delay;
+		ts.tv_sec += (time_t)(t / 1000000000ull);
+		ts.tv_nsec = (long)(t % 1000000000ull);
+		pthread_cond_timedwait(&job->cond, &job->lock, &ts);
+	}
+	return true;
+}
+
+/*
+ * Point the top at base (or at nothing) and close the layers in between.
+ * The guest is quiesced around it: its reads walk the chain being cut.
+ */
+static int pull_finish(struct job *job)
+{
+	bc_disk *disk = job->disk;
+	struct fmt_image *top = disk->top, *cut, *base, *l;
+	int ret, i;
+
+	ret = fmt_flush(top);
+	if (ret < 0)
+		return ret;
+	disk_quiesce(disk);
+	ret = fmt_set_backing(top, job->base_name, job->base_fmt);
+	if (ret == 0) {
+		cut = top->backing;
+		base = cut;
+		for (i = 1; i < job->base_depth && base; i++)
+			base = base->backing;
+		/* Detach base from the last intermediate, then close those. */
+		for (l = cut; l && l != base; l = l->backing) {
+			if (l->backing == base) {
+				l->backing = NULL;
+				break;
+			}
+		}
+		top->backing = base;
+		if (cut != base)
+			fmt_close(cut);
+	}
+	disk_resume(disk);
+	return ret;
+}
+
+void *pull_main(void *arg)
+{
+	struct job *job = arg;
+	uint64_t off = 0, size = job->disk->size;
+	int status = BC_BLOCK_JOB_FAILED;
+	uint8_t *buf;
+	int ret = 0;
+
+	bc_error_reset();
+	buf = malloc(PULL_CHUNK);
+	if (!buf)
+		ret = -ENOMEM;
+	while (ret == 0 && off < size) {
+		uint64_t len = BC_MIN(PULL_CHUNK, size - off);
+		uint64_t done = 0, copied = 0;
+
+		if (!throttle(job, len))
+			break;
+		ret = pull_chunk(job, buf, off, len, &done, &copied);
+		off += done;
+		pthread_mutex_lock(&job->lock);
+		thr_account(&job->thr, copied);
+		job->cur = off;
+		pthread_mutex_unlock(&job->lock);
+	}
+	free(buf);
+
+	if (ret < 0) {
+		job_set_error(job, ret);
+	} else if (off < size) {
+		status = BC_BLOCK_JOB_CANCELED;
+	} else {
+		ret = pull_finish(job);
+		if (ret < 0)
+			job_set_error(job, ret);
+		else
+			status = BC_BLOCK_JOB_COMPLETED;
+	}
+	job_finish(job, status);
+	return NULL;
+}

@@ -1,0 +1,187 @@
+/*
+ * Public wrappers: block jobs, with the flag rules of libvirt's
+ * virDomainBlockRebase / BlockCopy / BlockJobAbort (DESIGN.md "Rules the
+ * seed fixes").
+ */
+#include "lib/blockcopy.h"
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "lib/api-internal.h"
+#include "lib/common/util.h"
+
+#define REBASE_MASK                                                          \
+	(BC_BLOCK_REBASE_SHALLOW | BC_BLOCK_REBASE_REUSE_EXT |               \
+	 BC_BLOCK_REBASE_COPY_RAW | BC_BLOCK_REBASE_COPY |                   \
+	 BC_BLOCK_REBASE_RELATIVE | BC_BLOCK_REBASE_BANDWIDTH_BYTES)
+#define COPY_MASK                                                            \
+	(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |                   \
+	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
+	 BC_BLOCK_COPY_AUTO_CONVERGE)
+#define ABORT_MASK (BC_BLOCK_JOB_ABORT_ASYNC | BC_BLOCK_JOB_ABORT_PIVOT)
+
+#define MIN_GRANULARITY (4u * 1024)
+#define MAX_GRANULARITY (64u * 1024 * 1024)
+#define MAX_BUF_SIZE    (1ull << 30)
+
+/* Bandwidth in bytes/s from libvirt's MiB/s unless @bytes. */
+static bool bandwidth_bytes(unsigned long bw, bool bytes, uint64_t *out)
+{
+	if (bytes) {
+		*out = bw;
+		return true;
+	}
+	if (bc_mul_overflow((uint64_t)bw, 1ull << 20, out)) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "bandwidth must be less than %llu MiB/s",
+			     (unsigned long long)(UINT64_MAX >> 20));
+		return false;
+	}
+	return true;
+}
+
+int bc_block_rebase(bc_disk *disk, const char *base, unsigned long bandwidth,
+		    unsigned int flags)
+{
+	bool copy = flags & BC_BLOCK_REBASE_COPY;
+	uint64_t bw;
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_bad_flags(flags, REBASE_MASK, __func__))
+		return -1;
+	if ((flags & BC_BLOCK_REBASE_SHALLOW) && !copy)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "shallow only permitted when requesting a copy");
+	if ((flags & BC_BLOCK_REBASE_REUSE_EXT) && !copy)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "reuse_ext only permitted when requesting a copy");
+	if ((flags & BC_BLOCK_REBASE_COPY_RAW) && !copy)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "copy_raw only permitted when requesting a copy");
+	if (copy && !base)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "base is required when starting a copy");
+	if (copy && (flags & BC_BLOCK_REBASE_RELATIVE))
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "relative backing during copy is not supported");
+	if (!bandwidth_bytes(bandwidth, flags & BC_BLOCK_REBASE_BANDWIDTH_BYTES,
+			     &bw))
+		return -1;
+
+	if (copy) {
+		struct job_copy_opts opts = {
+			.bandwidth = bw,
+			.shallow = flags & BC_BLOCK_REBASE_SHALLOW,
+			.reuse_ext = flags & BC_BLOCK_REBASE_REUSE_EXT,
+			.dest_raw = flags & BC_BLOCK_REBASE_COPY_RAW,
+		};
+
+		ret = job_start_copy(disk, base, &opts);
+	} else {
+		ret = job_start_pull(disk, base, bw,
+				     flags & BC_BLOCK_REBASE_RELATIVE);
+	}
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_block_pull(bc_disk *disk, unsigned long bandwidth, unsigned int flags)
+{
+	uint64_t bw;
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_bad_flags(flags, BC_BLOCK_PULL_BANDWIDTH_BYTES, __func__))
+		return -1;
+	if (!bandwidth_bytes(bandwidth, flags & BC_BLOCK_PULL_BANDWIDTH_BYTES,
+			     &bw))
+		return -1;
+	ret = job_start_pull(disk, NULL, bw, false);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_block_copy(bc_disk *disk, const char *dest,
+		  const bc_block_copy_params *params, unsigned int flags)
+{
+	struct job_copy_opts opts = { 0 };
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_null(dest, "dest", __func__) ||
+	    api_bad_flags(flags, COPY_MASK, __func__))
+		return -1;
+	if (params) {
+		unsigned int g = params->granularity;
+
+		if (g && (!bc_is_pow2(g) || g < MIN_GRANULARITY ||
+			  g > MAX_GRANULARITY))
+			return bc_fail(BC_ERR_INVALID_ARG, 0,
+				       "granularity must be a power of two between %u and %u",
+				       MIN_GRANULARITY, MAX_GRANULARITY);
+		if (params->buf_size &&
+		    (params->buf_size < (g ? g : 64u * 1024) ||
+		     params->buf_size > MAX_BUF_SIZE))
+			return bc_fail(BC_ERR_INVALID_ARG, 0,
+				       "buf-size must be between the granularity and %llu bytes",
+				       (unsigned long long)MAX_BUF_SIZE);
+		opts.bandwidth = params->bandwidth;
+		opts.granularity = g;
+		opts.buf_size = params->buf_size;
+	}
+	if (flags & (BC_BLOCK_COPY_SYNCHRONOUS_WRITES | BC_BLOCK_COPY_AUTO_CONVERGE))
+		return bc_fail(BC_ERR_UNSUPPORTED, 0,
+			       "synchronous writes and auto-converge are not implemented yet");
+	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
+	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
+	ret = job_start_copy(disk, dest, &opts);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_block_job_abort(bc_disk *disk, unsigned int flags)
+{
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_bad_flags(flags, ABORT_MASK, __func__))
+		return -1;
+	if ((flags & BC_BLOCK_JOB_ABORT_ASYNC) && (flags & BC_BLOCK_JOB_ABORT_PIVOT))
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "async and pivot flags are mutually exclusive");
+	ret = job_abort(disk, flags & BC_BLOCK_JOB_ABORT_ASYNC,
+			flags & BC_BLOCK_JOB_ABORT_PIVOT);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
+			  unsigned int flags)
+{
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_null(info, "info", __func__) ||
+	    api_bad_flags(flags, BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES, __func__))
+		return -1;
+	return job_get_info(disk, info, flags & BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES);
+}
+
+int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
+			   unsigned int flags)
+{
+	uint64_t bw;
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_bad_flags(flags, BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES, __func__))
+		return -1;
+	if (!bandwidth_bytes(bandwidth,
+			     flags & BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES, &bw))
+		return -1;
+	ret = job_set_speed(disk, bw);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
