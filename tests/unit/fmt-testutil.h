@@ -17,10 +17,16 @@
 #include "formats/fmt.h"
 #include "lib/common/error.h"
 
-static char tu_dir[4096];
+static char tu_dir[8192];
 
-/* Fixture: a fresh scratch directory, also the CWD of the test. */
-static inline void tu_setup(void)
+static char tu_base[4096];
+
+/*
+ * Unchecked fixture (parent process, always torn down): a directory per
+ * TCase under $BC_TEST_TMPDIR that holds every test's scratch directory,
+ * so a failed test (whose checked teardown does not run) leaves nothing.
+ */
+static inline void tu_case_setup(void)
 {
 	const char *base = getenv("BC_TEST_TMPDIR");
 	char cmd[4200];
@@ -29,7 +35,22 @@ static inline void tu_setup(void)
 		base = "/tmp";
 	(void)snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", base);
 	ck_assert_int_eq(system(cmd), 0);
-	(void)snprintf(tu_dir, sizeof(tu_dir), "%s/fmt-XXXXXX", base);
+	(void)snprintf(tu_base, sizeof(tu_base), "%s/fmt-XXXXXX", base);
+	ck_assert_ptr_nonnull(mkdtemp(tu_base));
+}
+
+static inline void tu_case_teardown(void)
+{
+	char cmd[4200];
+
+	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_base);
+	(void)system(cmd);
+}
+
+/* Checked fixture: a fresh scratch directory, also the test's CWD. */
+static inline void tu_setup(void)
+{
+	(void)snprintf(tu_dir, sizeof(tu_dir), "%s/t-XXXXXX", tu_base);
 	ck_assert_ptr_nonnull(mkdtemp(tu_dir));
 	ck_assert_int_eq(chdir(tu_dir), 0);
 	bc_error_reset();
@@ -37,11 +58,18 @@ static inline void tu_setup(void)
 
 static inline void tu_teardown(void)
 {
-	char cmd[4200];
+	char cmd[8400];
 
 	ck_assert_int_eq(chdir("/"), 0);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_dir);
 	(void)system(cmd);
+}
+
+/* Both fixtures on @tc. */
+static inline void tu_add_fixtures(TCase *tc)
+{
+	tcase_add_unchecked_fixture(tc, tu_case_setup, tu_case_teardown);
+	tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
 }
 
 /* Run a shell command (printf-style) in the CWD; asserts success. */

@@ -268,7 +268,7 @@ END_TEST
 START_TEST(direct_io_unaligned_requests)
 {
 	struct fmt_image *img, *plain;
-	static uint8_t w[70001], r[70001];
+	static uint8_t w[70001], r[70004];
 	uint8_t *wbuf = w + 1; /* deliberately unaligned buffer */
 	struct stat st;
 
@@ -442,7 +442,7 @@ static Suite *raw_suite(void)
 	Suite *s = suite_create("raw");
 	TCase *tc = tcase_create("create");
 
-	tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+	tu_add_fixtures(tc);
 	tcase_add_test(tc, create_makes_sparse_file_of_size);
 	tcase_add_test(tc, create_prealloc_allocates);
 	tcase_add_test(tc, create_refuses_existing_file);
@@ -451,7 +451,7 @@ static Suite *raw_suite(void)
 
 	tc = tcase_create("io");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+	tu_add_fixtures(tc);
 	tcase_add_test(tc, roundtrip_aligned_and_unaligned);
 	tcase_add_test(tc, write_zeroes_and_discard_effects);
 	tcase_add_test(tc, direct_io_unaligned_requests);
@@ -459,13 +459,13 @@ static Suite *raw_suite(void)
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("block_status");
-	tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+	tu_add_fixtures(tc);
 	tcase_add_test(tc, seek_data_extents_exact);
 	tcase_add_test(tc, hole_at_end_and_unaligned_size);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("errors");
-	tcase_add_checked_fixture(tc, tu_setup, tu_teardown);
+	tu_add_fixtures(tc);
 	tcase_add_test(tc, read_only_refuses_writes);
 	tcase_add_test(tc, out_of_range_is_einval);
 	tcase_add_test(tc, open_errors);
