@@ -1,0 +1,573 @@
+/*
+ * qcow2 guest→host mapping: the L1 table, the L2 table cache and the
+ * decoding of L2 entries (spec "Cluster mapping", "Extended L2 Entries").
+ *
+ * The L1 table is loaded whole at open and kept host-endian in q->l1.
+ * L2 tables go through a small cache of QCOW2_L2_CACHE_SLOTS clusters,
+ * least recently used first out; a table is pinned (refs > 0) while a
+ * caller holds it, and a pinned table is never evicted. Tables are kept
+ * big-endian as on disk so a modified range can be written back as is
+ * (write-through: qcow2_l2_write_entries_locked()).
+ *
+ * Entries are validated when they are classified, not when a table is
+ * loaded: a table holds entries for guest ranges that may never be read,
+ * and QEMU too reports a bad entry only when it is used.
+ *
+ * Mapping coalesces: qcow2_map_ext_locked() returns the longest run from
+ * the queried offset whose (sub)clusters have the same kind and, where
+ * they have host clusters, contiguous host offsets. A sequential read
+ * therefore costs one host pread per contiguous run and one cache lookup
+ * per L2 table.
+ *
+ * Everything here runs under q->lock (the *_locked functions) or at open.
+ */
+#include "qcow2.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+/* Buffers for metadata are aligned for O_DIRECT at any logical block size. */
+#define META_BUF_ALIGN 4096u
+
+int qcow2_corrupt(const char *name, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
+	return -EUCLEAN;
+}
+
+static const char *qname(const struct qcow2 *q)
+{
+	return q->img->filename;
+}
+
+/* Alignment that file I/O on this image needs (1 without O_DIRECT). */
+static uint64_t io_align(const struct qcow2 *q)
+{
+	if (q->img->request_align > 1)
+		return q->img->request_align;
+	if (q->img->flags & FMT_OPEN_DIRECT)
+		return META_BUF_ALIGN;
+	return 1;
+}
+
+static void io_error(const struct qcow2 *q, int ret, const char *what,
+		     uint64_t off)
+{
+	char eb[128];
+
+	bc_error_set_default(bc_errno_to_code(-ret), -ret,
+			     "%s: cannot %s at offset %" PRIu64 ": %s",
+			     qname(q), what, off, strerror_r(-ret, eb, sizeof(eb)));
+}
+
+/*
+ * Read metadata: directly when offset, length and buffer suit the image's
+ * alignment, else through an aligned bounce buffer. Bytes past the end of
+ * the file read as zeros (tables are rounded to clusters on disk but the
+ * file may end sooner).
+ */
+static int meta_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
+{
+	uint64_t align = io_align(q);
+	uint64_t start, end;
+	void *bounce;
+	int ret;
+
+	if (align == 1 ||
+	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
+	     bc_is_aligned((uintptr_t)buf, align))) {
+		ret = fmt_pread_file_zfill(q->img->fd, buf, (size_t)n, off);
+		if (ret < 0)
+			io_error(q, ret, "read metadata", off);
+		return ret;
+	}
+	start = bc_align_down(off, align);
+	end = bc_align_up(off + n, align);
+	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
+			   (size_t)(end - start)))
+		return -ENOMEM;
+	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
+				   start);
+	if (ret < 0)
+		io_error(q, ret, "read metadata", off);
+	else
+		memcpy(buf, (uint8_t *)bounce + (off - start), (size_t)n);
+	free(bounce);
+	return ret;
+}
+
+/*
+ * Write metadata; under O_DIRECT an unaligned range is read, patched and
+ * written back whole (the lock keeps the disk copy authoritative).
+ */
+static int meta_pwrite(struct qcow2 *q, const void *buf, uint64_t n,
+		       uint64_t off)
+{
+	uint64_t align = io_align(q);
+	uint64_t start, end;
+	void *bounce;
+	int ret;
+
+	if (align == 1 ||
+	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
+	     bc_is_aligned((uintptr_t)buf, align))) {
+		ret = fmt_pwrite_file(q->img->fd, buf, (size_t)n, off);
+		if (ret < 0)
+			io_error(q, ret, "write metadata", off);
+		return ret;
+	}
+	start = bc_align_down(off, align);
+	end = bc_align_up(off + n, align);
+	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
+			   (size_t)(end - start)))
+		return -ENOMEM;
+	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
+				   start);
+	if (ret < 0) {
+		io_error(q, ret, "read metadata", start);
+	} else {
+		memcpy((uint8_t *)bounce + (off - start), buf, (size_t)n);
+		ret = fmt_pwrite_file(q->img->fd, bounce, (size_t)(end - start),
+				      start);
+		if (ret < 0)
+			io_error(q, ret, "write metadata", start);
+	}
+	free(bounce);
+	return ret;
+}
+
+/* --- L1 ---------------------------------------------------------------- */
+
+int qcow2_l1_load(struct qcow2 *q)
+{
+	uint64_t bytes = (uint64_t)q->l1_size * 8;
+	uint64_t rounded = bc_align_up(bytes ? bytes : 8, META_BUF_ALIGN);
+	uint64_t *l1;
+	void *raw;
+	uint32_t i;
+	int ret;
+
+	l1 = calloc(q->l1_size ? q->l1_size : 1, sizeof(*l1));
+	if (!l1)
+		return -ENOMEM;
+	if (!q->l1_size) {
+		q->l1 = l1;
+		return 0;
+	}
+	if (posix_memalign(&raw, META_BUF_ALIGN, (size_t)rounded)) {
+		free(l1);
+		return -ENOMEM;
+	}
+	ret = meta_pread(q, raw, rounded, q->hdr.l1_table_offset);
+	if (ret < 0)
+		goto out_free;
+	for (i = 0; i < q->l1_size; i++) {
+		uint64_t e = bc_get_be64((uint8_t *)raw + (size_t)i * 8);
+		uint64_t l2_off = e & QCOW2_L1E_OFFSET_MASK;
+
+		if (e & QCOW2_L1E_RESERVED) {
+			ret = qcow2_corrupt(qname(q),
+					    "L1 entry %" PRIu32 " has reserved bits set (0x%016" PRIx64 ")",
+					    i, e);
+			goto out_free;
+		}
+		if (!bc_is_aligned(l2_off, q->cluster_size)) {
+			ret = qcow2_corrupt(qname(q),
+					    "L2 table offset 0x%" PRIx64 " unaligned (L1 index %" PRIu32 ")",
+					    l2_off, i);
+			goto out_free;
+		}
+		l1[i] = e;
+	}
+	free(raw);
+	q->l1 = l1;
+	return 0;
+
+out_free:
+	free(raw);
+	free(l1);
+	return ret;
+}
+
+int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx)
+{
+	uint8_t be[8];
+
+	assert(idx < q->l1_size);
+	bc_put_be64(be, q->l1[idx]);
+	return meta_pwrite(q, be, sizeof(be), q->hdr.l1_table_offset + idx * 8);
+}
+
+/* --- L2 cache ---------------------------------------------------------- */
+
+int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
+			struct qcow2_l2_table **out)
+{
+	struct qcow2_l2_table *victim = NULL;
+	uint64_t end;
+	int i, ret;
+
+	if (!l2_off || !bc_is_aligned(l2_off, q->cluster_size))
+		return qcow2_corrupt(qname(q),
+				     "L2 table offset 0x%" PRIx64 " unaligned",
+				     l2_off);
+	if (bc_add_overflow(l2_off, q->cluster_size, &end) ||
+	    end > q->file_size)
+		return qcow2_corrupt(qname(q),
+				     "L2 table offset 0x%" PRIx64 " beyond end of file",
+				     l2_off);
+	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
+		struct qcow2_l2_table *t = &q->l2_cache[i];
+
+		if (t->offset == l2_off) {
+			t->refs++;
+			t->last_used = ++q->lru_clock;
+			*out = t;
+			return 0;
+		}
+		if (t->refs)
+			continue;
+		/* Prefer a free slot, else the least recently used one. */
+		if (!t->offset) {
+			if (!victim || victim->offset)
+				victim = t;
+		} else if (!victim ||
+			   (victim->offset && t->last_used < victim->last_used)) {
+			victim = t;
+		}
+	}
+	if (!victim) {
+		/* Every slot pinned: callers pin at most a few tables each. */
+		bc_error_set(BC_ERR_INTERNAL, EBUSY,
+			     "%s: L2 table cache exhausted", qname(q));
+		return -EBUSY;
+	}
+	if (!victim->data) {
+		void *p;
+
+		if (posix_memalign(&p, META_BUF_ALIGN, (size_t)q->cluster_size))
+			return -ENOMEM;
+		victim->data = p;
+	}
+	victim->offset = 0;
+	ret = meta_pread(q, victim->data, q->cluster_size, l2_off);
+	if (ret < 0)
+		return ret;
+	victim->offset = l2_off;
+	victim->refs = 1;
+	victim->last_used = ++q->lru_clock;
+	*out = victim;
+	return 0;
+}
+
+void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_l2_table *t)
+{
+	(void)q;
+	assert(t->refs > 0);
+	t->refs--;
+}
+
+void qcow2_l2_evict_locked(struct qcow2 *q, uint64_t l2_off)
+{
+	int i;
+
+	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
+		struct qcow2_l2_table *t = &q->l2_cache[i];
+
+		if (t->offset == l2_off) {
+			assert(t->refs == 0);
+			t->offset = 0;
+			t->last_used = 0;
+		}
+	}
+}
+
+void qcow2_l2_cache_free(struct qcow2 *q)
+{
+	int i;
+
+	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
+		free(q->l2_cache[i].data);
+		q->l2_cache[i].data = NULL;
+		q->l2_cache[i].offset = 0;
+		q->l2_cache[i].refs = 0;
+	}
+}
+
+struct qcow2_l2_entry qcow2_l2_entry_get(const struct qcow2 *q,
+					 const struct qcow2_l2_table *t,
+					 uint64_t idx)
+{
+	struct qcow2_l2_entry e;
+	const uint8_t *p = t->data + idx * q->l2_entry_size;
+
+	e.raw = bc_get_be64(p);
+	e.bitmap = q->extended_l2 ? bc_get_be64(p + 8) : 0;
+	return e;
+}
+
+void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
+			uint64_t idx, struct qcow2_l2_entry e)
+{
+	uint8_t *p = t->data + idx * q->l2_entry_size;
+
+	bc_put_be64(p, e.raw);
+	if (q->extended_l2)
+		bc_put_be64(p + 8, e.bitmap);
+}
+
+int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
+				  uint64_t first, uint64_t count)
+{
+	uint64_t align = io_align(q);
+	uint64_t start = first * q->l2_entry_size;
+	uint64_t end = (first + count) * q->l2_entry_size;
+
+	assert(end <= q->cluster_size && t->offset);
+	/* The cached table is the whole cluster: widen to whole blocks. */
+	if (align > 1 && align <= q->cluster_size) {
+		start = bc_align_down(start, align);
+		end = bc_align_up(end, align);
+	}
+	return meta_pwrite(q, t->data + start, end - start, t->offset + start);
+}
+
+/* --- Entries ----------------------------------------------------------- */
+
+void qcow2_compressed_desc(const struct qcow2 *q, uint64_t raw,
+			   uint64_t *host_off, uint64_t *nbytes)
+{
+	uint64_t off = raw & ((1ull << q->csize_shift) - 1);
+	uint64_t sectors = ((raw >> q->csize_shift) & q->csize_mask) + 1;
+
+	*host_off = off;
+	*nbytes = sectors * 512 - (off & 511);
+}
+
+int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
+		      enum qcow2_cluster_type *type, uint64_t *host_off)
+{
+	uint64_t raw = e.raw, hoff, reserved;
+
+	if (raw & QCOW2_OFLAG_COMPRESSED) {
+		uint64_t nbytes;
+
+		qcow2_compressed_desc(q, raw, &hoff, &nbytes);
+		/* Offset bits past 55 must be zero (spec); no subclusters. */
+		if ((hoff >> 56) || (q->extended_l2 && e.bitmap))
+			return qcow2_corrupt(qname(q),
+					     "invalid compressed cluster descriptor 0x%016" PRIx64 " (guest offset 0x%" PRIx64 ")",
+					     raw, off);
+		if (hoff >= q->file_size)
+			return qcow2_corrupt(qname(q),
+					     "compressed cluster at host offset 0x%" PRIx64 " beyond end of file (guest offset 0x%" PRIx64 ")",
+					     hoff, off);
+		*type = QCOW2_CLUSTER_COMPRESSED;
+		*host_off = hoff;
+		return 0;
+	}
+
+	/* The zero flag exists only in v3 without extended L2. */
+	reserved = QCOW2_L2E_STD_RESERVED;
+	if (q->extended_l2 || q->hdr.version < 3)
+		reserved |= QCOW2_OFLAG_ZERO;
+	if (raw & reserved)
+		return qcow2_corrupt(qname(q),
+				     "L2 entry 0x%016" PRIx64 " has reserved bits set (guest offset 0x%" PRIx64 ")",
+				     raw, off);
+	hoff = raw & QCOW2_L2E_OFFSET_MASK;
+	if (!bc_is_aligned(hoff, q->cluster_size))
+		return qcow2_corrupt(qname(q),
+				     "cluster offset 0x%" PRIx64 " unaligned (guest offset 0x%" PRIx64 ")",
+				     hoff, off);
+	if (hoff && hoff >= q->file_size)
+		return qcow2_corrupt(qname(q),
+				     "cluster offset 0x%" PRIx64 " beyond end of file (guest offset 0x%" PRIx64 ")",
+				     hoff, off);
+
+	if (!q->extended_l2) {
+		if (raw & QCOW2_OFLAG_ZERO)
+			*type = hoff ? QCOW2_CLUSTER_ZERO_ALLOC
+				     : QCOW2_CLUSTER_ZERO_PLAIN;
+		else
+			*type = hoff ? QCOW2_CLUSTER_NORMAL
+				     : QCOW2_CLUSTER_UNALLOCATED;
+	} else {
+		uint32_t alloc = (uint32_t)e.bitmap;
+		uint32_t zero = (uint32_t)(e.bitmap >> 32);
+		uint32_t sc = (uint32_t)((off >> q->subcluster_bits) & 31);
+
+		if (alloc & zero)
+			return qcow2_corrupt(qname(q),
+					     "subclusters both allocated and zero (bitmap 0x%016" PRIx64 ", guest offset 0x%" PRIx64 ")",
+					     e.bitmap, off);
+		if (alloc && !hoff)
+			return qcow2_corrupt(qname(q),
+					     "allocated subclusters without a host cluster (bitmap 0x%016" PRIx64 ", guest offset 0x%" PRIx64 ")",
+					     e.bitmap, off);
+		if (zero & (1u << sc))
+			*type = hoff ? QCOW2_CLUSTER_ZERO_ALLOC
+				     : QCOW2_CLUSTER_ZERO_PLAIN;
+		else if (alloc & (1u << sc))
+			*type = QCOW2_CLUSTER_NORMAL;
+		else
+			*type = QCOW2_CLUSTER_UNALLOCATED;
+	}
+	*host_off = hoff + (off & (q->cluster_size - 1));
+	return 0;
+}
+
+/*
+ * Bytes from @off to the end of the run of subclusters in the same state
+ * within its cluster (extended L2; @type as classified at @off).
+ */
+static uint64_t subcluster_run(const struct qcow2 *q, struct qcow2_l2_entry e,
+			       uint64_t off, enum qcow2_cluster_type type)
+{
+	uint32_t alloc = (uint32_t)e.bitmap;
+	uint32_t zero = (uint32_t)(e.bitmap >> 32);
+	uint32_t sc = (uint32_t)((off >> q->subcluster_bits) & 31);
+	uint32_t same = ~0u, n;
+
+	switch (type) {
+	case QCOW2_CLUSTER_ZERO_PLAIN:
+	case QCOW2_CLUSTER_ZERO_ALLOC:
+		same = zero;
+		break;
+	case QCOW2_CLUSTER_NORMAL:
+		same = alloc;
+		break;
+	case QCOW2_CLUSTER_UNALLOCATED:
+		same = ~(alloc | zero);
+		break;
+	case QCOW2_CLUSTER_COMPRESSED:
+		break;
+	}
+	same >>= sc;
+	/* same & 1 holds: count the run of ones from bit 0. */
+	n = ~same ? (uint32_t)__builtin_ctz(~same) : 32 - sc;
+	if (n > 32 - sc)
+		n = 32 - sc;
+	return ((uint64_t)(sc + n) << q->subcluster_bits) -
+	       (off & (q->cluster_size - 1));
+}
+
+/* Whether a segment continues the run in @m (same kind, contiguous host). */
+static bool extend_run(struct qcow2_mapping *m, enum qcow2_cluster_type type,
+		       uint64_t host, uint64_t seg)
+{
+	if (!m->run) {
+		m->type = type;
+		m->host_off = host;
+		m->run = seg;
+		return true;
+	}
+	if (type != m->type || type == QCOW2_CLUSTER_COMPRESSED)
+		return false;
+	if ((type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) &&
+	    host != m->host_off + m->run)
+		return false;
+	m->run += seg;
+	return true;
+}
+
+int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+			 struct qcow2_mapping *m)
+{
+	uint64_t pos = off, end, span_bits = q->cluster_bits + q->l2_bits;
+	int ret;
+
+	assert(len > 0);
+	if (bc_add_overflow(off, len, &end))
+		end = UINT64_MAX;
+	m->run = 0;
+	m->l2_raw = 0;
+	m->host_off = 0;
+	m->type = QCOW2_CLUSTER_UNALLOCATED;
+	while (pos < end) {
+		uint64_t l1i = pos >> span_bits;
+		uint64_t span_end = (l1i + 1) << span_bits;
+		uint64_t stop = BC_MIN(end, span_end);
+		struct qcow2_l2_table *t;
+		uint64_t l2_off = 0;
+		bool more = true;
+
+		if (l1i < q->l1_size)
+			l2_off = q->l1[l1i] & QCOW2_L1E_OFFSET_MASK;
+		if (!l2_off) {
+			if (!extend_run(m, QCOW2_CLUSTER_UNALLOCATED, 0,
+					stop - pos))
+				break;
+			pos = stop;
+			continue;
+		}
+		ret = qcow2_l2_get_locked(q, l2_off, &t);
+		if (ret < 0)
+			return ret;
+		while (pos < stop) {
+			uint64_t idx = qcow2_l2_index(q, pos);
+			struct qcow2_l2_entry e = qcow2_l2_entry_get(q, t, idx);
+			uint64_t cl_end = (pos | (q->cluster_size - 1)) + 1;
+			enum qcow2_cluster_type type;
+			uint64_t host, seg;
+
+			ret = qcow2_l2_classify(q, e, pos, &type, &host);
+			if (ret < 0) {
+				qcow2_l2_put_locked(q, t);
+				return ret;
+			}
+			if (q->extended_l2 && type != QCOW2_CLUSTER_COMPRESSED)
+				seg = subcluster_run(q, e, pos, type);
+			else
+				seg = cl_end - pos;
+			seg = BC_MIN(seg, stop - pos);
+			if (!extend_run(m, type, host, seg)) {
+				more = false;
+				break;
+			}
+			if (type == QCOW2_CLUSTER_COMPRESSED)
+				m->l2_raw = e.raw;
+			pos += seg;
+			/* A run stops at a compressed cluster's end. */
+			if (type == QCOW2_CLUSTER_COMPRESSED) {
+				more = false;
+				break;
+			}
+		}
+		qcow2_l2_put_locked(q, t);
+		if (!more)
+			break;
+	}
+	assert(m->run > 0 && m->run <= len);
+	return 0;
+}
+
+int qcow2_map_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+		     enum qcow2_cluster_type *type, uint64_t *host_off,
+		     uint64_t *run)
+{
+	struct qcow2_mapping m;
+	int ret;
+
+	ret = qcow2_map_ext_locked(q, off, len, &m);
+	if (ret < 0)
+		return ret;
+	*type = m.type;
+	*host_off = m.host_off;
+	*run = m.run;
+	return 0;
+}
