@@ -1,0 +1,292 @@
+/*
+ * qcow2 image creation (spec "Header", "Header extensions").
+ *
+ * Layout, as qemu-img lays it out: cluster 0 holds the header, the
+ * header extensions (backing format, feature name table when it fits)
+ * and the backing file name; then the refcount table, the refcount
+ * blocks covering every metadata cluster, and the L1 table. No L2 table
+ * and no data cluster exists yet. Every metadata cluster gets refcount 1.
+ *
+ * The file is created with O_EXCL and unlinked again on any failure, so
+ * a failed create leaves nothing behind.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define QCOW2_V3_HDR_WRITTEN 112u /* 104 + compression type + padding */
+
+struct feature_name {
+	uint8_t type;
+	uint8_t bit;
+	const char *name;
+};
+
+/* The feature name table qemu-img writes (spec "Feature name table"). */
+static const struct feature_name feature_names[] = {
+	{ 0, 0, "dirty bit" },
+	{ 0, 1, "corrupt bit" },
+	{ 0, 2, "external data file" },
+	{ 0, 3, "compression type" },
+	{ 0, 4, "extended L2 entries" },
+	{ 1, 0, "lazy refcounts" },
+	{ 2, 0, "bitmaps" },
+	{ 2, 1, "raw external data" },
+};
+
+static size_t ext_size(size_t len)
+{
+	return 8 + bc_align_up(len, 8);
+}
+
+static int check_opts(const char *path, const struct fmt_create_opts *o,
+		      uint32_t *cluster_bits, uint32_t *refcount_order)
+{
+	uint32_t cs = o->cluster_size ? o->cluster_size : 65536;
+	int rb = o->refcount_bits ? o->refcount_bits : 16;
+	int compat = o->compat ? o->compat : 3;
+
+	if (!bc_is_pow2(cs) || cs < 512 || cs > (2u << 20)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: cluster size must be a power of two between 512 and 2097152 bytes",
+			     path);
+		return -EINVAL;
+	}
+	if (compat != 2 && compat != 3) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: invalid compatibility level %d", path, compat);
+		return -EINVAL;
+	}
+	if (rb < 1 || rb > 64 || !bc_is_pow2((uint64_t)rb)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: refcount width must be a power of two up to 64 bits",
+			     path);
+		return -EINVAL;
+	}
+	if (compat == 2 && rb != 16) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: different refcount widths than 16 bits require compatibility level 1.1 or above",
+			     path);
+		return -EINVAL;
+	}
+	if (compat == 2 && o->lazy_refcounts) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: lazy refcounts only supported with compatibility level 1.1 and above",
+			     path);
+		return -EINVAL;
+	}
+	if (o->extended_l2 && compat == 2) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: extended L2 entries are only supported with compatibility level 1.1 and above",
+			     path);
+		return -EINVAL;
+	}
+	if (o->extended_l2 && cs < (1u << QCOW2_MIN_EXTL2_CLUSTER_BITS)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+			     path);
+		return -EINVAL;
+	}
+	if (o->size % 512) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: image size must be a multiple of 512 bytes", path);
+		return -EINVAL;
+	}
+	if (o->backing_fmt && !o->backing_file) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: backing format given without a backing file",
+			     path);
+		return -EINVAL;
+	}
+	if (o->prealloc != FMT_PREALLOC_OFF) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: qcow2 preallocation is not supported", path);
+		return -ENOTSUP;
+	}
+	*cluster_bits = (uint32_t)__builtin_ctz(cs);
+	*refcount_order = (uint32_t)__builtin_ctz((unsigned int)rb);
+	return 0;
+}
+
+/*
+ * Build cluster 0 into @c0 (cluster_size bytes, zeroed): header,
+ * extensions, backing name. Table offsets are filled in by the caller.
+ */
+static int build_header(const char *path, const struct fmt_create_opts *o,
+			uint32_t cluster_bits, uint32_t refcount_order,
+			uint8_t *c0)
+{
+	uint64_t cs = 1ull << cluster_bits;
+	int compat = o->compat ? o->compat : 3;
+	size_t hlen = compat == 2 ? QCOW2_HDR_V2_LEN : QCOW2_V3_HDR_WRITTEN;
+	size_t fmt_len = o->backing_fmt ? strlen(o->backing_fmt) : 0;
+	size_t name_len = o->backing_file ? strlen(o->backing_file) : 0;
+	size_t ftab = BC_ARRAY_SIZE(feature_names) * 48, pos, need, i;
+	bool with_ftab;
+
+	need = hlen + (fmt_len ? ext_size(fmt_len) : 0) + 8 + name_len;
+	if (need > cs) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "%s: backing file name does not fit in the header cluster",
+			     path);
+		return -EINVAL;
+	}
+	with_ftab = compat >= 3 && need + ext_size(ftab) <= cs;
+
+	bc_put_be32(c0, QCOW2_MAGIC);
+	bc_put_be32(c0 + 4, (uint32_t)compat);
+	bc_put_be32(c0 + 20, cluster_bits);
+	bc_put_be64(c0 + 24, o->size);
+	if (compat >= 3) {
+		bc_put_be64(c0 + 72, o->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
+		bc_put_be64(c0 + 80,
+			    o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+		bc_put_be64(c0 + 88, 0);
+		bc_put_be32(c0 + 96, refcount_order);
+		bc_put_be32(c0 + 100, (uint32_t)hlen);
+		c0[104] = 0; /* compression type zlib */
+	}
+	pos = hlen;
+	if (fmt_len) {
+		bc_put_be32(c0 + pos, QCOW2_EXT_BACKING_FMT);
+		bc_put_be32(c0 + pos + 4, (uint32_t)fmt_len);
+		memcpy(c0 + pos + 8, o->backing_fmt, fmt_len);
+		pos += ext_size(fmt_len);
+	}
+	if (with_ftab) {
+		bc_put_be32(c0 + pos, QCOW2_EXT_FEATURE_NAME);
+		bc_put_be32(c0 + pos + 4, (uint32_t)ftab);
+		for (i = 0; i < BC_ARRAY_SIZE(feature_names); i++) {
+			uint8_t *e = c0 + pos + 8 + i * 48;
+
+			e[0] = feature_names[i].type;
+			e[1] = feature_names[i].bit;
+			memcpy(e + 2, feature_names[i].name,
+			       strlen(feature_names[i].name));
+		}
+		pos += ext_size(ftab);
+	}
+	pos += 8; /* end of extensions: already zero */
+	if (name_len) {
+		memcpy(c0 + pos, o->backing_file, name_len);
+		bc_put_be64(c0 + 8, pos);
+		bc_put_be32(c0 + 16, (uint32_t)name_len);
+	}
+	return 0;
+}
+
+static int write_image(int fd, const char *path,
+		       const struct fmt_create_opts *o, uint32_t cluster_bits,
+		       uint32_t refcount_order)
+{
+	uint64_t cs = 1ull << cluster_bits;
+	uint32_t l2_bits = cluster_bits - (o->extended_l2 ? 4 : 3);
+	uint64_t epb = 1ull << (cluster_bits + 3 - refcount_order);
+	uint64_t l1_size, l1_clusters, nb = 1, nt = 1, total, i, span;
+	uint64_t rt_off, rb_off, l1_off;
+	uint8_t *c0 = NULL, *meta = NULL;
+	int ret;
+
+	/* Guest bytes one L1 entry maps. */
+	span = 1ull << (cluster_bits + l2_bits);
+	l1_size = o->size / span + (o->size % span ? 1 : 0);
+	if (l1_size * 8 > QCOW2_MAX_L1_BYTES) {
+		bc_error_set(BC_ERR_INVALID_ARG, EFBIG,
+			     "%s: image size too large for this cluster size",
+			     path);
+		return -EFBIG;
+	}
+	l1_clusters = BC_MAX((l1_size * 8 + cs - 1) >> cluster_bits, 1);
+	for (;;) {
+		uint64_t nb2, nt2;
+
+		total = 1 + nt + nb + l1_clusters;
+		nb2 = (total + epb - 1) / epb;
+		nt2 = (nb2 * 8 + cs - 1) >> cluster_bits;
+		if (nb2 == nb && nt2 == nt)
+			break;
+		nb = nb2;
+		nt = nt2;
+	}
+	if ((nt << cluster_bits) > QCOW2_MAX_REFTABLE_BYTES) {
+		bc_error_set(BC_ERR_INVALID_ARG, EFBIG,
+			     "%s: image size too large for this cluster size",
+			     path);
+		return -EFBIG;
+	}
+	rt_off = cs;
+	rb_off = rt_off + (nt << cluster_bits);
+	l1_off = rb_off + (nb << cluster_bits);
+
+	c0 = calloc(1, cs);
+	meta = calloc(nt + nb, cs);
+	if (!c0 || !meta) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = build_header(path, o, cluster_bits, refcount_order, c0);
+	if (ret < 0)
+		goto out_free;
+	bc_put_be32(c0 + 36, (uint32_t)l1_size);
+	bc_put_be64(c0 + 40, l1_off);
+	bc_put_be64(c0 + 48, rt_off);
+	bc_put_be32(c0 + 56, (uint32_t)nt);
+	for (i = 0; i < nb; i++)
+		bc_put_be64(meta + i * 8, rb_off + (i << cluster_bits));
+	for (i = 0; i < total; i++)
+		qcow2_refblock_set(meta + (nt << cluster_bits) +
+					   ((i / epb) << cluster_bits),
+				   refcount_order, i % epb, 1);
+	/* Size first: the L1 table is all zeros, left sparse. */
+	if (ftruncate(fd, (off_t)(total << cluster_bits)) < 0) {
+		ret = -errno;
+		goto out_free;
+	}
+	ret = fmt_pwrite_file(fd, meta, (nt + nb) << cluster_bits, rt_off);
+	if (ret < 0)
+		goto out_free;
+	ret = fmt_pwrite_file(fd, c0, cs, 0);
+	if (ret < 0)
+		goto out_free;
+	if (fdatasync(fd) < 0)
+		ret = -errno;
+out_free:
+	free(c0);
+	free(meta);
+	return ret;
+}
+
+int qcow2_create(const char *path, const struct fmt_create_opts *opts)
+{
+	uint32_t cluster_bits, refcount_order;
+	int fd, ret;
+
+	ret = check_opts(path, opts, &cluster_bits, &refcount_order);
+	if (ret < 0)
+		return ret;
+	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		ret = -errno;
+		bc_error_set(bc_errno_to_code(errno), errno,
+			     "%s: cannot create: %s", path,
+			     errno == EEXIST ? "file exists" :
+					       "open failed");
+		return ret;
+	}
+	ret = write_image(fd, path, opts, cluster_bits, refcount_order);
+	if (close(fd) < 0 && ret == 0)
+		ret = -errno;
+	if (ret < 0) {
+		(void)unlink(path);
+		bc_error_set_default(bc_errno_to_code(-ret), -ret,
+				     "%s: cannot write the new image", path);
+	}
+	return ret;
+}

@@ -1,0 +1,1030 @@
+/*
+ * qcow2 writes: guest writes with cluster allocation and copy-on-write,
+ * write-zeroes, discard, flush, backing file rewrite and the feature-bit
+ * bookkeeping of a writable image (spec "Cluster mapping", "Extended L2
+ * Entries", "Header"; notes/qcow2.md §2, §4, §6).
+ *
+ * A write is cut at L2 table boundaries; within one table the touched
+ * clusters are grouped into runs that are handled with one data write and
+ * one L2 write each:
+ *  - in place: clusters with a host cluster whose COPIED flag is set
+ *    (refcount 1) and contiguous host offsets;
+ *  - allocating: any other clusters (unallocated, zero, compressed,
+ *    shared), given one contiguous range of new host clusters.
+ * Only the first and last cluster of a run can be partly written; their
+ * untouched bytes are filled from the cluster's current contents (the
+ * backing file for unallocated ranges, zeros for zero ranges, the
+ * decompressed or old data otherwise) so the new cluster is complete.
+ * With extended L2 entries the unit is the subcluster: a newly allocated
+ * cluster gets data only in the subclusters the write touches, and only
+ * those get their allocation bit.
+ *
+ * Ordering (crash safety, as qcow2.h states): refcounts of new clusters,
+ * then data, then the L2 entry, then (for a new L2 table) the L1 entry;
+ * clusters losing their last reference are freed after the L2 entry no
+ * longer points at them. A crash leaks clusters at worst.
+ *
+ * Everything runs under q->lock, data I/O included.
+ */
+#include "qcow2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define ZERO_CHUNK (1u << 20) /* zero-data writes go in pieces of this size */
+#define EXT_ALL_ALLOC 0x00000000ffffffffull
+#define EXT_ALL_ZERO  0xffffffff00000000ull
+
+/* One touched cluster of a write. */
+struct plan {
+	uint64_t idx;                /* L2 index */
+	struct qcow2_l2_entry old;
+	bool alloc;                  /* needs a new host cluster */
+	uint64_t host;               /* host cluster (in place) */
+	uint32_t ws, we;             /* written range within the cluster */
+	uint32_t gs, ge;             /* guest data range within the cluster */
+};
+
+static const char *qname(const struct qcow2 *q)
+{
+	return q->img->filename;
+}
+
+static uint64_t io_align(const struct qcow2 *q)
+{
+	if (q->img->request_align > 1)
+		return q->img->request_align;
+	if (q->img->flags & FMT_OPEN_DIRECT)
+		return 4096;
+	return 1;
+}
+
+static bool has_backing(const struct qcow2 *q)
+{
+	return q->img->backing_name != NULL;
+}
+
+static void io_error(const struct qcow2 *q, int ret, const char *what)
+{
+	bc_error_set_default(bc_errno_to_code(-ret), -ret, "%s: cannot %s",
+			     qname(q), what);
+}
+
+/* Read host bytes (any alignment; bounced under O_DIRECT). */
+static int host_read(struct qcow2 *q, void *buf, size_t n, uint64_t off)
+{
+	uint64_t align = io_align(q), start, end;
+	uint8_t *b;
+	int ret;
+
+	if (align == 1)
+		return fmt_pread_file_zfill(q->img->fd, buf, n, off);
+	start = bc_align_down(off, align);
+	end = bc_align_up(off + n, align);
+	b = qcow2_alloc_buf(end - start);
+	if (!b)
+		return -ENOMEM;
+	ret = fmt_pread_file_zfill(q->img->fd, b, end - start, start);
+	if (ret == 0)
+		memcpy(buf, b + (off - start), n);
+	free(b);
+	return ret;
+}
+
+/* Write a gather list at host offset @off, whole. */
+static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
+		       uint64_t off)
+{
+	uint64_t align = io_align(q), total = 0, start, end, p;
+	uint8_t *b;
+	int i, ret;
+
+	for (i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	if (align == 1) {
+		while (cnt > 0) {
+			ssize_t w = pwritev(q->img->fd, iov, cnt, (off_t)off);
+
+			if (w < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			if (w == 0)
+				return -EIO;
+			off += (uint64_t)w;
+			while (cnt > 0 && (size_t)w >= iov->iov_len) {
+				w -= (ssize_t)iov->iov_len;
+				iov++;
+				cnt--;
+			}
+			if (cnt > 0) {
+				iov->iov_base = (uint8_t *)iov->iov_base + w;
+				iov->iov_len -= (size_t)w;
+			}
+		}
+		return 0;
+	}
+	/* O_DIRECT: one aligned bounce, edges read back first. */
+	start = bc_align_down(off, align);
+	end = bc_align_up(off + total, align);
+	b = qcow2_alloc_buf(end - start);
+	if (!b)
+		return -ENOMEM;
+	ret = 0;
+	if (start < off)
+		ret = fmt_pread_file_zfill(q->img->fd, b, align, start);
+	if (ret == 0 && end > off + total)
+		ret = fmt_pread_file_zfill(q->img->fd, b + (end - start - align),
+					   align, end - align);
+	for (i = 0, p = off - start; ret == 0 && i < cnt; i++) {
+		memcpy(b + p, iov[i].iov_base, iov[i].iov_len);
+		p += iov[i].iov_len;
+	}
+	if (ret == 0)
+		ret = fmt_pwrite_file(q->img->fd, b, end - start, start);
+	free(b);
+	return ret;
+}
+
+/* --- feature bits -------------------------------------------------------- */
+
+static int write_incompat(struct qcow2 *q, uint64_t v)
+{
+	uint8_t be[8];
+	int ret;
+
+	bc_put_be64(be, v);
+	ret = qcow2_meta_pwrite(q, be, 8, 72);
+	if (ret == 0 && fdatasync(q->img->fd) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		io_error(q, ret, "update the header");
+		return ret;
+	}
+	q->hdr.incompatible_features = v;
+	return 0;
+}
+
+int qcow2_open_rw(struct qcow2 *q)
+{
+	uint8_t be[8];
+	int ret;
+
+	if (q->hdr.crypt_method) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: writing encrypted qcow2 images is not supported",
+			     qname(q));
+		return -ENOTSUP;
+	}
+	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: writing qcow2 images with an external data file is not supported",
+			     qname(q));
+		return -ENOTSUP;
+	}
+	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
+		return qcow2_corrupt(qname(q),
+				     "image is marked corrupt; cannot be opened read/write");
+	}
+	if (!q->reftable) {
+		ret = qcow2_refcount_load(q);
+		if (ret < 0)
+			return ret;
+	}
+	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+		/* Lazy refcounts left stale counts: recount from the tables. */
+		ret = qcow2_rebuild_refcounts_locked(q);
+		if (ret < 0)
+			return ret;
+		ret = write_incompat(q, q->hdr.incompatible_features &
+					      ~QCOW2_INCOMPAT_DIRTY);
+		if (ret < 0)
+			return ret;
+	}
+	/*
+	 * We maintain none of the autoclear features (bitmaps are not
+	 * updated by our writes): clear them all before the first write,
+	 * as the spec requires of a program that does not know them.
+	 */
+	if (q->hdr.version >= 3 && q->hdr.autoclear_features) {
+		bc_put_be64(be, 0);
+		ret = qcow2_meta_pwrite(q, be, 8, 88);
+		if (ret == 0 && fdatasync(q->img->fd) < 0)
+			ret = -errno;
+		if (ret < 0) {
+			io_error(q, ret, "update the header");
+			return ret;
+		}
+		q->hdr.autoclear_features = 0;
+	}
+	q->autoclear_cleared = true;
+	return 0;
+}
+
+int qcow2_prepare_write_locked(struct qcow2 *q)
+{
+	/*
+	 * Lazy refcounts: mark the image dirty before its first change, as
+	 * QEMU does. We still write refcounts eagerly, so the mark is only
+	 * conservative (a crash leads to a rebuild that finds nothing).
+	 */
+	if (q->dirty_marked || q->hdr.version < 3 ||
+	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS))
+		return 0;
+	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
+		q->dirty_marked = true;
+		return 0;
+	}
+	q->dirty_marked = true;
+	return write_incompat(q, q->hdr.incompatible_features |
+					 QCOW2_INCOMPAT_DIRTY);
+}
+
+int qcow2_flush(struct fmt_image *img)
+{
+	if (fdatasync(img->fd) < 0) {
+		int ret = -errno;
+
+		bc_error_set(bc_errno_to_code(-ret), -ret, "%s: cannot flush",
+			     img->filename);
+		return ret;
+	}
+	return 0;
+}
+
+int qcow2_close_rw(struct qcow2 *q)
+{
+	int ret;
+
+	ret = qcow2_flush(q->img);
+	if (ret < 0)
+		return ret;
+	if (q->dirty_marked &&
+	    (q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+		ret = write_incompat(q, q->hdr.incompatible_features &
+					      ~QCOW2_INCOMPAT_DIRTY);
+		if (ret < 0)
+			return ret;
+	}
+	q->dirty_marked = false;
+	return 0;
+}
+
+/* --- L2 tables ----------------------------------------------------------- */
+
+/*
+ * The L2 table mapping guest offset @off, ready to be modified: a missing
+ * table is allocated (zeroed) when @alloc, else *out is NULL; a table
+ * shared with a snapshot (L1 COPIED clear) is copied first.
+ */
+static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
+			struct qcow2_l2_table **out)
+{
+	uint64_t l1i = qcow2_l1_index(q, off), old_e, old, l2;
+	struct qcow2_l2_table *t;
+	uint8_t *buf;
+	int64_t nw;
+	int ret;
+
+	*out = NULL;
+	if (l1i >= q->l1_size)
+		return qcow2_corrupt(qname(q), "L1 table too small for offset 0x%llx",
+				     (unsigned long long)off);
+	old_e = q->l1[l1i];
+	old = old_e & QCOW2_L1E_OFFSET_MASK;
+	if (old && (old_e & QCOW2_OFLAG_COPIED))
+		return qcow2_l2_get_locked(q, old, out);
+	if (!old && !alloc)
+		return 0;
+	buf = qcow2_alloc_buf(q->cluster_size);
+	if (!buf)
+		return -ENOMEM;
+	if (old) {
+		ret = qcow2_l2_get_locked(q, old, &t);
+		if (ret < 0)
+			goto out_free;
+		memcpy(buf, t->data, q->cluster_size);
+		qcow2_l2_put_locked(q, t);
+	} else {
+		memset(buf, 0, q->cluster_size);
+	}
+	nw = qcow2_alloc_clusters_locked(q, 1);
+	if (nw < 0) {
+		ret = (int)nw;
+		goto out_free;
+	}
+	l2 = (uint64_t)nw;
+	ret = fmt_pwrite_file(q->img->fd, buf, q->cluster_size, l2);
+	if (ret < 0) {
+		io_error(q, ret, "write an L2 table");
+		goto out_release;
+	}
+	q->l1[l1i] = l2 | QCOW2_OFLAG_COPIED;
+	ret = qcow2_l1_write_entry_locked(q, l1i);
+	if (ret < 0) {
+		q->l1[l1i] = old_e;
+		goto out_release;
+	}
+	if (old) {
+		qcow2_l2_evict_locked(q, old);
+		(void)qcow2_free_clusters_locked(q, old, q->cluster_size);
+	}
+	free(buf);
+	return qcow2_l2_get_locked(q, l2, out);
+
+out_release:
+	(void)qcow2_free_clusters_locked(q, l2, q->cluster_size);
+out_free:
+	free(buf);
+	return ret;
+}
+
+/* Drop the host clusters an entry references (after it stopped pointing). */
+static int release_entry(struct qcow2 *q, struct qcow2_l2_entry e)
+{
+	uint64_t host, n;
+
+	if (e.raw & QCOW2_OFLAG_COMPRESSED) {
+		qcow2_compressed_desc(q, e.raw, &host, &n);
+		return qcow2_free_clusters_locked(q, host & ~511ull,
+						  bc_align_up(n + (host & 511), 512));
+	}
+	host = e.raw & QCOW2_L2E_OFFSET_MASK;
+	if (!host)
+		return 0;
+	return qcow2_free_clusters_locked(q, host, q->cluster_size);
+}
+
+/* --- copy-on-write -------------------------------------------------------- */
+
+/*
+ * Fill @buf with bytes [from, to) of guest cluster @gc (guest offset of
+ * the cluster) as this layer currently shows them, entry @e.
+ */
+static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
+		     uint8_t *buf, uint64_t from, uint64_t to)
+{
+	uint64_t pos = from;
+	int ret;
+
+	if (from >= to)
+		return 0;
+	if (e.raw & QCOW2_OFLAG_COMPRESSED) {
+		uint8_t *c = qcow2_alloc_buf(q->cluster_size);
+
+		if (!c)
+			return -ENOMEM;
+		ret = qcow2_read_compressed(q, e.raw, c);
+		if (ret == 0)
+			memcpy(buf, c + from, to - from);
+		free(c);
+		return ret;
+	}
+	while (pos < to) {
+		uint64_t sc_end = bc_align_down(pos, 1ull << q->subcluster_bits) +
+				  (1ull << q->subcluster_bits);
+		uint64_t seg = BC_MIN(to, sc_end) - pos, host;
+		enum qcow2_cluster_type type;
+		uint8_t *dst = buf + (pos - from);
+
+		ret = qcow2_l2_classify(q, e, gc + pos, &type, &host);
+		if (ret < 0)
+			return ret;
+		switch (type) {
+		case QCOW2_CLUSTER_UNALLOCATED:
+			ret = fmt_read_backing(q->img, dst, seg, gc + pos);
+			break;
+		case QCOW2_CLUSTER_ZERO_PLAIN:
+		case QCOW2_CLUSTER_ZERO_ALLOC:
+			memset(dst, 0, seg);
+			ret = 0;
+			break;
+		case QCOW2_CLUSTER_NORMAL:
+			ret = host_read(q, dst, seg, host);
+			break;
+		case QCOW2_CLUSTER_COMPRESSED:
+			ret = -EUCLEAN; /* handled above */
+			break;
+		}
+		if (ret < 0)
+			return ret;
+		pos += seg;
+	}
+	return 0;
+}
+
+/* Subcluster mask of the byte range [from, to) of a cluster. */
+static uint64_t sc_mask(const struct qcow2 *q, uint64_t from, uint64_t to)
+{
+	uint64_t first = from >> q->subcluster_bits;
+	uint64_t last = (to - 1) >> q->subcluster_bits;
+
+	if (from >= to)
+		return 0;
+	return ((last - first + 1 == 64) ? ~0ull :
+		((1ull << (last - first + 1)) - 1)) << first;
+}
+
+/* Whether the subcluster holding byte @b of a cluster is allocated. */
+static bool sc_allocated(const struct qcow2 *q, struct qcow2_l2_entry e,
+			 uint64_t b)
+{
+	return (e.bitmap >> (b >> q->subcluster_bits)) & 1;
+}
+
+/* Decide how cluster @p (with gs/ge/old set) is written. */
+static void plan_cluster(struct qcow2 *q, struct plan *p)
+{
+	uint64_t raw = p->old.raw, host = raw & QCOW2_L2E_OFFSET_MASK;
+	uint64_t cs = q->cluster_size, sc = 1ull << q->subcluster_bits;
+	bool compressed = raw & QCOW2_OFLAG_COMPRESSED;
+
+	p->alloc = compressed || !host || !(raw & QCOW2_OFLAG_COPIED);
+	p->host = compressed ? 0 : host;
+	if (!q->extended_l2) {
+		if (p->alloc || (raw & QCOW2_OFLAG_ZERO)) {
+			p->ws = 0;
+			p->we = (uint32_t)cs;
+		} else {
+			p->ws = p->gs;
+			p->we = p->ge;
+		}
+		return;
+	}
+	if (compressed || (p->alloc && host)) {
+		/* A new copy of the whole cluster. */
+		p->ws = 0;
+		p->we = (uint32_t)cs;
+		return;
+	}
+	p->ws = (uint32_t)bc_align_down(p->gs, sc);
+	p->we = (uint32_t)bc_align_up(p->ge, sc);
+	if (!p->alloc) {
+		/* In place: no COW where the subcluster already has data. */
+		if (sc_allocated(q, p->old, p->gs))
+			p->ws = p->gs;
+		if (sc_allocated(q, p->old, p->ge - 1))
+			p->we = p->ge;
+	}
+}
+
+/* The entry of a written cluster at host offset @host. */
+static struct qcow2_l2_entry new_entry(struct qcow2 *q, const struct plan *p,
+				       uint64_t host)
+{
+	struct qcow2_l2_entry e = { .raw = host | QCOW2_OFLAG_COPIED };
+	uint64_t touched, alloc, zero;
+
+	if (!q->extended_l2)
+		return e;
+	if (p->old.raw & QCOW2_OFLAG_COMPRESSED) {
+		e.bitmap = EXT_ALL_ALLOC;
+		return e;
+	}
+	touched = sc_mask(q, p->ws, p->we);
+	alloc = (p->old.bitmap & EXT_ALL_ALLOC) | touched;
+	zero = (p->old.bitmap >> 32) & ~touched;
+	e.bitmap = (alloc & EXT_ALL_ALLOC) | (zero << 32);
+	return e;
+}
+
+/*
+ * Write guest data for plans [a, b) (one run: all allocating, or all in
+ * place with contiguous host clusters), then their L2 entries, then free
+ * what they replaced. @src is the guest data for the run's first byte.
+ */
+static int write_run(struct qcow2 *q, struct qcow2_l2_table *t,
+		     struct plan *pl, size_t a, size_t b, const uint8_t *src,
+		     uint64_t l2_base)
+{
+	uint64_t cs = q->cluster_size, host0, dlen, i;
+	struct plan *f = &pl[a], *l = &pl[b - 1];
+	uint8_t *head = NULL, *tail = NULL;
+	struct iovec iov[3];
+	int cnt = 0, ret;
+	int64_t nw = 0;
+	bool changed = false;
+
+	if (f->alloc) {
+		nw = qcow2_alloc_clusters_locked(q, b - a);
+		if (nw < 0)
+			return (int)nw;
+		host0 = (uint64_t)nw;
+	} else {
+		host0 = f->host;
+	}
+	dlen = (b - a - 1) * cs + l->ge - f->gs;
+	if (f->ws < f->gs) {
+		head = qcow2_alloc_buf(f->gs - f->ws);
+		if (!head) {
+			ret = -ENOMEM;
+			goto out_release;
+		}
+		ret = fill_view(q, f->old, l2_base + (f->idx << q->cluster_bits),
+				head, f->ws, f->gs);
+		if (ret < 0)
+			goto out_release;
+		iov[cnt].iov_base = head;
+		iov[cnt++].iov_len = f->gs - f->ws;
+	}
+	iov[cnt].iov_base = (void *)(uintptr_t)src;
+	iov[cnt++].iov_len = dlen;
+	if (l->ge < l->we) {
+		tail = qcow2_alloc_buf(l->we - l->ge);
+		if (!tail) {
+			ret = -ENOMEM;
+			goto out_release;
+		}
+		ret = fill_view(q, l->old, l2_base + (l->idx << q->cluster_bits),
+				tail, l->ge, l->we);
+		if (ret < 0)
+			goto out_release;
+		iov[cnt].iov_base = tail;
+		iov[cnt++].iov_len = l->we - l->ge;
+	}
+	ret = host_writev(q, iov, cnt, host0 + f->ws);
+	if (ret < 0) {
+		io_error(q, ret, "write data");
+		goto out_release;
+	}
+	for (i = a; i < b; i++) {
+		struct qcow2_l2_entry ne = new_entry(q, &pl[i],
+						     host0 + (i - a) * cs);
+
+		if (ne.raw != pl[i].old.raw || ne.bitmap != pl[i].old.bitmap) {
+			qcow2_l2_entry_set(q, t, pl[i].idx, ne);
+			changed = true;
+		}
+	}
+	if (changed) {
+		ret = qcow2_l2_write_entries_locked(q, t, f->idx, b - a);
+		if (ret < 0) {
+			for (i = a; i < b; i++)
+				qcow2_l2_entry_set(q, t, pl[i].idx, pl[i].old);
+			goto out_release;
+		}
+	}
+	free(head);
+	free(tail);
+	if (f->alloc) {
+		for (i = a; i < b; i++) {
+			ret = release_entry(q, pl[i].old);
+			if (ret < 0)
+				return ret;
+		}
+	}
+	return 0;
+
+out_release:
+	free(head);
+	free(tail);
+	if (f->alloc)
+		(void)qcow2_free_clusters_locked(q, host0, (b - a) * cs);
+	return ret;
+}
+
+/* Write [off, off+n) lying inside one L2 table. */
+static int write_chunk(struct qcow2 *q, const uint8_t *src, uint64_t n,
+		       uint64_t off)
+{
+	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
+	uint64_t l2_base = bc_align_down(off, span);
+	uint64_t first = off >> q->cluster_bits;
+	uint64_t last = (off + n - 1) >> q->cluster_bits;
+	size_t np = (size_t)(last - first + 1), i, a;
+	struct qcow2_l2_table *t;
+	struct plan *pl;
+	int ret;
+
+	ret = l2_for_write(q, off, true, &t);
+	if (ret < 0)
+		return ret;
+	pl = calloc(np, sizeof(*pl));
+	if (!pl) {
+		qcow2_l2_put_locked(q, t);
+		return -ENOMEM;
+	}
+	for (i = 0; i < np; i++) {
+		uint64_t gc = (first + i) << q->cluster_bits;
+		struct plan *p = &pl[i];
+
+		p->idx = qcow2_l2_index(q, gc);
+		p->old = qcow2_l2_entry_get(q, t, p->idx);
+		p->gs = (uint32_t)(BC_MAX(off, gc) - gc);
+		p->ge = (uint32_t)(BC_MIN(off + n, gc + cs) - gc);
+		if (!(p->old.raw & QCOW2_OFLAG_COMPRESSED)) {
+			enum qcow2_cluster_type type;
+			uint64_t h;
+
+			/* Validates the entry (reserved bits, offsets). */
+			ret = qcow2_l2_classify(q, p->old, gc + p->gs, &type,
+						&h);
+			if (ret < 0)
+				goto out;
+		}
+		plan_cluster(q, p);
+	}
+	for (a = 0; a < np; a = i) {
+		for (i = a + 1; i < np; i++) {
+			if (pl[i].alloc != pl[a].alloc)
+				break;
+			if (!pl[a].alloc &&
+			    pl[i].host != pl[i - 1].host + cs)
+				break;
+		}
+		ret = write_run(q, t, pl, a, i,
+				src + (((first + a) << q->cluster_bits) +
+				       pl[a].gs - off),
+				l2_base);
+		if (ret < 0)
+			goto out;
+	}
+out:
+	free(pl);
+	qcow2_l2_put_locked(q, t);
+	return ret;
+}
+
+static int write_locked(struct qcow2 *q, const uint8_t *src, uint64_t n,
+			uint64_t off)
+{
+	uint64_t span = q->cluster_size << q->l2_bits;
+	int ret;
+
+	while (n) {
+		uint64_t chunk = BC_MIN(n, bc_align_down(off, span) + span - off);
+
+		ret = write_chunk(q, src, chunk, off);
+		if (ret < 0)
+			return ret;
+		src += chunk;
+		off += chunk;
+		n -= chunk;
+	}
+	return 0;
+}
+
+/* Zero data through the write path (partial clusters, v2 with backing). */
+static int write_zero_data_locked(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	uint8_t *z;
+	int ret = 0;
+
+	if (!len)
+		return 0;
+	z = calloc(1, BC_MIN(len, ZERO_CHUNK));
+	if (!z)
+		return -ENOMEM;
+	while (len && ret == 0) {
+		uint64_t n = BC_MIN(len, ZERO_CHUNK);
+
+		ret = write_locked(q, z, n, off);
+		off += n;
+		len -= n;
+	}
+	free(z);
+	return ret;
+}
+
+int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n,
+		 uint64_t off)
+{
+	struct qcow2 *q = img->priv;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	ret = qcow2_prepare_write_locked(q);
+	if (ret < 0)
+		return ret;
+	return write_locked(q, buf, n, off);
+}
+
+/* --- zeroes and discard ---------------------------------------------------- */
+
+enum zmode {
+	ZM_ZERO,        /* reads zeros afterwards */
+	ZM_ZERO_UNMAP,  /* reads zeros, host clusters may go */
+	ZM_DISCARD,     /* zeros or backing data; host clusters go */
+};
+
+/*
+ * Entry for a whole cluster that must read as zeros (or be discarded),
+ * and whether its old host cluster is released.
+ */
+static struct qcow2_l2_entry zero_entry(struct qcow2 *q,
+					struct qcow2_l2_entry old,
+					enum zmode mode, bool *release)
+{
+	struct qcow2_l2_entry e = { 0, 0 };
+	uint64_t host = old.raw & QCOW2_L2E_OFFSET_MASK;
+	bool compressed = old.raw & QCOW2_OFLAG_COMPRESSED;
+	bool keep = mode == ZM_ZERO && !compressed && host &&
+		    (old.raw & QCOW2_OFLAG_COPIED);
+	bool need_zero = mode != ZM_DISCARD || has_backing(q);
+
+	*release = !keep && (compressed || host);
+	if (q->hdr.version < 3) {
+		/* No zero flag: deallocate (callers ensure no backing). */
+		return e;
+	}
+	if (keep)
+		e.raw = host | QCOW2_OFLAG_COPIED;
+	if (!need_zero && !keep)
+		return e; /* unallocated reads zeros without a backing file */
+	if (q->extended_l2)
+		e.bitmap = need_zero ? EXT_ALL_ZERO : 0;
+	else if (need_zero)
+		e.raw |= QCOW2_OFLAG_ZERO;
+	if (!has_backing(q) && mode == ZM_ZERO_UNMAP && !keep) {
+		/* Without a backing file unallocated already reads zeros. */
+		e.raw = 0;
+		e.bitmap = 0;
+	}
+	return e;
+}
+
+/*
+ * Zero or discard [s, e): whole clusters (subclusters with extended L2
+ * when !ZM_DISCARD) inside one L2 table. The last cluster of the image
+ * counts as whole when the range reaches the image end.
+ */
+static int zero_chunk(struct qcow2 *q, uint64_t s, uint64_t e, enum zmode mode)
+{
+	uint64_t cs = q->cluster_size, img_end = q->img->size;
+	uint64_t first = qcow2_l2_index(q, s), last = first, pos;
+	struct qcow2_l2_entry *olds = NULL;
+	struct qcow2_l2_table *t;
+	bool need_table = has_backing(q) && mode != ZM_DISCARD;
+	uint64_t nidx, k;
+	int ret;
+
+	ret = l2_for_write(q, s, need_table, &t);
+	if (ret < 0 || !t)
+		return ret;
+	nidx = ((e - 1) >> q->cluster_bits) - (s >> q->cluster_bits) + 1;
+	olds = calloc(nidx, sizeof(*olds));
+	if (!olds) {
+		qcow2_l2_put_locked(q, t);
+		return -ENOMEM;
+	}
+	for (pos = s, k = 0; pos < e; k++) {
+		uint64_t gc = bc_align_down(pos, cs);
+		uint64_t ce = BC_MIN(e, gc + cs);
+		uint64_t idx = qcow2_l2_index(q, gc);
+		struct qcow2_l2_entry old = qcow2_l2_entry_get(q, t, idx), ne;
+		bool whole = pos == gc && (ce == gc + cs || ce >= img_end);
+		bool release = false;
+
+		olds[k] = old;
+		last = idx;
+		if (whole) {
+			ne = zero_entry(q, old, mode, &release);
+		} else {
+			/* Extended L2, whole subclusters of an uncompressed cluster. */
+			uint64_t m = sc_mask(q, pos - gc,
+					     ce >= img_end ? cs : ce - gc);
+
+			ne = old;
+			ne.bitmap = ((old.bitmap & EXT_ALL_ALLOC) & ~m) |
+				    (((old.bitmap >> 32) | m) << 32);
+		}
+		if (ne.raw != old.raw || ne.bitmap != old.bitmap)
+			qcow2_l2_entry_set(q, t, idx, ne);
+		if (!release)
+			olds[k].raw = 0; /* nothing to free afterwards */
+		pos = ce;
+	}
+	ret = qcow2_l2_write_entries_locked(q, t, first, last - first + 1);
+	qcow2_l2_put_locked(q, t);
+	for (k = 0; ret == 0 && k < nidx; k++)
+		ret = release_entry(q, olds[k]);
+	free(olds);
+	return ret;
+}
+
+/*
+ * Zero whole subclusters [p, nx) of one cluster (extended L2). A
+ * compressed cluster has no subclusters: it gets zero data instead.
+ */
+static int zero_partial(struct qcow2 *q, uint64_t p, uint64_t nx,
+			enum zmode mode)
+{
+	uint64_t l1e = q->l1[qcow2_l1_index(q, p)] & QCOW2_L1E_OFFSET_MASK;
+	struct qcow2_l2_table *t;
+	bool comp = false;
+	int ret;
+
+	if (l1e) {
+		ret = qcow2_l2_get_locked(q, l1e, &t);
+		if (ret < 0)
+			return ret;
+		comp = qcow2_l2_entry_get(q, t, qcow2_l2_index(q, p)).raw &
+		       QCOW2_OFLAG_COMPRESSED;
+		qcow2_l2_put_locked(q, t);
+	}
+	if (comp)
+		return write_zero_data_locked(q, p, BC_MIN(nx, q->img->size) - p);
+	return zero_chunk(q, p, nx, mode);
+}
+
+/*
+ * Zero/discard [off, off+len): @gran-aligned inner part by metadata,
+ * partial parts (zero only) as zero data. Compressed clusters cannot be
+ * zeroed per subcluster: they get zero data.
+ */
+static int zero_range_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+			     enum zmode mode)
+{
+	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
+	uint64_t gran = mode == ZM_DISCARD ? cs : 1ull << q->subcluster_bits;
+	uint64_t end = off + len, a, b;
+	int ret;
+
+	a = bc_align_up(off, gran);
+	b = end >= q->img->size ? bc_align_up(end, gran) :
+				   bc_align_down(end, gran);
+	if (a >= b || (mode != ZM_DISCARD && q->hdr.version < 3 &&
+		       has_backing(q))) {
+		/* No metadata way to do it (or nothing whole): zero data. */
+		if (mode == ZM_DISCARD)
+			return 0;
+		return write_zero_data_locked(q, off, len);
+	}
+	if (mode != ZM_DISCARD) {
+		ret = write_zero_data_locked(q, off, a - off);
+		if (ret == 0 && b < end)
+			ret = write_zero_data_locked(q, b, end - b);
+		if (ret < 0)
+			return ret;
+	}
+	while (a < b) {
+		uint64_t ce = BC_MIN(b, bc_align_down(a, span) + span);
+		uint64_t p = a, mid_end;
+
+		if (!q->extended_l2 || mode == ZM_DISCARD) {
+			ret = zero_chunk(q, a, ce, mode);
+			if (ret < 0)
+				return ret;
+			a = ce;
+			continue;
+		}
+		if (!bc_is_aligned(p, cs)) {
+			uint64_t nx = BC_MIN(ce, bc_align_up(p, cs));
+
+			ret = zero_partial(q, p, nx, mode);
+			if (ret < 0)
+				return ret;
+			p = nx;
+		}
+		mid_end = ce >= q->img->size ? ce : bc_align_down(ce, cs);
+		if (mid_end > p) {
+			ret = zero_chunk(q, p, mid_end, mode);
+			if (ret < 0)
+				return ret;
+			p = mid_end;
+		}
+		if (p < ce) {
+			ret = zero_partial(q, p, ce, mode);
+			if (ret < 0)
+				return ret;
+		}
+		a = ce;
+	}
+	return 0;
+}
+
+int qcow2_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
+		       unsigned int flags)
+{
+	struct qcow2 *q = img->priv;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	ret = qcow2_prepare_write_locked(q);
+	if (ret < 0)
+		return ret;
+	return zero_range_locked(q, off, len,
+				 (flags & FMT_ZERO_MAY_UNMAP) ? ZM_ZERO_UNMAP :
+								ZM_ZERO);
+}
+
+int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
+{
+	struct qcow2 *q = img->priv;
+	int ret;
+
+	if (q->hdr.version < 3 && has_backing(q)) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: discard is not supported on qcow2 v2 images with a backing file",
+			     img->filename);
+		return -ENOTSUP;
+	}
+	BC_LOCK_GUARD(&q->lock);
+	ret = qcow2_prepare_write_locked(q);
+	if (ret < 0)
+		return ret;
+	return zero_range_locked(q, off, len, ZM_DISCARD);
+}
+
+/* --- backing file ----------------------------------------------------------- */
+
+int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
+{
+	struct qcow2 *q = img->priv;
+	uint64_t cs = q->cluster_size, hlen, pos, out, q_ext_end;
+	size_t name_len = name ? strlen(name) : 0;
+	size_t fmt_len = (name && fmt) ? strlen(fmt) : 0;
+	uint8_t *old = NULL, *nw = NULL;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	old = qcow2_alloc_buf(cs);
+	nw = qcow2_alloc_buf(cs);
+	if (!old || !nw) {
+		ret = -ENOMEM;
+		goto out_free;
+	}
+	ret = host_read(q, old, cs, 0);
+	if (ret < 0) {
+		io_error(q, ret, "read the header");
+		goto out_free;
+	}
+	memset(nw, 0, cs);
+	hlen = q->hdr.version < 3 ? QCOW2_HDR_V2_LEN : bc_get_be32(old + 100);
+	if (hlen > cs) {
+		ret = qcow2_corrupt(qname(q), "qcow2 header exceeds cluster size");
+		goto out_free;
+	}
+	memcpy(nw, old, hlen);
+	out = hlen;
+	/* Keep every extension but the backing format. */
+	for (pos = hlen; pos + 8 <= cs;) {
+		uint32_t type = bc_get_be32(old + pos);
+		uint64_t len = bc_get_be32(old + pos + 4);
+		uint64_t sz = 8 + bc_align_up(len, 8);
+
+		if (type == QCOW2_EXT_END)
+			break;
+		if (len > cs - pos - 8) {
+			ret = qcow2_corrupt(qname(q), "Header extension too large");
+			goto out_free;
+		}
+		if (type != QCOW2_EXT_BACKING_FMT) {
+			if (out + sz > cs)
+				goto too_long;
+			memcpy(nw + out, old + pos, 8 + len);
+			out += sz;
+		}
+		pos += sz;
+	}
+	if (fmt_len) {
+		if (out + 8 + bc_align_up(fmt_len, 8) > cs)
+			goto too_long;
+		bc_put_be32(nw + out, QCOW2_EXT_BACKING_FMT);
+		bc_put_be32(nw + out + 4, (uint32_t)fmt_len);
+		memcpy(nw + out + 8, fmt, fmt_len);
+		out += 8 + bc_align_up(fmt_len, 8);
+	}
+	if (out + 8 + name_len > cs)
+		goto too_long;
+	out += 8; /* end marker, zero */
+	q_ext_end = out;
+	if (name_len) {
+		memcpy(nw + out, name, name_len);
+		bc_put_be64(nw + 8, out);
+		bc_put_be32(nw + 16, (uint32_t)name_len);
+	} else {
+		bc_put_be64(nw + 8, 0);
+		bc_put_be32(nw + 16, 0);
+	}
+	/* One write of the whole header cluster: old or new, never a mix. */
+	ret = fmt_pwrite_file(img->fd, nw, cs, 0);
+	if (ret == 0 && fdatasync(img->fd) < 0)
+		ret = -errno;
+	if (ret < 0) {
+		io_error(q, ret, "write the header");
+		goto out_free;
+	}
+	q->hdr.backing_file_offset = name_len ? out : 0;
+	q->hdr.backing_file_size = (uint32_t)name_len;
+	q->ext_end = q_ext_end;
+	ret = 0;
+	goto out_free;
+
+too_long:
+	bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		     "%s: backing file name and header extensions do not fit in the header cluster",
+		     qname(q));
+	ret = -EINVAL;
+out_free:
+	free(old);
+	free(nw);
+	return ret;
+}
