@@ -267,6 +267,7 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 	ret = meta_pread(q, victim->data, q->cluster_size, l2_off);
 	if (ret < 0)
 		return ret;
+	q->l2_loads++;
 	victim->offset = l2_off;
 	victim->refs = 1;
 	victim->last_used = ++q->lru_clock;

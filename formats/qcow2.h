@@ -186,6 +186,7 @@ struct qcow2 {
 	uint32_t feature_names_len; /* bytes in feature_names (48-byte entries) */
 	uint64_t ext_end;           /* end of the header extension area (past
 				       the end marker, 8-aligned) */
+	uint64_t l2_loads;          /* L2 tables read from the file (tests) */
 };
 
 /* --- qcow2-l2.c ------------------------------------------------------- */
