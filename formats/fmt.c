@@ -92,7 +92,62 @@ static __cold int record_io_error(int fd, const char *what, int err,
 	return -err;
 }
 
-/* Reads until n bytes or EOF; *done = bytes read. */
+/* Alignment that satisfies O_DIRECT for every logical block size we meet. */
+#define DIRECT_BOUNCE_ALIGN 4096u
+#define DIRECT_BOUNCE_MAX   (1024u * 1024u)
+
+static bool is_direct(int fd)
+{
+	int fl = fcntl(fd, F_GETFL);
+
+	return fl >= 0 && (fl & O_DIRECT);
+}
+
+/*
+ * Unaligned read from an O_DIRECT descriptor through an aligned bounce
+ * buffer: returns bytes read (short only at EOF) or -errno.
+ */
+static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off)
+{
+	size_t got = 0;
+	uint8_t *b;
+
+	if (posix_memalign((void **)&b, DIRECT_BOUNCE_ALIGN, DIRECT_BOUNCE_MAX))
+		return -ENOMEM;
+	while (got < n) {
+		uint64_t pos = off + got;
+		uint64_t start = bc_align_down(pos, DIRECT_BOUNCE_ALIGN);
+		size_t head = (size_t)(pos - start);
+		size_t span = (size_t)BC_MIN(bc_align_up(head + n - got,
+							 DIRECT_BOUNCE_ALIGN),
+					     (uint64_t)DIRECT_BOUNCE_MAX);
+		ssize_t r = pread(fd, b, span, (off_t)start);
+		size_t take;
+
+		if (r < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
+			free(b);
+			return r;
+		}
+		if ((size_t)r <= head)
+			break;
+		take = BC_MIN((size_t)r - head, n - got);
+		memcpy(buf + got, b + head, take);
+		got += take;
+		if ((size_t)r < span)
+			break;
+	}
+	free(b);
+	return (ssize_t)got;
+}
+
+/*
+ * Reads until n bytes or EOF; *done = bytes read. An O_DIRECT descriptor
+ * refusing an unaligned request (EINVAL) is read through a bounce buffer,
+ * so metadata readers need not align every small read.
+ */
 static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
 {
 	uint8_t *p = buf;
@@ -103,6 +158,16 @@ static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
 	while (got < n) {
 		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
 
+		if (r < 0 && errno == EINVAL && is_direct(fd)) {
+			r = pread_bounced(fd, p + got, n - got, off + got);
+			if (r < 0) {
+				*done = got;
+				return record_io_error(fd, "read", (int)-r,
+						       off + got);
+			}
+			got += (size_t)r;
+			break;
+		}
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;

@@ -17,9 +17,9 @@
 #include "formats/fmt.h"
 #include "lib/common/error.h"
 
-static char tu_dir[8192];
+static char tu_dir[4096];
 
-static char tu_base[4096];
+static char tu_base[2048];
 
 /*
  * Unchecked fixture (parent process, always torn down): a directory per
@@ -58,7 +58,7 @@ static inline void tu_setup(void)
 
 static inline void tu_teardown(void)
 {
-	char cmd[8400];
+	char cmd[4200];
 
 	ck_assert_int_eq(chdir("/"), 0);
 	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_dir);
@@ -76,7 +76,7 @@ static inline void tu_add_fixtures(TCase *tc)
 __attribute__((format(printf, 1, 2))) static inline void tu_sh(const char *fmt,
 							       ...)
 {
-	char cmd[8192];
+	static char cmd[8192]; /* tests are single-threaded */
 	va_list ap;
 	int ret;
 
@@ -92,7 +92,7 @@ __attribute__((format(printf, 1, 2))) static inline void tu_sh(const char *fmt,
 __attribute__((format(printf, 1, 2))) static inline char *tu_out(const char *fmt,
 								...)
 {
-	char cmd[8192];
+	static char cmd[8192]; /* tests are single-threaded */
 	char *buf = NULL;
 	size_t len = 0, cap = 0;
 	va_list ap;

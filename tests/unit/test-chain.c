@@ -260,7 +260,7 @@ END_TEST
 START_TEST(missing_backing_is_enoent)
 {
 	struct fmt_image *img = NULL;
-	char exp[PATH_MAX + 200];
+	static char exp[PATH_MAX + 200];
 
 	tu_sh("mkdir sub && qemu-img create -q -f raw sub/base.raw 1M && "
 	      "qemu-img create -q -f qcow2 -b base.raw -F raw sub/top.qcow2 && "
@@ -285,7 +285,7 @@ END_TEST
 START_TEST(loop_a_b_a)
 {
 	struct fmt_image *img = NULL;
-	char exp[PATH_MAX * 2 + 100];
+	static char exp[PATH_MAX * 2 + 100];
 
 	tu_sh("qemu-img create -q -f qcow2 b.qcow2 1M && "
 	      "qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 a.qcow2 && "
@@ -305,7 +305,7 @@ END_TEST
 START_TEST(self_loop)
 {
 	struct fmt_image *img = NULL;
-	char exp[PATH_MAX + 100];
+	static char exp[PATH_MAX + 100];
 
 	tu_sh("qemu-img create -q -f qcow2 s.qcow2 1M && "
 	      "qemu-img rebase -u -b s.qcow2 -F qcow2 s.qcow2");
@@ -320,7 +320,7 @@ END_TEST
 START_TEST(depth_limit)
 {
 	struct fmt_image *img = NULL, *l;
-	char exp[PATH_MAX + 100];
+	static char exp[PATH_MAX + 100];
 	int n;
 
 	/* l0 is the bottom; lN has depth N below nothing: l257 is 257 deep. */
@@ -355,7 +355,7 @@ START_TEST(protocol_names_refused)
 		"NBD:localhost:10809",
 	};
 	struct fmt_image *img = NULL;
-	char exp[1200];
+	static char exp[1200];
 	size_t i;
 
 	for (i = 0; i < BC_ARRAY_SIZE(names); i++) {

@@ -418,7 +418,8 @@ START_TEST(file_helpers)
 	ck_assert_int_eq(fmt_pread_file(fd, b, 7, 0), -EIO);
 	/* Named by its path from /proc: the scratch directory's realpath. */
 	{
-		char exp[8192], *dir = realpath(".", NULL);
+		static char exp[8192];
+		char *dir = realpath(".", NULL);
 
 		ck_assert_ptr_nonnull(dir);
 		(void)snprintf(exp, sizeof(exp),
