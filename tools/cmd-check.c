@@ -32,6 +32,7 @@ const char tool_help_check[] =
 	"\n"
 	"  -f, --format=FMT  IMG's format (qcow2 or raw); probed when absent\n"
 	"      --json        a JSON object with qemu-img's keys\n"
+	"      --output=json|human  qemu-img's spelling of --json (or not)\n"
 	"  -h, --help        this text\n"
 	"\n"
 	"Exit status: 0 no errors, 1 could not check (IMG unreadable, errors\n"
@@ -57,11 +58,13 @@ static void print_human(const struct fmt_check_report *r)
 		       "Data may be corrupted, or further writes to the image may corrupt it.\n",
 		       r->corruptions);
 	if (r->leaks)
-		printf("\n%" PRIu64 " leaked clusters were found on the image.\n"
+		printf("\n%" PRIu64
+		       " leaked clusters were found on the image.\n"
 		       "This means waste of disk space, but no harm to data.\n",
 		       r->leaks);
 	if (r->check_errors)
-		printf("\n%" PRIu64 " internal errors have occurred during the check.\n",
+		printf("\n%" PRIu64
+		       " internal errors have occurred during the check.\n",
 		       r->check_errors);
 	if (r->total_clusters && r->allocated_clusters)
 		printf("%" PRIu64 "/%" PRIu64
@@ -161,8 +164,8 @@ int cmd_check(int argc, char **argv)
 	bc_error_reset();
 	ret = fmt_check(img, &rep);
 	if (ret == -ENOTSUP) {
-		printf("blockcopy: %s: %s images have no metadata to check\n", path,
-		       img->drv->name);
+		printf("blockcopy: %s: %s images have no metadata to check\n",
+		       path, img->drv->name);
 		fmt_close(img);
 		return EXIT_CLEAN;
 	}
@@ -179,7 +182,8 @@ int cmd_check(int argc, char **argv)
 
 	if (rep.check_errors) {
 		fflush(stdout);
-		tool_error_file(path, "check failed: %" PRIu64
+		tool_error_file(path,
+				"check failed: %" PRIu64
 				" internal errors while checking",
 				rep.check_errors);
 		status = EXIT_NOCHECK;

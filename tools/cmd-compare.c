@@ -58,8 +58,8 @@ struct side {
 };
 
 /* Whether the range starting at @off reads as zeros, and for how long. */
-static int zero_status(struct side *s, uint64_t off, uint64_t len,
-		       bool *zero, uint64_t *n)
+static int zero_status(struct side *s, uint64_t off, uint64_t len, bool *zero,
+		       uint64_t *n)
 {
 	struct fmt_extent ext;
 	int ret;
@@ -168,8 +168,7 @@ static int compare_common(struct side *a, struct side *b, uint64_t off,
 }
 
 /* Checks that guest [off, end) of @s reads as zeros; as compare_common. */
-static int check_zero(struct side *s, uint64_t off, uint64_t end,
-		      uint64_t *at)
+static int check_zero(struct side *s, uint64_t off, uint64_t end, uint64_t *at)
 {
 	uint64_t n;
 	bool zero;
@@ -237,8 +236,7 @@ int cmd_compare(int argc, char **argv)
 
 	opterr = 0;
 	optind = 1;
-	while ((c = getopt_long(argc, argv, ":f:F:h", long_opts, NULL)) !=
-	       -1) {
+	while ((c = getopt_long(argc, argv, ":f:F:h", long_opts, NULL)) != -1) {
 		switch (c) {
 		case 'f':
 			fmt_a = optarg;
@@ -255,9 +253,11 @@ int cmd_compare(int argc, char **argv)
 	}
 	/* Bad usage is an error here (2), as tool_usage_error returns. */
 	if (is_bad_format(fmt_a))
-		return tool_usage_error("compare", "unknown format '%s'", fmt_a);
+		return tool_usage_error("compare", "unknown format '%s'",
+					fmt_a);
 	if (is_bad_format(fmt_b))
-		return tool_usage_error("compare", "unknown format '%s'", fmt_b);
+		return tool_usage_error("compare", "unknown format '%s'",
+					fmt_b);
 	if (argc - optind < 2)
 		return tool_usage_error("compare", "needs two image names");
 	if (argc - optind > 2)

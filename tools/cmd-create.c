@@ -226,7 +226,8 @@ int cmd_create(int argc, char **argv)
 	if (optind < argc) {
 		ret = tool_parse_size(argv[optind], &opts.size);
 		if (ret == -ERANGE)
-			return tool_usage_error("create", "size '%s' is too large",
+			return tool_usage_error("create",
+						"size '%s' is too large",
 						argv[optind]);
 		if (ret)
 			return tool_usage_error("create", "invalid size '%s'",
@@ -243,13 +244,16 @@ int cmd_create(int argc, char **argv)
 	if (!strcmp(opts.format, "raw")) {
 		if (backing)
 			return tool_usage_error(
-				"create", "raw images cannot have a backing file");
+				"create",
+				"raw images cannot have a backing file");
 		if (qcow2_only)
 			return tool_usage_error(
-				"create", "raw images take only the preallocation option");
+				"create",
+				"raw images take only the preallocation option");
 		if (opts.prealloc == FMT_PREALLOC_METADATA)
 			return tool_usage_error(
-				"create", "raw images cannot preallocate metadata");
+				"create",
+				"raw images cannot preallocate metadata");
 	}
 
 	/* fmt_create refuses too; checking first keeps the message exact. */
@@ -275,7 +279,8 @@ int cmd_create(int argc, char **argv)
 		return TOOL_EXIT_FAILURE;
 	}
 	if (backing && !backing_fmt)
-		tool_warn("backing format of '%s' probed as %s; use -F to declare it",
-			  backing, found_fmt);
+		tool_warn(
+			"backing format of '%s' probed as %s; use -F to declare it",
+			backing, found_fmt);
 	return TOOL_EXIT_OK;
 }

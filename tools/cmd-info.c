@@ -28,6 +28,7 @@ const char tool_help_info[] =
 	"  -f, --format=FMT    IMG's format (qcow2 or raw); probed when absent\n"
 	"      --backing-chain every layer, top first (a JSON array with --json)\n"
 	"      --json          a JSON object with qemu-img's keys\n"
+	"      --output=json|human  qemu-img's spelling of --json (or not)\n"
 	"  -h, --help          this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
@@ -84,7 +85,8 @@ static void print_human(const char *name, const struct fmt_image *img,
 	printf("    compression type: %s\n",
 	       compression_name(info->compression_type));
 	if (info->version >= 3)
-		printf("    lazy refcounts: %s\n", bool_str(info->lazy_refcounts));
+		printf("    lazy refcounts: %s\n",
+		       bool_str(info->lazy_refcounts));
 	printf("    refcount bits: %d\n", info->refcount_bits);
 	if (info->version >= 3) {
 		printf("    corrupt: %s\n", bool_str(info->corrupt));

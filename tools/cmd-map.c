@@ -42,6 +42,7 @@ const char tool_help_map[] =
 	"\n"
 	"  -f, --format=FMT  IMG's format (qcow2 or raw); probed when absent\n"
 	"      --json        the JSON form above\n"
+	"      --output=json|human  qemu-img's spelling of --json (or not)\n"
 	"  -h, --help        this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
@@ -173,8 +174,8 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 	if (!json)
 		printf("%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to",
 		       "File");
-	else if (top->size == 0)
-		printf("[]\n");
+	else if (top->size == 0) /* qemu-img's one empty entry */
+		printf("[{ \"start\": 0, \"length\": 0, \"depth\": 0, \"present\": false, \"zero\": false, \"data\": false}]\n");
 	while (off < top->size) {
 		bc_error_reset();
 		ret = fmt_chain_block_status(top, off, top->size - off, &ext);
@@ -186,7 +187,8 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 		if (ext.len == 0 || ext.len > top->size - off ||
 		    ext.depth < 0 || ext.depth >= n_layers) {
 			fflush(stdout);
-			tool_error_file(path, "block status returned a bad extent");
+			tool_error_file(path,
+					"block status returned a bad extent");
 			return TOOL_EXIT_FAILURE;
 		}
 		entry_from_extent(&next, off, &ext);

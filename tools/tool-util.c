@@ -138,9 +138,8 @@ int tool_getopt_error(const char *cmd, int c, char **argv)
 
 	if (c == ':') {
 		if (is_long)
-			return tool_usage_error(cmd,
-						"option '%s' needs an argument",
-						arg);
+			return tool_usage_error(
+				cmd, "option '%s' needs an argument", arg);
 		return tool_usage_error(cmd, "option '-%c' needs an argument",
 					optopt);
 	}
@@ -225,8 +224,8 @@ void tool_json_string(FILE *f, const char *s)
 
 void tool_human_size(uint64_t val, char *buf, size_t len)
 {
-	static const char *const units[] = {"", "Ki", "Mi", "Gi", "Ti", "Pi",
-					    "Ei"};
+	static const char *const units[] = {"",	  "Ki", "Mi", "Gi",
+					    "Ti", "Pi", "Ei"};
 	/*
 	 * qemu switches to the next unit once the value would print as
 	 * 1000 or more: the unit is the largest 1024^i <= val * 1024/1000.

@@ -16,9 +16,9 @@
 #include <stdio.h>
 
 /* Exit statuses common to every subcommand (compare and check differ). */
-#define TOOL_EXIT_OK      0
+#define TOOL_EXIT_OK	  0
 #define TOOL_EXIT_FAILURE 1
-#define TOOL_EXIT_USAGE   2
+#define TOOL_EXIT_USAGE	  2
 
 /* One subcommand: its name, entry point and help text. */
 struct tool_cmd {
@@ -67,9 +67,8 @@ int tool_parse_bool(const char *s, bool *out);
  * Reports a usage error of subcommand @cmd (NULL: the tool itself) as one
  * line with a hint where to look, and returns TOOL_EXIT_USAGE.
  */
-__attribute__((format(printf, 2, 3))) int tool_usage_error(const char *cmd,
-							    const char *fmt,
-							    ...);
+__attribute__((format(printf, 2, 3))) int
+tool_usage_error(const char *cmd, const char *fmt, ...);
 
 /*
  * Reports what getopt_long() (called with opterr = 0 and an optstring
@@ -86,9 +85,8 @@ int tool_getopt_error(const char *cmd, int c, char **argv);
 void tool_report(const char *file, int neg_errno);
 
 /* Prints "blockcopy: <file>: <message>" on stderr. */
-__attribute__((format(printf, 2, 3))) void tool_error_file(const char *file,
-							    const char *fmt,
-							    ...);
+__attribute__((format(printf, 2, 3))) void
+tool_error_file(const char *file, const char *fmt, ...);
 
 /* Prints "blockcopy: warning: <message>" on stderr. */
 __attribute__((format(printf, 1, 2))) void tool_warn(const char *fmt, ...);
