@@ -93,19 +93,15 @@ static struct job *job_alloc(bc_disk *disk, int type)
 }
 
 /*
- * Attach @job to the disk and start its thread. The disk reference and the
- * thread's job reference are taken here. -EALREADY when the disk has a job.
+ * Attach @job to the disk: from here guest writes are tracked in its
+ * bitmap. Takes a disk reference. -EALREADY when the disk has a job.
  */
-static int job_launch(struct job *job, void *(*body)(void *))
+static int job_attach(struct job *job)
 {
 	bc_disk *disk = job->disk;
-	pthread_attr_t attr;
-	pthread_t tid;
-	int ret;
 
-	pthread_mutex_lock(&disk->lock);
+	BC_LOCK_GUARD(&disk->lock);
 	if (disk->job) {
-		pthread_mutex_unlock(&disk->lock);
 		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
 			     "disk '%s' already has an active block job",
 			     disk->path);
@@ -113,7 +109,25 @@ static int job_launch(struct job *job, void *(*body)(void *))
 	}
 	disk->job = job;
 	disk->refs++;
+	return 0;
+}
+
+static void job_detach(struct job *job)
+{
+	bc_disk *disk = job->disk;
+
+	pthread_mutex_lock(&disk->lock);
+	disk->job = NULL;
 	pthread_mutex_unlock(&disk->lock);
+	disk_unref(disk);
+}
+
+/* Start the attached job's thread; detaches it on failure. */
+static int job_run(struct job *job, void *(*body)(void *))
+{
+	pthread_attr_t attr;
+	pthread_t tid;
+	int ret;
 
 	job_ref(job); /* the thread's */
 	pthread_attr_init(&attr);
@@ -121,10 +135,7 @@ static int job_launch(struct job *job, void *(*body)(void *))
 	ret = pthread_create(&tid, &attr, body, job);
 	pthread_attr_destroy(&attr);
 	if (ret) {
-		pthread_mutex_lock(&disk->lock);
-		disk->job = NULL;
-		pthread_mutex_unlock(&disk->lock);
-		disk_unref(disk);
+		job_detach(job);
 		job_unref(job);
 		bc_error_set(BC_ERR_INTERNAL, ret, "cannot start the job thread");
 		return -ret;
@@ -286,17 +297,27 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		goto err_unref;
 
 	/*
-	 * From here guest writes are tracked: the job is attached before the
-	 * thread scans the allocation, so a write racing the scan is marked.
+	 * Tracking starts before the allocation scan, so a guest write that
+	 * races the scan is marked; the scan is done before returning so
+	 * that job info reports the real amount from the first call.
 	 */
-	ret = job_launch(job, mirror_main);
+	ret = job_attach(job);
+	if (ret < 0)
+		goto err_unlink;
+	ret = mirror_scan(job);
 	if (ret < 0) {
-		if (job->dest_fresh)
-			(void)unlink(dest);
-		goto err_unref;
+		job_detach(job);
+		goto err_unlink;
 	}
+	ret = job_run(job, mirror_main);
+	if (ret < 0)
+		goto err_unlink;
 	job_unref(job);
 	return 0;
+
+err_unlink:
+	if (job->dest_fresh)
+		(void)unlink(dest);
 
 err_unref:
 	job_unref(job);
@@ -368,7 +389,10 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 			goto err_unref;
 		}
 	}
-	ret = job_launch(job, pull_main);
+	ret = job_attach(job);
+	if (ret < 0)
+		goto err_unref;
+	ret = job_run(job, pull_main);
 	if (ret < 0)
 		goto err_unref;
 	job_unref(job);

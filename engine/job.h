@@ -70,6 +70,9 @@ void job_set_error(struct job *job, int ret);
 /* End the job: clear disk->job, queue the event, wake waiters, drop refs. */
 void job_finish(struct job *job, int status);
 
+/* Mark what a COPY job must copy first (before its thread starts). */
+int mirror_scan(struct job *job);
+
 /* Thread bodies. */
 void *mirror_main(void *arg);
 void *pull_main(void *arg);

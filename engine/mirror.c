@@ -118,19 +118,20 @@ static void mirror_teardown(struct mirror *m)
 /*
  * Initial bitmap from block status. Full copy: data anywhere in the chain,
  * plus zero/unallocated ranges when the destination may hold old data.
- * Shallow copy: what the top layer holds (data or zero).
+ * Shallow copy: what the top layer holds (data or zero). Runs after the
+ * job is attached to the disk, so writes racing the scan are tracked.
  */
-static int scan_initial(struct mirror *m)
+int mirror_scan(struct job *job)
 {
-	struct job *job = m->job;
-	uint64_t off = 0, size = m->src->size;
+	struct fmt_image *src = job->disk->top;
+	uint64_t off = 0, size = src->size;
 	int ret;
 
 	while (off < size) {
 		struct fmt_extent ext;
 		bool mark;
 
-		ret = fmt_chain_block_status(m->src, off, size - off, &ext);
+		ret = fmt_chain_block_status(src, off, size - off, &ext);
 		if (ret < 0)
 			return ret;
 		if (job->opts.shallow)
@@ -471,8 +472,6 @@ void *mirror_main(void *arg)
 
 	bc_error_reset();
 	ret = mirror_setup(&m, job);
-	if (ret == 0)
-		ret = scan_initial(&m);
 	if (ret < 0) {
 		job_set_error(job, ret);
 		goto out;
