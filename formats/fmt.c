@@ -184,6 +184,13 @@ static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
 	return 0;
 }
 
+/*
+ * Exact read: end of file before @n bytes is -EIO with a message naming
+ * the file (via /proc/self/fd) and the offset, for callers that need
+ * every byte (metadata). Callers for which bytes past the end read as
+ * zeros use fmt_pread_file_zfill. Errors from pread are recorded the same
+ * way; callers with a more specific message may replace it.
+ */
 int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off)
 {
 	size_t done;
