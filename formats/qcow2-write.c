@@ -726,7 +726,7 @@ static struct qcow2_l2_entry zero_entry(struct qcow2 *q,
 	uint64_t host = old.raw & QCOW2_L2E_OFFSET_MASK;
 	bool compressed = old.raw & QCOW2_OFLAG_COMPRESSED;
 	bool keep = mode == ZM_ZERO && !compressed && host &&
-		    (old.raw & QCOW2_OFLAG_COPIED);
+		    (old.raw & QCOW2_OFLAG_COPIED) && q->hdr.version >= 3;
 	bool need_zero = mode != ZM_DISCARD || has_backing(q);
 
 	*release = !keep && (compressed || host);
@@ -761,7 +761,7 @@ static int zero_chunk(struct qcow2 *q, uint64_t s, uint64_t e, enum zmode mode)
 	uint64_t first = qcow2_l2_index(q, s), last = first, pos;
 	struct qcow2_l2_entry *olds = NULL;
 	struct qcow2_l2_table *t;
-	bool need_table = has_backing(q) && mode != ZM_DISCARD;
+	bool need_table = has_backing(q);
 	uint64_t nidx, k;
 	int ret;
 

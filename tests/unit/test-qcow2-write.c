@@ -1,0 +1,525 @@
+/*
+ * Unit tests for the qcow2 write side: images made by qcow2_create (via
+ * fmt_create) get random writes, zero writes and discards (unaligned,
+ * straddling clusters and L2 tables) mirrored in a shadow buffer; then
+ * the image must read back as the shadow, pass our check and
+ * `qemu-img check` without leaks, and `qemu-img compare` equal to a raw
+ * file holding the shadow. Configurations cover v2/v3, cluster sizes
+ * 512 B..2 MiB, refcount widths 1/16/64, extended L2, lazy refcounts,
+ * with and without a backing file, and images from qemu-img with
+ * compressed clusters and internal snapshots (shared clusters).
+ *
+ * The seed is printed; BC_TEST_SEED=<n> replays a run.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fmt-testutil.h"
+#include "formats/fmt.h"
+#include "formats/qcow2.h"
+#include "lib/common/error.h"
+#include "lib/common/util.h"
+
+#define KiB 1024u
+#define MiB (1024u * 1024u)
+
+static int have_qemu_img;
+
+struct cfg {
+	int compat;
+	uint32_t cluster_size;
+	int refcount_bits;
+	bool extended_l2;
+	bool lazy;
+	uint64_t size;
+	uint64_t backing_size; /* 0 = no backing file */
+	int ops;
+};
+
+static unsigned int test_seed(void)
+{
+	const char *s = getenv("BC_TEST_SEED");
+	unsigned int seed = s ? (unsigned int)strtoul(s, NULL, 0) :
+				(unsigned int)time(NULL) ^ (unsigned int)getpid();
+
+	printf("# seed %u (BC_TEST_SEED=%u replays)\n", seed, seed);
+	fflush(stdout);
+	return seed;
+}
+
+static uint64_t rnd(unsigned int *s, uint64_t n)
+{
+	uint64_t v = ((uint64_t)rand_r(s) << 31) ^ (uint64_t)rand_r(s);
+
+	return n ? v % n : 0;
+}
+
+static void write_file(const char *name, const uint8_t *buf, uint64_t n)
+{
+	int fd = open(name, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fmt_pwrite_file(fd, buf, n, 0), 0);
+	ck_assert_int_eq(close(fd), 0);
+}
+
+/* qemu-img check: exit 0 means no corruption and no leak. */
+static void assert_qemu_check(const char *name)
+{
+	char cmd[512];
+	int ret;
+
+	if (!have_qemu_img)
+		return;
+	(void)snprintf(cmd, sizeof(cmd),
+		       "qemu-img check -f qcow2 '%s' >check.out 2>&1", name);
+	ret = system(cmd);
+	if (ret != 0) {
+		(void)system("cat check.out");
+		ck_abort_msg("qemu-img check %s failed: %d", name, ret);
+	}
+}
+
+static void assert_qemu_compare(const char *name, const uint8_t *shadow,
+				uint64_t size)
+{
+	if (!have_qemu_img)
+		return;
+	write_file("shadow.raw", shadow, size);
+	tu_sh("qemu-img compare -q -f qcow2 -F raw '%s' shadow.raw", name);
+}
+
+static void assert_reads_shadow(struct fmt_image *img, const uint8_t *shadow)
+{
+	uint8_t *buf = malloc(img->size);
+	uint64_t i;
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(fmt_pread(img, buf, img->size, 0), 0);
+	if (memcmp(buf, shadow, img->size)) {
+		for (i = 0; i < img->size && buf[i] == shadow[i]; i++)
+			;
+		ck_abort_msg("content differs at offset %llu: 0x%02x != 0x%02x",
+			     (unsigned long long)i, buf[i], shadow[i]);
+	}
+	free(buf);
+}
+
+static void assert_our_check_clean(struct fmt_image *img)
+{
+	struct fmt_check_report rep;
+
+	ck_assert_int_eq(fmt_check(img, &rep), 0);
+	ck_assert_uint_eq(rep.corruptions, 0);
+	ck_assert_uint_eq(rep.leaks, 0);
+	ck_assert_uint_eq(rep.check_errors, 0);
+}
+
+/* A random range: aligned, unaligned, straddling; sometimes long. */
+static void rand_range(unsigned int *s, const struct cfg *c, uint64_t *off,
+		       uint64_t *len)
+{
+	uint64_t cs = c->cluster_size, size = c->size, o, l;
+
+	switch (rnd(s, 5)) {
+	case 0: /* cluster aligned, whole clusters */
+		o = rnd(s, size / cs) * cs;
+		l = (1 + rnd(s, 4)) * cs;
+		break;
+	case 1: /* straddling a cluster boundary */
+		o = rnd(s, size / cs) * cs + cs - 1 - rnd(s, BC_MIN(cs, 700));
+		l = 1 + rnd(s, 1500);
+		break;
+	case 2: /* long run */
+		o = rnd(s, size);
+		l = 1 + rnd(s, BC_MIN(size / 2, 40 * cs));
+		break;
+	case 3: /* subcluster-ish units */
+		o = rnd(s, size / 512) * 512;
+		l = (1 + rnd(s, 16)) * 512;
+		break;
+	default:
+		o = rnd(s, size);
+		l = 1 + rnd(s, 3 * cs);
+		break;
+	}
+	if (o >= size)
+		o = size - 1;
+	if (l > size - o)
+		l = size - o;
+	*off = o;
+	*len = l;
+}
+
+/* Shadow of a discard: whole clusters (or up to the image end) read 0. */
+static void shadow_discard(const struct cfg *c, uint8_t *shadow, uint64_t off,
+			   uint64_t len)
+{
+	uint64_t cs = c->cluster_size, end = off + len;
+	uint64_t a = bc_align_up(off, cs);
+	uint64_t b = end >= c->size ? end : bc_align_down(end, cs);
+
+	if (a < b)
+		memset(shadow + a, 0, b - a);
+}
+
+static void run_random(const struct cfg *c, unsigned int seed)
+{
+	struct fmt_create_opts o = {
+		.format = "qcow2",
+		.size = c->size,
+		.cluster_size = c->cluster_size,
+		.compat = c->compat,
+		.refcount_bits = c->refcount_bits,
+		.extended_l2 = c->extended_l2,
+		.lazy_refcounts = c->lazy,
+	};
+	uint8_t *shadow = calloc(1, c->size), *data = malloc(c->size);
+	struct fmt_image *img;
+	unsigned int s = seed;
+	int i;
+
+	ck_assert_ptr_nonnull(shadow);
+	ck_assert_ptr_nonnull(data);
+	if (c->backing_size) {
+		uint8_t *b = malloc(c->backing_size);
+
+		ck_assert_ptr_nonnull(b);
+		tu_pattern(b, c->backing_size, 0, 77);
+		write_file("base.raw", b, c->backing_size);
+		memcpy(shadow, b, BC_MIN(c->backing_size, c->size));
+		free(b);
+		o.backing_file = "base.raw";
+		o.backing_fmt = "raw";
+	}
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	assert_qemu_check("t.qcow2");
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	assert_reads_shadow(img, shadow);
+	for (i = 0; i < c->ops; i++) {
+		uint64_t off, len;
+		unsigned int op = (unsigned int)rnd(&s, 10);
+		int ret;
+
+		rand_range(&s, c, &off, &len);
+		if (op < 6) {
+			tu_pattern(data, len, off, (unsigned int)i + 1);
+			ck_assert_int_eq(fmt_pwrite(img, data, len, off), 0);
+			memcpy(shadow + off, data, len);
+		} else if (op < 8) {
+			unsigned int fl = rnd(&s, 2) ? FMT_ZERO_MAY_UNMAP : 0;
+
+			ck_assert_int_eq(fmt_write_zeroes(img, off, len, fl), 0);
+			memset(shadow + off, 0, len);
+		} else {
+			ret = fmt_discard(img, off, len);
+			if (c->compat == 2 && c->backing_size) {
+				ck_assert_int_eq(ret, -ENOTSUP);
+			} else {
+				ck_assert_int_eq(ret, 0);
+				shadow_discard(c, shadow, off, len);
+			}
+		}
+		if (i % 25 == 24)
+			assert_reads_shadow(img, shadow);
+	}
+	assert_reads_shadow(img, shadow);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	assert_qemu_compare("t.qcow2", shadow, c->size);
+	/* Reopened, it still reads the same. */
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", 0, &img), 0);
+	assert_reads_shadow(img, shadow);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	free(shadow);
+	free(data);
+}
+
+static const struct cfg cfgs[] = {
+	{ 3, 65536, 16, false, false, 8 * MiB, 0, 300 },
+	{ 3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 300 },
+	{ 2, 65536, 16, false, false, 8 * MiB, 0, 300 },
+	{ 2, 4096, 16, false, false, 4 * MiB, 3 * MiB, 300 },
+	{ 3, 512, 1, false, false, 2 * MiB, MiB, 300 },
+	{ 3, 512, 64, false, false, 2 * MiB, 0, 300 },
+	{ 3, 4096, 64, false, true, 4 * MiB, 4 * MiB, 300 },
+	{ 3, 4096, 1, false, false, 4 * MiB + 1024, 0, 300 },
+	{ 3, 65536, 16, true, false, 8 * MiB, 6 * MiB, 300 },
+	{ 3, 16384, 4, true, false, 4 * MiB, 0, 300 },
+	{ 3, 2 * MiB, 16, false, false, 16 * MiB, 9 * MiB, 120 },
+	{ 3, 2 * MiB, 64, true, false, 16 * MiB, 0, 120 },
+	{ 3, 2 * MiB, 1, true, true, 16 * MiB, 16 * MiB, 120 },
+};
+
+START_TEST(random_ops_match_shadow)
+{
+	const struct cfg *c = &cfgs[_i];
+
+	printf("# config %d: compat %d cluster %u refcount_bits %d ext_l2 %d lazy %d size %llu backing %llu\n",
+	       _i, c->compat, c->cluster_size, c->refcount_bits, c->extended_l2,
+	       c->lazy, (unsigned long long)c->size,
+	       (unsigned long long)c->backing_size);
+	run_random(c, test_seed());
+}
+END_TEST
+
+/* Random writes over an image qemu-img made with compressed clusters. */
+START_TEST(writes_over_compressed_and_snapshot_clusters)
+{
+	struct cfg c = { 3, 65536, 16, false, false, 4 * MiB, 0, 200 };
+	uint8_t *shadow = malloc(c.size), *data = malloc(c.size);
+	struct fmt_image *img;
+	unsigned int s = test_seed();
+	int i;
+
+	if (!have_qemu_img)
+		return;
+	ck_assert_ptr_nonnull(shadow);
+	ck_assert_ptr_nonnull(data);
+	tu_pattern(shadow, c.size, 0, 3);
+	memset(shadow + MiB, 0, 300 * KiB); /* a hole in the middle */
+	write_file("src.raw", shadow, c.size);
+	tu_sh("qemu-img convert -c -f raw -O qcow2 src.raw t.qcow2");
+	/* A snapshot makes every cluster shared (COPIED cleared). */
+	tu_sh("qemu-img snapshot -c snap1 t.qcow2");
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	assert_reads_shadow(img, shadow);
+	for (i = 0; i < c.ops; i++) {
+		uint64_t off, len;
+		unsigned int op = (unsigned int)rnd(&s, 10);
+
+		rand_range(&s, &c, &off, &len);
+		if (op < 7) {
+			tu_pattern(data, len, off, (unsigned int)i + 9);
+			ck_assert_int_eq(fmt_pwrite(img, data, len, off), 0);
+			memcpy(shadow + off, data, len);
+		} else if (op < 9) {
+			ck_assert_int_eq(fmt_write_zeroes(img, off, len,
+							  FMT_ZERO_MAY_UNMAP),
+					 0);
+			memset(shadow + off, 0, len);
+		} else {
+			ck_assert_int_eq(fmt_discard(img, off, len), 0);
+			shadow_discard(&c, shadow, off, len);
+		}
+	}
+	assert_reads_shadow(img, shadow);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	assert_qemu_compare("t.qcow2", shadow, c.size);
+	/* The snapshot still holds the original data. */
+	tu_sh("qemu-img snapshot -a snap1 t.qcow2");
+	tu_sh("qemu-img compare -q -f qcow2 -F raw t.qcow2 src.raw");
+	assert_qemu_check("t.qcow2");
+	free(shadow);
+	free(data);
+}
+END_TEST
+
+/* A large write over unallocated space is one allocation, one data write. */
+START_TEST(sequential_write_allocates_contiguously)
+{
+	struct fmt_create_opts o = { .format = "qcow2", .size = 32 * MiB };
+	struct fmt_image *img;
+	struct fmt_extent ext;
+	uint8_t *buf = malloc(8 * MiB);
+
+	ck_assert_ptr_nonnull(buf);
+	tu_pattern(buf, 8 * MiB, 0, 5);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 8 * MiB, 4 * MiB), 0);
+	ck_assert_int_eq(fmt_block_status(img, 4 * MiB, 8 * MiB, &ext), 0);
+	ck_assert_int_eq(ext.state, FMT_DATA);
+	ck_assert_uint_eq(ext.len, 8 * MiB);
+	ck_assert_int_ge(ext.host_off, 0);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	free(buf);
+}
+END_TEST
+
+START_TEST(write_zeroes_keeps_or_unmaps_host_cluster)
+{
+	struct fmt_create_opts o = { .format = "qcow2", .size = 4 * MiB };
+	struct fmt_image *img;
+	struct fmt_extent ext;
+	static uint8_t buf[65536];
+	int64_t host;
+
+	memset(buf, 0xab, sizeof(buf));
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 65536), 0);
+	ck_assert_int_eq(fmt_block_status(img, 0, 65536, &ext), 0);
+	host = ext.host_off;
+	ck_assert_int_eq(fmt_write_zeroes(img, 0, 65536, 0), 0);
+	ck_assert_int_eq(fmt_block_status(img, 0, 65536, &ext), 0);
+	ck_assert_int_eq(ext.state, FMT_ZERO);
+	ck_assert_int_eq(ext.host_off, host); /* preallocated zero cluster */
+	ck_assert_int_eq(fmt_write_zeroes(img, 65536, 65536, FMT_ZERO_MAY_UNMAP), 0);
+	ck_assert_int_eq(fmt_block_status(img, 65536, 65536, &ext), 0);
+	ck_assert_int_ne(ext.state, FMT_DATA);
+	ck_assert_int_eq(ext.host_off, -1);
+	/* Writing into the preallocated zero cluster reuses it. */
+	ck_assert_int_eq(fmt_pwrite(img, buf, 100, 10), 0);
+	ck_assert_int_eq(fmt_block_status(img, 0, 65536, &ext), 0);
+	ck_assert_int_eq(ext.state, FMT_DATA);
+	ck_assert_int_eq(ext.host_off, host);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -c 'read -P 0 0 10' -c 'read -P 0xab 10 100' -c 'read -P 0 110 130962' t.qcow2 >/dev/null");
+}
+END_TEST
+
+START_TEST(set_backing_rewrites_header)
+{
+	struct fmt_create_opts o = { .format = "qcow2", .size = MiB,
+				     .backing_file = "a.raw",
+				     .backing_fmt = "raw" };
+	struct fmt_create_opts r = { .format = "raw", .size = MiB };
+	struct fmt_create_opts bq = { .format = "qcow2", .size = MiB };
+	struct fmt_image *img;
+	char *out;
+
+	ck_assert_int_eq(fmt_create("a.raw", &r), 0);
+	ck_assert_int_eq(fmt_create("b.qcow2", &bq), 0);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_str_eq(img->backing_name, "a.raw");
+	ck_assert_int_eq(fmt_set_backing(img, "b.qcow2", "qcow2"), 0);
+	ck_assert_str_eq(img->backing_name, "b.qcow2");
+	ck_assert_str_eq(img->backing_fmt, "qcow2");
+	fmt_close(img);
+	if (have_qemu_img) {
+		out = tu_out("qemu-img info t.qcow2");
+		ck_assert_ptr_nonnull(strstr(out, "backing file: b.qcow2\n"));
+		ck_assert_ptr_nonnull(strstr(out, "backing file format: qcow2\n"));
+		ck_assert_ptr_nonnull(strstr(out, "compat: 1.1\n"));
+		free(out);
+		assert_qemu_check("t.qcow2");
+	}
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_str_eq(img->backing_name, "b.qcow2");
+	ck_assert_str_eq(img->backing_fmt, "qcow2");
+	ck_assert_int_eq(fmt_set_backing(img, NULL, NULL), 0);
+	ck_assert_ptr_null(img->backing_name);
+	fmt_close(img);
+	if (have_qemu_img) {
+		out = tu_out("qemu-img info t.qcow2");
+		ck_assert_ptr_null(strstr(out, "backing file"));
+		free(out);
+		assert_qemu_check("t.qcow2");
+	}
+}
+END_TEST
+
+START_TEST(create_info_matches_qemu)
+{
+	struct fmt_create_opts o = { .format = "qcow2", .size = 5 * MiB,
+				     .cluster_size = 16384,
+				     .refcount_bits = 4, .extended_l2 = true,
+				     .lazy_refcounts = true };
+	struct fmt_create_opts v2 = { .format = "qcow2", .size = MiB,
+				      .compat = 2, .refcount_bits = 8 };
+	char *out;
+
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), -EEXIST);
+	ck_assert_int_eq(fmt_create("v2.qcow2", &v2), -EINVAL);
+	ck_assert_int_eq(access("v2.qcow2", F_OK), -1);
+	v2.refcount_bits = 0;
+	ck_assert_int_eq(fmt_create("v2.qcow2", &v2), 0);
+	if (!have_qemu_img)
+		return;
+	out = tu_out("qemu-img info t.qcow2");
+	ck_assert_ptr_nonnull(strstr(out, "virtual size: 5 MiB (5242880 bytes)\n"));
+	ck_assert_ptr_nonnull(strstr(out, "cluster_size: 16384\n"));
+	ck_assert_ptr_nonnull(strstr(out, "lazy refcounts: true\n"));
+	ck_assert_ptr_nonnull(strstr(out, "refcount bits: 4\n"));
+	ck_assert_ptr_nonnull(strstr(out, "extended l2: true\n"));
+	free(out);
+	out = tu_out("qemu-img info v2.qcow2");
+	ck_assert_ptr_nonnull(strstr(out, "compat: 0.10\n"));
+	free(out);
+	assert_qemu_check("t.qcow2");
+	assert_qemu_check("v2.qcow2");
+}
+END_TEST
+
+/* A dirty image (lazy refcounts, killed writer) is repaired at RW open. */
+START_TEST(dirty_image_refcounts_rebuilt)
+{
+	struct fmt_image *img;
+	uint8_t buf[4096];
+	char *out;
+
+	if (!have_qemu_img)
+		return;
+	tu_sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4096 t.qcow2 4M");
+	/* qemu-io dies with the dirty bit set and refcounts not written. */
+	(void)system("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' -c 'write -P 0x6b 2M 64k' -c 'sigraise 9' t.qcow2 >/dev/null 2>&1");
+	out = tu_out("qemu-img info t.qcow2");
+	ck_assert_ptr_nonnull(strstr(out, "corrupt: false"));
+	free(out);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pread(img, buf, sizeof(buf), 2 * MiB), 0);
+	ck_assert_uint_eq(buf[0], 0x6b);
+	assert_our_check_clean(img);
+	memset(buf, 0x11, sizeof(buf));
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 3 * MiB), 0);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	tu_sh("qemu-io -f qcow2 -c 'read -P 0x5a 0 1M' -c 'read -P 0x6b 2M 64k' -c 'read -P 0x11 3M 4k' t.qcow2 >/dev/null");
+}
+END_TEST
+
+static Suite *write_suite(void)
+{
+	Suite *s = suite_create("qcow2-write");
+	TCase *tc = tcase_create("random");
+
+	tu_add_fixtures(tc);
+	tcase_set_timeout(tc, 600);
+	tcase_add_loop_test(tc, random_ops_match_shadow, 0,
+			    (int)BC_ARRAY_SIZE(cfgs));
+	tcase_add_test(tc, writes_over_compressed_and_snapshot_clusters);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("behaviour");
+	tu_add_fixtures(tc);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, sequential_write_allocates_contiguously);
+	tcase_add_test(tc, write_zeroes_keeps_or_unmaps_host_cluster);
+	tcase_add_test(tc, set_backing_rewrites_header);
+	tcase_add_test(tc, create_info_matches_qemu);
+	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(write_suite());
+	int failed;
+
+	have_qemu_img = system("qemu-img --version >/dev/null 2>&1") == 0;
+	srunner_set_tap(sr, "-");
+	srunner_run_all(sr, CK_SILENT);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
