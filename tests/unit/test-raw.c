@@ -7,6 +7,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -308,6 +309,64 @@ START_TEST(direct_io_unaligned_requests)
 }
 END_TEST
 
+struct rmw_arg {
+	struct fmt_image *img;
+	unsigned int id;
+};
+
+/* Thread @id owns bytes [id*100, id*100+100) of every 4 KiB block. */
+static void *rmw_writer(void *p)
+{
+	const struct rmw_arg *a = p;
+	uint8_t b[100];
+	unsigned int round, blk;
+
+	for (round = 0; round < 20; round++) {
+		for (blk = 0; blk < 8; blk++) {
+			memset(b, (int)(a->id * 16 + round), sizeof(b));
+			if (fmt_pwrite(a->img, b, sizeof(b),
+				       blk * 4096u + a->id * 100u) < 0)
+				return (void *)1;
+		}
+	}
+	return NULL;
+}
+
+START_TEST(direct_io_concurrent_unaligned_writes)
+{
+	struct fmt_image *img;
+	struct rmw_arg args[8];
+	pthread_t th[8];
+	static uint8_t r[32768];
+	unsigned int i, blk;
+	void *res;
+
+	tu_sh("truncate -s 32k c.raw");
+	ck_assert_int_eq(fmt_open("c.raw", "raw", FMT_OPEN_RDWR | FMT_OPEN_DIRECT, &img), 0);
+	for (i = 0; i < 8; i++) {
+		args[i].img = img;
+		args[i].id = i;
+		ck_assert_int_eq(pthread_create(&th[i], NULL, rmw_writer, &args[i]), 0);
+	}
+	for (i = 0; i < 8; i++) {
+		ck_assert_int_eq(pthread_join(th[i], &res), 0);
+		ck_assert_ptr_null(res);
+	}
+	/* Every thread's last write survived the others' read-modify-writes. */
+	ck_assert_int_eq(fmt_pread(img, r, sizeof(r), 0), 0);
+	for (blk = 0; blk < 8; blk++) {
+		for (i = 0; i < 8; i++) {
+			uint8_t exp[100];
+
+			memset(exp, (int)(i * 16 + 19), sizeof(exp));
+			ck_assert_mem_eq(r + blk * 4096 + i * 100, exp, 100);
+		}
+		ck_assert(bc_is_zero(r + blk * 4096 + 800, 4096 - 800));
+	}
+	fmt_close(img);
+}
+END_TEST
+
 START_TEST(read_only_refuses_writes)
 {
 	struct fmt_image *img;
@@ -456,6 +515,7 @@ static Suite *raw_suite(void)
 	tcase_add_test(tc, roundtrip_aligned_and_unaligned);
 	tcase_add_test(tc, write_zeroes_and_discard_effects);
 	tcase_add_test(tc, direct_io_unaligned_requests);
+	tcase_add_test(tc, direct_io_concurrent_unaligned_writes);
 	tcase_add_test(tc, file_helpers);
 	suite_add_tcase(s, tc);
 
