@@ -103,15 +103,6 @@ static void print_json_entry(const struct map_entry *e, bool last)
 	printf("}%s\n", last ? "]" : ",");
 }
 
-/* printf's %#x, which prints 0 without the 0x. */
-static void print_hex_col(uint64_t v)
-{
-	char buf[24];
-
-	snprintf(buf, sizeof(buf), "%#" PRIx64, v);
-	printf("%-16s", buf);
-}
-
 /* Human row; returns 0, or 1 when the extent has no host offset. */
 static int print_human_entry(const struct map_entry *e, char *const *names)
 {
@@ -119,10 +110,9 @@ static int print_human_entry(const struct map_entry *e, char *const *names)
 		return 0;
 	if (e->offset < 0)
 		return 1;
-	print_hex_col(e->start);
-	print_hex_col(e->length);
-	print_hex_col((uint64_t)e->offset);
-	printf("%s\n", names[e->depth]);
+	/* %#x prints 0 bare, as qemu-img's table does. */
+	printf("%#-16" PRIx64 "%#-16" PRIx64 "%#-16" PRIx64 "%s\n", e->start,
+	       e->length, (uint64_t)e->offset, names[e->depth]);
 	return 0;
 }
 
