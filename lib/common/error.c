@@ -68,10 +68,12 @@ int bc_errno_to_code(int err)
 	case ENOTSUP:
 		return BC_ERR_UNSUPPORTED;
 	case EUCLEAN:
+	case ELOOP:
 		return BC_ERR_IMAGE_CORRUPT;
 	case EBUSY:
 		return BC_ERR_BLOCK_COPY_ACTIVE;
 	case EPERM:
+	case EROFS:
 	case EALREADY:
 		return BC_ERR_OPERATION_INVALID;
 	default:
