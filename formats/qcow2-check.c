@@ -21,14 +21,10 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-/* References past this many bytes beyond the end of file are not tracked. */
-#define REF_SLACK (1ull << 30)
-
 struct refs {
 	struct qcow2 *q;
 	uint32_t *cnt;
 	uint64_t nb;        /* clusters in cnt */
-	uint64_t limit;     /* clusters we agree to track */
 	struct fmt_check_report *rep;
 };
 
@@ -54,15 +50,16 @@ static int add_ref(struct refs *r, uint64_t off, uint64_t len)
 		return 0;
 	if (off >= (1ull << 56) || len > (1ull << 56) - off)
 		return bad_ref(r, "reference", off);
+	/* As qemu-img check: a cluster or more past the end is an error. */
+	if (off + len > q->file_size &&
+	    off + len - q->file_size >= q->cluster_size)
+		return bad_ref(r, "reference past the end of the file", off);
 	first = off >> q->cluster_bits;
 	last = (off + len - 1) >> q->cluster_bits;
-	if (last >= r->limit)
-		return bad_ref(r, "reference past the end of the file", off);
 	if (last >= r->nb) {
 		uint64_t nnb = BC_MAX(last + 1, r->nb * 2);
 		uint32_t *n;
 
-		nnb = BC_MIN(nnb, r->limit);
 		n = reallocarray(r->cnt, nnb, sizeof(*n));
 		if (!n)
 			return -ENOMEM;
@@ -150,10 +147,10 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 				break;
 		}
 		if (!bc_is_aligned(host, q->cluster_size)) {
+			/* Counted all the same, as qemu-img check does. */
 			ret = bad_ref(r, "unaligned data cluster", host);
 			if (ret < 0)
 				break;
-			continue;
 		}
 		if (active && r->rep) {
 			r->rep->allocated_clusters++;
@@ -383,7 +380,6 @@ int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
 		return -errno;
 	q->file_size = BC_MAX(q->file_size, (uint64_t)st.st_size);
 	r.nb = (q->file_size + q->cluster_size - 1) >> q->cluster_bits;
-	r.limit = (q->file_size + REF_SLACK) >> q->cluster_bits;
 	r.cnt = calloc(r.nb ? r.nb : 1, sizeof(*r.cnt));
 	if (!r.cnt)
 		return -ENOMEM;
