@@ -25,7 +25,7 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-/* Reads are aligned for O_DIRECT at any logical block size up to this. */
+/* Reads are aligned to this, or to the O_DIRECT alignment when larger. */
 #define CBUF_ALIGN 4096u
 
 /* Inflate @in into exactly @out_len bytes; 0 or -EUCLEAN/-ENOMEM. */
@@ -51,7 +51,7 @@ static int inflate_cluster(uint8_t *in, uint64_t in_len, uint8_t *out,
 
 int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out)
 {
-	uint64_t coff, nbytes, end, start, rend;
+	uint64_t coff, nbytes, end, start, rend, align;
 	uint8_t *buf;
 	void *p;
 	int ret;
@@ -62,9 +62,10 @@ int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out)
 		return qcow2_corrupt(q->img->filename,
 				     "invalid compressed cluster descriptor 0x%016" PRIx64,
 				     raw);
-	start = bc_align_down(coff, CBUF_ALIGN);
-	rend = bc_align_up(end, CBUF_ALIGN);
-	if (posix_memalign(&p, CBUF_ALIGN, (size_t)(rend - start)))
+	align = BC_MAX(CBUF_ALIGN, q->img->request_align);
+	start = bc_align_down(coff, align);
+	rend = bc_align_up(end, align);
+	if (posix_memalign(&p, align, (size_t)(rend - start)))
 		return -ENOMEM;
 	buf = p;
 	ret = fmt_pread_file_zfill(q->img->fd, buf, (size_t)(rend - start),

@@ -74,13 +74,7 @@ static void io_error(const struct qcow2 *q, int ret, const char *what,
 			     qname(q), what, off, strerror_r(-ret, eb, sizeof(eb)));
 }
 
-/*
- * Read metadata: directly when offset, length and buffer suit the image's
- * alignment, else through an aligned bounce buffer. Bytes past the end of
- * the file read as zeros (tables are rounded to clusters on disk but the
- * file may end sooner).
- */
-static int meta_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 {
 	uint64_t align = io_align(q);
 	uint64_t start, end;
@@ -92,7 +86,7 @@ static int meta_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 	     bc_is_aligned((uintptr_t)buf, align))) {
 		ret = fmt_pread_file_zfill(q->img->fd, buf, (size_t)n, off);
 		if (ret < 0)
-			io_error(q, ret, "read metadata", off);
+			io_error(q, ret, "read", off);
 		return ret;
 	}
 	start = bc_align_down(off, align);
@@ -103,7 +97,7 @@ static int meta_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
 				   start);
 	if (ret < 0)
-		io_error(q, ret, "read metadata", off);
+		io_error(q, ret, "read", off);
 	else
 		memcpy(buf, (uint8_t *)bounce + (off - start), (size_t)n);
 	free(bounce);
@@ -172,7 +166,7 @@ int qcow2_l1_load(struct qcow2 *q)
 		free(l1);
 		return -ENOMEM;
 	}
-	ret = meta_pread(q, raw, rounded, q->hdr.l1_table_offset);
+	ret = qcow2_file_pread(q, raw, rounded, q->hdr.l1_table_offset);
 	if (ret < 0)
 		goto out_free;
 	for (i = 0; i < q->l1_size; i++) {
@@ -264,7 +258,7 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 		victim->data = p;
 	}
 	victim->offset = 0;
-	ret = meta_pread(q, victim->data, q->cluster_size, l2_off);
+	ret = qcow2_file_pread(q, victim->data, q->cluster_size, l2_off);
 	if (ret < 0)
 		return ret;
 	q->l2_loads++;

@@ -704,10 +704,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 			break;
 		case QCOW2_CLUSTER_NORMAL:
 			/* A file may end inside its last cluster: zeros there. */
-			ret = fmt_pread_file_zfill(img->fd, p, run, m.host_off);
-			if (ret < 0)
-				sys_error(img->filename, -ret,
-					  "cannot read data");
+			ret = qcow2_file_pread(q, p, run, m.host_off);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
 			if (!cbuf) {

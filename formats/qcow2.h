@@ -373,6 +373,14 @@ struct qcow2_mapping {
 int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 			 struct qcow2_mapping *m);
 
+/*
+ * Read [off, off+n) of the image file into @buf: directly when offset,
+ * length and buffer suit the O_DIRECT alignment (or there is none), else
+ * through an aligned bounce buffer. Bytes past the end of the file read
+ * as zeros. Records the error. Returns 0 or -errno.
+ */
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off);
+
 /* Free every L2 cache buffer (close). */
 void qcow2_l2_cache_free(struct qcow2 *q);
 

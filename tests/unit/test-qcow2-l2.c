@@ -544,6 +544,45 @@ START_TEST(read_with_backing)
 }
 END_TEST
 
+/*
+ * O_DIRECT: aligned reads go straight to the file; unaligned ones (and
+ * metadata, compressed data) through bounce buffers.
+ */
+static void direct_reads(const char *path)
+{
+	struct fmt_image *img = open_img(path, FMT_OPEN_DIRECT |
+						       FMT_OPEN_NO_BACKING);
+	uint8_t *want, *got;
+	void *p;
+	size_t len;
+
+	ck_assert_uint_gt(img->request_align, 1);
+	tu_sh("rm -f conv.raw && qemu-img convert -O raw '%s' conv.raw", path);
+	want = read_file("conv.raw", &len);
+	ck_assert_uint_eq(len, img->size);
+	ck_assert_int_eq(posix_memalign(&p, 4096, len + 4096), 0);
+	got = p;
+	ck_assert_int_eq(fmt_pread(img, got, len, 0), 0);
+	ck_assert(memcmp(got, want, len) == 0);
+	memset(got, 0, len);
+	ck_assert_int_eq(fmt_pread(img, got + 1, 1000000, 1000), 0);
+	ck_assert(memcmp(got + 1, want + 1000, 1000000) == 0);
+	free(got);
+	free(want);
+	fmt_close(img);
+}
+
+START_TEST(read_direct)
+{
+	make_mixed("m.qcow2", "cluster_size=512", "8M");
+	direct_reads("m.qcow2");
+	extended("64k");
+	direct_reads("e.qcow2");
+	tu_sh("qemu-img convert -c -O qcow2 m.qcow2 c.qcow2");
+	direct_reads("c.qcow2");
+}
+END_TEST
+
 START_TEST(coalesced_runs_and_l2_cache)
 {
 	struct fmt_image *img;
@@ -776,6 +815,7 @@ static Suite *l2_suite(void)
 	tcase_add_test(tc, read_extended_l2_64k);
 	tcase_add_test(tc, read_extended_l2_2m);
 	tcase_add_test(tc, read_with_backing);
+	tcase_add_test(tc, read_direct);
 	tcase_add_test(tc, coalesced_runs_and_l2_cache);
 	suite_add_tcase(s, tc);
 
