@@ -285,6 +285,112 @@ START_TEST(check_finds_leaks_and_corruption)
 }
 END_TEST
 
+/* Value of "key": N in qemu-img check's JSON; 0 when absent. */
+static uint64_t json_num(const char *out, const char *key)
+{
+	char pat[64];
+	const char *p;
+
+	(void)snprintf(pat, sizeof(pat), "\"%s\": ", key);
+	p = strstr(out, pat);
+	return p ? strtoull(p + strlen(pat), NULL, 10) : 0;
+}
+
+static void assert_check_agrees(const char *name)
+{
+	struct fmt_image *img;
+	struct fmt_check_report rep;
+	char *out;
+
+	ck_assert_int_eq(fmt_open(name, "qcow2", FMT_OPEN_NO_BACKING, &img), 0);
+	ck_assert_int_eq(fmt_check(img, &rep), 0);
+	fmt_close(img);
+	/* qemu-img check exits non-zero on findings: keep its output. */
+	out = tu_out("qemu-img check --output=json -f qcow2 '%s' 2>/dev/null; true",
+		     name);
+	ck_assert_msg(rep.corruptions == json_num(out, "corruptions") &&
+			      rep.leaks == json_num(out, "leaks") &&
+			      rep.allocated_clusters ==
+				      json_num(out, "allocated-clusters") &&
+			      rep.total_clusters == json_num(out, "total-clusters") &&
+			      rep.fragmented_clusters ==
+				      json_num(out, "fragmented-clusters") &&
+			      rep.compressed_clusters ==
+				      json_num(out, "compressed-clusters") &&
+			      rep.image_end_offset ==
+				      json_num(out, "image-end-offset"),
+		      "%s: ours corruptions %llu leaks %llu alloc %llu total %llu frag %llu comp %llu end %llu; qemu-img: %s",
+		      name, (unsigned long long)rep.corruptions,
+		      (unsigned long long)rep.leaks,
+		      (unsigned long long)rep.allocated_clusters,
+		      (unsigned long long)rep.total_clusters,
+		      (unsigned long long)rep.fragmented_clusters,
+		      (unsigned long long)rep.compressed_clusters,
+		      (unsigned long long)rep.image_end_offset, out);
+	free(out);
+}
+
+/* Set the 16-bit refcount of cluster @c (python: no hex editor needed). */
+static void poke_refcount(const char *name, unsigned int c, unsigned int v)
+{
+	tu_sh("python3 -c \"import struct;d=open('%s','r+b');h=d.read(104);"
+	      "cs=1<<struct.unpack('>I',h[20:24])[0];"
+	      "rt=struct.unpack('>Q',h[48:56])[0];epb=cs*8//16;"
+	      "d.seek(rt+8*(%u//epb));rb=struct.unpack('>Q',d.read(8))[0];"
+	      "d.seek(rb+2*(%u%%epb));d.write(struct.pack('>H',%u))\"",
+	      name, c, c, v);
+}
+
+/* Set L2 entry @idx of the first L2 table. */
+static void poke_l2(const char *name, unsigned int idx, const char *val)
+{
+	tu_sh("python3 -c \"import struct;d=open('%s','r+b');h=d.read(104);"
+	      "d.seek(struct.unpack('>Q',h[40:48])[0]);"
+	      "l2=struct.unpack('>Q',d.read(8))[0]&0x00fffffffffffe00;"
+	      "d.seek(l2+8*%u);d.write(struct.pack('>Q',%s))\"",
+	      name, idx, val);
+}
+
+START_TEST(check_agrees_with_qemu_img)
+{
+	if (!have_qemu_img || system("python3 -c 1") != 0)
+		return;
+	tu_sh("qemu-img create -q -f qcow2 a.qcow2 64M");
+	assert_check_agrees("a.qcow2");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 2 5M 100k' -c 'write -z 0 64k' -c 'write -P 3 20M 64k' a.qcow2 >/dev/null");
+	assert_check_agrees("a.qcow2");
+	tu_sh("qemu-img snapshot -c s1 a.qcow2");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 9 0 200k' a.qcow2 >/dev/null");
+	assert_check_agrees("a.qcow2");
+	tu_sh("head -c 3M /dev/urandom >r.raw && qemu-img convert -q -c -f raw -O qcow2 r.raw c.qcow2");
+	assert_check_agrees("c.qcow2");
+	tu_sh("qemu-img create -q -f qcow2 -o extended_l2=on,cluster_size=128k e.qcow2 64M");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 1 0 5k' -c 'write -P 2 1M 300k' -c 'write -z 3M 8k' e.qcow2 >/dev/null");
+	assert_check_agrees("e.qcow2");
+	tu_sh("qemu-img create -q -f qcow2 b.qcow2 64M && qemu-img bitmap --add b.qcow2 bm0");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' b.qcow2 >/dev/null");
+	assert_check_agrees("b.qcow2");
+	tu_sh("qemu-img create -q -f qcow2 -o compat=0.10 v2.qcow2 64M");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 1 0 1M' -c 'write -P 1 7M 1M' v2.qcow2 >/dev/null");
+	assert_check_agrees("v2.qcow2");
+	/* Leak, refcount too low, too high, unaligned and far-away entries. */
+	tu_sh("cp a.qcow2 x1.qcow2 && cp a.qcow2 x2.qcow2 && cp v2.qcow2 x3.qcow2 && cp v2.qcow2 x4.qcow2");
+	poke_refcount("x1.qcow2", 5, 3);
+	assert_check_agrees("x1.qcow2");
+	poke_refcount("x2.qcow2", 5, 0);
+	assert_check_agrees("x2.qcow2");
+	poke_l2("x3.qcow2", 3, "0x8000000100000000");
+	assert_check_agrees("x3.qcow2");
+	poke_l2("x4.qcow2", 3, "0x8000000000030200");
+	assert_check_agrees("x4.qcow2");
+	poke_refcount("c.qcow2", 5, 0);
+	assert_check_agrees("c.qcow2");
+	/* A truncated file: references past its end. */
+	tu_sh("cp a.qcow2 t1.qcow2 && truncate -s 1900000 t1.qcow2");
+	assert_check_agrees("t1.qcow2");
+}
+END_TEST
+
 static Suite *refcount_suite(void)
 {
 	Suite *s = suite_create("qcow2-refcount");
@@ -302,6 +408,7 @@ static Suite *refcount_suite(void)
 	tcase_add_test(tc, alloc_is_first_fit_and_free_reuses);
 	tcase_add_test(tc, refcount_table_grows);
 	tcase_add_test(tc, check_finds_leaks_and_corruption);
+	tcase_add_test(tc, check_agrees_with_qemu_img);
 	suite_add_tcase(s, tc);
 	return s;
 }
