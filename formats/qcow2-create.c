@@ -4,8 +4,10 @@
  * Layout, as qemu-img lays it out: cluster 0 holds the header, the
  * header extensions (backing format, feature name table when it fits)
  * and the backing file name; then the refcount table, the refcount
- * blocks covering every metadata cluster, and the L1 table. No L2 table
- * and no data cluster exists yet. Every metadata cluster gets refcount 1.
+ * blocks covering every metadata cluster, and the L1 table. Without
+ * preallocation no L2 table and no data cluster exists yet; with it, every
+ * L2 table and data cluster follows the L1 table. Every cluster written
+ * gets refcount 1.
  *
  * The file is created with O_EXCL and unlinked again on any failure, so
  * a failed create leaves nothing behind.
@@ -105,11 +107,6 @@ static int check_opts(const char *path, const struct fmt_create_opts *o,
 			     path);
 		return -EINVAL;
 	}
-	if (o->prealloc != FMT_PREALLOC_OFF) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
-			     "%s: qcow2 preallocation is not supported", path);
-		return -ENOTSUP;
-	}
 	*cluster_bits = (uint32_t)__builtin_ctz(cs);
 	*refcount_order = (uint32_t)__builtin_ctz((unsigned int)rb);
 	return 0;
@@ -182,6 +179,68 @@ static int build_header(const char *path, const struct fmt_create_opts *o,
 	return 0;
 }
 
+/*
+ * Preallocation: L2 tables right after the L1 table, then one data
+ * cluster per guest cluster, all mapped (COPIED; every subcluster
+ * allocated with extended L2). Data reads zeros: the file is sparse
+ * (metadata), fallocated (falloc) or written with zeros (full).
+ */
+static int write_prealloc(int fd, const struct fmt_create_opts *o,
+			  uint32_t cluster_bits, uint64_t l1_off,
+			  uint64_t l1_size, uint64_t l2_off, uint64_t data_off,
+			  uint64_t nd)
+{
+	uint64_t cs = 1ull << cluster_bits, esz = o->extended_l2 ? 16 : 8;
+	uint64_t per_l2 = cs / esz, i, j, d = 0;
+	uint8_t *buf = calloc(1, cs);
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	/* L1 entries, one cluster of the table at a time. */
+	for (i = 0; i < l1_size && ret == 0; i += cs / 8) {
+		uint64_t n = BC_MIN(cs / 8, l1_size - i);
+
+		memset(buf, 0, cs);
+		for (j = 0; j < n; j++)
+			bc_put_be64(buf + j * 8, (l2_off + ((i + j) << cluster_bits)) |
+							 QCOW2_OFLAG_COPIED);
+		ret = fmt_pwrite_file(fd, buf, n * 8, l1_off + i * 8);
+	}
+	for (i = 0; i < l1_size && ret == 0; i++) {
+		memset(buf, 0, cs);
+		for (j = 0; j < per_l2 && d < nd; j++, d++) {
+			bc_put_be64(buf + j * esz, (data_off + (d << cluster_bits)) |
+							   QCOW2_OFLAG_COPIED);
+			if (o->extended_l2)
+				bc_put_be64(buf + j * esz + 8, 0xffffffffull);
+		}
+		ret = fmt_pwrite_file(fd, buf, cs, l2_off + (i << cluster_bits));
+	}
+	free(buf);
+	if (ret < 0 || o->prealloc == FMT_PREALLOC_METADATA)
+		return ret;
+	if (fallocate(fd, 0, (off_t)data_off, (off_t)(nd << cluster_bits)) < 0) {
+		if (o->prealloc == FMT_PREALLOC_FALLOC)
+			return -errno;
+	}
+	if (o->prealloc == FMT_PREALLOC_FULL) {
+		uint64_t chunk = 1u << 20, pos = 0, total = nd << cluster_bits;
+		uint8_t *z = calloc(1, chunk);
+
+		if (!z)
+			return -ENOMEM;
+		while (pos < total && ret == 0) {
+			uint64_t n = BC_MIN(chunk, total - pos);
+
+			ret = fmt_pwrite_file(fd, z, n, data_off + pos);
+			pos += n;
+		}
+		free(z);
+	}
+	return ret;
+}
+
 static int write_image(int fd, const char *path,
 		       const struct fmt_create_opts *o, uint32_t cluster_bits,
 		       uint32_t refcount_order)
@@ -190,7 +249,7 @@ static int write_image(int fd, const char *path,
 	uint32_t l2_bits = cluster_bits - (o->extended_l2 ? 4 : 3);
 	uint64_t epb = 1ull << (cluster_bits + 3 - refcount_order);
 	uint64_t l1_size, l1_clusters, nb = 1, nt = 1, total, i, span;
-	uint64_t rt_off, rb_off, l1_off;
+	uint64_t rt_off, rb_off, l1_off, nl2 = 0, nd = 0;
 	uint8_t *c0 = NULL, *meta = NULL;
 	int ret;
 
@@ -204,10 +263,14 @@ static int write_image(int fd, const char *path,
 		return -EFBIG;
 	}
 	l1_clusters = BC_MAX((l1_size * 8 + cs - 1) >> cluster_bits, 1);
+	if (o->prealloc != FMT_PREALLOC_OFF) {
+		nl2 = l1_size;
+		nd = (o->size + cs - 1) >> cluster_bits;
+	}
 	for (;;) {
 		uint64_t nb2, nt2;
 
-		total = 1 + nt + nb + l1_clusters;
+		total = 1 + nt + nb + l1_clusters + nl2 + nd;
 		nb2 = (total + epb - 1) / epb;
 		nt2 = (nb2 * 8 + cs - 1) >> cluster_bits;
 		if (nb2 == nb && nt2 == nt)
@@ -215,7 +278,8 @@ static int write_image(int fd, const char *path,
 		nb = nb2;
 		nt = nt2;
 	}
-	if ((nt << cluster_bits) > QCOW2_MAX_REFTABLE_BYTES) {
+	if ((nt << cluster_bits) > QCOW2_MAX_REFTABLE_BYTES ||
+	    total > (1ull << (56 - cluster_bits))) {
 		bc_error_set(BC_ERR_INVALID_ARG, EFBIG,
 			     "%s: image size too large for this cluster size",
 			     path);
@@ -226,7 +290,7 @@ static int write_image(int fd, const char *path,
 	l1_off = rb_off + (nb << cluster_bits);
 
 	c0 = calloc(1, cs);
-	meta = calloc(nt + nb, cs);
+	meta = calloc(1, cs);
 	if (!c0 || !meta) {
 		ret = -ENOMEM;
 		goto out_free;
@@ -238,20 +302,37 @@ static int write_image(int fd, const char *path,
 	bc_put_be64(c0 + 40, l1_off);
 	bc_put_be64(c0 + 48, rt_off);
 	bc_put_be32(c0 + 56, (uint32_t)nt);
-	for (i = 0; i < nb; i++)
-		bc_put_be64(meta + i * 8, rb_off + (i << cluster_bits));
-	for (i = 0; i < total; i++)
-		qcow2_refblock_set(meta + (nt << cluster_bits) +
-					   ((i / epb) << cluster_bits),
-				   refcount_order, i % epb, 1);
-	/* Size first: the L1 table is all zeros, left sparse. */
+	/* Size first: whatever is not written stays sparse zeros. */
 	if (ftruncate(fd, (off_t)(total << cluster_bits)) < 0) {
 		ret = -errno;
 		goto out_free;
 	}
-	ret = fmt_pwrite_file(fd, meta, (nt + nb) << cluster_bits, rt_off);
+	/* The refcount table, a cluster at a time. */
+	for (i = 0; i < nb && ret == 0; i += cs / 8) {
+		uint64_t n = BC_MIN(cs / 8, nb - i), j;
+
+		memset(meta, 0, cs);
+		for (j = 0; j < n; j++)
+			bc_put_be64(meta + j * 8, rb_off + ((i + j) << cluster_bits));
+		ret = fmt_pwrite_file(fd, meta, cs, rt_off + i * 8);
+	}
+	/* Refcount blocks: 1 for each of the first @total clusters. */
+	for (i = 0; i < nb && ret == 0; i++) {
+		uint64_t first = i * epb, n = BC_MIN(epb, total - first), j;
+
+		memset(meta, 0, cs);
+		for (j = 0; j < n; j++)
+			qcow2_refblock_set(meta, refcount_order, j, 1);
+		ret = fmt_pwrite_file(fd, meta, cs, rb_off + (i << cluster_bits));
+	}
+	if (ret == 0 && o->prealloc != FMT_PREALLOC_OFF)
+		ret = write_prealloc(fd, o, cluster_bits, l1_off, l1_size,
+				     l1_off + (l1_clusters << cluster_bits),
+				     l1_off + ((l1_clusters + nl2) << cluster_bits),
+				     nd);
 	if (ret < 0)
 		goto out_free;
+	/* The header last: until then the file is no valid image. */
 	ret = fmt_pwrite_file(fd, c0, cs, 0);
 	if (ret < 0)
 		goto out_free;

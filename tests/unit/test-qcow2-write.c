@@ -487,6 +487,48 @@ START_TEST(dirty_image_refcounts_rebuilt)
 }
 END_TEST
 
+/* Preallocated images: every cluster mapped, reads zeros, writes in place. */
+START_TEST(create_preallocated)
+{
+	static const enum fmt_prealloc modes[] = {
+		FMT_PREALLOC_METADATA, FMT_PREALLOC_FALLOC, FMT_PREALLOC_FULL
+	};
+	struct fmt_create_opts o = { .format = "qcow2", .size = 3 * MiB + 512,
+				     .cluster_size = 16384,
+				     .extended_l2 = _i >= 3,
+				     .refcount_bits = 2,
+				     .prealloc = modes[_i % 3] };
+	struct fmt_image *img;
+	struct fmt_extent ext;
+	uint8_t *zero = calloc(1, o.size), *buf = malloc(o.size);
+	int64_t host;
+
+	ck_assert_ptr_nonnull(zero);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(fmt_create("p.qcow2", &o), 0);
+	assert_qemu_check("p.qcow2");
+	ck_assert_int_eq(fmt_open("p.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_block_status(img, 0, img->size, &ext), 0);
+	ck_assert_int_eq(ext.state, FMT_DATA);
+	ck_assert_uint_eq(ext.len, img->size);
+	host = ext.host_off;
+	assert_reads_shadow(img, zero);
+	tu_pattern(buf, o.size, 0, 4);
+	ck_assert_int_eq(fmt_pwrite(img, buf + 5000, 100000, 5000), 0);
+	memcpy(zero + 5000, buf + 5000, 100000);
+	ck_assert_int_eq(fmt_block_status(img, 0, img->size, &ext), 0);
+	ck_assert_uint_eq(ext.len, img->size);
+	ck_assert_int_eq(ext.host_off, host); /* written in place */
+	assert_reads_shadow(img, zero);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("p.qcow2");
+	assert_qemu_compare("p.qcow2", zero, o.size);
+	free(zero);
+	free(buf);
+}
+END_TEST
+
 static Suite *write_suite(void)
 {
 	Suite *s = suite_create("qcow2-write");
@@ -506,6 +548,7 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, write_zeroes_keeps_or_unmaps_host_cluster);
 	tcase_add_test(tc, set_backing_rewrites_header);
 	tcase_add_test(tc, create_info_matches_qemu);
+	tcase_add_loop_test(tc, create_preallocated, 0, 6);
 	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
 	suite_add_tcase(s, tc);
 	return s;
