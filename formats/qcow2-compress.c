@@ -13,9 +13,18 @@
  *
  * Runs without q->lock: only fields fixed at open are used, and the host
  * offset was checked against the file size when the entry was classified.
+ *
+ * Reads smaller than a cluster would inflate the same cluster again for
+ * every piece (a 2 MiB cluster read in 64 KiB pieces: 32 times), so the
+ * last QCOW2_CCACHE_SLOTS decompressed clusters are kept, keyed by their
+ * L2 descriptor (we never write compressed clusters, so a descriptor
+ * names the same bytes for the life of the open image). Decompression
+ * runs outside cc_lock: concurrent readers of one cluster may both
+ * inflate it, which is only wasted work.
  */
 #include "qcow2.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
@@ -88,4 +97,70 @@ int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out)
 out_free:
 	free(buf);
 	return ret;
+}
+
+int qcow2_compressed_pread(struct qcow2 *q, uint64_t raw, uint64_t in_off,
+			   void *buf, size_t n)
+{
+	uint8_t *data = NULL;
+	int i, victim = 0, ret;
+
+	assert(in_off + n <= q->cluster_size);
+	pthread_mutex_lock(&q->cc_lock);
+	for (i = 0; i < QCOW2_CCACHE_SLOTS; i++) {
+		if (q->ccache[i].raw == raw && q->ccache[i].data) {
+			q->ccache[i].last_used = ++q->cc_clock;
+			memcpy(buf, q->ccache[i].data + in_off, n);
+			pthread_mutex_unlock(&q->cc_lock);
+			return 0;
+		}
+		if (q->ccache[i].last_used < q->ccache[victim].last_used)
+			victim = i;
+	}
+	/* Take the victim's buffer to decompress into, outside the lock. */
+	data = q->ccache[victim].data;
+	q->ccache[victim].data = NULL;
+	q->ccache[victim].raw = 0;
+	q->ccache[victim].last_used = 0;
+	q->cc_inflates++;
+	pthread_mutex_unlock(&q->cc_lock);
+
+	if (!data) {
+		void *p;
+
+		if (posix_memalign(&p, CBUF_ALIGN, (size_t)q->cluster_size))
+			return -ENOMEM;
+		data = p;
+	}
+	ret = qcow2_read_compressed(q, raw, data);
+	if (ret < 0) {
+		free(data);
+		return ret;
+	}
+	memcpy(buf, data + in_off, n);
+
+	pthread_mutex_lock(&q->cc_lock);
+	for (i = 0; i < QCOW2_CCACHE_SLOTS; i++) {
+		if (!q->ccache[i].data) {
+			q->ccache[i].data = data;
+			q->ccache[i].raw = raw;
+			q->ccache[i].last_used = ++q->cc_clock;
+			data = NULL;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&q->cc_lock);
+	free(data); /* every slot refilled meanwhile by other readers */
+	return 0;
+}
+
+void qcow2_ccache_free(struct qcow2 *q)
+{
+	int i;
+
+	for (i = 0; i < QCOW2_CCACHE_SLOTS; i++) {
+		free(q->ccache[i].data);
+		q->ccache[i].data = NULL;
+		q->ccache[i].raw = 0;
+	}
 }

@@ -572,6 +572,8 @@ static void free_state(struct qcow2 *q)
 	int i;
 
 	qcow2_l2_cache_free(q);
+	qcow2_ccache_free(q);
+	pthread_mutex_destroy(&q->cc_lock);
 	for (i = 0; i < QCOW2_REFBLOCK_CACHE_SLOTS; i++)
 		free(q->rb_cache[i].data);
 	free(q->reftable);
@@ -599,6 +601,7 @@ static int qcow2_open(struct fmt_image *img)
 	if (!q)
 		return -ENOMEM;
 	pthread_mutex_init(&q->lock, NULL);
+	pthread_mutex_init(&q->cc_lock, NULL);
 	q->img = img;
 	q->read_only = !(img->flags & FMT_OPEN_RDWR);
 	q->file_size = (uint64_t)st.st_size;
@@ -681,7 +684,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 		       uint64_t off)
 {
 	struct qcow2 *q = img->priv;
-	uint8_t *p = buf, *cbuf = NULL;
+	uint8_t *p = buf;
 	int ret = 0;
 
 	while (n) {
@@ -707,20 +710,9 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 			ret = qcow2_file_pread(q, p, run, m.host_off);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
-			if (!cbuf) {
-				void *c;
-
-				if (posix_memalign(&c, 4096,
-						   (size_t)q->cluster_size)) {
-					ret = -ENOMEM;
-					break;
-				}
-				cbuf = c;
-			}
-			ret = qcow2_read_compressed(q, m.l2_raw, cbuf);
-			if (ret < 0)
-				break;
-			memcpy(p, cbuf + (off & (q->cluster_size - 1)), run);
+			ret = qcow2_compressed_pread(q, m.l2_raw,
+						     off & (q->cluster_size - 1),
+						     p, run);
 			break;
 		}
 		if (ret < 0)
@@ -729,7 +721,6 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 		off += run;
 		n -= run;
 	}
-	free(cbuf);
 	return ret;
 }
 

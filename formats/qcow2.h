@@ -146,6 +146,7 @@ struct qcow2_refblock {
 };
 
 #define QCOW2_L2_CACHE_SLOTS       16
+#define QCOW2_CCACHE_SLOTS         2
 #define QCOW2_REFBLOCK_CACHE_SLOTS 8
 
 struct qcow2 {
@@ -187,6 +188,20 @@ struct qcow2 {
 	uint64_t ext_end;           /* end of the header extension area (past
 				       the end marker, 8-aligned) */
 	uint64_t l2_loads;          /* L2 tables read from the file (tests) */
+
+	/*
+	 * Recently decompressed clusters, so reads smaller than a cluster do
+	 * not inflate it again for every piece. Own lock (cc_lock), taken
+	 * without q->lock; entries are keyed by the L2 descriptor.
+	 */
+	pthread_mutex_t cc_lock;
+	struct {
+		uint64_t raw;       /* L2 entry; 0 = slot empty */
+		uint8_t *data;      /* cluster_size bytes */
+		uint64_t last_used;
+	} ccache[QCOW2_CCACHE_SLOTS];
+	uint64_t cc_clock;
+	uint64_t cc_inflates;       /* clusters decompressed (tests) */
 };
 
 /* --- qcow2-l2.c ------------------------------------------------------- */
@@ -258,6 +273,17 @@ int qcow2_map_locked(struct qcow2 *q, uint64_t off, uint64_t len,
  * decompression must yield exactly one cluster.
  */
 int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out);
+
+/*
+ * Copy bytes [in_off, in_off+n) of the decompressed cluster whose L2
+ * entry is @raw into @buf, through the cache of decompressed clusters.
+ * Called without q->lock. Returns 0 or -errno.
+ */
+int qcow2_compressed_pread(struct qcow2 *q, uint64_t raw, uint64_t in_off,
+			   void *buf, size_t n);
+
+/* Free the decompressed-cluster cache (close). */
+void qcow2_ccache_free(struct qcow2 *q);
 
 /* --- qcow2-refcount.c ------------------------------------------------- */
 

@@ -620,6 +620,36 @@ START_TEST(coalesced_runs_and_l2_cache)
 }
 END_TEST
 
+/* Reads smaller than a compressed cluster inflate it once. */
+START_TEST(compressed_cluster_cache)
+{
+	struct fmt_image *img;
+	struct qcow2 *q;
+	uint8_t *want, *got;
+	size_t len, off;
+
+	tu_sh("qemu-img create -q -f raw s.raw 4M && "
+	      "qemu-io -f raw -c 'write -P 0x71 0 3M' -c 'write -P 0x72 3M 1M' "
+	      "s.raw >/dev/null && "
+	      "qemu-img convert -c -O qcow2 -o cluster_size=2M s.raw z.qcow2");
+	want = read_file("s.raw", &len);
+	img = open_img("z.qcow2", FMT_OPEN_NO_BACKING);
+	q = img->priv;
+	got = malloc(len);
+	ck_assert_ptr_nonnull(got);
+	for (off = 0; off < len; off += 65536)
+		ck_assert_int_eq(fmt_pread(img, got + off, 65536, off), 0);
+	ck_assert(memcmp(got, want, len) == 0);
+	ck_assert_uint_eq(q->cc_inflates, 2);
+	/* Both clusters stay cached; a third one would evict the older. */
+	ck_assert_int_eq(fmt_pread(img, got, 4096, 0), 0);
+	ck_assert_uint_eq(q->cc_inflates, 2);
+	free(got);
+	free(want);
+	fmt_close(img);
+}
+END_TEST
+
 /* --- flags and corruption ---------------------------------------------- */
 
 /* Overwrite bytes of @path at @off with the hex string @hex ("0a1b..."). */
@@ -816,6 +846,7 @@ static Suite *l2_suite(void)
 	tcase_add_test(tc, read_extended_l2_2m);
 	tcase_add_test(tc, read_with_backing);
 	tcase_add_test(tc, read_direct);
+	tcase_add_test(tc, compressed_cluster_cache);
 	tcase_add_test(tc, coalesced_runs_and_l2_cache);
 	suite_add_tcase(s, tc);
 
