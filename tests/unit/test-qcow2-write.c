@@ -273,8 +273,12 @@ START_TEST(random_ops_match_shadow)
 }
 END_TEST
 
-/* Random writes over an image qemu-img made with compressed clusters. */
-START_TEST(writes_over_compressed_and_snapshot_clusters)
+/*
+ * Random operations over images qemu-img made: compressed clusters (also
+ * with extended L2), an internal snapshot sharing every cluster (COPIED
+ * clear), a compressed overlay over a backing file.
+ */
+START_TEST(writes_over_qemu_made_images)
 {
 	struct cfg c = { 3, 65536, 16, false, false, 4 * MiB, 0, 200 };
 	uint8_t *shadow = malloc(c.size), *data = malloc(c.size);
@@ -289,9 +293,31 @@ START_TEST(writes_over_compressed_and_snapshot_clusters)
 	tu_pattern(shadow, c.size, 0, 3);
 	memset(shadow + MiB, 0, 300 * KiB); /* a hole in the middle */
 	write_file("src.raw", shadow, c.size);
-	tu_sh("qemu-img convert -c -f raw -O qcow2 src.raw t.qcow2");
-	/* A snapshot makes every cluster shared (COPIED cleared). */
-	tu_sh("qemu-img snapshot -c snap1 t.qcow2");
+	switch (_i) {
+	case 0:
+		tu_sh("qemu-img convert -c -f raw -O qcow2 src.raw t.qcow2");
+		/* A snapshot makes every cluster shared (COPIED cleared). */
+		tu_sh("qemu-img snapshot -c snap1 t.qcow2");
+		break;
+	case 1:
+		c.cluster_size = 32768;
+		c.extended_l2 = true;
+		tu_sh("qemu-img convert -c -f raw -O qcow2 -o extended_l2=on,cluster_size=32k src.raw t.qcow2");
+		tu_sh("qemu-img snapshot -c snap1 t.qcow2");
+		break;
+	default:
+		/* Overlay with compressed clusters only where it differs. */
+		tu_sh("qemu-img create -q -f raw base.raw 3M");
+		tu_sh("qemu-io -f raw -c 'write -P 0x33 0 3M' base.raw >/dev/null");
+		tu_sh("qemu-img create -q -f qcow2 -b base.raw -F raw t.qcow2 4M");
+		tu_sh("qemu-io -f qcow2 -c 'write -c -P 0x44 64k 64k' -c 'write -c -P 0x55 1M 128k' -c 'write -z 2M 64k' t.qcow2 >/dev/null");
+		memset(shadow, 0x33, 3 * MiB);
+		memset(shadow + 3 * MiB, 0, MiB);
+		memset(shadow + 64 * KiB, 0x44, 64 * KiB);
+		memset(shadow + MiB, 0x55, 128 * KiB);
+		memset(shadow + 2 * MiB, 0, 64 * KiB);
+		break;
+	}
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	assert_reads_shadow(img, shadow);
 	for (i = 0; i < c.ops; i++) {
@@ -305,7 +331,7 @@ START_TEST(writes_over_compressed_and_snapshot_clusters)
 			memcpy(shadow + off, data, len);
 		} else if (op < 9) {
 			ck_assert_int_eq(fmt_write_zeroes(img, off, len,
-							  FMT_ZERO_MAY_UNMAP),
+							  op == 8 ? FMT_ZERO_MAY_UNMAP : 0),
 					 0);
 			memset(shadow + off, 0, len);
 		} else {
@@ -318,10 +344,12 @@ START_TEST(writes_over_compressed_and_snapshot_clusters)
 	fmt_close(img);
 	assert_qemu_check("t.qcow2");
 	assert_qemu_compare("t.qcow2", shadow, c.size);
-	/* The snapshot still holds the original data. */
-	tu_sh("qemu-img snapshot -a snap1 t.qcow2");
-	tu_sh("qemu-img compare -q -f qcow2 -F raw t.qcow2 src.raw");
-	assert_qemu_check("t.qcow2");
+	if (_i < 2) {
+		/* The snapshot still holds the original data. */
+		tu_sh("qemu-img snapshot -a snap1 t.qcow2");
+		tu_sh("qemu-img compare -q -f qcow2 -F raw t.qcow2 src.raw");
+		assert_qemu_check("t.qcow2");
+	}
 	free(shadow);
 	free(data);
 }
@@ -538,7 +566,7 @@ static Suite *write_suite(void)
 	tcase_set_timeout(tc, 600);
 	tcase_add_loop_test(tc, random_ops_match_shadow, 0,
 			    (int)BC_ARRAY_SIZE(cfgs));
-	tcase_add_test(tc, writes_over_compressed_and_snapshot_clusters);
+	tcase_add_loop_test(tc, writes_over_qemu_made_images, 0, 3);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
