@@ -33,10 +33,10 @@
 struct iob_aio {
 	struct iob iob;
 	io_context_t ctx;
-	struct iocb *iocbs;     /* [depth], indexed by slot */
-	struct iocb **queued;   /* [depth] prepared reads/writes, prep order */
+	struct iocb *iocbs;   /* [depth], indexed by slot */
+	struct iocb **queued; /* [depth] prepared reads/writes, prep order */
 	unsigned nqueued;
-	unsigned *fsyncs;       /* [depth] slots of prepared fsyncs */
+	unsigned *fsyncs; /* [depth] slots of prepared fsyncs */
 	unsigned nfsyncs;
 	struct io_event *events; /* [depth] for io_getevents */
 };
@@ -115,7 +115,7 @@ static int aio_wait(struct iob *iob, unsigned min, struct iob_cqe *cqes,
 		    unsigned max, int timeout_ms)
 {
 	struct iob_aio *a = to_aio(iob);
-	struct timespec ts = { 0, 0 }, *tsp = &ts;
+	struct timespec ts = {0, 0}, *tsp = &ts;
 	struct io_event *ev;
 	int ret, i;
 

@@ -25,16 +25,16 @@
 #include "lib/common/util.h"
 
 struct fault_rule {
-	enum iob_op op;          /* IOB_ANY: every kind */
-	int fd;                  /* -1: every fd */
-	unsigned nth;            /* 1-based; 0: disarmed */
-	int err;                 /* positive errno to inject */
-	atomic_uint matched;     /* matching requests seen */
+	enum iob_op op;	     /* IOB_ANY: every kind */
+	int fd;		     /* -1: every fd */
+	unsigned nth;	     /* 1-based; 0: disarmed */
+	int err;	     /* positive errno to inject */
+	atomic_uint matched; /* matching requests seen */
 };
 
 struct iob_fault {
 	struct iob iob;
-	struct iob *inner;       /* owned */
+	struct iob *inner; /* owned */
 	struct fault_rule own;
 	struct fault_rule *rule; /* &own or &global_rule */
 };

@@ -140,8 +140,7 @@ static int uring_wait(struct iob *iob, unsigned min, struct iob_cqe *cqes,
 		iob_error(ret, "io_uring_enter");
 		return ret;
 	}
-	io_uring_for_each_cqe(&u->ring, head, cqe)
-	{
+	io_uring_for_each_cqe (&u->ring, head, cqe) {
 		if (n == max)
 			break;
 		seen++;

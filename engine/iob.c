@@ -101,8 +101,10 @@ static __cold int new_default(unsigned depth, struct iob **out)
 	if (ret >= 0 || !uring_unavailable(ret))
 		return ret;
 	ret2 = iob_aio_new(depth, out);
-	if (ret2 >= 0 || ret2 == -ENOTSUP)
-		return ret2 == -ENOTSUP ? ret : ret2; /* keeps io_uring's message */
+	if (ret2 == -ENOTSUP)
+		return ret; /* no libaio: io_uring's message stays */
+	if (ret2 >= 0)
+		return ret2;
 	s1 = strerror_r(-ret, ebuf1, sizeof(ebuf1));
 	s2 = strerror_r(-ret2, ebuf2, sizeof(ebuf2));
 	bc_error_set(bc_errno_to_code(-ret2), -ret2,
@@ -140,9 +142,10 @@ int iob_new(unsigned depth, unsigned flags, struct iob **out)
 			bc_error_set(BC_ERR_UNSUPPORTED, 0,
 				     "BLOCKCOPY_IO=aio: built without libaio");
 	} else {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "BLOCKCOPY_IO=%s: unknown I/O backend (expected uring or aio)",
-			     env);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"BLOCKCOPY_IO=%s: unknown I/O backend (expected uring or aio)",
+			env);
 		return -EINVAL;
 	}
 	if (ret < 0)
@@ -175,8 +178,8 @@ unsigned iob_in_flight(struct iob *iob)
 	return iob->outstanding;
 }
 
-static int prep(struct iob *iob, enum iob_op op, int fd, void *buf,
-		size_t len, uint64_t off, uint64_t user_data)
+static int prep(struct iob *iob, enum iob_op op, int fd, void *buf, size_t len,
+		uint64_t off, uint64_t user_data)
 {
 	struct iob_req *req;
 	unsigned slot;
@@ -205,8 +208,8 @@ static int prep(struct iob *iob, enum iob_op op, int fd, void *buf,
 	return 0;
 }
 
-int iob_prep_read(struct iob *iob, int fd, void *buf, size_t len,
-		  uint64_t off, uint64_t user_data)
+int iob_prep_read(struct iob *iob, int fd, void *buf, size_t len, uint64_t off,
+		  uint64_t user_data)
 {
 	return prep(iob, IOB_READ, fd, buf, len, off, user_data);
 }
@@ -276,7 +279,8 @@ int iob_wait(struct iob *iob, unsigned min_complete, struct iob_cqe *cqes,
 		iob->synth_count--;
 	}
 	if (n < max && in_kernel) {
-		ret = iob->ops->wait(iob, min_complete > n ? min_complete - n : 0,
+		ret = iob->ops->wait(iob,
+				     min_complete > n ? min_complete - n : 0,
 				     cqes + n, max - n, timeout_ms);
 		if (ret < 0 && !n)
 			return ret;
@@ -291,8 +295,7 @@ int iob_wait(struct iob *iob, unsigned min_complete, struct iob_cqe *cqes,
 	return (int)n;
 }
 
-int iob_register_buffers(struct iob *iob, const struct iovec *iov,
-			 unsigned n)
+int iob_register_buffers(struct iob *iob, const struct iovec *iov, unsigned n)
 {
 	if (!iov || !n)
 		return -EINVAL;

@@ -58,7 +58,7 @@ enum iob_op {
 /* One completion, as iob_wait() returns it. */
 struct iob_cqe {
 	uint64_t user_data; /* the caller's value from iob_prep_*() */
-	int64_t res;        /* bytes transferred (0 for fsync) or -errno */
+	int64_t res;	    /* bytes transferred (0 for fsync) or -errno */
 };
 
 /* Largest request: fits the kernel's int result, below MAX_RW_COUNT. */
@@ -98,8 +98,8 @@ void iob_free(struct iob *iob);
  * carries -EINVAL. Returns 0, -EBUSY when @depth requests are already
  * outstanding (reap some first), or -EINVAL for a malformed request.
  */
-int iob_prep_read(struct iob *iob, int fd, void *buf, size_t len,
-		  uint64_t off, uint64_t user_data);
+int iob_prep_read(struct iob *iob, int fd, void *buf, size_t len, uint64_t off,
+		  uint64_t user_data);
 
 /* Queue a write of @len bytes from @buf at @off of @fd; as iob_prep_read. */
 int iob_prep_write(struct iob *iob, int fd, const void *buf, size_t len,
@@ -144,8 +144,7 @@ unsigned iob_in_flight(struct iob *iob);
  * leaves the context usable without them. libaio: accepted and ignored.
  * The buffers must outlive the context. Returns 0 or -errno.
  */
-int iob_register_buffers(struct iob *iob, const struct iovec *iov,
-			 unsigned n);
+int iob_register_buffers(struct iob *iob, const struct iovec *iov, unsigned n);
 
 /*
  * Test-only fault injection (iob-fault.c), chosen only by these calls.
@@ -220,8 +219,8 @@ static inline int iob_aio_probe(void)
 /* What the common code keeps per slot until the completion is returned. */
 struct iob_req {
 	uint64_t user_data; /* the caller's */
-	void *buf;          /* for unpoisoning; NULL for fsync */
-	size_t len;         /* bytes */
+	void *buf;	    /* for unpoisoning; NULL for fsync */
+	size_t len;	    /* bytes */
 };
 
 struct iob_ops {
@@ -252,7 +251,7 @@ struct iob_ops {
 struct iob {
 	const struct iob_ops *ops;
 	const char *name;     /* iob_backend_name(); static string */
-	unsigned depth;       /* slots */
+	unsigned depth;	      /* slots */
 	unsigned outstanding; /* prepared + in flight + synthetic, <= depth */
 	unsigned nprepared;   /* prepared since the last submit */
 	struct iob_req *reqs; /* [depth], indexed by slot */
@@ -263,8 +262,8 @@ struct iob {
 	unsigned synth_head, synth_count;
 };
 
-#define iob_container_of(ptr, type, member)                                  \
-	((type *)(void *)((char *)(ptr) - offsetof(type, member)))
+#define iob_container_of(ptr, type, member) \
+	((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /*
  * Initialises the common part of a backend's context: @depth slots.

@@ -26,12 +26,13 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-static const char *const backends[] = { "uring", "aio" };
+static const char *const backends[] = {"uring", "aio"};
 static bool have_backend[2]; /* works here */
 static bool run_backend[2];  /* and selected (BLOCKCOPY_IO restricts) */
 static unsigned seed;
 
-static char tmpdir[4096];
+static char casedir[4096]; /* per TCase: made and removed by the parent */
+static char tmpdir[4200];  /* per test, inside casedir */
 
 struct req {
 	enum iob_op op;
@@ -41,26 +42,50 @@ struct req {
 	uint64_t off;
 };
 
-static void setup_tmpdir(void)
+static void rm_rf(const char *dir)
+{
+	char cmd[4300];
+
+	if (dir[0] &&
+	    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) < (int)sizeof(cmd))
+		(void)system(cmd);
+}
+
+/*
+ * Unchecked fixture: runs in the parent, so the directory goes away even
+ * when a test fails or crashes in its child.
+ */
+static void setup_case(void)
 {
 	const char *base = getenv("BC_TEST_TMPDIR");
 
 	if (!base || !*base)
 		base = "/tmp";
 	(void)mkdir(base, 0755);
-	ck_assert_int_lt(snprintf(tmpdir, sizeof(tmpdir), "%s/iob-XXXXXX", base),
-			 (int)sizeof(tmpdir));
+	ck_assert_int_lt(
+		snprintf(casedir, sizeof(casedir), "%s/iob-XXXXXX", base),
+		(int)sizeof(casedir));
+	ck_assert_ptr_nonnull(mkdtemp(casedir));
+}
+
+static void teardown_case(void)
+{
+	rm_rf(casedir);
+}
+
+/* Checked fixture: a fresh directory and the seeded random sequence. */
+static void setup_tmpdir(void)
+{
+	ck_assert_int_lt(
+		snprintf(tmpdir, sizeof(tmpdir), "%s/t-XXXXXX", casedir),
+		(int)sizeof(tmpdir));
 	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
 	srand(seed);
 }
 
 static void teardown_tmpdir(void)
 {
-	char cmd[4200];
-
-	ck_assert_int_lt(snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir),
-			 (int)sizeof(cmd));
-	ck_assert_int_eq(system(cmd), 0);
+	rm_rf(tmpdir);
 }
 
 /* Opens (creates) @name in the test's directory; -errno if open fails. */
@@ -197,8 +222,8 @@ static void write_read_blocks(struct iob *iob, unsigned depth, int fd,
 		b = order[i];
 		for (j = 0; j < bs; j++)
 			mem[(size_t)b * bs + j] = pattern(b, j);
-		reqs[i] = (struct req){ IOB_WRITE, fd, mem + (size_t)b * bs, bs,
-					(uint64_t)b * bs };
+		reqs[i] = (struct req){IOB_WRITE, fd, mem + (size_t)b * bs, bs,
+				       (uint64_t)b * bs};
 	}
 	pump(iob, depth, reqs, nblk, res);
 	for (i = 0; i < nblk; i++)
@@ -208,8 +233,8 @@ static void write_read_blocks(struct iob *iob, unsigned depth, int fd,
 	shuffle(order, nblk);
 	for (i = 0; i < nblk; i++) {
 		b = order[i];
-		reqs[i] = (struct req){ IOB_READ, fd, mem + (size_t)b * bs, bs,
-					(uint64_t)b * bs };
+		reqs[i] = (struct req){IOB_READ, fd, mem + (size_t)b * bs, bs,
+				       (uint64_t)b * bs};
 	}
 	pump(iob, depth, reqs, nblk, res);
 	for (i = 0; i < nblk; i++)
@@ -327,8 +352,8 @@ START_TEST(fixed_buffers_direct)
 	for (b = 0; b < nblk; b++) {
 		for (j = 0; j < bs; j++)
 			mem[b * bs + j] = pattern(b, j);
-		reqs[b] = (struct req){ IOB_WRITE, fd, mem + b * bs, bs,
-					(uint64_t)(nblk - 1 - b) * bs };
+		reqs[b] = (struct req){IOB_WRITE, fd, mem + b * bs, bs,
+				       (uint64_t)(nblk - 1 - b) * bs};
 	}
 	pump(iob, 16, reqs, nblk, res);
 	memset(mem, 0, bs * nblk);
@@ -398,7 +423,7 @@ START_TEST(bad_fd_completes_with_ebadf)
 {
 	static uint8_t a[4096], b[4096], c[4096];
 	struct iob_cqe cqes[8];
-	int64_t res[4] = { 1, 1, 1, 1 };
+	int64_t res[4] = {1, 1, 1, 1};
 	int closed_fd, fd, got = 0, n, k;
 	struct iob *iob;
 
@@ -478,7 +503,8 @@ START_TEST(short_read_at_eof)
 	fd = open_tmp("f", 0);
 	ck_assert_int_ge(fd, 0);
 	memset(data, 0x11, sizeof(data));
-	ck_assert_int_eq(pwrite(fd, data, sizeof(data), 0), (ssize_t)sizeof(data));
+	ck_assert_int_eq(pwrite(fd, data, sizeof(data), 0),
+			 (ssize_t)sizeof(data));
 	iob = new_iob(4);
 	memset(buf, 0, sizeof(buf));
 	ck_assert_int_eq(iob_prep_read(iob, fd, buf, 8192, 4096, 0), 0);
@@ -520,9 +546,9 @@ START_TEST(invalid_arguments)
 	ck_assert_int_eq(iob_prep_read(iob, 0, NULL, 512, 0, 0), -EINVAL);
 	ck_assert_int_eq(iob_prep_read(iob, 0, buf, 512, UINT64_MAX, 0),
 			 -EINVAL);
-	ck_assert_int_eq(iob_prep_write(iob, 0, buf, (size_t)IOB_MAX_LEN + 1,
-					0, 0),
-			 -EINVAL);
+	ck_assert_int_eq(
+		iob_prep_write(iob, 0, buf, (size_t)IOB_MAX_LEN + 1, 0, 0),
+		-EINVAL);
 	ck_assert_uint_eq(iob_in_flight(iob), 0);
 	/* Nothing in flight: waiting for one would never return. */
 	ck_assert_int_eq(iob_wait(iob, 1, &cqe, 1, -1), -EINVAL);
@@ -574,8 +600,9 @@ START_TEST(unknown_backend_is_refused)
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
 	ck_assert_ptr_null(iob);
 	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "BLOCKCOPY_IO=posix: unknown I/O backend (expected uring or aio)");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"BLOCKCOPY_IO=posix: unknown I/O backend (expected uring or aio)");
 	ck_assert_int_eq(setenv("BLOCKCOPY_IO", "URING", 1), 0);
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
 }
@@ -675,11 +702,11 @@ START_TEST(fault_nth_write_enospc)
 	for (b = 0; b < n; b++) {
 		for (j = 0; j < bs; j++)
 			mem[b * bs + j] = pattern(b, j);
-		reqs[b] = (struct req){ IOB_WRITE, fd, mem + b * bs, bs,
-					(uint64_t)b * bs };
+		reqs[b] = (struct req){IOB_WRITE, fd, mem + b * bs, bs,
+				       (uint64_t)b * bs};
 	}
 	/* A read and an fsync do not match a write rule. */
-	reqs[n] = (struct req){ IOB_FSYNC, fd, NULL, 0, 0 };
+	reqs[n] = (struct req){IOB_FSYNC, fd, NULL, 0, 0};
 	pump(iob, 4, reqs, n + 1, res);
 	ck_assert_uint_eq(iob_fault_matched(iob), n);
 	for (b = 0; b < n; b++) {
@@ -722,10 +749,10 @@ START_TEST(fault_walk_covers_every_request)
 	memset(a, 1, sizeof(a));
 	/* Sized, so the read returns 4096 even when the write was failed. */
 	ck_assert_int_eq(ftruncate(fd, 4096), 0);
-	reqs[0] = (struct req){ IOB_WRITE, fd, a, sizeof(a), 0 };
-	reqs[1] = (struct req){ IOB_FSYNC, fd, NULL, 0, 0 };
-	reqs[2] = (struct req){ IOB_READ, fd, b, sizeof(b), 0 };
-	reqs[3] = (struct req){ IOB_WRITE, other, a, sizeof(a), 0 };
+	reqs[0] = (struct req){IOB_WRITE, fd, a, sizeof(a), 0};
+	reqs[1] = (struct req){IOB_FSYNC, fd, NULL, 0, 0};
+	reqs[2] = (struct req){IOB_READ, fd, b, sizeof(b), 0};
+	reqs[3] = (struct req){IOB_WRITE, other, a, sizeof(a), 0};
 	ck_assert_int_eq(iob_fault_wrap(new_iob(1), &iob), 0);
 	for (nth = 1; nth <= 5; nth++) {
 		iob_fault_set(iob, IOB_ANY, -1, nth, EIO);
@@ -806,6 +833,7 @@ static TCase *loop_case(Suite *s, const char *name)
 {
 	TCase *tc = tcase_create(name);
 
+	tcase_add_unchecked_fixture(tc, setup_case, teardown_case);
 	tcase_add_checked_fixture(tc, setup_tmpdir, teardown_tmpdir);
 	tcase_set_timeout(tc, 60);
 	suite_add_tcase(s, tc);
