@@ -399,6 +399,13 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 			return ret;
 		switch (type) {
 		case QCOW2_CLUSTER_UNALLOCATED:
+			if (has_backing(q) && !q->img->backing) {
+				/* Zeros here would hide the backing's data for good. */
+				bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+					     "%s: backing file not opened: cannot copy-on-write a partial cluster",
+					     qname(q));
+				return -ENOTSUP;
+			}
 			ret = fmt_read_backing(q->img, dst, seg, gc + pos);
 			break;
 		case QCOW2_CLUSTER_ZERO_PLAIN:

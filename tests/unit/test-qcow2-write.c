@@ -256,6 +256,8 @@ static const struct cfg cfgs[] = {
 	{ 3, 4096, 1, false, false, 4 * MiB + 1024, 0, 300 },
 	{ 3, 65536, 16, true, false, 8 * MiB, 6 * MiB, 300 },
 	{ 3, 16384, 4, true, false, 4 * MiB, 0, 300 },
+	{ 3, 65536, 16, true, false, 8 * MiB + 2560, 8 * MiB + 2560, 300 },
+	{ 2, 65536, 16, false, false, 8 * MiB + 1536, 4 * MiB + 512, 300 },
 	{ 3, 2 * MiB, 16, false, false, 16 * MiB, 9 * MiB, 120 },
 	{ 3, 2 * MiB, 64, true, false, 16 * MiB, 0, 120 },
 	{ 3, 2 * MiB, 1, true, true, 16 * MiB, 16 * MiB, 120 },
@@ -557,6 +559,63 @@ START_TEST(create_preallocated)
 }
 END_TEST
 
+START_TEST(refusals_have_exact_errors)
+{
+	struct fmt_create_opts r = { .format = "raw", .size = MiB };
+	struct fmt_create_opts o = { .format = "qcow2", .size = MiB,
+				     .compat = 2, .backing_file = "b.raw",
+				     .backing_fmt = "raw" };
+	struct fmt_create_opts bad = { .format = "qcow2", .size = MiB,
+				       .cluster_size = 8192,
+				       .extended_l2 = true };
+	static uint8_t buf[4096];
+	struct fmt_image *img;
+	char name[1100];
+
+	ck_assert_int_eq(fmt_create("x.qcow2", &bad), -EINVAL);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "x.qcow2: extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+	ck_assert_int_eq(access("x.qcow2", F_OK), -1);
+	bad.cluster_size = 65536;
+	bad.size = 1000;
+	ck_assert_int_eq(fmt_create("x.qcow2", &bad), -EINVAL);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "x.qcow2: image size must be a multiple of 512 bytes");
+
+	ck_assert_int_eq(fmt_create("b.raw", &r), 0);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_discard(img, 0, 65536), -ENOTSUP);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "t.qcow2: discard is not supported on qcow2 v2 images with a backing file");
+	/* A long name fits in a 64 KiB header cluster. */
+	memset(name, 'n', 1000);
+	name[1000] = '\0';
+	ck_assert_int_eq(fmt_set_backing(img, name, "raw"), 0);
+	fmt_close(img);
+
+	/* Without its backing opened, a partial write cannot copy-on-write. */
+	ck_assert_int_eq(unlink("t.qcow2"), 0);
+	o.compat = 3;
+	o.cluster_size = 512;
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2",
+				  FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 100, 0), -ENOTSUP);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "t.qcow2: backing file not opened: cannot copy-on-write a partial cluster");
+	ck_assert_int_eq(fmt_pwrite(img, buf, 1024, 512), 0);
+	/* 512-byte header cluster: a 1000-byte name does not fit. */
+	ck_assert_int_eq(fmt_set_backing(img, name, "raw"), -EINVAL);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "t.qcow2: backing file name and header extensions do not fit in the header cluster");
+	ck_assert_str_eq(img->backing_name, "b.raw");
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+}
+END_TEST
+
 static Suite *write_suite(void)
 {
 	Suite *s = suite_create("qcow2-write");
@@ -578,6 +637,7 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, create_info_matches_qemu);
 	tcase_add_loop_test(tc, create_preallocated, 0, 6);
 	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
+	tcase_add_test(tc, refusals_have_exact_errors);
 	suite_add_tcase(s, tc);
 	return s;
 }
