@@ -8,6 +8,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -650,6 +651,76 @@ START_TEST(compressed_cluster_cache)
 }
 END_TEST
 
+struct reader {
+	struct fmt_image *img;
+	const uint8_t *want;
+	size_t len;
+	unsigned int seed;
+	int bad;
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+	uint8_t *buf = malloc(65536);
+	int i;
+
+	if (!buf) {
+		r->bad = -1;
+		return NULL;
+	}
+	for (i = 0; i < 1500 && !r->bad; i++) {
+		size_t off = (size_t)rand_r(&r->seed) % r->len;
+		size_t n = 1 + (size_t)rand_r(&r->seed) % 65536;
+
+		if (n > r->len - off)
+			n = r->len - off;
+		if (fmt_pread(r->img, buf, n, off) < 0 ||
+		    memcmp(buf, r->want + off, n))
+			r->bad = i + 1;
+	}
+	free(buf);
+	return NULL;
+}
+
+/*
+ * Concurrent readers on one image: 512-byte clusters (128 L2 tables
+ * through 16 cache slots), compressed and plain data, zero clusters.
+ */
+START_TEST(concurrent_reads)
+{
+	struct fmt_image *img;
+	struct reader r[4];
+	pthread_t th[4];
+	uint8_t *want;
+	size_t len;
+	int i;
+
+	tu_sh("qemu-img create -q -f raw s.raw 4M && "
+	      "qemu-io -f raw -c 'write -P 0x41 0 2M' -c 'write -P 0x42 3M 512k' "
+	      "s.raw >/dev/null && "
+	      "qemu-img convert -c -O qcow2 -o cluster_size=512 s.raw p.qcow2 && "
+	      "qemu-io -f qcow2 -c 'write -P 0x43 1M 1M' -c 'write -z 1536k 4k' "
+	      "-c 'write -P 0x44 2500k 100k' p.qcow2 >/dev/null && "
+	      "qemu-img convert -O raw p.qcow2 conv.raw");
+	want = read_file("conv.raw", &len);
+	img = open_img("p.qcow2", FMT_OPEN_NO_BACKING);
+	for (i = 0; i < 4; i++) {
+		r[i] = (struct reader){ .img = img, .want = want, .len = len,
+					.seed = 1234u + (unsigned int)i };
+		ck_assert_int_eq(pthread_create(&th[i], NULL, reader_main, &r[i]),
+				 0);
+	}
+	for (i = 0; i < 4; i++) {
+		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
+		ck_assert_msg(r[i].bad == 0, "reader %d failed at read %d", i,
+			      r[i].bad);
+	}
+	fmt_close(img);
+	free(want);
+}
+END_TEST
+
 /* --- flags and corruption ---------------------------------------------- */
 
 /* Overwrite bytes of @path at @off with the hex string @hex ("0a1b..."). */
@@ -847,6 +918,7 @@ static Suite *l2_suite(void)
 	tcase_add_test(tc, read_with_backing);
 	tcase_add_test(tc, read_direct);
 	tcase_add_test(tc, compressed_cluster_cache);
+	tcase_add_test(tc, concurrent_reads);
 	tcase_add_test(tc, coalesced_runs_and_l2_cache);
 	suite_add_tcase(s, tc);
 
