@@ -191,6 +191,7 @@ int iob_aio_new(unsigned depth, struct iob **out)
 		return ret;
 	}
 	a->iocbs = calloc(depth, sizeof(*a->iocbs));
+	/* An array of pointers. NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	a->queued = calloc(depth, sizeof(*a->queued));
 	a->fsyncs = calloc(depth, sizeof(*a->fsyncs));
 	a->events = calloc(depth, sizeof(*a->events));

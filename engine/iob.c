@@ -218,8 +218,12 @@ int iob_prep_write(struct iob *iob, int fd, const void *buf, size_t len,
 		   uint64_t off, uint64_t user_data)
 {
 	/* The kernel interfaces take void *; a write only reads the buffer. */
-	return prep(iob, IOB_WRITE, fd, (void *)(uintptr_t)buf, len, off,
-		    user_data);
+	union {
+		const void *c;
+		void *m;
+	} b = {.c = buf};
+
+	return prep(iob, IOB_WRITE, fd, b.m, len, off, user_data);
 }
 
 int iob_prep_fsync(struct iob *iob, int fd, uint64_t user_data)

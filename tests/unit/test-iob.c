@@ -183,7 +183,7 @@ static void pump(struct iob *iob, unsigned depth, const struct req *reqs,
 /* Byte @j of block @blk: differs per block and per position. */
 static uint8_t pattern(unsigned blk, size_t j)
 {
-	return (uint8_t)(blk * 131u + j * 7u + (j >> 9) + 1u);
+	return (uint8_t)((size_t)blk * 131u + j * 7u + (j >> 9) + 1u);
 }
 
 static void shuffle(unsigned *a, unsigned n)
@@ -592,9 +592,9 @@ END_TEST
 
 START_TEST(unknown_backend_is_refused)
 {
-	struct iob *iob;
+	static struct iob dummy;
+	struct iob *iob = &dummy; /* iob_new must clear it */
 
-	memset(&iob, 0xff, sizeof(iob)); /* iob_new must clear it */
 	ck_assert_int_eq(setenv("BLOCKCOPY_IO", "posix", 1), 0);
 	bc_error_reset();
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
