@@ -174,7 +174,6 @@ static int write_incompat(struct qcow2 *q, uint64_t v)
 
 int qcow2_open_rw(struct qcow2 *q)
 {
-	uint8_t be[8];
 	int ret;
 
 	if (q->hdr.crypt_method) {
@@ -208,11 +207,20 @@ int qcow2_open_rw(struct qcow2 *q)
 		if (ret < 0)
 			return ret;
 	}
-	/*
-	 * We maintain none of the autoclear features (bitmaps are not
-	 * updated by our writes): clear them all before the first write,
-	 * as the spec requires of a program that does not know them.
-	 */
+	return 0;
+}
+
+/*
+ * We maintain none of the autoclear features (bitmaps are not updated by
+ * our writes): clear them all before the first write, as the spec asks
+ * of a program that does not maintain them. QEMU then considers the
+ * bitmaps inconsistent (and their clusters leaked).
+ */
+static int clear_autoclear(struct qcow2 *q)
+{
+	uint8_t be[8];
+	int ret;
+
 	if (q->hdr.version >= 3 && q->hdr.autoclear_features) {
 		bc_put_be64(be, 0);
 		ret = qcow2_meta_pwrite(q, be, 8, 88);
@@ -230,6 +238,13 @@ int qcow2_open_rw(struct qcow2 *q)
 
 int qcow2_prepare_write_locked(struct qcow2 *q)
 {
+	int ret;
+
+	if (!q->autoclear_cleared) {
+		ret = clear_autoclear(q);
+		if (ret < 0)
+			return ret;
+	}
 	/*
 	 * Lazy refcounts: mark the image dirty before its first change, as
 	 * QEMU does. We still write refcounts eagerly, so the mark is only
@@ -238,13 +253,14 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 	if (q->dirty_marked || q->hdr.version < 3 ||
 	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS))
 		return 0;
-	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY) {
-		q->dirty_marked = true;
-		return 0;
+	if (!(q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
+		ret = write_incompat(q, q->hdr.incompatible_features |
+						QCOW2_INCOMPAT_DIRTY);
+		if (ret < 0)
+			return ret;
 	}
 	q->dirty_marked = true;
-	return write_incompat(q, q->hdr.incompatible_features |
-					 QCOW2_INCOMPAT_DIRTY);
+	return 0;
 }
 
 int qcow2_flush(struct fmt_image *img)

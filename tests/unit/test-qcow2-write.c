@@ -14,6 +14,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,6 +617,114 @@ START_TEST(refusals_have_exact_errors)
 }
 END_TEST
 
+#define NTHREADS 4
+#define SEG 3000u /* bytes per segment; thread t owns segments k % 4 == t */
+
+struct thr {
+	struct fmt_image *img;
+	uint8_t *shadow;
+	unsigned int seed;
+	int id;
+	int failed;
+};
+
+static void *thread_ops(void *arg)
+{
+	struct thr *t = arg;
+	uint64_t nseg = t->img->size / SEG;
+	uint8_t buf[SEG], rd[SEG];
+	int i;
+
+	for (i = 0; i < 300 && !t->failed; i++) {
+		uint64_t k = rnd(&t->seed, nseg / NTHREADS) * NTHREADS + (uint64_t)t->id;
+		uint64_t a = rnd(&t->seed, SEG), b = rnd(&t->seed, SEG);
+		uint64_t lo = BC_MIN(a, b), len = BC_MAX(a, b) - lo + 1;
+		uint64_t off = k * SEG + lo;
+
+		if (off + len > t->img->size)
+			continue;
+		if (rnd(&t->seed, 4)) {
+			tu_pattern(buf, len, off, (unsigned int)(i + 31 * t->id));
+			if (fmt_pwrite(t->img, buf, len, off))
+				t->failed = 1;
+			memcpy(t->shadow + off, buf, len);
+		} else {
+			if (fmt_pread(t->img, rd, SEG, k * SEG) ||
+			    memcmp(rd, t->shadow + k * SEG, SEG))
+				t->failed = 2;
+		}
+	}
+	return NULL;
+}
+
+/* Concurrent writers and readers on one image, sharing clusters. */
+START_TEST(concurrent_writes_and_reads)
+{
+	struct fmt_create_opts o = { .format = "qcow2", .size = 4 * MiB,
+				     .cluster_size = 4096,
+				     .extended_l2 = false,
+				     .backing_file = "base.raw",
+				     .backing_fmt = "raw" };
+	uint8_t *shadow = malloc(o.size);
+	struct thr th[NTHREADS];
+	pthread_t tid[NTHREADS];
+	struct fmt_image *img;
+	unsigned int seed = test_seed();
+	int i;
+
+	ck_assert_ptr_nonnull(shadow);
+	tu_pattern(shadow, o.size, 0, 12);
+	write_file("base.raw", shadow, o.size);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	for (i = 0; i < NTHREADS; i++) {
+		th[i] = (struct thr){ img, shadow, seed + (unsigned int)i, i, 0 };
+		ck_assert_int_eq(pthread_create(&tid[i], NULL, thread_ops, &th[i]), 0);
+	}
+	for (i = 0; i < NTHREADS; i++) {
+		ck_assert_int_eq(pthread_join(tid[i], NULL), 0);
+		ck_assert_int_eq(th[i].failed, 0);
+	}
+	assert_reads_shadow(img, shadow);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	assert_qemu_compare("t.qcow2", shadow, o.size);
+	free(shadow);
+}
+END_TEST
+
+/*
+ * Autoclear bits are cleared at the first write, not at open: an image
+ * with a persistent bitmap opened read-write but not written stays as it
+ * was; after a write QEMU sees the bitmaps as inconsistent.
+ */
+START_TEST(autoclear_cleared_at_first_write)
+{
+	struct fmt_image *img;
+	uint8_t buf[512];
+	char *out;
+
+	if (!have_qemu_img)
+		return;
+	memset(buf, 3, sizeof(buf));
+	tu_sh("qemu-img create -q -f qcow2 t.qcow2 1M && qemu-img bitmap --add t.qcow2 bm0");
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	out = tu_out("qemu-img info t.qcow2 2>&1");
+	ck_assert_ptr_nonnull(strstr(out, "name: bm0"));
+	ck_assert_ptr_null(strstr(out, "inconsistent"));
+	free(out);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
+	fmt_close(img);
+	out = tu_out("qemu-img info t.qcow2 2>&1");
+	ck_assert_ptr_nonnull(strstr(out, "all bitmaps are now considered inconsistent"));
+	free(out);
+}
+END_TEST
+
 static Suite *write_suite(void)
 {
 	Suite *s = suite_create("qcow2-write");
@@ -626,6 +735,7 @@ static Suite *write_suite(void)
 	tcase_add_loop_test(tc, random_ops_match_shadow, 0,
 			    (int)BC_ARRAY_SIZE(cfgs));
 	tcase_add_loop_test(tc, writes_over_qemu_made_images, 0, 3);
+	tcase_add_test(tc, concurrent_writes_and_reads);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
@@ -638,6 +748,7 @@ static Suite *write_suite(void)
 	tcase_add_loop_test(tc, create_preallocated, 0, 6);
 	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
 	tcase_add_test(tc, refusals_have_exact_errors);
+	tcase_add_test(tc, autoclear_cleared_at_first_write);
 	suite_add_tcase(s, tc);
 	return s;
 }
