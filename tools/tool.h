@@ -33,6 +33,8 @@ int cmd_info(int argc, char **argv);
 int cmd_map(int argc, char **argv);
 int cmd_compare(int argc, char **argv);
 int cmd_check(int argc, char **argv);
+int cmd_copy(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 
 /* Help texts, defined next to each command. */
 extern const char tool_help_create[];
@@ -40,6 +42,8 @@ extern const char tool_help_info[];
 extern const char tool_help_map[];
 extern const char tool_help_compare[];
 extern const char tool_help_check[];
+extern const char tool_help_copy[];
+extern const char tool_help_pull[];
 
 /* Prints the help of subcommand @name on stdout. */
 void tool_print_help(const char *name);

@@ -1,0 +1,143 @@
+/*
+ * blockcopy pull: run a PULL job on IMG: copy into IMG what its backing
+ * chain holds above BASE (everything without --base), then make BASE its
+ * backing file (none without --base). The only subcommand that writes to
+ * its argument's image.
+ */
+#include "tool.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "job-run.h"
+#include "lib/blockcopy.h"
+
+const char tool_help_pull[] =
+	"Usage: blockcopy pull [OPTIONS] IMG\n"
+	"\n"
+	"Pull data from IMG's backing chain into IMG with a PULL block job,\n"
+	"then rewrite IMG's backing pointer (atomically) to BASE, or remove it\n"
+	"when no --base is given. The images below IMG are not changed.\n"
+	"\n"
+	"  -f, --format=FMT       IMG's format; probed when absent\n"
+	"      --base=BASE        keep BASE (an image in IMG's chain) as backing\n"
+	"      --relative         record BASE under the relative name the chain\n"
+	"                         used for it (default: its absolute path)\n"
+	"      --bandwidth=RATE   limit; bare number MiB/s, or K/M/G/T per second\n"
+	"      --progress         progress bar with rate and ETA on stderr\n"
+	"  -q, --quiet            print nothing on success\n"
+	"      --json             print the result as a JSON object\n"
+	"  -h, --help             this text\n"
+	"\n"
+	"Exit status: 0 pulled, 1 failed or interrupted, 2 bad usage.\n";
+
+enum { OPT_BASE = 256, OPT_RELATIVE, OPT_BANDWIDTH, OPT_PROGRESS, OPT_JSON };
+
+static const struct option long_opts[] = {
+	{"format", required_argument, NULL, 'f'},
+	{"base", required_argument, NULL, OPT_BASE},
+	{"relative", no_argument, NULL, OPT_RELATIVE},
+	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
+	{"progress", no_argument, NULL, OPT_PROGRESS},
+	{"quiet", no_argument, NULL, 'q'},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+int cmd_pull(int argc, char **argv)
+{
+	struct job_run run = { 0 };
+	const char *format = NULL, *base = NULL, *img;
+	unsigned int flags = BC_BLOCK_REBASE_BANDWIDTH_BYTES;
+	bool quiet = false, json = false;
+	uint64_t bw = 0;
+	int c, ret = TOOL_EXIT_FAILURE;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":f:qh", long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			format = optarg;
+			break;
+		case OPT_BASE:
+			base = optarg;
+			break;
+		case OPT_RELATIVE:
+			flags |= BC_BLOCK_REBASE_RELATIVE;
+			break;
+		case OPT_BANDWIDTH:
+			if (tool_parse_rate(optarg, &bw) < 0)
+				return tool_usage_error("pull", "invalid rate '%s'", optarg);
+			break;
+		case OPT_PROGRESS:
+			run.progress = true;
+			break;
+		case 'q':
+			quiet = true;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case 'h':
+			tool_print_help("pull");
+			return TOOL_EXIT_OK;
+		default:
+			return tool_getopt_error("pull", c, argv);
+		}
+	}
+	if (run.progress && quiet)
+		return tool_usage_error("pull", "--progress and --quiet are mutually exclusive");
+	if ((flags & BC_BLOCK_REBASE_RELATIVE) && !base)
+		return tool_usage_error("pull", "--relative needs --base");
+	if (argc - optind != 1)
+		return tool_usage_error("pull", "expected one image");
+	img = argv[optind];
+
+	run.eng = bc_engine_new(0);
+	if (!run.eng) {
+		tool_report(img, -ENOMEM);
+		return TOOL_EXIT_FAILURE;
+	}
+	run.disk = bc_disk_open(run.eng, img, format, 0);
+	if (!run.disk) {
+		tool_report(img, -EIO);
+		goto out_engine;
+	}
+	job_run_signals();
+	if (bc_block_rebase(run.disk, base, (unsigned long)bw, flags) < 0) {
+		tool_report(img, -EIO);
+		goto out_disk;
+	}
+	if (job_run_wait(&run) < 0) {
+		if (run.interrupted)
+			tool_error_file(img, "pull interrupted (the image is valid; its backing file is unchanged)");
+		else if (run.err.code)
+			fprintf(stderr, "blockcopy: %s\n", run.err.message);
+		else
+			tool_error_file(img, "pull did not complete");
+		goto out_disk;
+	}
+	if (json) {
+		printf("{\"image\": ");
+		tool_json_string(stdout, img);
+		printf(", \"base\": ");
+		if (base)
+			tool_json_string(stdout, base);
+		else
+			printf("null");
+		printf(", \"seconds\": %.3f}\n", run.seconds);
+	} else if (!quiet) {
+		printf("Pulled into %s in %.2f s; backing file: %s\n", img,
+		       run.seconds, base ? base : "none");
+	}
+	ret = TOOL_EXIT_OK;
+out_disk:
+	(void)bc_disk_close(run.disk);
+out_engine:
+	bc_engine_free(run.eng);
+	return ret;
+}
