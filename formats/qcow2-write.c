@@ -20,9 +20,17 @@
  * those get their allocation bit.
  *
  * Ordering (crash safety, as qcow2.h states): refcounts of new clusters,
- * then data, then the L2 entry, then (for a new L2 table) the L1 entry;
- * clusters losing their last reference are freed after the L2 entry no
- * longer points at them. A crash leaks clusters at worst.
+ * then data, then the L2 entry; a new L2 table (zeroed, or a copy of one
+ * shared with a snapshot) is counted, written and only then linked from
+ * the L1 table, before any data goes through it. Clusters losing a
+ * reference are released after the L2 entry no longer points at them. A
+ * crash leaks clusters at worst.
+ *
+ * Write-zeroes and discard change whole clusters (whole subclusters for
+ * write-zeroes with extended L2) by metadata only: the zero flag (v3),
+ * the subcluster zero bits, or deallocation where nothing shows through
+ * (no backing file; v2 has no zero flag). Partial clusters get zero data
+ * (write-zeroes) or are left alone (discard, a hint).
  *
  * Everything runs under q->lock, data I/O included.
  */
@@ -451,8 +459,8 @@ static uint64_t sc_mask(const struct qcow2 *q, uint64_t from, uint64_t to)
 
 	if (from >= to)
 		return 0;
-	return ((last - first + 1 == 64) ? ~0ull :
-		((1ull << (last - first + 1)) - 1)) << first;
+	/* At most 32 subclusters: the shift stays below 64. */
+	return ((1ull << (last - first + 1)) - 1) << first;
 }
 
 /* Whether the subcluster holding byte @b of a cluster is allocated. */
