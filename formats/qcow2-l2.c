@@ -17,7 +17,9 @@
  * the queried offset whose (sub)clusters have the same kind and, where
  * they have host clusters, contiguous host offsets. A sequential read
  * therefore costs one host pread per contiguous run and one cache lookup
- * per L2 table.
+ * per L2 table. One call looks at no more than QCOW2_MAP_MAX_ENTRIES
+ * entries (a run is then cut short; callers loop), which bounds how long
+ * a block status over a huge image holds q->lock.
  *
  * Everything here runs under q->lock (the *_locked functions) or at open.
  */
@@ -484,6 +486,7 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 			 struct qcow2_mapping *m)
 {
 	uint64_t pos = off, end, span_bits = q->cluster_bits + q->l2_bits;
+	unsigned int budget = QCOW2_MAP_MAX_ENTRIES;
 	int ret;
 
 	assert(len > 0);
@@ -508,6 +511,8 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 					stop - pos))
 				break;
 			pos = stop;
+			if (!--budget)
+				break;
 			continue;
 		}
 		ret = qcow2_l2_get_locked(q, l2_off, &t);
@@ -538,7 +543,7 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 				m->l2_raw = e.raw;
 			pos += seg;
 			/* A run stops at a compressed cluster's end. */
-			if (type == QCOW2_CLUSTER_COMPRESSED) {
+			if (type == QCOW2_CLUSTER_COMPRESSED || !--budget) {
 				more = false;
 				break;
 			}

@@ -728,14 +728,18 @@ static int qcow2_block_status(struct fmt_image *img, uint64_t off,
 			      uint64_t len, struct fmt_extent *ext)
 {
 	struct qcow2 *q = img->priv;
+	unsigned int budget = QCOW2_MAP_MAX_ENTRIES;
 	struct qcow2_mapping m;
 	int ret;
 
 	pthread_mutex_lock(&q->lock);
 	ret = qcow2_map_ext_locked(q, off, len, &m);
-	/* Compressed clusters map one by one; report their run whole. */
+	/*
+	 * Compressed clusters map one by one; report their run whole, up to
+	 * the same bound as one mapping call.
+	 */
 	while (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED &&
-	       m.run < len) {
+	       m.run < len && --budget) {
 		struct qcow2_mapping next;
 
 		ret = qcow2_map_ext_locked(q, off + m.run, len - m.run, &next);

@@ -147,6 +147,8 @@ struct qcow2_refblock {
 
 #define QCOW2_L2_CACHE_SLOTS       16
 #define QCOW2_CCACHE_SLOTS         2
+/* Most L2 entries (or unallocated L1 entries) one mapping call visits. */
+#define QCOW2_MAP_MAX_ENTRIES      32768
 #define QCOW2_REFBLOCK_CACHE_SLOTS 8
 
 struct qcow2 {

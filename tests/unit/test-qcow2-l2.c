@@ -601,6 +601,24 @@ START_TEST(coalesced_runs_and_l2_cache)
 	ck_assert_uint_eq(e.len, 12u << 20);
 	fmt_close(img);
 
+	/*
+	 * One call visits at most QCOW2_MAP_MAX_ENTRIES entries: 65536
+	 * contiguous 2 MiB clusters (sparse file) come in two halves.
+	 */
+	tu_sh("qemu-img create -q -f qcow2 -o preallocation=metadata,cluster_size=2M "
+	      "huge.qcow2 128G");
+	img = open_img("huge.qcow2", FMT_OPEN_NO_BACKING);
+	ck_assert_int_eq(fmt_block_status(img, 0, img->size, &e), 0);
+	ck_assert_int_eq(e.state, FMT_DATA);
+	ck_assert_uint_eq(e.len, (uint64_t)QCOW2_MAP_MAX_ENTRIES << 21);
+	off = (uint64_t)e.host_off;
+	ck_assert_int_eq(fmt_block_status(img, e.len, img->size - e.len, &e), 0);
+	ck_assert_int_eq(e.state, FMT_DATA);
+	ck_assert_uint_eq(e.len, 64ull << 30);
+	ck_assert_uint_eq((uint64_t)e.host_off, off + (64ull << 30));
+	fmt_close(img);
+	tu_sh("rm -f huge.qcow2");
+
 	/* 512-byte clusters: an L2 table maps 32 KiB; 1 MiB needs 32 tables. */
 	tu_sh("qemu-img create -q -f qcow2 -o cluster_size=512 small.qcow2 1M && "
 	      "qemu-io -f qcow2 -c 'write -P 9 0 1M' small.qcow2 >/dev/null");
