@@ -969,7 +969,7 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 {
 	struct qcow2 *q = img->priv;
-	uint64_t cs = q->cluster_size, hlen, pos, out, q_ext_end;
+	uint64_t cs = q->cluster_size, hlen, pos, out, q_ext_end, wlen;
 	size_t name_len = name ? strlen(name) : 0;
 	size_t fmt_len = (name && fmt) ? strlen(fmt) : 0;
 	uint8_t *old = NULL, *nw = NULL;
@@ -1035,8 +1035,21 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 		bc_put_be64(nw + 8, 0);
 		bc_put_be32(nw + 16, 0);
 	}
-	/* One write of the whole header cluster: old or new, never a mix. */
-	ret = fmt_pwrite_file(img->fd, nw, cs, 0);
+	/*
+	 * One write covering the old and the new header area (rounded to
+	 * 4 KiB for O_DIRECT): a crash leaves the old or the new header.
+	 */
+	{
+		uint64_t old_end = BC_MIN(cs, pos + 8);
+		uint64_t boff = bc_get_be64(old + 8);
+		uint64_t bsz = bc_get_be32(old + 16);
+
+		if (boff < cs && bsz <= cs - boff)
+			old_end = BC_MAX(old_end, boff + bsz);
+		wlen = BC_MIN(cs, bc_align_up(BC_MAX(old_end, out + name_len),
+					      4096));
+	}
+	ret = fmt_pwrite_file(img->fd, nw, wlen, 0);
 	if (ret == 0 && fdatasync(img->fd) < 0)
 		ret = -errno;
 	if (ret < 0) {

@@ -446,6 +446,8 @@ START_TEST(set_backing_rewrites_header)
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	ck_assert_str_eq(img->backing_name, "b.qcow2");
 	ck_assert_str_eq(img->backing_fmt, "qcow2");
+	/* The feature name table extension survived the rewrite. */
+	ck_assert_uint_eq(((struct qcow2 *)img->priv)->feature_names_len, 8 * 48);
 	ck_assert_int_eq(fmt_set_backing(img, NULL, NULL), 0);
 	ck_assert_ptr_null(img->backing_name);
 	fmt_close(img);
