@@ -507,6 +507,19 @@ START_TEST(read_extended_l2_2m)
 }
 END_TEST
 
+/* Internal snapshots and persistent bitmaps do not disturb the active view. */
+START_TEST(read_snapshots_and_bitmaps)
+{
+	make_mixed("s.qcow2", "cluster_size=64k", "8M");
+	tu_sh("qemu-img snapshot -c snap1 s.qcow2 && "
+	      "qemu-io -f qcow2 -c 'write -P 0x77 1M 64k' -c 'write -z 1200k 64k' "
+	      "s.qcow2 >/dev/null && qemu-img snapshot -c snap2 s.qcow2 && "
+	      "qemu-img bitmap --add s.qcow2 b0 && "
+	      "qemu-io -f qcow2 -c 'write -P 0x78 2M 64k' s.qcow2 >/dev/null");
+	check_image("s.qcow2");
+}
+END_TEST
+
 /* Chain reads: our layer asks the backing only where it allocates nothing. */
 START_TEST(read_with_backing)
 {
@@ -933,6 +946,7 @@ static Suite *l2_suite(void)
 	tcase_add_test(tc, read_extended_l2_16k);
 	tcase_add_test(tc, read_extended_l2_64k);
 	tcase_add_test(tc, read_extended_l2_2m);
+	tcase_add_test(tc, read_snapshots_and_bitmaps);
 	tcase_add_test(tc, read_with_backing);
 	tcase_add_test(tc, read_direct);
 	tcase_add_test(tc, compressed_cluster_cache);
