@@ -43,6 +43,7 @@ struct cfg {
 	uint64_t size;
 	uint64_t backing_size; /* 0 = no backing file */
 	int ops;
+	bool direct;           /* open with O_DIRECT */
 };
 
 static unsigned int test_seed(void)
@@ -203,7 +204,10 @@ static void run_random(const struct cfg *c, unsigned int seed)
 	}
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
 	assert_qemu_check("t.qcow2");
-	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2",
+				  FMT_OPEN_RDWR | (c->direct ? FMT_OPEN_DIRECT : 0),
+				  &img),
+			 0);
 	assert_reads_shadow(img, shadow);
 	for (i = 0; i < c->ops; i++) {
 		uint64_t off, len;
@@ -262,16 +266,19 @@ static const struct cfg cfgs[] = {
 	{ 3, 2 * MiB, 16, false, false, 16 * MiB, 9 * MiB, 120 },
 	{ 3, 2 * MiB, 64, true, false, 16 * MiB, 0, 120 },
 	{ 3, 2 * MiB, 1, true, true, 16 * MiB, 16 * MiB, 120 },
+	{ 3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 200, true },
+	{ 3, 16384, 8, true, true, 4 * MiB, 2 * MiB, 200, true },
+	{ 2, 512, 16, false, false, 2 * MiB, MiB, 200, true },
 };
 
 START_TEST(random_ops_match_shadow)
 {
 	const struct cfg *c = &cfgs[_i];
 
-	printf("# config %d: compat %d cluster %u refcount_bits %d ext_l2 %d lazy %d size %llu backing %llu\n",
+	printf("# config %d: compat %d cluster %u refcount_bits %d ext_l2 %d lazy %d size %llu backing %llu direct %d\n",
 	       _i, c->compat, c->cluster_size, c->refcount_bits, c->extended_l2,
 	       c->lazy, (unsigned long long)c->size,
-	       (unsigned long long)c->backing_size);
+	       (unsigned long long)c->backing_size, c->direct);
 	run_random(c, test_seed());
 }
 END_TEST
