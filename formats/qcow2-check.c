@@ -24,7 +24,7 @@
 struct refs {
 	struct qcow2 *q;
 	uint32_t *cnt;
-	uint64_t nb;        /* clusters in cnt */
+	uint64_t nb; /* clusters in cnt */
 	struct fmt_check_report *rep;
 };
 
@@ -35,8 +35,9 @@ static int bad_ref(struct refs *r, const char *what, uint64_t off)
 		r->rep->corruptions++;
 		return 0;
 	}
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: %s at offset 0x%llx is invalid",
-		     r->q->img->filename, what, (unsigned long long)off);
+	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		     "%s: %s at offset 0x%llx is invalid", r->q->img->filename,
+		     what, (unsigned long long)off);
 	return -EUCLEAN;
 }
 
@@ -114,17 +115,21 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 	}
 	for (i = 0; i < entries; i++) {
 		uint64_t e = bc_get_be64(t + i * q->l2_entry_size);
-		uint64_t bm = q->extended_l2 ?
-				      bc_get_be64(t + i * q->l2_entry_size + 8) :
-				      0;
+		uint64_t bm =
+			q->extended_l2
+				? bc_get_be64(t + i * q->l2_entry_size + 8)
+				: 0;
 		uint64_t host, rc;
 
 		if (e & QCOW2_OFLAG_COMPRESSED) {
 			uint64_t coff = e & ((1ull << q->csize_shift) - 1);
-			uint64_t nsec = ((e >> q->csize_shift) & q->csize_mask) + 1;
+			uint64_t nsec =
+				((e >> q->csize_shift) & q->csize_mask) + 1;
 
 			if (e & QCOW2_OFLAG_COPIED) {
-				ret = bad_ref(r, "compressed cluster with COPIED", coff);
+				ret = bad_ref(r,
+					      "compressed cluster with COPIED",
+					      coff);
 				if (ret < 0)
 					break;
 			}
@@ -307,7 +312,8 @@ static int walk_bitmaps(struct refs *r)
 	free(c0);
 	if (!nb)
 		return 0;
-	if (!bc_is_aligned(dir_off, q->cluster_size) || dir_size > (64ull << 20))
+	if (!bc_is_aligned(dir_off, q->cluster_size) ||
+	    dir_size > (64ull << 20))
 		return bad_ref(r, "bitmap directory", dir_off);
 	ret = add_ref(r, dir_off, dir_size);
 	if (ret < 0)
@@ -371,7 +377,7 @@ int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
 			      uint32_t **refs, uint64_t *nb,
 			      struct fmt_check_report *rep)
 {
-	struct refs r = { .q = q, .rep = rep };
+	struct refs r = {.q = q, .rep = rep};
 	struct stat st;
 	uint64_t i;
 	int ret;
@@ -423,7 +429,8 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 	ret = qcow2_collect_refs_locked(q, true, &refs, &nb, rep);
 	if (ret < 0)
 		return ret;
-	end = BC_MAX(nb, (q->file_size + q->cluster_size - 1) >> q->cluster_bits);
+	end = BC_MAX(nb,
+		     (q->file_size + q->cluster_size - 1) >> q->cluster_bits);
 	for (c = 0; c < end; c++) {
 		uint64_t want = c < nb ? refs[c] : 0, rc;
 
@@ -442,7 +449,8 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 			rep->leaks++;
 	}
 	free(refs);
-	rep->total_clusters = (img->size + q->cluster_size - 1) >> q->cluster_bits;
+	rep->total_clusters =
+		(img->size + q->cluster_size - 1) >> q->cluster_bits;
 	rep->image_end_offset = any ? (highest + 1) << q->cluster_bits : 0;
 	return 0;
 }

@@ -33,14 +33,14 @@ struct feature_name {
 
 /* The feature name table qemu-img writes (spec "Feature name table"). */
 static const struct feature_name feature_names[] = {
-	{ 0, 0, "dirty bit" },
-	{ 0, 1, "corrupt bit" },
-	{ 0, 2, "external data file" },
-	{ 0, 3, "compression type" },
-	{ 0, 4, "extended L2 entries" },
-	{ 1, 0, "lazy refcounts" },
-	{ 2, 0, "bitmaps" },
-	{ 2, 1, "raw external data" },
+	{0, 0, "dirty bit"},
+	{0, 1, "corrupt bit"},
+	{0, 2, "external data file"},
+	{0, 3, "compression type"},
+	{0, 4, "extended L2 entries"},
+	{1, 0, "lazy refcounts"},
+	{2, 0, "bitmaps"},
+	{2, 1, "raw external data"},
 };
 
 static size_t ext_size(size_t len)
@@ -56,49 +56,57 @@ static int check_opts(const char *path, const struct fmt_create_opts *o,
 	int compat = o->compat ? o->compat : 3;
 
 	if (!bc_is_pow2(cs) || cs < 512 || cs > (2u << 20)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: cluster size must be a power of two between 512 and 2097152 bytes",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: cluster size must be a power of two between 512 and 2097152 bytes",
+			path);
 		return -EINVAL;
 	}
 	if (compat != 2 && compat != 3) {
 		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: invalid compatibility level %d", path, compat);
+			     "%s: invalid compatibility level %d", path,
+			     compat);
 		return -EINVAL;
 	}
 	if (rb < 1 || rb > 64 || !bc_is_pow2((uint64_t)rb)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: refcount width must be a power of two up to 64 bits",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: refcount width must be a power of two up to 64 bits",
+			path);
 		return -EINVAL;
 	}
 	if (compat == 2 && rb != 16) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: different refcount widths than 16 bits require compatibility level 1.1 or above",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: different refcount widths than 16 bits require compatibility level 1.1 or above",
+			path);
 		return -EINVAL;
 	}
 	if (compat == 2 && o->lazy_refcounts) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: lazy refcounts only supported with compatibility level 1.1 and above",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: lazy refcounts only supported with compatibility level 1.1 and above",
+			path);
 		return -EINVAL;
 	}
 	if (o->extended_l2 && compat == 2) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: extended L2 entries are only supported with compatibility level 1.1 and above",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: extended L2 entries are only supported with compatibility level 1.1 and above",
+			path);
 		return -EINVAL;
 	}
 	if (o->extended_l2 && cs < (1u << QCOW2_MIN_EXTL2_CLUSTER_BITS)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+			path);
 		return -EINVAL;
 	}
 	if (o->size % 512) {
 		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: image size must be a multiple of 512 bytes", path);
+			     "%s: image size must be a multiple of 512 bytes",
+			     path);
 		return -EINVAL;
 	}
 	if (o->backing_fmt && !o->backing_file) {
@@ -130,9 +138,10 @@ static int build_header(const char *path, const struct fmt_create_opts *o,
 
 	need = hlen + (fmt_len ? ext_size(fmt_len) : 0) + 8 + name_len;
 	if (need > cs) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: backing file name does not fit in the header cluster",
-			     path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, EINVAL,
+			"%s: backing file name does not fit in the header cluster",
+			path);
 		return -EINVAL;
 	}
 	with_ftab = compat >= 3 && need + ext_size(ftab) <= cs;
@@ -143,8 +152,9 @@ static int build_header(const char *path, const struct fmt_create_opts *o,
 	bc_put_be64(c0 + 24, o->size);
 	if (compat >= 3) {
 		bc_put_be64(c0 + 72, o->extended_l2 ? QCOW2_INCOMPAT_EXTL2 : 0);
-		bc_put_be64(c0 + 80,
-			    o->lazy_refcounts ? QCOW2_COMPAT_LAZY_REFCOUNTS : 0);
+		bc_put_be64(c0 + 80, o->lazy_refcounts
+					     ? QCOW2_COMPAT_LAZY_REFCOUNTS
+					     : 0);
 		bc_put_be64(c0 + 88, 0);
 		bc_put_be32(c0 + 96, refcount_order);
 		bc_put_be32(c0 + 100, (uint32_t)hlen);
@@ -203,24 +213,28 @@ static int write_prealloc(int fd, const struct fmt_create_opts *o,
 
 		memset(buf, 0, cs);
 		for (j = 0; j < n; j++)
-			bc_put_be64(buf + j * 8, (l2_off + ((i + j) << cluster_bits)) |
-							 QCOW2_OFLAG_COPIED);
+			bc_put_be64(buf + j * 8,
+				    (l2_off + ((i + j) << cluster_bits)) |
+					    QCOW2_OFLAG_COPIED);
 		ret = fmt_pwrite_file(fd, buf, n * 8, l1_off + i * 8);
 	}
 	for (i = 0; i < l1_size && ret == 0; i++) {
 		memset(buf, 0, cs);
 		for (j = 0; j < per_l2 && d < nd; j++, d++) {
-			bc_put_be64(buf + j * esz, (data_off + (d << cluster_bits)) |
-							   QCOW2_OFLAG_COPIED);
+			bc_put_be64(buf + j * esz,
+				    (data_off + (d << cluster_bits)) |
+					    QCOW2_OFLAG_COPIED);
 			if (o->extended_l2)
 				bc_put_be64(buf + j * esz + 8, 0xffffffffull);
 		}
-		ret = fmt_pwrite_file(fd, buf, cs, l2_off + (i << cluster_bits));
+		ret = fmt_pwrite_file(fd, buf, cs,
+				      l2_off + (i << cluster_bits));
 	}
 	free(buf);
 	if (ret < 0 || o->prealloc == FMT_PREALLOC_METADATA)
 		return ret;
-	if (fallocate(fd, 0, (off_t)data_off, (off_t)(nd << cluster_bits)) < 0) {
+	if (fallocate(fd, 0, (off_t)data_off, (off_t)(nd << cluster_bits)) <
+	    0) {
 		if (o->prealloc == FMT_PREALLOC_FALLOC)
 			return -errno;
 	}
@@ -313,7 +327,8 @@ static int write_image(int fd, const char *path,
 
 		memset(meta, 0, cs);
 		for (j = 0; j < n; j++)
-			bc_put_be64(meta + j * 8, rb_off + ((i + j) << cluster_bits));
+			bc_put_be64(meta + j * 8,
+				    rb_off + ((i + j) << cluster_bits));
 		ret = fmt_pwrite_file(fd, meta, cs, rt_off + i * 8);
 	}
 	/* Refcount blocks: 1 for each of the first @total clusters. */
@@ -323,13 +338,14 @@ static int write_image(int fd, const char *path,
 		memset(meta, 0, cs);
 		for (j = 0; j < n; j++)
 			qcow2_refblock_set(meta, refcount_order, j, 1);
-		ret = fmt_pwrite_file(fd, meta, cs, rb_off + (i << cluster_bits));
+		ret = fmt_pwrite_file(fd, meta, cs,
+				      rb_off + (i << cluster_bits));
 	}
 	if (ret == 0 && o->prealloc != FMT_PREALLOC_OFF)
-		ret = write_prealloc(fd, o, cluster_bits, l1_off, l1_size,
-				     l1_off + (l1_clusters << cluster_bits),
-				     l1_off + ((l1_clusters + nl2) << cluster_bits),
-				     nd);
+		ret = write_prealloc(
+			fd, o, cluster_bits, l1_off, l1_size,
+			l1_off + (l1_clusters << cluster_bits),
+			l1_off + ((l1_clusters + nl2) << cluster_bits), nd);
 	if (ret < 0)
 		goto out_free;
 	/* The header last: until then the file is no valid image. */
@@ -357,8 +373,7 @@ int qcow2_create(const char *path, const struct fmt_create_opts *opts)
 		ret = -errno;
 		bc_error_set(bc_errno_to_code(errno), errno,
 			     "%s: cannot create: %s", path,
-			     errno == EEXIST ? "file exists" :
-					       "open failed");
+			     errno == EEXIST ? "file exists" : "open failed");
 		return ret;
 	}
 	ret = write_image(fd, path, opts, cluster_bits, refcount_order);

@@ -102,15 +102,16 @@ void *qcow2_alloc_buf(size_t n)
 
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
-	uint64_t align = q->img->request_align > 1 ? q->img->request_align :
-			 (q->img->flags & FMT_OPEN_DIRECT) ? 4096 : 1;
+	uint64_t align = q->img->request_align > 1 ? q->img->request_align
+			 : (q->img->flags & FMT_OPEN_DIRECT) ? 4096
+							     : 1;
 	uint64_t start, end;
 	uint8_t *bounce;
 	int ret;
 
-	if (align == 1 || (bc_is_aligned(off, align) &&
-			   bc_is_aligned(n, align) &&
-			   bc_is_aligned((uintptr_t)buf, align)))
+	if (align == 1 ||
+	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
+	     bc_is_aligned((uintptr_t)buf, align)))
 		return fmt_pwrite_file(q->img->fd, buf, n, off);
 	/* O_DIRECT: read-modify-write whole logical blocks. */
 	start = bc_align_down(off, align);
@@ -155,15 +156,16 @@ int qcow2_refcount_load(struct qcow2 *q)
 		return -EUCLEAN;
 	}
 	q->refcount_bits = 1u << q->refcount_order;
-	q->refcount_max = q->refcount_bits == 64 ?
-				  UINT64_MAX :
-				  (1ull << q->refcount_bits) - 1;
+	q->refcount_max = q->refcount_bits == 64
+				  ? UINT64_MAX
+				  : (1ull << q->refcount_bits) - 1;
 	q->refblock_bits = q->cluster_bits + 3 - q->refcount_order;
 
 	if (q->hdr.refcount_table_clusters == 0) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-			     "%s: image does not contain a reference count table",
-			     name);
+		bc_error_set(
+			BC_ERR_IMAGE_CORRUPT, 0,
+			"%s: image does not contain a reference count table",
+			name);
 		return -EUCLEAN;
 	}
 	bytes = (uint64_t)q->hdr.refcount_table_clusters << q->cluster_bits;
@@ -199,15 +201,16 @@ int qcow2_refcount_load(struct qcow2 *q)
 		uint64_t e = bc_get_be64(buf + i * 8);
 		uint64_t rb = e & QCOW2_REFT_OFFSET_MASK;
 
-		if (e & ~QCOW2_REFT_OFFSET_MASK || (rb &&
-		    (!bc_is_aligned(rb, q->cluster_size) ||
-		     rb > q->file_size ||
-		     q->cluster_size > q->file_size - rb))) {
+		if (e & ~QCOW2_REFT_OFFSET_MASK ||
+		    (rb && (!bc_is_aligned(rb, q->cluster_size) ||
+			    rb > q->file_size ||
+			    q->cluster_size > q->file_size - rb))) {
 			free(buf);
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-				     "%s: refcount block %llu at offset 0x%llx is invalid",
-				     name, (unsigned long long)i,
-				     (unsigned long long)e);
+			bc_error_set(
+				BC_ERR_IMAGE_CORRUPT, 0,
+				"%s: refcount block %llu at offset 0x%llx is invalid",
+				name, (unsigned long long)i,
+				(unsigned long long)e);
 			return -EUCLEAN;
 		}
 		q->reftable[i] = rb;
@@ -238,8 +241,9 @@ static int rb_get(struct qcow2 *q, uint64_t off, bool fresh,
 		if (b->refs)
 			continue;
 		/* Prefer an unused slot, then the least recently used one. */
-		if (!victim || (victim->offset &&
-				(!b->offset || b->last_used < victim->last_used)))
+		if (!victim ||
+		    (victim->offset &&
+		     (!b->offset || b->last_used < victim->last_used)))
 			victim = b;
 	}
 	assert(victim);
@@ -581,7 +585,8 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries,
 	q->reftable_entries = entries;
 	q->hdr.refcount_table_offset = (start + nb) << q->cluster_bits;
 	q->hdr.refcount_table_clusters = (uint32_t)nt;
-	q->file_size = BC_MAX(q->file_size, (start + nb + nt) << q->cluster_bits);
+	q->file_size =
+		BC_MAX(q->file_size, (start + nb + nt) << q->cluster_bits);
 	ret = qcow2_free_clusters_locked(q, old_off,
 					 old_clusters << q->cluster_bits);
 out_free:
@@ -606,27 +611,28 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 
 		if (rt >= q->reftable_entries || !q->reftable[rt]) {
 			/* Only a decrement can get here: refcount is 0. */
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-				     "%s: refcount of cluster %llu would drop below 0",
-				     q->img->filename, (unsigned long long)c);
+			bc_error_set(
+				BC_ERR_IMAGE_CORRUPT, 0,
+				"%s: refcount of cluster %llu would drop below 0",
+				q->img->filename, (unsigned long long)c);
 			return -EUCLEAN;
 		}
 		ret = rb_get(q, q->reftable[rt], false, &b);
 		if (ret < 0)
 			return ret;
 		for (i = c; i <= end; i++) {
-			uint64_t v = qcow2_refblock_get(b->data,
-							q->refcount_order,
-							i & (epb - 1));
+			uint64_t v = qcow2_refblock_get(
+				b->data, q->refcount_order, i & (epb - 1));
 
 			if ((delta < 0 && v < (uint64_t)-delta) ||
-			    (delta > 0 && q->refcount_max - v < (uint64_t)delta)) {
-				bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-					     "%s: refcount of cluster %llu would %s",
-					     q->img->filename,
-					     (unsigned long long)i,
-					     delta < 0 ? "drop below 0" :
-							 "overflow");
+			    (delta > 0 &&
+			     q->refcount_max - v < (uint64_t)delta)) {
+				bc_error_set(
+					BC_ERR_IMAGE_CORRUPT, 0,
+					"%s: refcount of cluster %llu would %s",
+					q->img->filename, (unsigned long long)i,
+					delta < 0 ? "drop below 0"
+						  : "overflow");
 				return -EUCLEAN;
 			}
 			if (!dry_run)
@@ -637,7 +643,8 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 		if (!dry_run) {
 			lo_byte = ((c & (epb - 1)) << q->refcount_order) >> 3;
 			hi_byte = (((end & (epb - 1)) << q->refcount_order) +
-				   q->refcount_bits - 1) >> 3;
+				   q->refcount_bits - 1) >>
+				  3;
 			ret = qcow2_meta_pwrite(q, b->data + lo_byte,
 						hi_byte - lo_byte + 1,
 						b->offset + lo_byte);

@@ -45,18 +45,18 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-#define ZERO_CHUNK (1u << 20) /* zero-data writes go in pieces of this size */
+#define ZERO_CHUNK    (1u << 20) /* zero-data writes go in pieces of this size */
 #define EXT_ALL_ALLOC 0x00000000ffffffffull
 #define EXT_ALL_ZERO  0xffffffff00000000ull
 
 /* One touched cluster of a write. */
 struct plan {
-	uint64_t idx;                /* L2 index */
+	uint64_t idx; /* L2 index */
 	struct qcow2_l2_entry old;
-	bool alloc;                  /* needs a new host cluster */
-	uint64_t host;               /* host cluster (in place) */
-	uint32_t ws, we;             /* written range within the cluster */
-	uint32_t gs, ge;             /* guest data range within the cluster */
+	bool alloc;	 /* needs a new host cluster */
+	uint64_t host;	 /* host cluster (in place) */
+	uint32_t ws, we; /* written range within the cluster */
+	uint32_t gs, ge; /* guest data range within the cluster */
 };
 
 static const char *qname(const struct qcow2 *q)
@@ -149,8 +149,9 @@ static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 	if (start < off)
 		ret = fmt_pread_file_zfill(q->img->fd, b, align, start);
 	if (ret == 0 && end > off + total)
-		ret = fmt_pread_file_zfill(q->img->fd, b + (end - start - align),
-					   align, end - align);
+		ret = fmt_pread_file_zfill(q->img->fd,
+					   b + (end - start - align), align,
+					   end - align);
 	for (i = 0, p = off - start; ret == 0 && i < cnt; i++) {
 		memcpy(b + p, iov[i].iov_base, iov[i].iov_len);
 		p += iov[i].iov_len;
@@ -185,20 +186,23 @@ int qcow2_open_rw(struct qcow2 *q)
 	int ret;
 
 	if (q->hdr.crypt_method) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
-			     "%s: writing encrypted qcow2 images is not supported",
-			     qname(q));
+		bc_error_set(
+			BC_ERR_UNSUPPORTED, ENOTSUP,
+			"%s: writing encrypted qcow2 images is not supported",
+			qname(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
-			     "%s: writing qcow2 images with an external data file is not supported",
-			     qname(q));
+		bc_error_set(
+			BC_ERR_UNSUPPORTED, ENOTSUP,
+			"%s: writing qcow2 images with an external data file is not supported",
+			qname(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
-		return qcow2_corrupt(qname(q),
-				     "image is marked corrupt; cannot be opened read/write");
+		return qcow2_corrupt(
+			qname(q),
+			"image is marked corrupt; cannot be opened read/write");
 	}
 	if (!q->reftable) {
 		ret = qcow2_refcount_load(q);
@@ -211,7 +215,7 @@ int qcow2_open_rw(struct qcow2 *q)
 		if (ret < 0)
 			return ret;
 		ret = write_incompat(q, q->hdr.incompatible_features &
-					      ~QCOW2_INCOMPAT_DIRTY);
+						~QCOW2_INCOMPAT_DIRTY);
 		if (ret < 0)
 			return ret;
 	}
@@ -293,7 +297,7 @@ int qcow2_close_rw(struct qcow2 *q)
 	if (q->dirty_marked &&
 	    (q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
 		ret = write_incompat(q, q->hdr.incompatible_features &
-					      ~QCOW2_INCOMPAT_DIRTY);
+						~QCOW2_INCOMPAT_DIRTY);
 		if (ret < 0)
 			return ret;
 	}
@@ -319,7 +323,8 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 
 	*out = NULL;
 	if (l1i >= q->l1_size)
-		return qcow2_corrupt(qname(q), "L1 table too small for offset 0x%llx",
+		return qcow2_corrupt(qname(q),
+				     "L1 table too small for offset 0x%llx",
 				     (unsigned long long)off);
 	old_e = q->l1[l1i];
 	old = old_e & QCOW2_L1E_OFFSET_MASK;
@@ -377,8 +382,8 @@ static int release_entry(struct qcow2 *q, struct qcow2_l2_entry e)
 
 	if (e.raw & QCOW2_OFLAG_COMPRESSED) {
 		qcow2_compressed_desc(q, e.raw, &host, &n);
-		return qcow2_free_clusters_locked(q, host & ~511ull,
-						  bc_align_up(n + (host & 511), 512));
+		return qcow2_free_clusters_locked(
+			q, host & ~511ull, bc_align_up(n + (host & 511), 512));
 	}
 	host = e.raw & QCOW2_L2E_OFFSET_MASK;
 	if (!host)
@@ -412,8 +417,9 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 		return ret;
 	}
 	while (pos < to) {
-		uint64_t sc_end = bc_align_down(pos, 1ull << q->subcluster_bits) +
-				  (1ull << q->subcluster_bits);
+		uint64_t sc_end =
+			bc_align_down(pos, 1ull << q->subcluster_bits) +
+			(1ull << q->subcluster_bits);
 		uint64_t seg = BC_MIN(to, sc_end) - pos, host;
 		enum qcow2_cluster_type type;
 		uint8_t *dst = buf + (pos - from);
@@ -425,9 +431,10 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 		case QCOW2_CLUSTER_UNALLOCATED:
 			if (has_backing(q) && !q->img->backing) {
 				/* Zeros here would hide the backing's data for good. */
-				bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
-					     "%s: backing file not opened: cannot copy-on-write a partial cluster",
-					     qname(q));
+				bc_error_set(
+					BC_ERR_UNSUPPORTED, ENOTSUP,
+					"%s: backing file not opened: cannot copy-on-write a partial cluster",
+					qname(q));
 				return -ENOTSUP;
 			}
 			ret = fmt_read_backing(q->img, dst, seg, gc + pos);
@@ -510,7 +517,7 @@ static void plan_cluster(struct qcow2 *q, struct plan *p)
 static struct qcow2_l2_entry new_entry(struct qcow2 *q, const struct plan *p,
 				       uint64_t host)
 {
-	struct qcow2_l2_entry e = { .raw = host | QCOW2_OFLAG_COPIED };
+	struct qcow2_l2_entry e = {.raw = host | QCOW2_OFLAG_COPIED};
 	uint64_t touched, alloc, zero;
 
 	if (!q->extended_l2)
@@ -531,9 +538,8 @@ static struct qcow2_l2_entry new_entry(struct qcow2 *q, const struct plan *p,
  * place with contiguous host clusters), then their L2 entries, then free
  * what they replaced. @src is the guest data for the run's first byte.
  */
-static int write_run(struct qcow2 *q, struct qcow2_l2_table *t,
-		     struct plan *pl, size_t a, size_t b, const uint8_t *src,
-		     uint64_t l2_base)
+static int write_run(struct qcow2 *q, struct qcow2_l2_table *t, struct plan *pl,
+		     size_t a, size_t b, const uint8_t *src, uint64_t l2_base)
 {
 	uint64_t cs = q->cluster_size, host0, dlen, i;
 	struct plan *f = &pl[a], *l = &pl[b - 1];
@@ -558,8 +564,9 @@ static int write_run(struct qcow2 *q, struct qcow2_l2_table *t,
 			ret = -ENOMEM;
 			goto out_release;
 		}
-		ret = fill_view(q, f->old, l2_base + (f->idx << q->cluster_bits),
-				head, f->ws, f->gs);
+		ret = fill_view(q, f->old,
+				l2_base + (f->idx << q->cluster_bits), head,
+				f->ws, f->gs);
 		if (ret < 0)
 			goto out_release;
 		iov[cnt].iov_base = head;
@@ -573,8 +580,9 @@ static int write_run(struct qcow2 *q, struct qcow2_l2_table *t,
 			ret = -ENOMEM;
 			goto out_release;
 		}
-		ret = fill_view(q, l->old, l2_base + (l->idx << q->cluster_bits),
-				tail, l->ge, l->we);
+		ret = fill_view(q, l->old,
+				l2_base + (l->idx << q->cluster_bits), tail,
+				l->ge, l->we);
 		if (ret < 0)
 			goto out_release;
 		iov[cnt].iov_base = tail;
@@ -586,8 +594,8 @@ static int write_run(struct qcow2 *q, struct qcow2_l2_table *t,
 		goto out_release;
 	}
 	for (i = a; i < b; i++) {
-		struct qcow2_l2_entry ne = new_entry(q, &pl[i],
-						     host0 + (i - a) * cs);
+		struct qcow2_l2_entry ne =
+			new_entry(q, &pl[i], host0 + (i - a) * cs);
 
 		if (ne.raw != pl[i].old.raw || ne.bitmap != pl[i].old.bitmap) {
 			qcow2_l2_entry_set(q, t, pl[i].idx, ne);
@@ -666,8 +674,7 @@ static int write_chunk(struct qcow2 *q, const uint8_t *src, uint64_t n,
 		for (i = a + 1; i < np; i++) {
 			if (pl[i].alloc != pl[a].alloc)
 				break;
-			if (!pl[a].alloc &&
-			    pl[i].host != pl[i - 1].host + cs)
+			if (!pl[a].alloc && pl[i].host != pl[i - 1].host + cs)
 				break;
 		}
 		ret = write_run(q, t, pl, a, i,
@@ -690,7 +697,8 @@ static int write_locked(struct qcow2 *q, const uint8_t *src, uint64_t n,
 	int ret;
 
 	while (n) {
-		uint64_t chunk = BC_MIN(n, bc_align_down(off, span) + span - off);
+		uint64_t chunk =
+			BC_MIN(n, bc_align_down(off, span) + span - off);
 
 		ret = write_chunk(q, src, chunk, off);
 		if (ret < 0)
@@ -724,8 +732,7 @@ static int write_zero_data_locked(struct qcow2 *q, uint64_t off, uint64_t len)
 	return ret;
 }
 
-int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n,
-		 uint64_t off)
+int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 {
 	struct qcow2 *q = img->priv;
 	int ret;
@@ -740,9 +747,9 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n,
 /* --- zeroes and discard ---------------------------------------------------- */
 
 enum zmode {
-	ZM_ZERO,        /* reads zeros afterwards */
-	ZM_ZERO_UNMAP,  /* reads zeros, host clusters may go */
-	ZM_DISCARD,     /* zeros or backing data; host clusters go */
+	ZM_ZERO,       /* reads zeros afterwards */
+	ZM_ZERO_UNMAP, /* reads zeros, host clusters may go */
+	ZM_DISCARD,    /* zeros or backing data; host clusters go */
 };
 
 /*
@@ -753,7 +760,7 @@ static struct qcow2_l2_entry zero_entry(struct qcow2 *q,
 					struct qcow2_l2_entry old,
 					enum zmode mode, bool *release)
 {
-	struct qcow2_l2_entry e = { 0, 0 };
+	struct qcow2_l2_entry e = {0, 0};
 	uint64_t host = old.raw & QCOW2_L2E_OFFSET_MASK;
 	bool compressed = old.raw & QCOW2_OFLAG_COMPRESSED;
 	bool keep = mode == ZM_ZERO && !compressed && host &&
@@ -861,7 +868,8 @@ static int zero_partial(struct qcow2 *q, uint64_t p, uint64_t nx,
 		qcow2_l2_put_locked(q, t);
 	}
 	if (comp)
-		return write_zero_data_locked(q, p, BC_MIN(nx, q->img->size) - p);
+		return write_zero_data_locked(q, p,
+					      BC_MIN(nx, q->img->size) - p);
 	return zero_chunk(q, p, nx, mode);
 }
 
@@ -879,10 +887,10 @@ static int zero_range_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 	int ret;
 
 	a = bc_align_up(off, gran);
-	b = end >= q->img->size ? bc_align_up(end, gran) :
-				   bc_align_down(end, gran);
-	if (a >= b || (mode != ZM_DISCARD && q->hdr.version < 3 &&
-		       has_backing(q))) {
+	b = end >= q->img->size ? bc_align_up(end, gran)
+				: bc_align_down(end, gran);
+	if (a >= b ||
+	    (mode != ZM_DISCARD && q->hdr.version < 3 && has_backing(q))) {
 		/* No metadata way to do it (or nothing whole): zero data. */
 		if (mode == ZM_DISCARD)
 			return 0;
@@ -942,8 +950,8 @@ int qcow2_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 	if (ret < 0)
 		return ret;
 	return zero_range_locked(q, off, len,
-				 (flags & FMT_ZERO_MAY_UNMAP) ? ZM_ZERO_UNMAP :
-								ZM_ZERO);
+				 (flags & FMT_ZERO_MAY_UNMAP) ? ZM_ZERO_UNMAP
+							      : ZM_ZERO);
 }
 
 int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
@@ -952,9 +960,10 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 	int ret;
 
 	if (q->hdr.version < 3 && has_backing(q)) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
-			     "%s: discard is not supported on qcow2 v2 images with a backing file",
-			     img->filename);
+		bc_error_set(
+			BC_ERR_UNSUPPORTED, ENOTSUP,
+			"%s: discard is not supported on qcow2 v2 images with a backing file",
+			img->filename);
 		return -ENOTSUP;
 	}
 	BC_LOCK_GUARD(&q->lock);
@@ -990,7 +999,8 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 	memset(nw, 0, cs);
 	hlen = q->hdr.version < 3 ? QCOW2_HDR_V2_LEN : bc_get_be32(old + 100);
 	if (hlen > cs) {
-		ret = qcow2_corrupt(qname(q), "qcow2 header exceeds cluster size");
+		ret = qcow2_corrupt(qname(q),
+				    "qcow2 header exceeds cluster size");
 		goto out_free;
 	}
 	memcpy(nw, old, hlen);
@@ -1004,7 +1014,8 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 		if (type == QCOW2_EXT_END)
 			break;
 		if (len > cs - pos - 8) {
-			ret = qcow2_corrupt(qname(q), "Header extension too large");
+			ret = qcow2_corrupt(qname(q),
+					    "Header extension too large");
 			goto out_free;
 		}
 		if (type != QCOW2_EXT_BACKING_FMT) {
@@ -1046,8 +1057,8 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 
 		if (boff < cs && bsz <= cs - boff)
 			old_end = BC_MAX(old_end, boff + bsz);
-		wlen = BC_MIN(cs, bc_align_up(BC_MAX(old_end, out + name_len),
-					      4096));
+		wlen = BC_MIN(
+			cs, bc_align_up(BC_MAX(old_end, out + name_len), 4096));
 	}
 	ret = fmt_pwrite_file(img->fd, nw, wlen, 0);
 	if (ret == 0 && fdatasync(img->fd) < 0)
@@ -1063,9 +1074,10 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 	goto out_free;
 
 too_long:
-	bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-		     "%s: backing file name and header extensions do not fit in the header cluster",
-		     qname(q));
+	bc_error_set(
+		BC_ERR_INVALID_ARG, EINVAL,
+		"%s: backing file name and header extensions do not fit in the header cluster",
+		qname(q));
 	ret = -EINVAL;
 out_free:
 	free(old);

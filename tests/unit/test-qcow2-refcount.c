@@ -26,8 +26,10 @@ static int have_qemu_img;
 
 static struct fmt_image *create_open(uint64_t size, uint32_t cs, int rb)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = size,
-				     .cluster_size = cs, .refcount_bits = rb };
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = size,
+				    .cluster_size = cs,
+				    .refcount_bits = rb};
 	struct fmt_image *img = NULL;
 
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
@@ -42,7 +44,8 @@ START_TEST(get_set_every_width)
 
 	for (order = 0; order <= 6; order++) {
 		uint64_t n = sizeof(block) * 8 >> order, i;
-		uint64_t max = order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
+		uint64_t max =
+			order == 6 ? UINT64_MAX : (1ull << (1u << order)) - 1;
 
 		memset(block, 0, sizeof(block));
 		for (i = 0; i < n; i++)
@@ -101,7 +104,7 @@ END_TEST
 /* qemu-img's 1- and 4-bit refcount blocks decode as 1 for its 4 clusters. */
 START_TEST(reads_qemu_sub_byte_refblocks)
 {
-	static const char *const widths[] = { "1", "2", "4", "8", "32", "64" };
+	static const char *const widths[] = {"1", "2", "4", "8", "32", "64"};
 	size_t w;
 
 	if (!have_qemu_img)
@@ -115,10 +118,12 @@ START_TEST(reads_qemu_sub_byte_refblocks)
 		      widths[w]);
 		ck_assert_int_eq(fmt_open("q.qcow2", "qcow2", 0, &img), 0);
 		q = img->priv;
-		ck_assert_uint_eq(q->refcount_bits, strtoul(widths[w], NULL, 10));
+		ck_assert_uint_eq(q->refcount_bits,
+				  strtoul(widths[w], NULL, 10));
 		pthread_mutex_lock(&q->lock);
 		for (c = 0; c < 8; c++) {
-			ck_assert_int_eq(qcow2_get_refcount_locked(q, c, &rc), 0);
+			ck_assert_int_eq(qcow2_get_refcount_locked(q, c, &rc),
+					 0);
 			ck_assert_uint_eq(rc, c < 4 ? 1 : 0);
 		}
 		pthread_mutex_unlock(&q->lock);
@@ -154,8 +159,10 @@ START_TEST(update_overflow_and_underflow_refused)
 	ck_assert_int_eq(qcow2_get_refcount_locked(q, 2, &rc), 0);
 	ck_assert_uint_eq(rc, 1001);
 	ck_assert_int_eq(qcow2_update_refcount_locked(q, 8192, 1, -1000), 0);
-	ck_assert_int_eq(qcow2_update_refcount_locked(q, 9000, 1, INT64_MAX), 0);
-	ck_assert_int_eq(qcow2_update_refcount_locked(q, 9000, 1, INT64_MAX), 0);
+	ck_assert_int_eq(qcow2_update_refcount_locked(q, 9000, 1, INT64_MAX),
+			 0);
+	ck_assert_int_eq(qcow2_update_refcount_locked(q, 9000, 1, INT64_MAX),
+			 0);
 	ck_assert_int_eq(qcow2_get_refcount_locked(q, 2, &rc), 0);
 	ck_assert_uint_eq(rc, UINT64_MAX);
 	ck_assert_int_eq(qcow2_update_refcount_locked(q, 9000, 1, 1), -EUCLEAN);
@@ -177,10 +184,13 @@ START_TEST(alloc_is_first_fit_and_free_reuses)
 	ck_assert_int_eq(a % 4096, 0);
 	b = qcow2_alloc_clusters_locked(q, 1);
 	ck_assert_int_eq(b, a + 3 * 4096);
-	ck_assert_int_eq(qcow2_get_refcount_locked(q, (uint64_t)a / 4096 + 1, &rc), 0);
+	ck_assert_int_eq(
+		qcow2_get_refcount_locked(q, (uint64_t)a / 4096 + 1, &rc), 0);
 	ck_assert_uint_eq(rc, 1);
-	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)a, 3 * 4096), 0);
-	ck_assert_int_eq(qcow2_get_refcount_locked(q, (uint64_t)a / 4096 + 1, &rc), 0);
+	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)a, 3 * 4096),
+			 0);
+	ck_assert_int_eq(
+		qcow2_get_refcount_locked(q, (uint64_t)a / 4096 + 1, &rc), 0);
 	ck_assert_uint_eq(rc, 0);
 	/* Too big for the hole: after b. */
 	c = qcow2_alloc_clusters_locked(q, 4);
@@ -188,8 +198,10 @@ START_TEST(alloc_is_first_fit_and_free_reuses)
 	/* Fits the hole: first fit. */
 	c = qcow2_alloc_clusters_locked(q, 2);
 	ck_assert_int_eq(c, a);
-	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)c, 2 * 4096), 0);
-	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)b, 5 * 4096), 0);
+	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)c, 2 * 4096),
+			 0);
+	ck_assert_int_eq(qcow2_free_clusters_locked(q, (uint64_t)b, 5 * 4096),
+			 0);
 	pthread_mutex_unlock(&q->lock);
 	fmt_close(img);
 	if (have_qemu_img)
@@ -224,7 +236,8 @@ START_TEST(refcount_table_grows)
 	fmt_close(img);
 	if (have_qemu_img) {
 		tu_sh("qemu-img check -q t.qcow2");
-		out = tu_out("qemu-io -f qcow2 -c 'read -P 0 3M 6M' t.qcow2 | grep -c '^read'");
+		out = tu_out(
+			"qemu-io -f qcow2 -c 'read -P 0 3M 6M' t.qcow2 | grep -c '^read'");
 		ck_assert_str_eq(out, "1\n");
 		free(out);
 	}
@@ -268,9 +281,11 @@ START_TEST(check_finds_leaks_and_corruption)
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	q = img->priv;
 	pthread_mutex_lock(&q->lock);
-	ck_assert_int_eq(qcow2_update_refcount_locked(q, (uint64_t)a, 2 * 65536, -1), 0);
-	ck_assert_int_eq(qcow2_update_refcount_locked(q, q->l1[0] & QCOW2_L1E_OFFSET_MASK,
-						      1, -1), 0);
+	ck_assert_int_eq(
+		qcow2_update_refcount_locked(q, (uint64_t)a, 2 * 65536, -1), 0);
+	ck_assert_int_eq(qcow2_update_refcount_locked(
+				 q, q->l1[0] & QCOW2_L1E_OFFSET_MASK, 1, -1),
+			 0);
 	pthread_mutex_unlock(&q->lock);
 	ck_assert_int_eq(fmt_check(img, &rep), 0);
 	ck_assert_uint_eq(rep.leaks, 0);
@@ -306,27 +321,29 @@ static void assert_check_agrees(const char *name)
 	ck_assert_int_eq(fmt_check(img, &rep), 0);
 	fmt_close(img);
 	/* qemu-img check exits non-zero on findings: keep its output. */
-	out = tu_out("qemu-img check --output=json -f qcow2 '%s' 2>/dev/null; true",
-		     name);
-	ck_assert_msg(rep.corruptions == json_num(out, "corruptions") &&
-			      rep.leaks == json_num(out, "leaks") &&
-			      rep.allocated_clusters ==
-				      json_num(out, "allocated-clusters") &&
-			      rep.total_clusters == json_num(out, "total-clusters") &&
-			      rep.fragmented_clusters ==
-				      json_num(out, "fragmented-clusters") &&
-			      rep.compressed_clusters ==
-				      json_num(out, "compressed-clusters") &&
-			      rep.image_end_offset ==
-				      json_num(out, "image-end-offset"),
-		      "%s: ours corruptions %llu leaks %llu alloc %llu total %llu frag %llu comp %llu end %llu; qemu-img: %s",
-		      name, (unsigned long long)rep.corruptions,
-		      (unsigned long long)rep.leaks,
-		      (unsigned long long)rep.allocated_clusters,
-		      (unsigned long long)rep.total_clusters,
-		      (unsigned long long)rep.fragmented_clusters,
-		      (unsigned long long)rep.compressed_clusters,
-		      (unsigned long long)rep.image_end_offset, out);
+	out = tu_out(
+		"qemu-img check --output=json -f qcow2 '%s' 2>/dev/null; true",
+		name);
+	ck_assert_msg(
+		rep.corruptions == json_num(out, "corruptions") &&
+			rep.leaks == json_num(out, "leaks") &&
+			rep.allocated_clusters ==
+				json_num(out, "allocated-clusters") &&
+			rep.total_clusters == json_num(out, "total-clusters") &&
+			rep.fragmented_clusters ==
+				json_num(out, "fragmented-clusters") &&
+			rep.compressed_clusters ==
+				json_num(out, "compressed-clusters") &&
+			rep.image_end_offset ==
+				json_num(out, "image-end-offset"),
+		"%s: ours corruptions %llu leaks %llu alloc %llu total %llu frag %llu comp %llu end %llu; qemu-img: %s",
+		name, (unsigned long long)rep.corruptions,
+		(unsigned long long)rep.leaks,
+		(unsigned long long)rep.allocated_clusters,
+		(unsigned long long)rep.total_clusters,
+		(unsigned long long)rep.fragmented_clusters,
+		(unsigned long long)rep.compressed_clusters,
+		(unsigned long long)rep.image_end_offset, out);
 	free(out);
 }
 

@@ -43,14 +43,15 @@ struct cfg {
 	uint64_t size;
 	uint64_t backing_size; /* 0 = no backing file */
 	int ops;
-	bool direct;           /* open with O_DIRECT */
+	bool direct; /* open with O_DIRECT */
 };
 
 static unsigned int test_seed(void)
 {
 	const char *s = getenv("BC_TEST_SEED");
-	unsigned int seed = s ? (unsigned int)strtoul(s, NULL, 0) :
-				(unsigned int)time(NULL) ^ (unsigned int)getpid();
+	unsigned int seed =
+		s ? (unsigned int)strtoul(s, NULL, 0)
+		  : (unsigned int)time(NULL) ^ (unsigned int)getpid();
 
 	printf("# seed %u (BC_TEST_SEED=%u replays)\n", seed, seed);
 	fflush(stdout);
@@ -204,10 +205,11 @@ static void run_random(const struct cfg *c, unsigned int seed)
 	}
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
 	assert_qemu_check("t.qcow2");
-	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2",
-				  FMT_OPEN_RDWR | (c->direct ? FMT_OPEN_DIRECT : 0),
-				  &img),
-			 0);
+	ck_assert_int_eq(
+		fmt_open("t.qcow2", "qcow2",
+			 FMT_OPEN_RDWR | (c->direct ? FMT_OPEN_DIRECT : 0),
+			 &img),
+		0);
 	assert_reads_shadow(img, shadow);
 	for (i = 0; i < c->ops; i++) {
 		uint64_t off, len;
@@ -222,7 +224,8 @@ static void run_random(const struct cfg *c, unsigned int seed)
 		} else if (op < 8) {
 			unsigned int fl = rnd(&s, 2) ? FMT_ZERO_MAY_UNMAP : 0;
 
-			ck_assert_int_eq(fmt_write_zeroes(img, off, len, fl), 0);
+			ck_assert_int_eq(fmt_write_zeroes(img, off, len, fl),
+					 0);
 			memset(shadow + off, 0, len);
 		} else {
 			ret = fmt_discard(img, off, len);
@@ -251,24 +254,24 @@ static void run_random(const struct cfg *c, unsigned int seed)
 }
 
 static const struct cfg cfgs[] = {
-	{ 3, 65536, 16, false, false, 8 * MiB, 0, 300 },
-	{ 3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 300 },
-	{ 2, 65536, 16, false, false, 8 * MiB, 0, 300 },
-	{ 2, 4096, 16, false, false, 4 * MiB, 3 * MiB, 300 },
-	{ 3, 512, 1, false, false, 2 * MiB, MiB, 300 },
-	{ 3, 512, 64, false, false, 2 * MiB, 0, 300 },
-	{ 3, 4096, 64, false, true, 4 * MiB, 4 * MiB, 300 },
-	{ 3, 4096, 1, false, false, 4 * MiB + 1024, 0, 300 },
-	{ 3, 65536, 16, true, false, 8 * MiB, 6 * MiB, 300 },
-	{ 3, 16384, 4, true, false, 4 * MiB, 0, 300 },
-	{ 3, 65536, 16, true, false, 8 * MiB + 2560, 8 * MiB + 2560, 300 },
-	{ 2, 65536, 16, false, false, 8 * MiB + 1536, 4 * MiB + 512, 300 },
-	{ 3, 2 * MiB, 16, false, false, 16 * MiB, 9 * MiB, 120 },
-	{ 3, 2 * MiB, 64, true, false, 16 * MiB, 0, 120 },
-	{ 3, 2 * MiB, 1, true, true, 16 * MiB, 16 * MiB, 120 },
-	{ 3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 200, true },
-	{ 3, 16384, 8, true, true, 4 * MiB, 2 * MiB, 200, true },
-	{ 2, 512, 16, false, false, 2 * MiB, MiB, 200, true },
+	{3, 65536, 16, false, false, 8 * MiB, 0, 300},
+	{3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 300},
+	{2, 65536, 16, false, false, 8 * MiB, 0, 300},
+	{2, 4096, 16, false, false, 4 * MiB, 3 * MiB, 300},
+	{3, 512, 1, false, false, 2 * MiB, MiB, 300},
+	{3, 512, 64, false, false, 2 * MiB, 0, 300},
+	{3, 4096, 64, false, true, 4 * MiB, 4 * MiB, 300},
+	{3, 4096, 1, false, false, 4 * MiB + 1024, 0, 300},
+	{3, 65536, 16, true, false, 8 * MiB, 6 * MiB, 300},
+	{3, 16384, 4, true, false, 4 * MiB, 0, 300},
+	{3, 65536, 16, true, false, 8 * MiB + 2560, 8 * MiB + 2560, 300},
+	{2, 65536, 16, false, false, 8 * MiB + 1536, 4 * MiB + 512, 300},
+	{3, 2 * MiB, 16, false, false, 16 * MiB, 9 * MiB, 120},
+	{3, 2 * MiB, 64, true, false, 16 * MiB, 0, 120},
+	{3, 2 * MiB, 1, true, true, 16 * MiB, 16 * MiB, 120},
+	{3, 65536, 16, false, false, 8 * MiB, 5 * MiB + 512, 200, true},
+	{3, 16384, 8, true, true, 4 * MiB, 2 * MiB, 200, true},
+	{2, 512, 16, false, false, 2 * MiB, MiB, 200, true},
 };
 
 START_TEST(random_ops_match_shadow)
@@ -290,7 +293,7 @@ END_TEST
  */
 START_TEST(writes_over_qemu_made_images)
 {
-	struct cfg c = { 3, 65536, 16, false, false, 4 * MiB, 0, 200 };
+	struct cfg c = {3, 65536, 16, false, false, 4 * MiB, 0, 200};
 	uint8_t *shadow = malloc(c.size), *data = malloc(c.size);
 	struct fmt_image *img;
 	unsigned int s = test_seed();
@@ -340,9 +343,11 @@ START_TEST(writes_over_qemu_made_images)
 			ck_assert_int_eq(fmt_pwrite(img, data, len, off), 0);
 			memcpy(shadow + off, data, len);
 		} else if (op < 9) {
-			ck_assert_int_eq(fmt_write_zeroes(img, off, len,
-							  op == 8 ? FMT_ZERO_MAY_UNMAP : 0),
-					 0);
+			ck_assert_int_eq(
+				fmt_write_zeroes(img, off, len,
+						 op == 8 ? FMT_ZERO_MAY_UNMAP
+							 : 0),
+				0);
 			memset(shadow + off, 0, len);
 		} else {
 			ck_assert_int_eq(fmt_discard(img, off, len), 0);
@@ -368,7 +373,7 @@ END_TEST
 /* A large write over unallocated space is one allocation, one data write. */
 START_TEST(sequential_write_allocates_contiguously)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = 32 * MiB };
+	struct fmt_create_opts o = {.format = "qcow2", .size = 32 * MiB};
 	struct fmt_image *img;
 	struct fmt_extent ext;
 	uint8_t *buf = malloc(8 * MiB);
@@ -390,7 +395,7 @@ END_TEST
 
 START_TEST(write_zeroes_keeps_or_unmaps_host_cluster)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = 4 * MiB };
+	struct fmt_create_opts o = {.format = "qcow2", .size = 4 * MiB};
 	struct fmt_image *img;
 	struct fmt_extent ext;
 	static uint8_t buf[65536];
@@ -407,7 +412,8 @@ START_TEST(write_zeroes_keeps_or_unmaps_host_cluster)
 	ck_assert_int_eq(fmt_block_status(img, 0, 65536, &ext), 0);
 	ck_assert_int_eq(ext.state, FMT_ZERO);
 	ck_assert_int_eq(ext.host_off, host); /* preallocated zero cluster */
-	ck_assert_int_eq(fmt_write_zeroes(img, 65536, 65536, FMT_ZERO_MAY_UNMAP), 0);
+	ck_assert_int_eq(
+		fmt_write_zeroes(img, 65536, 65536, FMT_ZERO_MAY_UNMAP), 0);
 	ck_assert_int_eq(fmt_block_status(img, 65536, 65536, &ext), 0);
 	ck_assert_int_ne(ext.state, FMT_DATA);
 	ck_assert_int_eq(ext.host_off, -1);
@@ -425,11 +431,12 @@ END_TEST
 
 START_TEST(set_backing_rewrites_header)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = MiB,
-				     .backing_file = "a.raw",
-				     .backing_fmt = "raw" };
-	struct fmt_create_opts r = { .format = "raw", .size = MiB };
-	struct fmt_create_opts bq = { .format = "qcow2", .size = MiB };
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = MiB,
+				    .backing_file = "a.raw",
+				    .backing_fmt = "raw"};
+	struct fmt_create_opts r = {.format = "raw", .size = MiB};
+	struct fmt_create_opts bq = {.format = "qcow2", .size = MiB};
 	struct fmt_image *img;
 	char *out;
 
@@ -445,7 +452,8 @@ START_TEST(set_backing_rewrites_header)
 	if (have_qemu_img) {
 		out = tu_out("qemu-img info t.qcow2");
 		ck_assert_ptr_nonnull(strstr(out, "backing file: b.qcow2\n"));
-		ck_assert_ptr_nonnull(strstr(out, "backing file format: qcow2\n"));
+		ck_assert_ptr_nonnull(
+			strstr(out, "backing file format: qcow2\n"));
 		ck_assert_ptr_nonnull(strstr(out, "compat: 1.1\n"));
 		free(out);
 		assert_qemu_check("t.qcow2");
@@ -454,7 +462,8 @@ START_TEST(set_backing_rewrites_header)
 	ck_assert_str_eq(img->backing_name, "b.qcow2");
 	ck_assert_str_eq(img->backing_fmt, "qcow2");
 	/* The feature name table extension survived the rewrite. */
-	ck_assert_uint_eq(((struct qcow2 *)img->priv)->feature_names_len, 8 * 48);
+	ck_assert_uint_eq(((struct qcow2 *)img->priv)->feature_names_len,
+			  8 * 48);
 	ck_assert_int_eq(fmt_set_backing(img, NULL, NULL), 0);
 	ck_assert_ptr_null(img->backing_name);
 	fmt_close(img);
@@ -469,12 +478,16 @@ END_TEST
 
 START_TEST(create_info_matches_qemu)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = 5 * MiB,
-				     .cluster_size = 16384,
-				     .refcount_bits = 4, .extended_l2 = true,
-				     .lazy_refcounts = true };
-	struct fmt_create_opts v2 = { .format = "qcow2", .size = MiB,
-				      .compat = 2, .refcount_bits = 8 };
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 5 * MiB,
+				    .cluster_size = 16384,
+				    .refcount_bits = 4,
+				    .extended_l2 = true,
+				    .lazy_refcounts = true};
+	struct fmt_create_opts v2 = {.format = "qcow2",
+				     .size = MiB,
+				     .compat = 2,
+				     .refcount_bits = 8};
 	char *out;
 
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
@@ -486,7 +499,8 @@ START_TEST(create_info_matches_qemu)
 	if (!have_qemu_img)
 		return;
 	out = tu_out("qemu-img info t.qcow2");
-	ck_assert_ptr_nonnull(strstr(out, "virtual size: 5 MiB (5242880 bytes)\n"));
+	ck_assert_ptr_nonnull(
+		strstr(out, "virtual size: 5 MiB (5242880 bytes)\n"));
 	ck_assert_ptr_nonnull(strstr(out, "cluster_size: 16384\n"));
 	ck_assert_ptr_nonnull(strstr(out, "lazy refcounts: true\n"));
 	ck_assert_ptr_nonnull(strstr(out, "refcount bits: 4\n"));
@@ -511,7 +525,8 @@ START_TEST(dirty_image_refcounts_rebuilt)
 		return;
 	tu_sh("qemu-img create -q -f qcow2 -o lazy_refcounts=on,cluster_size=4096 t.qcow2 4M");
 	/* qemu-io dies with the dirty bit set and refcounts not written. */
-	(void)system("qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' -c 'write -P 0x6b 2M 64k' -c 'sigraise 9' t.qcow2 >/dev/null 2>&1");
+	(void)system(
+		"qemu-io -f qcow2 -c 'write -P 0x5a 0 1M' -c 'write -P 0x6b 2M 64k' -c 'sigraise 9' t.qcow2 >/dev/null 2>&1");
 	out = tu_out("qemu-img info t.qcow2");
 	ck_assert_ptr_nonnull(strstr(out, "corrupt: false"));
 	free(out);
@@ -531,13 +546,13 @@ END_TEST
 START_TEST(create_preallocated)
 {
 	static const enum fmt_prealloc modes[] = {
-		FMT_PREALLOC_METADATA, FMT_PREALLOC_FALLOC, FMT_PREALLOC_FULL
-	};
-	struct fmt_create_opts o = { .format = "qcow2", .size = 3 * MiB + 512,
-				     .cluster_size = 16384,
-				     .extended_l2 = _i >= 3,
-				     .refcount_bits = 2,
-				     .prealloc = modes[_i % 3] };
+		FMT_PREALLOC_METADATA, FMT_PREALLOC_FALLOC, FMT_PREALLOC_FULL};
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 3 * MiB + 512,
+				    .cluster_size = 16384,
+				    .extended_l2 = _i >= 3,
+				    .refcount_bits = 2,
+				    .prealloc = modes[_i % 3]};
 	struct fmt_image *img;
 	struct fmt_extent ext;
 	uint8_t *zero = calloc(1, o.size), *buf = malloc(o.size);
@@ -571,20 +586,24 @@ END_TEST
 
 START_TEST(refusals_have_exact_errors)
 {
-	struct fmt_create_opts r = { .format = "raw", .size = MiB };
-	struct fmt_create_opts o = { .format = "qcow2", .size = MiB,
-				     .compat = 2, .backing_file = "b.raw",
-				     .backing_fmt = "raw" };
-	struct fmt_create_opts bad = { .format = "qcow2", .size = MiB,
-				       .cluster_size = 8192,
-				       .extended_l2 = true };
+	struct fmt_create_opts r = {.format = "raw", .size = MiB};
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = MiB,
+				    .compat = 2,
+				    .backing_file = "b.raw",
+				    .backing_fmt = "raw"};
+	struct fmt_create_opts bad = {.format = "qcow2",
+				      .size = MiB,
+				      .cluster_size = 8192,
+				      .extended_l2 = true};
 	static uint8_t buf[4096];
 	struct fmt_image *img;
 	char name[1100];
 
 	ck_assert_int_eq(fmt_create("x.qcow2", &bad), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "x.qcow2: extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"x.qcow2: extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
 	ck_assert_int_eq(access("x.qcow2", F_OK), -1);
 	bad.cluster_size = 65536;
 	bad.size = 1000;
@@ -597,8 +616,9 @@ START_TEST(refusals_have_exact_errors)
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	ck_assert_int_eq(fmt_discard(img, 0, 65536), -ENOTSUP);
 	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "t.qcow2: discard is not supported on qcow2 v2 images with a backing file");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"t.qcow2: discard is not supported on qcow2 v2 images with a backing file");
 	/* A long name fits in a 64 KiB header cluster. */
 	memset(name, 'n', 1000);
 	name[1000] = '\0';
@@ -611,15 +631,18 @@ START_TEST(refusals_have_exact_errors)
 	o.cluster_size = 512;
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2",
-				  FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING, &img), 0);
+				  FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING, &img),
+			 0);
 	ck_assert_int_eq(fmt_pwrite(img, buf, 100, 0), -ENOTSUP);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "t.qcow2: backing file not opened: cannot copy-on-write a partial cluster");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"t.qcow2: backing file not opened: cannot copy-on-write a partial cluster");
 	ck_assert_int_eq(fmt_pwrite(img, buf, 1024, 512), 0);
 	/* 512-byte header cluster: a 1000-byte name does not fit. */
 	ck_assert_int_eq(fmt_set_backing(img, name, "raw"), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "t.qcow2: backing file name and header extensions do not fit in the header cluster");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"t.qcow2: backing file name and header extensions do not fit in the header cluster");
 	ck_assert_str_eq(img->backing_name, "b.raw");
 	fmt_close(img);
 	assert_qemu_check("t.qcow2");
@@ -627,7 +650,7 @@ START_TEST(refusals_have_exact_errors)
 END_TEST
 
 #define NTHREADS 4
-#define SEG 3000u /* bytes per segment; thread t owns segments k % 4 == t */
+#define SEG	 3000u /* bytes per segment; thread t owns segments k % 4 == t */
 
 struct thr {
 	struct fmt_image *img;
@@ -645,7 +668,8 @@ static void *thread_ops(void *arg)
 	int i;
 
 	for (i = 0; i < 300 && !t->failed; i++) {
-		uint64_t k = rnd(&t->seed, nseg / NTHREADS) * NTHREADS + (uint64_t)t->id;
+		uint64_t k = rnd(&t->seed, nseg / NTHREADS) * NTHREADS +
+			     (uint64_t)t->id;
 		uint64_t a = rnd(&t->seed, SEG), b = rnd(&t->seed, SEG);
 		uint64_t lo = BC_MIN(a, b), len = BC_MAX(a, b) - lo + 1;
 		uint64_t off = k * SEG + lo;
@@ -653,7 +677,8 @@ static void *thread_ops(void *arg)
 		if (off + len > t->img->size)
 			continue;
 		if (rnd(&t->seed, 4)) {
-			tu_pattern(buf, len, off, (unsigned int)(i + 31 * t->id));
+			tu_pattern(buf, len, off,
+				   (unsigned int)(i + 31 * t->id));
 			if (fmt_pwrite(t->img, buf, len, off))
 				t->failed = 1;
 			memcpy(t->shadow + off, buf, len);
@@ -669,11 +694,12 @@ static void *thread_ops(void *arg)
 /* Concurrent writers and readers on one image, sharing clusters. */
 START_TEST(concurrent_writes_and_reads)
 {
-	struct fmt_create_opts o = { .format = "qcow2", .size = 4 * MiB,
-				     .cluster_size = 4096,
-				     .extended_l2 = false,
-				     .backing_file = "base.raw",
-				     .backing_fmt = "raw" };
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 4 * MiB,
+				    .cluster_size = 4096,
+				    .extended_l2 = false,
+				    .backing_file = "base.raw",
+				    .backing_fmt = "raw"};
 	uint8_t *shadow = malloc(o.size);
 	struct thr th[NTHREADS];
 	pthread_t tid[NTHREADS];
@@ -687,8 +713,9 @@ START_TEST(concurrent_writes_and_reads)
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	for (i = 0; i < NTHREADS; i++) {
-		th[i] = (struct thr){ img, shadow, seed + (unsigned int)i, i, 0 };
-		ck_assert_int_eq(pthread_create(&tid[i], NULL, thread_ops, &th[i]), 0);
+		th[i] = (struct thr){img, shadow, seed + (unsigned int)i, i, 0};
+		ck_assert_int_eq(
+			pthread_create(&tid[i], NULL, thread_ops, &th[i]), 0);
 	}
 	for (i = 0; i < NTHREADS; i++) {
 		ck_assert_int_eq(pthread_join(tid[i], NULL), 0);
@@ -729,7 +756,8 @@ START_TEST(autoclear_cleared_at_first_write)
 	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
 	fmt_close(img);
 	out = tu_out("qemu-img info t.qcow2 2>&1");
-	ck_assert_ptr_nonnull(strstr(out, "all bitmaps are now considered inconsistent"));
+	ck_assert_ptr_nonnull(
+		strstr(out, "all bitmaps are now considered inconsistent"));
 	free(out);
 }
 END_TEST
