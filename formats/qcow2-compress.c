@@ -68,9 +68,10 @@ int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out)
 	qcow2_compressed_desc(q, raw, &coff, &nbytes);
 	/* At most 2^(cluster_bits-8) sectors: the sum cannot overflow. */
 	if ((coff >> 56) || bc_add_overflow(coff, nbytes, &end))
-		return qcow2_corrupt(q->img->filename,
-				     "invalid compressed cluster descriptor 0x%016" PRIx64,
-				     raw);
+		return qcow2_corrupt(
+			q->img->filename,
+			"invalid compressed cluster descriptor 0x%016" PRIx64,
+			raw);
 	align = BC_MAX(CBUF_ALIGN, q->img->request_align);
 	start = bc_align_down(coff, align);
 	rend = bc_align_up(end, align);
@@ -82,18 +83,22 @@ int qcow2_read_compressed(struct qcow2 *q, uint64_t raw, uint8_t *out)
 	if (ret < 0) {
 		char eb[128];
 
-		bc_error_set_default(bc_errno_to_code(-ret), -ret,
-				     "%s: cannot read compressed cluster at offset %" PRIu64 ": %s",
-				     q->img->filename, coff,
-				     strerror_r(-ret, eb, sizeof(eb)));
+		bc_error_set_default(
+			bc_errno_to_code(-ret), -ret,
+			"%s: cannot read compressed cluster at offset %" PRIu64
+			": %s",
+			q->img->filename, coff,
+			strerror_r(-ret, eb, sizeof(eb)));
 		goto out_free;
 	}
 	ret = inflate_cluster(buf + (coff - start), nbytes, out,
 			      q->cluster_size);
 	if (ret == -EUCLEAN)
-		(void)qcow2_corrupt(q->img->filename,
-			      "compressed cluster at host offset 0x%" PRIx64 " does not decompress to one cluster",
-			      coff);
+		(void)qcow2_corrupt(
+			q->img->filename,
+			"compressed cluster at host offset 0x%" PRIx64
+			" does not decompress to one cluster",
+			coff);
 out_free:
 	free(buf);
 	return ret;

@@ -73,7 +73,8 @@ static void io_error(const struct qcow2 *q, int ret, const char *what,
 
 	bc_error_set_default(bc_errno_to_code(-ret), -ret,
 			     "%s: cannot %s at offset %" PRIu64 ": %s",
-			     qname(q), what, off, strerror_r(-ret, eb, sizeof(eb)));
+			     qname(q), what, off,
+			     strerror_r(-ret, eb, sizeof(eb)));
 }
 
 int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
@@ -176,14 +177,17 @@ int qcow2_l1_load(struct qcow2 *q)
 		uint64_t l2_off = e & QCOW2_L1E_OFFSET_MASK;
 
 		if (e & QCOW2_L1E_RESERVED) {
-			ret = qcow2_corrupt(qname(q),
-					    "L1 entry %" PRIu32 " has reserved bits set (0x%016" PRIx64 ")",
-					    i, e);
+			ret = qcow2_corrupt(
+				qname(q),
+				"L1 entry %" PRIu32
+				" has reserved bits set (0x%016" PRIx64 ")",
+				i, e);
 			goto out_free;
 		}
 		if (!bc_is_aligned(l2_off, q->cluster_size)) {
 			ret = qcow2_corrupt(qname(q),
-					    "L2 table offset 0x%" PRIx64 " unaligned (L1 index %" PRIu32 ")",
+					    "L2 table offset 0x%" PRIx64
+					    " unaligned (L1 index %" PRIu32 ")",
 					    l2_off, i);
 			goto out_free;
 		}
@@ -224,7 +228,8 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 	if (bc_add_overflow(l2_off, q->cluster_size, &end) ||
 	    end > q->file_size)
 		return qcow2_corrupt(qname(q),
-				     "L2 table offset 0x%" PRIx64 " beyond end of file",
+				     "L2 table offset 0x%" PRIx64
+				     " beyond end of file",
 				     l2_off);
 	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
 		struct qcow2_l2_table *t = &q->l2_cache[i];
@@ -241,8 +246,8 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 		if (!t->offset) {
 			if (!victim || victim->offset)
 				victim = t;
-		} else if (!victim ||
-			   (victim->offset && t->last_used < victim->last_used)) {
+		} else if (!victim || (victim->offset &&
+				       t->last_used < victim->last_used)) {
 			victim = t;
 		}
 	}
@@ -366,13 +371,18 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 		qcow2_compressed_desc(q, raw, &hoff, &nbytes);
 		/* Offset bits past 55 must be zero (spec); no subclusters. */
 		if ((hoff >> 56) || (q->extended_l2 && e.bitmap))
-			return qcow2_corrupt(qname(q),
-					     "invalid compressed cluster descriptor 0x%016" PRIx64 " (guest offset 0x%" PRIx64 ")",
-					     raw, off);
+			return qcow2_corrupt(
+				qname(q),
+				"invalid compressed cluster descriptor 0x%016" PRIx64
+				" (guest offset 0x%" PRIx64 ")",
+				raw, off);
 		if (hoff >= q->file_size)
-			return qcow2_corrupt(qname(q),
-					     "compressed cluster at host offset 0x%" PRIx64 " beyond end of file (guest offset 0x%" PRIx64 ")",
-					     hoff, off);
+			return qcow2_corrupt(
+				qname(q),
+				"compressed cluster at host offset 0x%" PRIx64
+				" beyond end of file (guest offset 0x%" PRIx64
+				")",
+				hoff, off);
 		*type = QCOW2_CLUSTER_COMPRESSED;
 		*host_off = hoff;
 		return 0;
@@ -383,18 +393,23 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 	if (q->extended_l2 || q->hdr.version < 3)
 		reserved |= QCOW2_OFLAG_ZERO;
 	if (raw & reserved)
-		return qcow2_corrupt(qname(q),
-				     "L2 entry 0x%016" PRIx64 " has reserved bits set (guest offset 0x%" PRIx64 ")",
-				     raw, off);
+		return qcow2_corrupt(
+			qname(q),
+			"L2 entry 0x%016" PRIx64
+			" has reserved bits set (guest offset 0x%" PRIx64 ")",
+			raw, off);
 	hoff = raw & QCOW2_L2E_OFFSET_MASK;
 	if (!bc_is_aligned(hoff, q->cluster_size))
 		return qcow2_corrupt(qname(q),
-				     "cluster offset 0x%" PRIx64 " unaligned (guest offset 0x%" PRIx64 ")",
+				     "cluster offset 0x%" PRIx64
+				     " unaligned (guest offset 0x%" PRIx64 ")",
 				     hoff, off);
 	if (hoff && hoff >= q->file_size)
-		return qcow2_corrupt(qname(q),
-				     "cluster offset 0x%" PRIx64 " beyond end of file (guest offset 0x%" PRIx64 ")",
-				     hoff, off);
+		return qcow2_corrupt(
+			qname(q),
+			"cluster offset 0x%" PRIx64
+			" beyond end of file (guest offset 0x%" PRIx64 ")",
+			hoff, off);
 
 	if (!q->extended_l2) {
 		if (raw & QCOW2_OFLAG_ZERO)
@@ -409,13 +424,17 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 		uint32_t sc = (uint32_t)((off >> q->subcluster_bits) & 31);
 
 		if (alloc & zero)
-			return qcow2_corrupt(qname(q),
-					     "subclusters both allocated and zero (bitmap 0x%016" PRIx64 ", guest offset 0x%" PRIx64 ")",
-					     e.bitmap, off);
+			return qcow2_corrupt(
+				qname(q),
+				"subclusters both allocated and zero (bitmap 0x%016" PRIx64
+				", guest offset 0x%" PRIx64 ")",
+				e.bitmap, off);
 		if (alloc && !hoff)
-			return qcow2_corrupt(qname(q),
-					     "allocated subclusters without a host cluster (bitmap 0x%016" PRIx64 ", guest offset 0x%" PRIx64 ")",
-					     e.bitmap, off);
+			return qcow2_corrupt(
+				qname(q),
+				"allocated subclusters without a host cluster (bitmap 0x%016" PRIx64
+				", guest offset 0x%" PRIx64 ")",
+				e.bitmap, off);
 		if (zero & (1u << sc))
 			*type = hoff ? QCOW2_CLUSTER_ZERO_ALLOC
 				     : QCOW2_CLUSTER_ZERO_PLAIN;
@@ -475,7 +494,8 @@ static bool extend_run(struct qcow2_mapping *m, enum qcow2_cluster_type type,
 	}
 	if (type != m->type || type == QCOW2_CLUSTER_COMPRESSED)
 		return false;
-	if ((type == QCOW2_CLUSTER_NORMAL || type == QCOW2_CLUSTER_ZERO_ALLOC) &&
+	if ((type == QCOW2_CLUSTER_NORMAL ||
+	     type == QCOW2_CLUSTER_ZERO_ALLOC) &&
 	    host != m->host_off + m->run)
 		return false;
 	m->run += seg;

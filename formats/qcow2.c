@@ -111,8 +111,8 @@ static bool table_ok(uint64_t off, uint64_t bytes, uint64_t cluster_size,
 }
 
 /* Whether two non-empty byte ranges share a cluster. */
-static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
-			   uint64_t blen, uint64_t cluster_size)
+static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen,
+			   uint64_t cluster_size)
 {
 	if (!alen || !blen)
 		return false;
@@ -126,8 +126,8 @@ static bool ranges_overlap(uint64_t a, uint64_t alen, uint64_t b,
  * most once. Fewer than 8 bytes before @end end the walk (no extension
  * fits there; old v2 images store the backing name right after the header).
  */
-static int walk_extensions(const char *name, const uint8_t *buf,
-			   uint64_t start, uint64_t end, struct ext_walk *w)
+static int walk_extensions(const char *name, const uint8_t *buf, uint64_t start,
+			   uint64_t end, struct ext_walk *w)
 {
 	uint64_t off = start;
 
@@ -141,43 +141,48 @@ static int walk_extensions(const char *name, const uint8_t *buf,
 		if (type == QCOW2_EXT_END)
 			break;
 		if (len > end - off)
-			return qcow2_corrupt(name,
-					     "Header extension too large (type 0x%08" PRIx32 ", length %" PRIu32 ")",
-					     type, len);
+			return qcow2_corrupt(
+				name,
+				"Header extension too large (type 0x%08" PRIx32
+				", length %" PRIu32 ")",
+				type, len);
 		switch (type) {
 		case QCOW2_EXT_BACKING_FMT:
 			bit = SEEN_BACKING_FMT;
 			if (len > FMT_BACKING_NAME_MAX)
-				return qcow2_corrupt(name,
-						     "Backing format name too long");
+				return qcow2_corrupt(
+					name, "Backing format name too long");
 			if (memchr(buf + off, 0, len))
-				return qcow2_corrupt(name,
-						     "Invalid backing format name");
+				return qcow2_corrupt(
+					name, "Invalid backing format name");
 			w->backing_fmt = buf + off;
 			w->backing_fmt_len = len;
 			break;
 		case QCOW2_EXT_FEATURE_NAME:
 			bit = SEEN_FEATURE_NAME;
 			if (len % FEATURE_ENTRY_LEN)
-				return qcow2_corrupt(name,
-						     "Invalid feature name table length %" PRIu32,
-						     len);
+				return qcow2_corrupt(
+					name,
+					"Invalid feature name table length %" PRIu32,
+					len);
 			w->features = buf + off;
 			w->features_len = len;
 			break;
 		case QCOW2_EXT_BITMAPS:
 			bit = SEEN_BITMAPS;
 			if (len != 24)
-				return qcow2_corrupt(name,
-						     "Invalid bitmaps extension length %" PRIu32,
-						     len);
+				return qcow2_corrupt(
+					name,
+					"Invalid bitmaps extension length %" PRIu32,
+					len);
 			break;
 		case QCOW2_EXT_CRYPTO:
 			bit = SEEN_CRYPTO;
 			if (len != 16)
-				return qcow2_corrupt(name,
-						     "Invalid encryption header extension length %" PRIu32,
-						     len);
+				return qcow2_corrupt(
+					name,
+					"Invalid encryption header extension length %" PRIu32,
+					len);
 			break;
 		case QCOW2_EXT_DATA_FILE:
 			bit = SEEN_DATA_FILE;
@@ -187,9 +192,9 @@ static int walk_extensions(const char *name, const uint8_t *buf,
 			break;
 		}
 		if (bit & w->seen)
-			return qcow2_corrupt(name,
-					     "Duplicate header extension 0x%08" PRIx32,
-					     type);
+			return qcow2_corrupt(
+				name, "Duplicate header extension 0x%08" PRIx32,
+				type);
 		w->seen |= bit;
 		/* len <= end - off and end <= 2 MiB: no overflow. */
 		off += bc_align_up(len, 8);
@@ -201,8 +206,7 @@ static int walk_extensions(const char *name, const uint8_t *buf,
 }
 
 /* Append @s to @dst (of @size bytes) as printable text. */
-static void append_printable(char *dst, size_t size, const uint8_t *s,
-			     size_t n)
+static void append_printable(char *dst, size_t size, const uint8_t *s, size_t n)
 {
 	size_t len = strlen(dst), i;
 
@@ -250,11 +254,13 @@ static int check_features(const char *name, const struct qcow2_header *hdr,
 		return unknown_features(name, unknown, w);
 	if ((hdr->incompatible_features & QCOW2_INCOMPAT_DATA_FILE) ||
 	    (w->seen & SEEN_DATA_FILE))
-		return unsupported(name, "external data files are not supported");
+		return unsupported(name,
+				   "external data files are not supported");
 	if (hdr->incompatible_features & QCOW2_INCOMPAT_COMPRESSION) {
 		if (hdr->compression_type == 0)
-			return qcow2_corrupt(name,
-					     "compression type feature bit set with zlib compression type");
+			return qcow2_corrupt(
+				name,
+				"compression type feature bit set with zlib compression type");
 		if (hdr->compression_type == 1)
 			return unsupported(name,
 					   "zstd compression is not supported");
@@ -262,9 +268,10 @@ static int check_features(const char *name, const struct qcow2_header *hdr,
 				   hdr->compression_type);
 	}
 	if (hdr->compression_type)
-		return qcow2_corrupt(name,
-				     "compression type %u without the compression type feature bit",
-				     hdr->compression_type);
+		return qcow2_corrupt(
+			name,
+			"compression type %u without the compression type feature bit",
+			hdr->compression_type);
 	switch (hdr->crypt_method) {
 	case 0:
 		break;
@@ -275,12 +282,14 @@ static int check_features(const char *name, const struct qcow2_header *hdr,
 		return unsupported(name,
 				   "LUKS-encrypted images are not supported");
 	default:
-		return unsupported(name, "unsupported encryption method %" PRIu32,
+		return unsupported(name,
+				   "unsupported encryption method %" PRIu32,
 				   hdr->crypt_method);
 	}
 	if (w->seen & SEEN_CRYPTO)
-		return unsupported(name,
-				   "encryption header extension present; encrypted images are not supported");
+		return unsupported(
+			name,
+			"encryption header extension present; encrypted images are not supported");
 	return 0;
 }
 
@@ -289,20 +298,22 @@ static int check_tables(const char *name, const struct qcow2_header *hdr,
 			uint64_t file_size)
 {
 	uint64_t cs = 1ull << hdr->cluster_bits;
-	uint32_t l2_bits = hdr->cluster_bits -
-			   ((hdr->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4
-										: 3);
+	uint32_t l2_bits =
+		hdr->cluster_bits -
+		((hdr->incompatible_features & QCOW2_INCOMPAT_EXTL2) ? 4 : 3);
 	uint32_t span_bits = hdr->cluster_bits + l2_bits;
 	uint64_t reft_bytes, snap_bytes, l1_bytes, needed;
 
 	if (hdr->refcount_order > 6)
-		return qcow2_corrupt(name,
-				     "Reference count entry width too large; may not exceed 64 bits");
+		return qcow2_corrupt(
+			name,
+			"Reference count entry width too large; may not exceed 64 bits");
 
 	if (!hdr->refcount_table_clusters)
-		return qcow2_corrupt(name,
-				     "Image does not contain a reference count table");
-	reft_bytes = (uint64_t)hdr->refcount_table_clusters << hdr->cluster_bits;
+		return qcow2_corrupt(
+			name, "Image does not contain a reference count table");
+	reft_bytes = (uint64_t)hdr->refcount_table_clusters
+		     << hdr->cluster_bits;
 	if (reft_bytes > QCOW2_MAX_REFTABLE_BYTES)
 		return qcow2_corrupt(name, "Reference count table too large");
 	if (!table_ok(hdr->refcount_table_offset, reft_bytes, cs, file_size))
@@ -332,15 +343,17 @@ static int check_tables(const char *name, const struct qcow2_header *hdr,
 
 	if (ranges_overlap(hdr->l1_table_offset, l1_bytes,
 			   hdr->refcount_table_offset, reft_bytes, cs))
-		return qcow2_corrupt(name,
-				     "L1 table overlaps the reference count table");
+		return qcow2_corrupt(
+			name, "L1 table overlaps the reference count table");
 	if (ranges_overlap(hdr->snapshots_offset, snap_bytes,
 			   hdr->refcount_table_offset, reft_bytes, cs))
-		return qcow2_corrupt(name,
-				     "Snapshot table overlaps the reference count table");
+		return qcow2_corrupt(
+			name,
+			"Snapshot table overlaps the reference count table");
 	if (ranges_overlap(hdr->snapshots_offset, snap_bytes,
 			   hdr->l1_table_offset, l1_bytes, cs))
-		return qcow2_corrupt(name, "Snapshot table overlaps the L1 table");
+		return qcow2_corrupt(name,
+				     "Snapshot table overlaps the L1 table");
 	return 0;
 }
 
@@ -425,14 +438,15 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 			return qcow2_corrupt(name, "qcow2 header too short");
 		if (hdr->header_length % 8)
 			return qcow2_corrupt(name,
-					     "qcow2 header length %" PRIu32 " not a multiple of 8",
+					     "qcow2 header length %" PRIu32
+					     " not a multiple of 8",
 					     hdr->header_length);
 		if (hdr->header_length > cs)
-			return qcow2_corrupt(name,
-					     "qcow2 header exceeds cluster size");
+			return qcow2_corrupt(
+				name, "qcow2 header exceeds cluster size");
 		if (hdr->header_length > len)
-			return qcow2_corrupt(name,
-					     "qcow2 header exceeds end of file");
+			return qcow2_corrupt(
+				name, "qcow2 header exceeds end of file");
 		if (hdr->header_length > H_COMPRESSION)
 			hdr->compression_type = buf[H_COMPRESSION];
 	}
@@ -456,8 +470,9 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 		return ret;
 	if ((hdr->incompatible_features & QCOW2_INCOMPAT_EXTL2) &&
 	    hdr->cluster_bits < QCOW2_MIN_EXTL2_CLUSTER_BITS)
-		return qcow2_corrupt(name,
-				     "Extended L2 entries need a cluster size of at least 16 KiB");
+		return qcow2_corrupt(
+			name,
+			"Extended L2 entries need a cluster size of at least 16 KiB");
 
 	ret = check_tables(name, hdr, file_size);
 	if (ret < 0)
@@ -468,10 +483,11 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 		uint32_t n = hdr->backing_file_size;
 
 		if (n > FMT_BACKING_NAME_MAX || n > cs - off)
-			return qcow2_corrupt(name, "Backing file name too long");
-		if (off + n > len)
 			return qcow2_corrupt(name,
-					     "Backing file name beyond end of file");
+					     "Backing file name too long");
+		if (off + n > len)
+			return qcow2_corrupt(
+				name, "Backing file name beyond end of file");
 		if (memchr(buf + off, 0, n))
 			return qcow2_corrupt(name, "Invalid backing file name");
 	}
@@ -616,8 +632,9 @@ static int qcow2_open(struct fmt_image *img)
 		goto err_free;
 	if ((q->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) &&
 	    !q->read_only) {
-		ret = qcow2_corrupt(img->filename,
-				    "image is marked corrupt; cannot be opened read/write");
+		ret = qcow2_corrupt(
+			img->filename,
+			"image is marked corrupt; cannot be opened read/write");
 		goto err_exts;
 	}
 
@@ -639,6 +656,7 @@ static int qcow2_open(struct fmt_image *img)
 	q->ext_end = exts.ext_end;
 	q->feature_names = (char *)bc_steal_ptr(&exts.feature_table);
 	q->feature_names_len = exts.feature_table_len;
+	img->size = q->hdr.size;
 	img->priv = q;
 
 	ret = qcow2_l1_load(q);
@@ -654,7 +672,6 @@ static int qcow2_open(struct fmt_image *img)
 			goto err_exts;
 	}
 
-	img->size = q->hdr.size;
 	img->backing_name = bc_steal_ptr(&exts.backing_name);
 	img->backing_fmt = bc_steal_ptr(&exts.backing_fmt);
 	qcow2_exts_free(&exts);
@@ -680,8 +697,7 @@ static void qcow2_close(struct fmt_image *img)
 	img->priv = NULL;
 }
 
-static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
-		       uint64_t off)
+static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	struct qcow2 *q = img->priv;
 	uint8_t *p = buf;
@@ -710,9 +726,9 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 			ret = qcow2_file_pread(q, p, run, m.host_off);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
-			ret = qcow2_compressed_pread(q, m.l2_raw,
-						     off & (q->cluster_size - 1),
-						     p, run);
+			ret = qcow2_compressed_pread(
+				q, m.l2_raw, off & (q->cluster_size - 1), p,
+				run);
 			break;
 		}
 		if (ret < 0)
@@ -724,8 +740,8 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n,
 	return ret;
 }
 
-static int qcow2_block_status(struct fmt_image *img, uint64_t off,
-			      uint64_t len, struct fmt_extent *ext)
+static int qcow2_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
+			      struct fmt_extent *ext)
 {
 	struct qcow2 *q = img->priv;
 	unsigned int budget = QCOW2_MAP_MAX_ENTRIES;
@@ -738,8 +754,8 @@ static int qcow2_block_status(struct fmt_image *img, uint64_t off,
 	 * Compressed clusters map one by one; report their run whole, up to
 	 * the same bound as one mapping call.
 	 */
-	while (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED &&
-	       m.run < len && --budget) {
+	while (ret == 0 && m.type == QCOW2_CLUSTER_COMPRESSED && m.run < len &&
+	       --budget) {
 		struct qcow2_mapping next;
 
 		ret = qcow2_map_ext_locked(q, off + m.run, len - m.run, &next);
@@ -798,8 +814,8 @@ static int qcow2_get_info(struct fmt_image *img, struct fmt_info *info)
 	info->refcount_bits = (int)q->refcount_bits;
 	info->extended_l2 = q->extended_l2;
 	pthread_mutex_lock(&q->lock);
-	info->lazy_refcounts = q->hdr.compatible_features &
-			       QCOW2_COMPAT_LAZY_REFCOUNTS;
+	info->lazy_refcounts =
+		q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS;
 	info->dirty = q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY;
 	info->corrupt = q->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT;
 	pthread_mutex_unlock(&q->lock);

@@ -39,14 +39,14 @@ static void build(uint32_t version)
 	put32(0, QCOW2_MAGIC);
 	put32(4, version);
 	put32(20, CB);
-	put64(24, 1ull << 30);     /* 2 L1 entries of 512 MiB each */
-	put32(36, 2);              /* l1_size */
-	put64(40, 3ull * CS);      /* l1_table_offset */
-	put64(48, CS);             /* refcount_table_offset */
-	put32(56, 1);              /* refcount_table_clusters */
+	put64(24, 1ull << 30); /* 2 L1 entries of 512 MiB each */
+	put32(36, 2);	       /* l1_size */
+	put64(40, 3ull * CS);  /* l1_table_offset */
+	put64(48, CS);	       /* refcount_table_offset */
+	put32(56, 1);	       /* refcount_table_clusters */
 	if (version >= 3) {
-		put32(96, 4);      /* refcount_order */
-		put32(100, 104);   /* header_length */
+		put32(96, 4);	 /* refcount_order */
+		put32(100, 104); /* header_length */
 		ext_off = 104;
 	} else {
 		ext_off = 72;
@@ -132,7 +132,7 @@ START_TEST(valid_extensions_and_backing)
 {
 	struct qcow2_header h;
 	struct qcow2_exts e;
-	uint8_t feat[96] = { 0 };
+	uint8_t feat[96] = {0};
 
 	build(3);
 	add_ext(QCOW2_EXT_BACKING_FMT, "qcow2", 5);
@@ -146,8 +146,8 @@ START_TEST(valid_extensions_and_backing)
 	add_ext(0x12345678, "unknown", 7); /* ignored */
 	set_backing(512, "../base image.qcow2");
 	bc_error_reset();
-	ck_assert_int_eq(qcow2_parse_header_ext(NAME, hb, sizeof(hb), FSIZE, &h,
-						&e), 0);
+	ck_assert_int_eq(
+		qcow2_parse_header_ext(NAME, hb, sizeof(hb), FSIZE, &h, &e), 0);
 	ck_assert_str_eq(e.backing_name, "../base image.qcow2");
 	ck_assert_str_eq(e.backing_fmt, "qcow2");
 	ck_assert_uint_eq(e.feature_table_len, 96);
@@ -167,8 +167,8 @@ START_TEST(valid_v2_old_style_backing)
 	/* Old QEMU: the name right after the 72-byte header. */
 	build(2);
 	set_backing(72, "base.img");
-	ck_assert_int_eq(qcow2_parse_header_ext(NAME, hb, sizeof(hb), FSIZE, &h,
-						&e), 0);
+	ck_assert_int_eq(
+		qcow2_parse_header_ext(NAME, hb, sizeof(hb), FSIZE, &h, &e), 0);
 	ck_assert_str_eq(e.backing_name, "base.img");
 	ck_assert_ptr_null(e.backing_fmt);
 	qcow2_exts_free(&e);
@@ -248,8 +248,9 @@ START_TEST(extended_l2_needs_16k_clusters)
 	put64(72, QCOW2_INCOMPAT_EXTL2);
 	put32(20, 13);
 	put32(36, 1u << 16);
-	expect_fail(-EUCLEAN,
-		    "Extended L2 entries need a cluster size of at least 16 KiB");
+	expect_fail(
+		-EUCLEAN,
+		"Extended L2 entries need a cluster size of at least 16 KiB");
 }
 END_TEST
 
@@ -307,11 +308,11 @@ START_TEST(l1_offset_invalid)
 	build(3);
 	put64(40, 3ull * CS + 512);
 	expect_fail(-EUCLEAN, "Invalid L1 table offset");
-	put64(40, FSIZE);           /* beyond the end of the file */
+	put64(40, FSIZE); /* beyond the end of the file */
 	expect_fail(-EUCLEAN, "Invalid L1 table offset");
-	put64(40, 0);               /* overlaps the header */
+	put64(40, 0); /* overlaps the header */
 	expect_fail(-EUCLEAN, "Invalid L1 table offset");
-	put64(40, ~0ull << CB);     /* offset + size overflows */
+	put64(40, ~0ull << CB); /* offset + size overflows */
 	expect_fail(-EUCLEAN, "Invalid L1 table offset");
 }
 END_TEST
@@ -381,8 +382,9 @@ START_TEST(refcount_order_7)
 {
 	build(3);
 	put32(96, 7);
-	expect_fail(-EUCLEAN,
-		    "Reference count entry width too large; may not exceed 64 bits");
+	expect_fail(
+		-EUCLEAN,
+		"Reference count entry width too large; may not exceed 64 bits");
 }
 END_TEST
 
@@ -461,8 +463,9 @@ START_TEST(extension_too_large)
 	build(3);
 	put32(104, 0x12345678);
 	put32(108, CS - 104 - 8 + 1);
-	expect_fail(-EUCLEAN,
-		    "Header extension too large (type 0x12345678, length 65425)");
+	expect_fail(
+		-EUCLEAN,
+		"Header extension too large (type 0x12345678, length 65425)");
 }
 END_TEST
 
@@ -487,7 +490,7 @@ END_TEST
 
 START_TEST(extension_bad_lengths)
 {
-	uint8_t z[64] = { 0 };
+	uint8_t z[64] = {0};
 
 	build(3);
 	add_ext(QCOW2_EXT_FEATURE_NAME, z, 50);
@@ -505,7 +508,7 @@ END_TEST
 
 START_TEST(encryption_refused)
 {
-	uint8_t fde[16] = { 0 };
+	uint8_t fde[16] = {0};
 
 	build(3);
 	put32(32, 1);
@@ -516,19 +519,21 @@ START_TEST(encryption_refused)
 	expect_fail(-ENOTSUP, "unsupported encryption method 3");
 	build(3);
 	add_ext(QCOW2_EXT_CRYPTO, fde, sizeof(fde));
-	expect_fail(-ENOTSUP,
-		    "encryption header extension present; encrypted images are not supported");
+	expect_fail(
+		-ENOTSUP,
+		"encryption header extension present; encrypted images are not supported");
 }
 END_TEST
 
 START_TEST(unknown_incompatible_bits)
 {
-	uint8_t feat[144] = { 0 };
+	uint8_t feat[144] = {0};
 
 	build(3);
 	put64(72, (1ull << 5) | (1ull << 40));
-	expect_fail(-ENOTSUP,
-		    "unsupported qcow2 feature(s): unknown incompatible feature bits 0x10000000020");
+	expect_fail(
+		-ENOTSUP,
+		"unsupported qcow2 feature(s): unknown incompatible feature bits 0x10000000020");
 	/* Named from the feature table when it has them. */
 	feat[0] = 0;
 	feat[1] = 5;
@@ -540,8 +545,9 @@ START_TEST(unknown_incompatible_bits)
 	feat[97] = 0;
 	memcpy(feat + 98, "dirty bit", 9);
 	add_ext(QCOW2_EXT_FEATURE_NAME, feat, sizeof(feat));
-	expect_fail(-ENOTSUP,
-		    "unsupported qcow2 feature(s): fancy feature, unknown incompatible feature bits 0x10000000000");
+	expect_fail(
+		-ENOTSUP,
+		"unsupported qcow2 feature(s): fancy feature, unknown incompatible feature bits 0x10000000000");
 	put64(72, 1ull << 5);
 	expect_fail(-ENOTSUP, "unsupported qcow2 feature(s): fancy feature");
 }
@@ -568,12 +574,14 @@ START_TEST(compression_type_checks)
 	hb[104] = 7;
 	expect_fail(-ENOTSUP, "unsupported compression type 7");
 	hb[104] = 0;
-	expect_fail(-EUCLEAN,
-		    "compression type feature bit set with zlib compression type");
+	expect_fail(
+		-EUCLEAN,
+		"compression type feature bit set with zlib compression type");
 	put64(72, 0);
 	hb[104] = 1;
-	expect_fail(-EUCLEAN,
-		    "compression type 1 without the compression type feature bit");
+	expect_fail(
+		-EUCLEAN,
+		"compression type 1 without the compression type feature bit");
 	/* Field absent with a 104-byte header: byte 104 is not read. */
 	put32(100, 104);
 	{

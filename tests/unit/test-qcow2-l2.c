@@ -24,7 +24,7 @@
 /* --- entry decoding on a hand-built state ------------------------------ */
 
 static char fake_name[] = "img.qcow2";
-static struct fmt_image fake_img = { .filename = fake_name };
+static struct fmt_image fake_img = {.filename = fake_name};
 
 static struct qcow2 make_q(uint32_t cluster_bits, bool ext, uint32_t version)
 {
@@ -47,7 +47,7 @@ static struct qcow2 make_q(uint32_t cluster_bits, bool ext, uint32_t version)
 
 static struct qcow2_l2_entry ent(uint64_t raw, uint64_t bitmap)
 {
-	struct qcow2_l2_entry e = { .raw = raw, .bitmap = bitmap };
+	struct qcow2_l2_entry e = {.raw = raw, .bitmap = bitmap};
 
 	return e;
 }
@@ -95,8 +95,8 @@ START_TEST(standard_entries)
 		    0x10, QCOW2_CLUSTER_ZERO_ALLOC, 0x70010);
 	/* Largest host offset the 56-bit field holds. */
 	q.file_size = 1ull << 57;
-	expect_type(&q, ent(0x00ffffffffff0000ull, 0), 0,
-		    QCOW2_CLUSTER_NORMAL, 0x00ffffffffff0000ull);
+	expect_type(&q, ent(0x00ffffffffff0000ull, 0), 0, QCOW2_CLUSTER_NORMAL,
+		    0x00ffffffffff0000ull);
 }
 END_TEST
 
@@ -105,24 +105,29 @@ START_TEST(standard_entries_invalid)
 	struct qcow2 q = make_q(16, false, 3);
 	struct qcow2 q2 = make_q(16, false, 2);
 
-	expect_corrupt(&q, ent(0x50000 | (1ull << 5), 0), 0x20000,
-		       "img.qcow2: L2 entry 0x0000000000050020 has reserved bits set (guest offset 0x20000)");
-	expect_corrupt(&q, ent(0x50000 | (1ull << 56), 0), 0,
-		       "img.qcow2: L2 entry 0x0100000000050000 has reserved bits set (guest offset 0x0)");
-	expect_corrupt(&q, ent(0x50200, 0), 0x10000,
-		       "img.qcow2: cluster offset 0x50200 unaligned (guest offset 0x10000)");
+	expect_corrupt(
+		&q, ent(0x50000 | (1ull << 5), 0), 0x20000,
+		"img.qcow2: L2 entry 0x0000000000050020 has reserved bits set (guest offset 0x20000)");
+	expect_corrupt(
+		&q, ent(0x50000 | (1ull << 56), 0), 0,
+		"img.qcow2: L2 entry 0x0100000000050000 has reserved bits set (guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(0x50200, 0), 0x10000,
+		"img.qcow2: cluster offset 0x50200 unaligned (guest offset 0x10000)");
 	q.file_size = 0x50000;
-	expect_corrupt(&q, ent(0x50000, 0), 0,
-		       "img.qcow2: cluster offset 0x50000 beyond end of file (guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(0x50000, 0), 0,
+		"img.qcow2: cluster offset 0x50000 beyond end of file (guest offset 0x0)");
 	/* The zero flag does not exist in v2. */
-	expect_corrupt(&q2, ent(QCOW2_OFLAG_ZERO, 0), 0,
-		       "img.qcow2: L2 entry 0x0000000000000001 has reserved bits set (guest offset 0x0)");
+	expect_corrupt(
+		&q2, ent(QCOW2_OFLAG_ZERO, 0), 0,
+		"img.qcow2: L2 entry 0x0000000000000001 has reserved bits set (guest offset 0x0)");
 }
 END_TEST
 
 START_TEST(compressed_descriptors)
 {
-	static const uint32_t bits[] = { 9, 12, 16, 21 };
+	static const uint32_t bits[] = {9, 12, 16, 21};
 	size_t i;
 
 	for (i = 0; i < BC_ARRAY_SIZE(bits); i++) {
@@ -130,8 +135,8 @@ START_TEST(compressed_descriptors)
 		uint32_t x = 62 - (bits[i] - 8);
 		uint64_t max_sectors = 1ull << (bits[i] - 8);
 		uint64_t off = 0x123456789ull, h, nb;
-		uint64_t raw = QCOW2_OFLAG_COMPRESSED |
-			       ((max_sectors - 1) << x) | off;
+		uint64_t raw =
+			QCOW2_OFLAG_COMPRESSED | ((max_sectors - 1) << x) | off;
 
 		ck_assert_uint_eq(q.csize_shift, x);
 		qcow2_compressed_desc(&q, raw, &h, &nb);
@@ -156,17 +161,20 @@ START_TEST(compressed_invalid)
 
 	/* 512-byte clusters: offset field bits 56..60 must be zero. */
 	raw = QCOW2_OFLAG_COMPRESSED | (1ull << 57);
-	expect_corrupt(&q, ent(raw, 0), 0,
-		       "img.qcow2: invalid compressed cluster descriptor 0x4200000000000000 (guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(raw, 0), 0,
+		"img.qcow2: invalid compressed cluster descriptor 0x4200000000000000 (guest offset 0x0)");
 	q.file_size = 0x10000;
 	raw = QCOW2_OFLAG_COMPRESSED | 0x10000;
-	expect_corrupt(&q, ent(raw, 0), 0x200,
-		       "img.qcow2: compressed cluster at host offset 0x10000 beyond end of file (guest offset 0x200)");
+	expect_corrupt(
+		&q, ent(raw, 0), 0x200,
+		"img.qcow2: compressed cluster at host offset 0x10000 beyond end of file (guest offset 0x200)");
 	/* Compressed clusters have no subclusters: the bitmap is reserved. */
 	raw = QCOW2_OFLAG_COMPRESSED | 0x10000;
 	expect_type(&qe, ent(raw, 0), 0, QCOW2_CLUSTER_COMPRESSED, 0x10000);
-	expect_corrupt(&qe, ent(raw, 1), 0,
-		       "img.qcow2: invalid compressed cluster descriptor 0x4000000000010000 (guest offset 0x0)");
+	expect_corrupt(
+		&qe, ent(raw, 1), 0,
+		"img.qcow2: invalid compressed cluster descriptor 0x4000000000010000 (guest offset 0x0)");
 }
 END_TEST
 
@@ -195,13 +203,16 @@ START_TEST(extended_entries_invalid)
 {
 	struct qcow2 q = make_q(16, true, 3);
 
-	expect_corrupt(&q, ent(0x90000, (1ull << 7) | (1ull << 39)), 0,
-		       "img.qcow2: subclusters both allocated and zero (bitmap 0x0000008000000080, guest offset 0x0)");
-	expect_corrupt(&q, ent(0, 1), 0,
-		       "img.qcow2: allocated subclusters without a host cluster (bitmap 0x0000000000000001, guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(0x90000, (1ull << 7) | (1ull << 39)), 0,
+		"img.qcow2: subclusters both allocated and zero (bitmap 0x0000008000000080, guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(0, 1), 0,
+		"img.qcow2: allocated subclusters without a host cluster (bitmap 0x0000000000000001, guest offset 0x0)");
 	/* Bit 0 (the zero flag of standard entries) is reserved here. */
-	expect_corrupt(&q, ent(0x90001, 1), 0,
-		       "img.qcow2: L2 entry 0x0000000000090001 has reserved bits set (guest offset 0x0)");
+	expect_corrupt(
+		&q, ent(0x90001, 1), 0,
+		"img.qcow2: L2 entry 0x0000000000090001 has reserved bits set (guest offset 0x0)");
 }
 END_TEST
 
@@ -276,7 +287,7 @@ static void assert_status_matches(struct fmt_image *img, const char *path)
 	int64_t *off_q = calloc(units + 1, sizeof(int64_t));
 	char *json = tu_out("qemu-img map --output=json -f qcow2 '%s'", path);
 	char *line = json;
-	struct fmt_extent prev = { 0 };
+	struct fmt_extent prev = {0};
 
 	ck_assert_ptr_nonnull(st_q);
 	ck_assert_ptr_nonnull(off_q);
@@ -287,16 +298,16 @@ static void assert_status_matches(struct fmt_image *img, const char *path)
 		char present[8], zero[8], data[8];
 		const char *o;
 
-		ck_assert_int_eq(sscanf(line,
-					"{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %7[a-z], \"zero\": %7[a-z], \"data\": %7[a-z]",
-					&start, &length, &depth, present, zero,
-					data),
-				 6);
+		ck_assert_int_eq(
+			sscanf(line,
+			       "{ \"start\": %llu, \"length\": %llu, \"depth\": %d, \"present\": %7[a-z], \"zero\": %7[a-z], \"data\": %7[a-z]",
+			       &start, &length, &depth, present, zero, data),
+			6);
 		o = strstr(line, "\"offset\": ");
 		if (o && o < strchr(line, '}'))
 			hoff = atoll(o + 10);
 		for (u = start / 512; u < (start + length + 511) / 512; u++) {
-			int s = !strcmp(data, "true")      ? FMT_DATA
+			int s = !strcmp(data, "true")	   ? FMT_DATA
 				: !strcmp(present, "true") ? FMT_ZERO
 							   : FMT_UNALLOC;
 
@@ -310,8 +321,8 @@ static void assert_status_matches(struct fmt_image *img, const char *path)
 	for (off = 0; off < img->size;) {
 		struct fmt_extent e;
 
-		ck_assert_int_eq(fmt_block_status(img, off, img->size - off, &e),
-				 0);
+		ck_assert_int_eq(
+			fmt_block_status(img, off, img->size - off, &e), 0);
 		ck_assert_uint_gt(e.len, 0);
 		if (off) {
 			/* Maximal runs: a neighbour that could merge is a bug. */
@@ -330,14 +341,18 @@ static void assert_status_matches(struct fmt_image *img, const char *path)
 				      (unsigned long long)(u * 512), e.state,
 				      st_q[u]);
 			if (e.state != FMT_UNALLOC)
-				ck_assert_msg(off_q[u] ==
-						      (e.host_off < 0
-							       ? -1
-							       : e.host_off + (int64_t)(u * 512 - off)),
-					      "offset at %llu",
-					      (unsigned long long)(u * 512));
+				ck_assert_msg(
+					off_q[u] ==
+						(e.host_off < 0
+							 ? -1
+							 : e.host_off +
+								   (int64_t)(u * 512 -
+									     off)),
+					"offset at %llu",
+					(unsigned long long)(u * 512));
 		}
-		ck_assert_int_eq(e.compressed, e.state == FMT_DATA && e.host_off < 0);
+		ck_assert_int_eq(e.compressed,
+				 e.state == FMT_DATA && e.host_off < 0);
 		prev = e;
 		off += e.len;
 	}
@@ -411,13 +426,14 @@ END_TEST
 
 START_TEST(read_refcount_widths)
 {
-	static const char *const widths[] = { "1", "8", "64" };
+	static const char *const widths[] = {"1", "8", "64"};
 	size_t i;
 
 	for (i = 0; i < BC_ARRAY_SIZE(widths); i++) {
 		char opts[64];
 
-		(void)snprintf(opts, sizeof(opts), "refcount_bits=%s", widths[i]);
+		(void)snprintf(opts, sizeof(opts), "refcount_bits=%s",
+			       widths[i]);
 		tu_sh("rm -f r.qcow2");
 		make_mixed("r.qcow2", opts, "8M");
 		check_image("r.qcow2");
@@ -564,8 +580,8 @@ END_TEST
  */
 static void direct_reads(const char *path)
 {
-	struct fmt_image *img = open_img(path, FMT_OPEN_DIRECT |
-						       FMT_OPEN_NO_BACKING);
+	struct fmt_image *img =
+		open_img(path, FMT_OPEN_DIRECT | FMT_OPEN_NO_BACKING);
 	uint8_t *want, *got;
 	void *p;
 	size_t len;
@@ -625,7 +641,8 @@ START_TEST(coalesced_runs_and_l2_cache)
 	ck_assert_int_eq(e.state, FMT_DATA);
 	ck_assert_uint_eq(e.len, (uint64_t)QCOW2_MAP_MAX_ENTRIES << 21);
 	off = (uint64_t)e.host_off;
-	ck_assert_int_eq(fmt_block_status(img, e.len, img->size - e.len, &e), 0);
+	ck_assert_int_eq(fmt_block_status(img, e.len, img->size - e.len, &e),
+			 0);
 	ck_assert_int_eq(e.state, FMT_DATA);
 	ck_assert_uint_eq(e.len, 64ull << 30);
 	ck_assert_uint_eq((uint64_t)e.host_off, off + (64ull << 30));
@@ -737,10 +754,12 @@ START_TEST(concurrent_reads)
 	want = read_file("conv.raw", &len);
 	img = open_img("p.qcow2", FMT_OPEN_NO_BACKING);
 	for (i = 0; i < 4; i++) {
-		r[i] = (struct reader){ .img = img, .want = want, .len = len,
-					.seed = 1234u + (unsigned int)i };
-		ck_assert_int_eq(pthread_create(&th[i], NULL, reader_main, &r[i]),
-				 0);
+		r[i] = (struct reader){.img = img,
+				       .want = want,
+				       .len = len,
+				       .seed = 1234u + (unsigned int)i};
+		ck_assert_int_eq(
+			pthread_create(&th[i], NULL, reader_main, &r[i]), 0);
 	}
 	for (i = 0; i < 4; i++) {
 		ck_assert_int_eq(pthread_join(th[i], NULL), 0);
@@ -772,8 +791,9 @@ START_TEST(corrupt_bit_read_only)
 	ck_assert_int_eq(fmt_open("c.qcow2", "qcow2", FMT_OPEN_RDWR, &img),
 			 -EUCLEAN);
 	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "c.qcow2: image is marked corrupt; cannot be opened read/write");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"c.qcow2: image is marked corrupt; cannot be opened read/write");
 	img = open_img("c.qcow2", FMT_OPEN_NO_BACKING);
 	assert_reads_match(img, "c.qcow2");
 	fmt_close(img);
@@ -811,11 +831,13 @@ START_TEST(unsupported_feature_at_open)
 	tu_sh("qemu-img create -q -f qcow2 u.qcow2 1M");
 	poke("u.qcow2", 72, "0000000000000100"); /* bit 8 */
 	bc_error_reset();
-	ck_assert_int_eq(fmt_open("u.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
-			 -ENOTSUP);
+	ck_assert_int_eq(
+		fmt_open("u.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
+		-ENOTSUP);
 	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "u.qcow2: unsupported qcow2 feature(s): unknown incompatible feature bits 0x100");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"u.qcow2: unsupported qcow2 feature(s): unknown incompatible feature bits 0x100");
 }
 END_TEST
 
@@ -845,10 +867,12 @@ START_TEST(corrupt_tables)
 	tu_sh("cp k.qcow2 l1.qcow2");
 	poke("l1.qcow2", 0x30000, "0100000000000000");
 	bc_error_reset();
-	ck_assert_int_eq(fmt_open("l1.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
-			 -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "l1.qcow2: L1 entry 0 has reserved bits set (0x0100000000000000)");
+	ck_assert_int_eq(
+		fmt_open("l1.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
+		-EUCLEAN);
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"l1.qcow2: L1 entry 0 has reserved bits set (0x0100000000000000)");
 
 	/* L2 entry with an unaligned host offset: refused when read. */
 	tu_sh("cp k.qcow2 l2.qcow2");
@@ -857,8 +881,9 @@ START_TEST(corrupt_tables)
 	ck_assert_int_eq(fmt_pread(img, buf, 512, 0), 0);
 	bc_error_reset();
 	ck_assert_int_eq(fmt_pread(img, buf, 512, 65536 + 512), -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "l2.qcow2: cluster offset 0x50200 unaligned (guest offset 0x10200)");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"l2.qcow2: cluster offset 0x50200 unaligned (guest offset 0x10200)");
 	fmt_close(img);
 
 	/* L1 pointing beyond the end of the file. */
@@ -867,8 +892,9 @@ START_TEST(corrupt_tables)
 	img = open_img("l1b.qcow2", FMT_OPEN_NO_BACKING);
 	bc_error_reset();
 	ck_assert_int_eq(fmt_pread(img, buf, 512, 0), -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "l1b.qcow2: L2 table offset 0x100000000 beyond end of file");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"l1b.qcow2: L2 table offset 0x100000000 beyond end of file");
 	fmt_close(img);
 }
 END_TEST
@@ -902,9 +928,10 @@ START_TEST(corrupt_compressed_data)
 	{
 		char want[256];
 
-		(void)snprintf(want, sizeof(want),
-			       "z.qcow2: compressed cluster at host offset 0x%llx does not decompress to one cluster",
-			       (unsigned long long)m.host_off);
+		(void)snprintf(
+			want, sizeof(want),
+			"z.qcow2: compressed cluster at host offset 0x%llx does not decompress to one cluster",
+			(unsigned long long)m.host_off);
 		ck_assert_str_eq(bc_last_error()->message, want);
 	}
 	/* The other clusters still read. */
