@@ -370,10 +370,11 @@ int qcow2_create(const char *path, const struct fmt_create_opts *opts)
 		return ret;
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (fd < 0) {
+		char eb[128];
+
 		ret = -errno;
-		bc_error_set(bc_errno_to_code(errno), errno,
-			     "%s: cannot create: %s", path,
-			     errno == EEXIST ? "file exists" : "open failed");
+		bc_error_set(bc_errno_to_code(-ret), -ret, "%s: cannot create: %s",
+			     path, strerror_r(-ret, eb, sizeof(eb)));
 		return ret;
 	}
 	ret = write_image(fd, path, opts, cluster_bits, refcount_order);

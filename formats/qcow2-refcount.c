@@ -689,47 +689,33 @@ int qcow2_update_refcount_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n)
 {
 	uint64_t c, rt, end, first_free = 0;
-	int ret, tries = 0;
+	int ret;
 
 	assert(n > 0);
-	for (;;) {
-		bool missing = false;
-
-		ret = find_free(q, n, 0, 0, &c, &first_free);
+	ret = find_free(q, n, 0, 0, &c, &first_free);
+	if (ret < 0)
+		return ret;
+	if (c == 0) {
+		/* The header cluster is counted 0: refuse to overwrite it. */
+		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+			     "%s: refcount of the header cluster is 0",
+			     q->img->filename);
+		return -EUCLEAN;
+	}
+	if ((c + n) > (1ull << (56 - q->cluster_bits))) {
+		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+			     "%s: image file would exceed 2^56 bytes",
+			     q->img->filename);
+		return -EFBIG;
+	}
+	/* Blocks for the run go outside it (so the run stays free). */
+	for (rt = c >> q->refblock_bits; rt <= (c + n - 1) >> q->refblock_bits;
+	     rt++) {
+		if (rt < q->reftable_entries && q->reftable[rt])
+			continue;
+		ret = alloc_refblock(q, rt, c, c + n, 0);
 		if (ret < 0)
 			return ret;
-		if (c == 0) {
-			/* The header cluster is counted 0: refuse to overwrite it. */
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-				     "%s: refcount of the header cluster is 0",
-				     q->img->filename);
-			return -EUCLEAN;
-		}
-		if ((c + n) > (1ull << (56 - q->cluster_bits))) {
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-				     "%s: image file would exceed 2^56 bytes",
-				     q->img->filename);
-			return -EFBIG;
-		}
-		for (rt = c >> q->refblock_bits;
-		     rt <= (c + n - 1) >> q->refblock_bits; rt++) {
-			if (rt < q->reftable_entries && q->reftable[rt])
-				continue;
-			/* Placing the block may take a cluster of the run. */
-			ret = alloc_refblock(q, rt, 0, 0, 0);
-			if (ret < 0)
-				return ret;
-			missing = true;
-			break;
-		}
-		if (!missing)
-			break;
-		if (++tries > 64) {
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
-				     "%s: cannot allocate clusters",
-				     q->img->filename);
-			return -EUCLEAN;
-		}
 	}
 	ret = qcow2_update_refcount_locked(q, c << q->cluster_bits,
 					   n << q->cluster_bits, 1);

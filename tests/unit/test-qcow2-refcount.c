@@ -212,17 +212,17 @@ END_TEST
 /* 512-byte clusters, 64-bit refcounts: one table cluster covers 2 MiB. */
 START_TEST(refcount_table_grows)
 {
-	struct fmt_image *img = create_open(16 * MiB, 512, 64);
+	struct fmt_image *img = create_open(32 * MiB, 512, 64);
 	struct qcow2 *q = img->priv;
 	uint64_t old_off = q->hdr.refcount_table_offset;
-	uint8_t *buf = malloc(6 * MiB), *rd = malloc(6 * MiB);
+	uint8_t *buf = malloc(8 * MiB), *rd = malloc(8 * MiB);
 	struct fmt_check_report rep;
 	char *out;
 
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_ptr_nonnull(rd);
 	ck_assert_uint_eq(q->hdr.refcount_table_clusters, 1);
-	tu_pattern(buf, 6 * MiB, 0, 1);
+	tu_pattern(buf, 8 * MiB, 0, 1);
 	/* One big write, then small scattered ones. */
 	ck_assert_int_eq(fmt_pwrite(img, buf, 3 * MiB, 0), 0);
 	ck_assert_uint_gt(q->hdr.refcount_table_clusters, 1);
@@ -230,6 +230,10 @@ START_TEST(refcount_table_grows)
 	ck_assert_int_eq(fmt_pwrite(img, buf + 3 * MiB, 3 * MiB, 9 * MiB), 0);
 	ck_assert_int_eq(fmt_pread(img, rd, 3 * MiB, 9 * MiB), 0);
 	ck_assert_mem_eq(rd, buf + 3 * MiB, 3 * MiB);
+	/* 16384 clusters at once: 256 new refcount blocks for one run. */
+	ck_assert_int_eq(fmt_pwrite(img, buf, 8 * MiB, 16 * MiB + 100), 0);
+	ck_assert_int_eq(fmt_pread(img, rd, 8 * MiB, 16 * MiB + 100), 0);
+	ck_assert_mem_eq(rd, buf, 8 * MiB);
 	ck_assert_int_eq(fmt_check(img, &rep), 0);
 	ck_assert_uint_eq(rep.corruptions, 0);
 	ck_assert_uint_eq(rep.leaks, 0);
