@@ -762,6 +762,51 @@ START_TEST(autoclear_cleared_at_first_write)
 }
 END_TEST
 
+/* Our own writer dying with lazy refcounts: reopened read-write, repaired. */
+START_TEST(killed_lazy_writer_leaves_repairable_image)
+{
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 4 * MiB,
+				    .cluster_size = 4096,
+				    .lazy_refcounts = true};
+	static uint8_t buf[65536];
+	struct fmt_image *img;
+	char *out;
+	pid_t pid;
+	int st;
+
+	memset(buf, 0x77, sizeof(buf));
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img) ||
+		    fmt_pwrite(img, buf, sizeof(buf), 100000))
+			_exit(1);
+		_exit(0); /* no close: the dirty bit stays */
+	}
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	if (have_qemu_img) {
+		out = tu_out("qemu-img info t.qcow2");
+		ck_assert_ptr_nonnull(strstr(out, "lazy refcounts: true"));
+		free(out);
+	}
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", 0, &img), 0);
+	ck_assert(((struct qcow2 *)img->priv)->hdr.incompatible_features &
+		  QCOW2_INCOMPAT_DIRTY);
+	fmt_close(img);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert(!(((struct qcow2 *)img->priv)->hdr.incompatible_features &
+		    QCOW2_INCOMPAT_DIRTY));
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -c 'read -P 0x77 100000 65536' -c 'read -P 0 0 100000' t.qcow2 >/dev/null");
+}
+END_TEST
+
 static Suite *write_suite(void)
 {
 	Suite *s = suite_create("qcow2-write");
@@ -786,6 +831,7 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
 	tcase_add_test(tc, refusals_have_exact_errors);
 	tcase_add_test(tc, autoclear_cleared_at_first_write);
+	tcase_add_test(tc, killed_lazy_writer_leaves_repairable_image);
 	suite_add_tcase(s, tc);
 	return s;
 }
