@@ -276,7 +276,8 @@ static int write_image(int fd, const char *path,
 			     path);
 		return -EFBIG;
 	}
-	l1_clusters = BC_MAX((l1_size * 8 + cs - 1) >> cluster_bits, 1);
+	/* An empty image has no L1 table at all (offset 0), as in QEMU. */
+	l1_clusters = (l1_size * 8 + cs - 1) >> cluster_bits;
 	if (o->prealloc != FMT_PREALLOC_OFF) {
 		nl2 = l1_size;
 		nd = (o->size + cs - 1) >> cluster_bits;
@@ -313,7 +314,7 @@ static int write_image(int fd, const char *path,
 	if (ret < 0)
 		goto out_free;
 	bc_put_be32(c0 + 36, (uint32_t)l1_size);
-	bc_put_be64(c0 + 40, l1_off);
+	bc_put_be64(c0 + 40, l1_size ? l1_off : 0);
 	bc_put_be64(c0 + 48, rt_off);
 	bc_put_be32(c0 + 56, (uint32_t)nt);
 	/* Size first: whatever is not written stays sparse zeros. */

@@ -511,6 +511,11 @@ START_TEST(create_info_matches_qemu)
 	free(out);
 	assert_qemu_check("t.qcow2");
 	assert_qemu_check("v2.qcow2");
+	/* An empty image is byte for byte what qemu-img makes. */
+	v2.compat = 3;
+	v2.size = 0;
+	ck_assert_int_eq(fmt_create("e.qcow2", &v2), 0);
+	tu_sh("qemu-img create -q -f qcow2 q.qcow2 0 && cmp e.qcow2 q.qcow2");
 }
 END_TEST
 
