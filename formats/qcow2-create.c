@@ -317,8 +317,13 @@ static int write_image(int fd, const char *path,
 	bc_put_be64(c0 + 40, l1_size ? l1_off : 0);
 	bc_put_be64(c0 + 48, rt_off);
 	bc_put_be32(c0 + 56, (uint32_t)nt);
-	/* Size first: whatever is not written stays sparse zeros. */
-	if (ftruncate(fd, (off_t)(total << cluster_bits)) < 0) {
+	/*
+	 * Size first: whatever is not written stays sparse zeros. Without
+	 * preallocation the file ends with the L1 table, as qemu-img's does.
+	 */
+	if (ftruncate(fd, (off_t)(o->prealloc == FMT_PREALLOC_OFF && l1_size
+					  ? l1_off + l1_size * 8
+					  : total << cluster_bits)) < 0) {
 		ret = -errno;
 		goto out_free;
 	}
@@ -374,8 +379,9 @@ int qcow2_create(const char *path, const struct fmt_create_opts *opts)
 		char eb[128];
 
 		ret = -errno;
-		bc_error_set(bc_errno_to_code(-ret), -ret, "%s: cannot create: %s",
-			     path, strerror_r(-ret, eb, sizeof(eb)));
+		bc_error_set(bc_errno_to_code(-ret), -ret,
+			     "%s: cannot create: %s", path,
+			     strerror_r(-ret, eb, sizeof(eb)));
 		return ret;
 	}
 	ret = write_image(fd, path, opts, cluster_bits, refcount_order);

@@ -516,6 +516,15 @@ START_TEST(create_info_matches_qemu)
 	v2.size = 0;
 	ck_assert_int_eq(fmt_create("e.qcow2", &v2), 0);
 	tu_sh("qemu-img create -q -f qcow2 q.qcow2 0 && cmp e.qcow2 q.qcow2");
+	/* So is a default one, with a backing file, and a 100 GB one. */
+	v2.size = 100000000000ull;
+	ck_assert_int_eq(fmt_create("h.qcow2", &v2), 0);
+	tu_sh("qemu-img create -q -f qcow2 qh.qcow2 100000000000 && cmp h.qcow2 qh.qcow2");
+	v2.size = 0;
+	v2.backing_file = "v2.qcow2";
+	v2.backing_fmt = "qcow2";
+	ck_assert_int_eq(fmt_create("b.qcow2", &v2), 0);
+	tu_sh("qemu-img create -q -f qcow2 -b v2.qcow2 -F qcow2 qb.qcow2 && cmp b.qcow2 qb.qcow2");
 }
 END_TEST
 
