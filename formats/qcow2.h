@@ -363,7 +363,9 @@ struct qcow2_exts {
 	char *backing_fmt;       /* backing format extension; NULL = none */
 	uint8_t *feature_table;  /* raw 48-byte entries; NULL = none */
 	uint32_t feature_table_len;
-	uint64_t ext_end;        /* offset just past the last extension walked */
+	uint64_t ext_end;        /* offset just past the end marker (or where
+				    the walk stopped: end of cluster 0 or
+				    the backing file name) */
 	bool has_bitmaps;        /* bitmaps extension present */
 };
 
@@ -396,7 +398,8 @@ struct qcow2_mapping {
 /*
  * qcow2_map_locked() with the L2 entry of a compressed run. Compressed
  * runs never extend past their cluster (each must be decompressed alone);
- * other runs coalesce across clusters and L2 tables.
+ * other runs coalesce across clusters and L2 tables, over at most
+ * QCOW2_MAP_MAX_ENTRIES entries per call (callers loop for the rest).
  */
 int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 			 struct qcow2_mapping *m);
