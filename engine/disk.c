@@ -8,6 +8,7 @@
  * request is inside, so a request never sees a chain being swapped.
  */
 #include "engine/internal.h"
+#include "engine/job.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -195,14 +196,15 @@ ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
 
 /*
  * The common shape of the three writing calls: the gate keeps a pull
- * chunk and a guest write from interleaving; the dirty mark comes after
- * the source was written and before the guest hears about it.
+ * chunk and a guest write from interleaving; the job sees the write before
+ * the source is written (to order it against copies in write-blocking
+ * mode) and after (to mirror it or mark it dirty) — always before the
+ * guest hears about it.
  */
-enum write_kind { WRITE_DATA, WRITE_ZEROES, WRITE_DISCARD };
-
-static int guest_write(bc_disk *disk, enum write_kind kind, const void *buf,
+static int guest_write(bc_disk *disk, enum active_kind kind, const void *buf,
 		       uint64_t off, uint64_t len, unsigned int flags)
 {
+	struct active_write aw = { .claimed = false };
 	struct guest_req req;
 	int ret;
 
@@ -214,14 +216,16 @@ static int guest_write(bc_disk *disk, enum write_kind kind, const void *buf,
 		return ret;
 	enter(disk, &req);
 	pthread_rwlock_rdlock(&disk->write_gate);
+	if (req.job && len)
+		mirror_active_begin(req.job, kind, off, len, &aw);
 	switch (kind) {
-	case WRITE_DATA:
+	case ACTIVE_DATA:
 		ret = fmt_pwrite(req.top, buf, (size_t)len, off);
 		break;
-	case WRITE_ZEROES:
+	case ACTIVE_ZEROES:
 		ret = fmt_write_zeroes(req.top, off, len, flags);
 		break;
-	case WRITE_DISCARD:
+	case ACTIVE_DISCARD:
 		ret = fmt_discard(req.top, off, len);
 		/* A discard is a hint: where the format cannot, nothing happened. */
 		if (ret == -ENOTSUP) {
@@ -230,12 +234,9 @@ static int guest_write(bc_disk *disk, enum write_kind kind, const void *buf,
 		}
 		break;
 	}
-	/*
-	 * Even a failed write may have changed part of the range: mark it so
-	 * the copy re-reads it.
-	 */
+	/* Even a failed write may have changed part of the range. */
 	if (req.job && len)
-		job_note_guest_write(req.job, off, len);
+		mirror_active_end(req.job, kind, buf, off, len, flags, ret, &aw);
 	pthread_rwlock_unlock(&disk->write_gate);
 	leave(disk, &req);
 	return ret;
@@ -243,7 +244,7 @@ static int guest_write(bc_disk *disk, enum write_kind kind, const void *buf,
 
 ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 {
-	int ret = guest_write(disk, WRITE_DATA, buf, off, n, 0);
+	int ret = guest_write(disk, ACTIVE_DATA, buf, off, n, 0);
 
 	return ret < 0 ? ret : (ssize_t)n;
 }
@@ -251,13 +252,13 @@ ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
-	return guest_write(disk, WRITE_ZEROES, NULL, off, len,
+	return guest_write(disk, ACTIVE_ZEROES, NULL, off, len,
 			   flags ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 {
-	return guest_write(disk, WRITE_DISCARD, NULL, off, len, 0);
+	return guest_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
 }
 
 int disk_flush(bc_disk *disk)

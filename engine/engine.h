@@ -56,9 +56,12 @@ int job_start_copy(bc_disk *disk, const char *dest,
 /* base NULL = pull everything; relative keeps base's relative name. */
 int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 		   bool relative);
-int job_abort(bc_disk *disk, bool async, bool pivot);
+/* verify (with pivot): compare source and destination before switching. */
+int job_abort(bc_disk *disk, bool async, bool pivot, bool verify);
 /* 1 and fills @info while a job exists, 0 when none. */
 int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes);
 int job_set_speed(bc_disk *disk, uint64_t bandwidth);
+/* 1 and fills @st (current job or the last ended one), 0 if none ever. */
+int job_get_stats(bc_disk *disk, bc_block_job_stats *st);
 
 #endif /* BC_ENGINE_ENGINE_H */

@@ -73,6 +73,8 @@ struct bc_disk {
 	bool quiesce;                   /* new guest requests wait */
 	pthread_rwlock_t write_gate;    /* guest writes shared, pull chunks exclusive */
 	struct job *job;                /* the disk's job, NULL when none */
+	bool has_last_stats;            /* a job has ended on this disk */
+	bc_block_job_stats last_stats;  /* ...and these were its statistics */
 };
 
 /* Engine events and references. */

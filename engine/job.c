@@ -43,6 +43,7 @@ void job_unref(struct job *job)
 	free(job->base_fmt);
 	pthread_cond_destroy(&job->cond);
 	pthread_cond_destroy(&job->done_cond);
+	pthread_cond_destroy(&job->inflight_cond);
 	pthread_mutex_destroy(&job->lock);
 	free(job);
 }
@@ -50,7 +51,7 @@ void job_unref(struct job *job)
 void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
 {
 	BC_LOCK_GUARD(&job->lock);
-	if (job->dirty && !job->finished) {
+	if (job->dirty && !job->detached) {
 		dbm_set(job->dirty, off, len);
 		pthread_cond_signal(&job->cond);
 	}
@@ -89,6 +90,8 @@ static struct job *job_alloc(bc_disk *disk, int type)
 	pthread_mutex_init(&job->lock, NULL);
 	pthread_cond_init(&job->cond, NULL);
 	pthread_cond_init(&job->done_cond, NULL);
+	pthread_cond_init(&job->inflight_cond, NULL);
+	job->t0_ns = job_now_ns();
 	return job;
 }
 
@@ -143,12 +146,31 @@ static int job_run(struct job *job, void *(*body)(void *))
 	return 0;
 }
 
-void job_finish(struct job *job, int status)
+void job_detach_from_disk(struct job *job)
 {
 	bc_disk *disk = job->disk;
 
 	pthread_mutex_lock(&disk->lock);
-	disk->job = NULL;
+	if (disk->job == job)
+		disk->job = NULL;
+	pthread_mutex_unlock(&disk->lock);
+	pthread_mutex_lock(&job->lock);
+	job->detached = true;
+	pthread_mutex_unlock(&job->lock);
+}
+
+void job_finish(struct job *job, int status)
+{
+	bc_disk *disk = job->disk;
+	bc_block_job_stats st;
+
+	job_detach_from_disk(job);
+	job_fill_stats(job, &st);
+	st.active = 0;
+	st.status = status;
+	pthread_mutex_lock(&disk->lock);
+	disk->last_stats = st;
+	disk->has_last_stats = true;
 	pthread_mutex_unlock(&disk->lock);
 
 	/* Queued before waiters wake: a synchronous abort returns after it. */
@@ -264,6 +286,7 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	if (!job)
 		return -ENOMEM;
 	job->opts = *opts;
+	job->write_blocking = opts->sync_writes;
 	if (!job->opts.granularity)
 		job->opts.granularity = DEFAULT_GRANULARITY;
 	job->bandwidth = opts->bandwidth;
@@ -420,7 +443,7 @@ static struct job *get_job(bc_disk *disk)
 	return job;
 }
 
-int job_abort(bc_disk *disk, bool async, bool pivot)
+int job_abort(bc_disk *disk, bool async, bool pivot, bool verify)
 {
 	struct job *job = get_job(disk);
 	int ret = 0;
@@ -451,15 +474,23 @@ int job_abort(bc_disk *disk, bool async, bool pivot)
 			goto out_unlock;
 		}
 		job->req = JOB_REQ_PIVOT;
+		job->verify = verify;
+		job->pivot_refused = false;
 	} else if (job->req == JOB_REQ_NONE) {
 		job->req = job->ready ? JOB_REQ_FINISH : JOB_REQ_CANCEL;
 	}
 	pthread_cond_broadcast(&job->cond);
 	if (async)
 		goto out_unlock;
-	while (!job->finished)
+	while (!job->finished && !(pivot && job->pivot_refused))
 		pthread_cond_wait(&job->done_cond, &job->lock);
-	if (pivot && job->end_ret) {
+	if (pivot && job->pivot_refused) {
+		/* The job goes on mirroring; the mismatch is being recopied. */
+		job->pivot_refused = false;
+		ret = -EIO;
+		bc_error_set(job->refuse_err.code, job->refuse_err.sys_errno,
+			     "%s", job->refuse_err.message);
+	} else if (pivot && job->end_ret) {
 		ret = job->end_ret;
 		bc_error_set(job->err.code, job->err.sys_errno, "%s",
 			     job->err.message);
@@ -496,6 +527,56 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	else
 		info->bandwidth = (unsigned long)(job->bandwidth >> 20);
 	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return 1;
+}
+
+void job_fill_stats(struct job *job, bc_block_job_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	BC_LOCK_GUARD(&job->lock);
+	st->active = 1;
+	st->status = -1;
+	st->type = job->type;
+	st->mode = job->write_blocking ? BC_BLOCK_JOB_MODE_WRITE_BLOCKING
+				       : BC_BLOCK_JOB_MODE_BACKGROUND;
+	st->auto_converge = job->opts.auto_converge;
+	st->ready = job->ready;
+	st->cur = job->cur;
+	if (job->type == BC_BLOCK_JOB_TYPE_COPY) {
+		st->dirty_bytes = dbm_count_bytes(job->dirty);
+		st->end = job->cur + job->inflight_bytes + st->dirty_bytes;
+	} else {
+		st->end = job->end_fixed;
+	}
+	st->bytes_copied = job->bytes_copied;
+	st->bytes_zeroed = job->bytes_zeroed;
+	st->active_writes = job->active_writes;
+	st->mirroring_ns = job->mirroring_ns;
+	st->mode_switch_ns = job->mode_switch_ns;
+	st->pivot_stall_ns = job->stall_ns;
+	st->elapsed_ns = job_now_ns() - job->t0_ns;
+}
+
+int job_get_stats(bc_disk *disk, bc_block_job_stats *st)
+{
+	struct job *job;
+
+	pthread_mutex_lock(&disk->lock);
+	job = disk->job;
+	if (job) {
+		job_ref(job);
+	} else if (disk->has_last_stats) {
+		*st = disk->last_stats;
+		pthread_mutex_unlock(&disk->lock);
+		return 1;
+	}
+	pthread_mutex_unlock(&disk->lock);
+	if (!job) {
+		memset(st, 0, sizeof(*st));
+		return 0;
+	}
+	job_fill_stats(job, st);
 	job_unref(job);
 	return 1;
 }

@@ -41,11 +41,19 @@ struct job {
 	enum job_request req;
 	bool ready;                   /* MIRRORING reached (sticky) */
 	bool finished;                /* ended; disk->job is NULL */
+	bool verify;                  /* the pivot request asks for verification */
+	bool pivot_refused;           /* verification failed: pivot refused */
+	bc_error refuse_err;          /* ...and why, for the pivot caller */
+	bool detached;                /* no longer the disk's job: guest writes
+					 are neither tracked nor mirrored */
+	bool write_blocking;          /* guest writes reach the destination first */
 	int end_ret;                  /* 0, or -errno of the failure */
 	bc_error err;                 /* first error, code 0 when none */
 
 	struct dbm *dirty;            /* granules to copy (job->lock) */
-	struct dbm *inflight;         /* granules being copied (job->lock) */
+	struct dbm *inflight;         /* granules being copied or written by an
+					 active guest write (job->lock) */
+	pthread_cond_t inflight_cond; /* an in-flight range was released */
 	struct thr thr;               /* bandwidth limit (job->lock) */
 	uint64_t bandwidth;           /* bytes/s, 0 = unlimited */
 	uint64_t cur;                 /* bytes done */
@@ -57,7 +65,14 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
-	uint64_t stall_ns;            /* guest stall of the pivot */
+	/* statistics (job->lock) */
+	uint64_t t0_ns;               /* job start */
+	uint64_t mirroring_ns;
+	uint64_t mode_switch_ns;
+	uint64_t stall_ns;            /* guest stall of the pivot or finish */
+	uint64_t bytes_copied;
+	uint64_t bytes_zeroed;
+	uint64_t active_writes;
 
 	/* PULL */
 	int base_depth;               /* layer depth of base; chain length if none */
@@ -67,8 +82,37 @@ struct job {
 
 /* Keep the first error: the calling thread's recorded one, or from @ret. */
 void job_set_error(struct job *job, int ret);
-/* End the job: clear disk->job, queue the event, wake waiters, drop refs. */
+/*
+ * Stop being the disk's job (guests must be quiesced, or it must be the
+ * end): later guest writes neither mark nor mirror. Idempotent.
+ */
+void job_detach_from_disk(struct job *job);
+/* End the job: detach, queue the event, wake waiters, drop refs. */
 void job_finish(struct job *job, int status);
+
+/* Fill @st from the job (takes job->lock). */
+void job_fill_stats(struct job *job, bc_block_job_stats *st);
+
+/*
+ * Active mirroring (write-blocking mode) from the guest write path:
+ * mirror_active_begin() before writing the source waits for in-flight
+ * copies overlapping the range and claims it; mirror_active_end() after
+ * the source write writes the destination too (when the range was
+ * claimed) and updates the dirty bitmap, or just marks it dirty.
+ */
+struct active_write {
+	bool claimed;
+	uint64_t g_off, g_end;  /* granule-aligned range held in flight */
+};
+
+enum active_kind { ACTIVE_DATA, ACTIVE_ZEROES, ACTIVE_DISCARD };
+
+void mirror_active_begin(struct job *job, enum active_kind kind,
+			 uint64_t off, uint64_t len, struct active_write *aw);
+void mirror_active_end(struct job *job, enum active_kind kind,
+		       const void *buf, uint64_t off, uint64_t len,
+		       unsigned int zflags, int src_ret,
+		       struct active_write *aw);
 
 /* Mark what a COPY job must copy first (before its thread starts). */
 int mirror_scan(struct job *job);

@@ -19,6 +19,15 @@
  *   destination raw → write with the I/O backend; qcow2 → through the
  *   driver (it allocates clusters), synchronously.
  *
+ * Write-blocking mode (SYNCHRONOUS_WRITES, or AUTO_CONVERGE once the
+ * dirty set stops shrinking): a guest write first waits for in-flight
+ * copies of the granules it touches and claims them, writes the source,
+ * then the destination, then marks the granules it covered whole as in
+ * sync. Where every granule it touches is still dirty the background copy
+ * will carry the write anyway, so it skips the destination: guest writes
+ * only pay for the destination where it is already in sync. Only true
+ * overlaps wait; the bandwidth limit does not apply to guest writes.
+ *
  * Slots and buffers are allocated once at job start; the loop itself does
  * not allocate. The bandwidth limit is charged per chunk when it is
  * issued; it is not applied while the guest is quiesced for the final
@@ -38,6 +47,9 @@
 #define CHUNK_MAX   (1u << 20)
 #define SLOTS_MAX   64u
 #define BUF_ALIGN   4096u
+/* Auto-converge: switch when the dirty set made no new low for this long. */
+#define CONVERGE_STALL_NS (2000ull * 1000 * 1000)
+#define VERIFY_CHUNK      (1u << 20)
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
 
@@ -45,6 +57,8 @@ struct slot {
 	enum slot_state state;
 	uint64_t off;  /* guest offset */
 	uint64_t len;
+	bool zero;     /* written as zeroes */
+	bool skipped;  /* nothing to write (shallow: held by the backing) */
 	uint8_t *buf;
 };
 
@@ -163,11 +177,17 @@ static void slot_release(struct mirror *m, struct slot *s, int ret)
 
 	pthread_mutex_lock(&job->lock);
 	dbm_clear(job->inflight, s->off, s->len);
+	pthread_cond_broadcast(&job->inflight_cond);
 	job->inflight_bytes -= s->len;
-	if (ret < 0)
+	if (ret < 0) {
 		dbm_set(job->dirty, s->off, s->len); /* copy it again later */
-	else
+	} else {
 		job->cur += s->len;
+		if (s->zero)
+			job->bytes_zeroed += s->len;
+		else if (!s->skipped)
+			job->bytes_copied += s->len;
+	}
 	pthread_mutex_unlock(&job->lock);
 	if (ret < 0)
 		job_set_error(job, ret);
@@ -177,6 +197,7 @@ static void slot_release(struct mirror *m, struct slot *s, int ret)
 
 static int write_zeroes_dest(struct mirror *m, struct slot *s)
 {
+	s->zero = true;
 	return fmt_write_zeroes(m->dest, s->off, s->len, FMT_ZERO_MAY_UNMAP);
 }
 
@@ -209,8 +230,11 @@ static void slot_start(struct mirror *m, struct slot *s,
 	struct fmt_image *layer;
 	int ret;
 
+	s->zero = false;
+	s->skipped = false;
 	if (m->job->opts.shallow && ext->depth > 0) {
 		/* The destination shares this backing: nothing to write. */
+		s->skipped = true;
 		slot_release(m, s, 0);
 		return;
 	}
@@ -429,6 +453,188 @@ static uint64_t issue(struct mirror *m)
 	return delay;
 }
 
+/* --- active mirroring (guest write path) ------------------------------ */
+
+void mirror_active_begin(struct job *job, enum active_kind kind,
+			 uint64_t off, uint64_t len, struct active_write *aw)
+{
+	uint64_t gran, size;
+	int64_t n;
+
+	aw->claimed = false;
+	if (job->type != BC_BLOCK_JOB_TYPE_COPY || kind == ACTIVE_DISCARD)
+		return;
+	BC_LOCK_GUARD(&job->lock);
+	if (!job->write_blocking || job->detached || job->err.code ||
+	    job->req == JOB_REQ_CANCEL)
+		return;
+	gran = dbm_granularity(job->dirty);
+	size = dbm_size(job->dirty);
+	aw->g_off = bc_align_down(off, gran);
+	aw->g_end = BC_MIN(bc_align_up(off + len, gran), size);
+	/* Order against copies (and other active writes) of these granules. */
+	for (;;) {
+		n = dbm_next_dirty(job->inflight, aw->g_off);
+		if (n < 0 || (uint64_t)n >= aw->g_end)
+			break;
+		pthread_cond_wait(&job->inflight_cond, &job->lock);
+	}
+	/* All still dirty: the background copy will carry this write. */
+	n = dbm_next_clean(job->dirty, aw->g_off);
+	if (n < 0 || (uint64_t)n >= aw->g_end)
+		return;
+	dbm_set(job->inflight, aw->g_off, aw->g_end - aw->g_off);
+	aw->claimed = true;
+}
+
+void mirror_active_end(struct job *job, enum active_kind kind,
+		       const void *buf, uint64_t off, uint64_t len,
+		       unsigned int zflags, int src_ret,
+		       struct active_write *aw)
+{
+	int ret = src_ret;
+
+	if (!aw->claimed) {
+		job_note_guest_write(job, off, len);
+		return;
+	}
+	if (ret == 0) {
+		/* job->dest stays open while a claim is held: pivot drains us. */
+		if (kind == ACTIVE_DATA)
+			ret = fmt_pwrite(job->dest, buf, (size_t)len, off);
+		else
+			ret = fmt_write_zeroes(job->dest, off, len, zflags);
+		if (ret < 0)
+			job_set_error(job, ret);
+	}
+	pthread_mutex_lock(&job->lock);
+	dbm_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
+	pthread_cond_broadcast(&job->inflight_cond);
+	if (ret < 0) {
+		dbm_set(job->dirty, off, len);
+	} else {
+		uint64_t gran = dbm_granularity(job->dirty);
+		uint64_t a = bc_align_up(off, gran);
+		uint64_t b = off + len == dbm_size(job->dirty)
+				     ? off + len
+				     : bc_align_down(off + len, gran);
+
+		/* Granules covered whole now hold the same bytes on both sides. */
+		if (b > a)
+			dbm_clear(job->dirty, a, b - a);
+		job->active_writes++;
+	}
+	pthread_cond_signal(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* --- auto-converge and verification ----------------------------------- */
+
+struct converge {
+	uint64_t best_dirty;
+	uint64_t best_ns;
+};
+
+/*
+ * Auto-converge: in background mode, when the dirty set has made no new
+ * low for CONVERGE_STALL_NS, guest writes are outrunning the copy: switch
+ * to write-blocking, after which the dirty set can only shrink.
+ */
+static void check_converge(struct job *job, struct converge *cv)
+{
+	uint64_t now = job_now_ns(), dirty;
+
+	BC_LOCK_GUARD(&job->lock);
+	if (!job->opts.auto_converge || job->write_blocking)
+		return;
+	dirty = dbm_count_bytes(job->dirty) + job->inflight_bytes;
+	if (!cv->best_ns || dirty < cv->best_dirty) {
+		cv->best_dirty = dirty;
+		cv->best_ns = now;
+		return;
+	}
+	if (dirty && now - cv->best_ns >= CONVERGE_STALL_NS) {
+		job->write_blocking = true;
+		job->mode_switch_ns = now - job->t0_ns;
+	}
+}
+
+/*
+ * Compare source and destination (guest is quiesced, both in sync by the
+ * bitmap). Ranges that read as zero on both sides, or that a shallow copy
+ * shares through the same backing file, are not read. On a mismatch,
+ * records the error and re-dirties the chunk so mirroring repairs it.
+ * Returns 0 when equal, -EIO on a mismatch, or -errno.
+ */
+static int verify_copy(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t off = 0, size = m->src->size;
+	BC_AUTOFREE uint8_t *a = malloc(VERIFY_CHUNK);
+	BC_AUTOFREE uint8_t *b = malloc(VERIFY_CHUNK);
+	int ret;
+
+	if (!a || !b)
+		return -ENOMEM;
+	while (off < size) {
+		struct fmt_extent es, ed;
+		uint64_t len = BC_MIN(VERIFY_CHUNK, size - off);
+
+		ret = fmt_chain_block_status(m->src, off, len, &es);
+		if (ret == 0)
+			ret = fmt_chain_block_status(m->dest, off, len, &ed);
+		if (ret < 0)
+			return ret;
+		len = BC_MIN(es.len, ed.len);
+		if ((es.state != FMT_DATA && ed.state != FMT_DATA) ||
+		    (job->opts.shallow && es.depth > 0 && ed.depth > 0)) {
+			off += len;
+			continue;
+		}
+		ret = fmt_pread(m->src, a, (size_t)len, off);
+		if (ret == 0)
+			ret = fmt_pread(m->dest, b, (size_t)len, off);
+		if (ret < 0)
+			return ret;
+		if (memcmp(a, b, (size_t)len) != 0) {
+			uint64_t i = 0;
+
+			while (a[i] == b[i])
+				i++;
+			bc_error_set(BC_ERR_IO, 0,
+				     "verification failed: '%s' and '%s' differ at offset %llu; pivot refused, mirroring goes on",
+				     m->src->filename, job->dest_path,
+				     (unsigned long long)(off + i));
+			pthread_mutex_lock(&job->lock);
+			dbm_set(job->dirty, off, len);
+			pthread_mutex_unlock(&job->lock);
+			return -EIO;
+		}
+		off += len;
+	}
+	return 0;
+}
+
+/*
+ * Verification refused the pivot: hand the error to the waiting caller
+ * and go back to mirroring.
+ */
+static void refuse_pivot(struct mirror *m)
+{
+	struct job *job = m->job;
+
+	pthread_mutex_lock(&job->lock);
+	job->refuse_err = *bc_last_error();
+	job->pivot_refused = true;
+	job->req = JOB_REQ_NONE;
+	job->verify = false;
+	pthread_cond_broadcast(&job->done_cond);
+	pthread_mutex_unlock(&job->lock);
+	bc_error_reset();
+	disk_resume(job->disk);
+	m->quiesced = false;
+}
+
 /* --- the job ---------------------------------------------------------- */
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
@@ -467,6 +673,7 @@ void *mirror_main(void *arg)
 {
 	struct job *job = arg;
 	struct mirror m = { 0 };
+	struct converge cv = { 0 };
 	int status = BC_BLOCK_JOB_FAILED;
 	int ret;
 
@@ -482,6 +689,7 @@ void *mirror_main(void *arg)
 		enum job_request req;
 		bool clean, failed;
 
+		check_converge(job, &cv);
 		delay = issue(&m);
 		ret = iob_submit(m.iob);
 		if (ret < 0)
@@ -517,6 +725,17 @@ void *mirror_main(void *arg)
 					continue;
 				}
 			}
+			if (m.quiesced && req == JOB_REQ_PIVOT && job->verify) {
+				ret = verify_copy(&m);
+				if (ret == -EIO) {
+					refuse_pivot(&m);
+					continue;
+				}
+				if (ret < 0) {
+					job_set_error(job, ret);
+					continue;
+				}
+			}
 			if (m.quiesced) {
 				status = req == JOB_REQ_PIVOT ? BC_BLOCK_JOB_COMPLETED
 							      : BC_BLOCK_JOB_CANCELED;
@@ -525,6 +744,7 @@ void *mirror_main(void *arg)
 			pthread_mutex_lock(&job->lock);
 			if (!job->ready && dbm_count_bytes(job->dirty) == 0) {
 				job->ready = true;
+				job->mirroring_ns = job_now_ns() - job->t0_ns;
 				queue_ready = true;
 			}
 			pthread_mutex_unlock(&job->lock);
@@ -555,10 +775,20 @@ out:
 	if (m.iob && iob_in_flight(m.iob))
 		abort(); /* buffers still owned by the kernel */
 
-	if (status == BC_BLOCK_JOB_COMPLETED) {
+	/*
+	 * Guests are held: stop tracking and mirroring before they resume, so
+	 * nothing reaches the destination after the pivot or finish point.
+	 */
+	if (m.quiesced)
+		job_detach_from_disk(job);
+	if (status == BC_BLOCK_JOB_COMPLETED)
 		pivot_swap(&m);
+	if (m.quiesced) {
+		pthread_mutex_lock(&job->lock);
 		job->stall_ns = job_now_ns() - m.quiesce_t0;
-	} else if (status == BC_BLOCK_JOB_FAILED) {
+		pthread_mutex_unlock(&job->lock);
+	}
+	if (status == BC_BLOCK_JOB_FAILED) {
 		pthread_mutex_lock(&job->lock);
 		if (job->req == JOB_REQ_CANCEL && !job->err.code)
 			status = BC_BLOCK_JOB_CANCELED;

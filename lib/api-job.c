@@ -20,7 +20,9 @@
 	(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |                   \
 	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
 	 BC_BLOCK_COPY_AUTO_CONVERGE)
-#define ABORT_MASK (BC_BLOCK_JOB_ABORT_ASYNC | BC_BLOCK_JOB_ABORT_PIVOT)
+#define ABORT_MASK                                                           \
+	(BC_BLOCK_JOB_ABORT_ASYNC | BC_BLOCK_JOB_ABORT_PIVOT |               \
+	 BC_BLOCK_JOB_ABORT_VERIFY)
 
 #define MIN_GRANULARITY (4u * 1024)
 #define MAX_GRANULARITY (64u * 1024 * 1024)
@@ -133,9 +135,12 @@ int bc_block_copy(bc_disk *disk, const char *dest,
 		opts.granularity = g;
 		opts.buf_size = params->buf_size;
 	}
-	if (flags & (BC_BLOCK_COPY_SYNCHRONOUS_WRITES | BC_BLOCK_COPY_AUTO_CONVERGE))
-		return bc_fail(BC_ERR_UNSUPPORTED, 0,
-			       "synchronous writes and auto-converge are not implemented yet");
+	if ((flags & BC_BLOCK_COPY_SYNCHRONOUS_WRITES) &&
+	    (flags & BC_BLOCK_COPY_AUTO_CONVERGE))
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "synchronous writes and auto-converge are mutually exclusive");
+	opts.sync_writes = flags & BC_BLOCK_COPY_SYNCHRONOUS_WRITES;
+	opts.auto_converge = flags & BC_BLOCK_COPY_AUTO_CONVERGE;
 	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
 	ret = job_start_copy(disk, dest, &opts);
@@ -153,8 +158,12 @@ int bc_block_job_abort(bc_disk *disk, unsigned int flags)
 	if ((flags & BC_BLOCK_JOB_ABORT_ASYNC) && (flags & BC_BLOCK_JOB_ABORT_PIVOT))
 		return bc_fail(BC_ERR_INVALID_ARG, 0,
 			       "async and pivot flags are mutually exclusive");
+	if ((flags & BC_BLOCK_JOB_ABORT_VERIFY) && !(flags & BC_BLOCK_JOB_ABORT_PIVOT))
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "verify only permitted with pivot");
 	ret = job_abort(disk, flags & BC_BLOCK_JOB_ABORT_ASYNC,
-			flags & BC_BLOCK_JOB_ABORT_PIVOT);
+			flags & BC_BLOCK_JOB_ABORT_PIVOT,
+			flags & BC_BLOCK_JOB_ABORT_VERIFY);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }
 
@@ -167,6 +176,17 @@ int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
 	    api_bad_flags(flags, BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES, __func__))
 		return -1;
 	return job_get_info(disk, info, flags & BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES);
+}
+
+int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
+			   unsigned int flags)
+{
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_null(stats, "stats", __func__) ||
+	    api_bad_flags(flags, 0, __func__))
+		return -1;
+	return job_get_stats(disk, stats);
 }
 
 int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,

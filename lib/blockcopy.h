@@ -78,6 +78,11 @@ BC_API const bc_error *bc_last_error(void);
 /* virDomainBlockJobAbortFlags. */
 #define BC_BLOCK_JOB_ABORT_ASYNC (1u << 0)
 #define BC_BLOCK_JOB_ABORT_PIVOT (1u << 1)
+/*
+ * blockcopy: with PIVOT, compare source and destination under the pivot's
+ * quiesce and refuse the pivot (the job goes on mirroring) if they differ.
+ */
+#define BC_BLOCK_JOB_ABORT_VERIFY (1u << 16)
 
 #define BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES (1u << 0)
 #define BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES  (1u << 0)
@@ -110,6 +115,35 @@ typedef struct bc_block_job_info {
 	uint64_t cur;            /* bytes done */
 	uint64_t end;            /* bytes to do; cur == end is not MIRRORING */
 } bc_block_job_info;
+
+/* Copy modes (bc_block_job_stats.mode). */
+enum {
+	BC_BLOCK_JOB_MODE_BACKGROUND = 0,     /* guest writes dirty, copied later */
+	BC_BLOCK_JOB_MODE_WRITE_BLOCKING = 1, /* guest writes reach both first */
+};
+
+/*
+ * blockcopy's job statistics, beyond libvirt's job info. Times are from
+ * the job's start, in ns; 0 = has not happened.
+ */
+typedef struct bc_block_job_stats {
+	int active;              /* 1: the running job; 0: the last ended job */
+	int type;                /* BC_BLOCK_JOB_TYPE_* */
+	int mode;                /* BC_BLOCK_JOB_MODE_* (now, or at the end) */
+	int auto_converge;       /* AUTO_CONVERGE was requested */
+	int ready;               /* MIRRORING was reached */
+	int status;              /* final event status; -1 while active */
+	uint64_t cur;            /* as bc_block_job_info */
+	uint64_t end;
+	uint64_t dirty_bytes;    /* not yet in sync */
+	uint64_t bytes_copied;   /* data the copy loop wrote to the destination */
+	uint64_t bytes_zeroed;   /* ranges it wrote as zeroes */
+	uint64_t active_writes;  /* guest writes mirrored before acknowledgement */
+	uint64_t mirroring_ns;   /* start → MIRRORING */
+	uint64_t mode_switch_ns; /* start → switch to write-blocking (auto-converge) */
+	uint64_t pivot_stall_ns; /* guest requests held by the pivot or finish */
+	uint64_t elapsed_ns;     /* start → now, or → end */
+} bc_block_job_stats;
 
 typedef struct bc_block_copy_params {
 	unsigned long long bandwidth; /* bytes/s, 0 = unlimited */
@@ -152,6 +186,12 @@ BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 BC_API int bc_block_job_abort(bc_disk *disk, unsigned int flags);
 BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
 				 unsigned int flags);
+/*
+ * Statistics of the disk's job, or of its last ended job. Returns 1 and
+ * fills @stats, 0 when the disk never had a job, -1 on error.
+ */
+BC_API int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
+				  unsigned int flags);
 BC_API int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
 				  unsigned int flags);
 BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
