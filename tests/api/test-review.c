@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,99 @@ START_TEST(bug_info_reports_small_limit_as_unlimited)
 	ck_assert_msg(fx.info.bandwidth == 1,
 		      "a 1000 B/s limit reads as %lu MiB/s (0 = unlimited)",
 		      fx.info.bandwidth);
+}
+END_TEST
+
+/*
+ * A pull on a disk without backing file has nothing to do; QEMU's
+ * block-stream (and so libvirt's pull) completes. Here pull_finish()
+ * (pull.c) always rewrites the backing pointer, which a raw image cannot
+ * hold, so the job ends FAILED with "raw images have no backing file".
+ */
+START_TEST(bug_pull_of_raw_disk_fails)
+{
+	uint8_t *want = open_raw_pattern(1u << 20, 0);
+	int st;
+
+	ck_assert_int_eq(bc_block_pull(fx.disk, 0, 0), 0);
+	st = next_status();
+	ck_assert_msg(st == BC_BLOCK_JOB_COMPLETED,
+		      "pull of a raw disk ended with status %d: %s", st,
+		      fx.last_err.message);
+	fx_close_disk(&fx);
+	check_file_equals(fx.top, want, 1u << 20);
+	free(want);
+}
+END_TEST
+
+struct race {
+	pthread_barrier_t go;
+	const char *overlay;
+	int ret;
+};
+
+static void *snapshot_thread(void *arg)
+{
+	struct race *r = arg;
+
+	pthread_barrier_wait(&r->go);
+	r->ret = bc_snapshot_create(fx.disk, r->overlay, 0);
+	return NULL;
+}
+
+/*
+ * bc_snapshot_create checks disk->job, drops the lock, and swaps the top
+ * much later (disk.c disk_snapshot_create); a copy started in between
+ * attaches to the disk and reads the old top (mirror.c mirror_setup takes
+ * disk->top once) while guest writes go to the new overlay: those writes
+ * are marked dirty but copied from the old top, so the pivot loses them.
+ * Both calls racing must leave either the snapshot refused or a copy of
+ * what the guest wrote.
+ */
+START_TEST(bug_snapshot_racing_copy_loses_writes)
+{
+	int iter, both = 0;
+
+	for (iter = 0; iter < 12; iter++) {
+		const char *dst = fx_fmt(&fx, "%s/dst%d.qcow2", fx.dir, iter);
+		const char *ov = fx_fmt(&fx, "%s/ov%d.qcow2", fx.dir, iter);
+		struct race r = { .overlay = ov };
+		pthread_t tid;
+		int cret;
+		char dstc[PATH_MAX];
+
+		snprintf(dstc, sizeof(dstc), "%s", dst);
+		if (iter == 0)
+			fx_open_chain(&fx, 2);
+		pthread_barrier_init(&r.go, NULL, 2);
+		ck_assert_int_eq(pthread_create(&tid, NULL, snapshot_thread, &r), 0);
+		pthread_barrier_wait(&r.go);
+		usleep((useconds_t)(iter % 4) * 300);
+		cret = bc_block_copy(fx.disk, dstc, NULL, 0);
+		pthread_join(tid, NULL);
+		pthread_barrier_destroy(&r.go);
+		if (cret < 0)
+			continue;
+		both += r.ret == 0;
+		fx_guest_write(&fx, (uint64_t)iter * 300000 + 4096, 200000,
+			       (uint8_t)(0x40 + iter));
+		expect_mirroring();
+		ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+		ck_assert_int_eq(next_status(), BC_BLOCK_JOB_COMPLETED);
+		ck_assert_msg(bc_disk_path(fx.disk) &&
+			      strcmp(bc_disk_path(fx.disk), dstc) == 0,
+			      "iteration %d: disk not on the copy", iter);
+		{
+			uint8_t *buf = malloc(FX_SIZE);
+
+			ck_assert_int_eq(bc_disk_pread(fx.disk, buf, FX_SIZE, 0), FX_SIZE);
+			ck_assert_msg(memcmp(buf, fx.shadow, FX_SIZE) == 0,
+				      "iteration %d (snapshot %s): the pivoted copy lost guest data",
+				      iter, r.ret == 0 ? "accepted" : "refused");
+			free(buf);
+		}
+	}
+	(void)both;
 }
 END_TEST
 
@@ -427,6 +521,27 @@ START_TEST(progress_is_monotonic_under_writes)
 }
 END_TEST
 
+/* Snapshot first, then a full copy of the stitched chain: exact after pivot. */
+START_TEST(copy_after_snapshot_pivots_exact)
+{
+	const char *ov = fx_path(&fx, "ov.qcow2");
+	char dst[PATH_MAX];
+
+	snprintf(dst, sizeof(dst), "%s", fx_path(&fx, "dst.qcow2"));
+	fx_open_chain(&fx, 2);
+	ck_assert_int_eq(bc_snapshot_create(fx.disk, ov, 0), 0);
+	fx_guest_write(&fx, 4096, 200000, 0x41);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, 0), 0);
+	fx_guest_write(&fx, 300000, 200000, 0x42);
+	expect_mirroring();
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	ck_assert_int_eq(next_status(), BC_BLOCK_JOB_COMPLETED);
+	fx_check_disk_equals_shadow(&fx);
+	fx_close_disk(&fx);
+	fx_check_image_equals_shadow(&fx, dst, "qcow2");
+}
+END_TEST
+
 /* --- sizes ------------------------------------------------------------------- */
 
 /* A size that is no multiple of the granularity nor of 512: every byte arrives. */
@@ -486,6 +601,8 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, bug_copy_into_own_chain_is_accepted);
 	tcase_add_test(tc, bug_direct_copy_of_unaligned_size_fails);
 	tcase_add_test(tc, bug_info_reports_small_limit_as_unlimited);
+	tcase_add_test(tc, bug_pull_of_raw_disk_fails);
+	tcase_add_test(tc, bug_snapshot_racing_copy_loses_writes);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
@@ -498,6 +615,7 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, throttle_after_mirroring_and_unthrottled_pivot);
 	tcase_add_test(tc, set_speed_wakes_a_slow_job_at_once);
 	tcase_add_test(tc, progress_is_monotonic_under_writes);
+	tcase_add_test(tc, copy_after_snapshot_pivots_exact);
 	tcase_add_test(tc, unaligned_size_copy_pivots_exact);
 	tcase_add_test(tc, zero_length_disk_copy_mirrors);
 	suite_add_tcase(s, tc);
