@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# libblockcopy.so exports only bc_* symbols (version script BC_1.0), and
+# every function declared BC_API in blockcopy.h is among them.
+set -u
+so=$1 header=$2
+command -v nm >/dev/null || { echo "nm not installed: skipping"; exit 77; }
+bad=$(nm -D --defined-only "$so" | awk '$2 ~ /[TDBRW]/ {print $3}' | sed 's/@.*//' | grep -v '^bc_' | grep -v '^BC_1.0$' || true)
+if [ -n "$bad" ]; then
+	echo "exported names not starting with bc_:"; echo "$bad"; exit 1
+fi
+fail=0
+for f in $(grep -oE 'BC_API [^(]*\(' "$header" | grep -oE 'bc_[a-z_]+ *\(' | tr -d ' ('); do
+	if ! nm -D --defined-only "$so" | grep -qE " T $f(@|$)"; then
+		echo "declared but not exported: $f"; fail=1
+	fi
+done
+n=$(nm -D --defined-only "$so" | grep -c ' T bc_')
+echo "$n bc_* functions exported, nothing else"
+exit $fail
