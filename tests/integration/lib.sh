@@ -14,7 +14,7 @@ export BLOCKCOPY_IO="${BLOCKCOPY_IO:-uring}"
 TESTS_DIR="${TESTS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)}"
 if [ -d "$TESTS_DIR/integration" ]; then
 	INTEG_DIR="$TESTS_DIR/integration"
-	FIXTURES_DIR="$TESTS_DIR/../fixtures"
+	FIXTURES_DIR="$TESTS_DIR/fixtures"
 else
 	# meson passes tests/integration itself as TESTS_DIR.
 	INTEG_DIR="$TESTS_DIR"
@@ -160,13 +160,17 @@ check_map() {
 	bc map --json "$img"
 	assert_rc 0 "map --json $(basename "$img")" || return
 	cp "$T/out" "$T/bmap.json"
-	if msg=$(pyhelp map "$T/qmap.json" "$T/bmap.json" 2>&1); then
+	if msg=$(pyhelp map "$T/qmap.json" "$T/bmap.json" "$img" 2>&1); then
 		ok "map $(basename "$img")"
 	else
 		fail "map --json $img differs from qemu-img map: $msg"
 	fi
+	# The text map fails where qemu-img's does (compressed clusters
+	# have no host offset to print) and succeeds elsewhere.
+	local want=0
+	qemu-img map "$@" "$img" >/dev/null 2>&1 || want=1
 	bc map "$img"
-	assert_rc 0 "map (text) $(basename "$img")"
+	assert_rc "$want" "map (text) $(basename "$img") (qemu-img map exits $want)"
 }
 
 # check_info IMG [--backing-chain]: blockcopy info --json agrees with
@@ -179,7 +183,7 @@ check_info() {
 	bc info --json "$@" "$img"
 	assert_rc 0 "info --json $* $(basename "$img")" || return
 	cp "$T/out" "$T/binfo.json"
-	if msg=$(pyhelp info "$T/qinfo.json" "$T/binfo.json" 2>&1); then
+	if msg=$(pyhelp info "$T/qinfo.json" "$T/binfo.json" "$img" 2>&1); then
 		ok "info $* $(basename "$img")"
 	else
 		fail "info --json $* $img differs from qemu-img info: $msg"
