@@ -9,7 +9,8 @@
  * with and without a backing file, and images from qemu-img with
  * compressed clusters and internal snapshots (shared clusters).
  *
- * The seed is printed; BC_TEST_SEED=<n> replays a run.
+ * The seed is printed; BC_TEST_SEED=<n> replays a run; BC_TEST_OPS_SCALE=<n>
+ * multiplies the number of random operations (soak runs).
  */
 #include <check.h>
 #include <errno.h>
@@ -56,6 +57,14 @@ static unsigned int test_seed(void)
 	printf("# seed %u (BC_TEST_SEED=%u replays)\n", seed, seed);
 	fflush(stdout);
 	return seed;
+}
+
+static int ops_scale(void)
+{
+	const char *s = getenv("BC_TEST_OPS_SCALE");
+	int v = s ? atoi(s) : 1;
+
+	return v > 0 ? v : 1;
 }
 
 static uint64_t rnd(unsigned int *s, uint64_t n)
@@ -211,7 +220,7 @@ static void run_random(const struct cfg *c, unsigned int seed)
 			 &img),
 		0);
 	assert_reads_shadow(img, shadow);
-	for (i = 0; i < c->ops; i++) {
+	for (i = 0; i < c->ops * ops_scale(); i++) {
 		uint64_t off, len;
 		unsigned int op = (unsigned int)rnd(&s, 10);
 		int ret;
