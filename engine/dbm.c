@@ -51,16 +51,16 @@
 #define DBM_MAX_LEVELS 10
 
 struct dbm {
-	uint64_t size;        /* bytes covered */
-	uint64_t nbits;       /* granules: size / granularity, rounded up */
-	uint64_t count;       /* dirty granules (set bits of level 0) */
-	uint32_t granularity; /* bytes, power of two */
-	unsigned int gran_bits;   /* log2(granularity) */
-	unsigned int nlevels;     /* 1..DBM_MAX_LEVELS; level nlevels-1 is one word */
-	size_t nwords;            /* words in @words, every level */
+	uint64_t size;		/* bytes covered */
+	uint64_t nbits;		/* granules: size / granularity, rounded up */
+	uint64_t count;		/* dirty granules (set bits of level 0) */
+	uint32_t granularity;	/* bytes, power of two */
+	unsigned int gran_bits; /* log2(granularity) */
+	unsigned int nlevels;	/* 1..DBM_MAX_LEVELS; the top is one word */
+	size_t nwords;		/* words in @words, every level */
 	uint64_t level_bits[DBM_MAX_LEVELS]; /* valid bits per level */
 	uint64_t *level[DBM_MAX_LEVELS];     /* into @words; [0] = granules */
-	uint64_t *words;                     /* owned: all levels */
+	uint64_t *words;		     /* owned: all levels */
 };
 
 static uint64_t words_for(uint64_t bits)
@@ -100,10 +100,10 @@ int dbm_new(uint64_t size, uint32_t granularity, struct dbm **out)
 
 	if (!bc_is_pow2(granularity) || granularity < DBM_MIN_GRANULARITY ||
 	    granularity > DBM_MAX_GRANULARITY) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "invalid bitmap granularity %u: must be a power of two from %u to %u",
-			     granularity, DBM_MIN_GRANULARITY,
-			     DBM_MAX_GRANULARITY);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"invalid bitmap granularity %u: must be a power of two from %u to %u",
+			granularity, DBM_MIN_GRANULARITY, DBM_MAX_GRANULARITY);
 		return -EINVAL;
 	}
 	if (size > INT64_MAX) {
@@ -118,8 +118,7 @@ int dbm_new(uint64_t size, uint32_t granularity, struct dbm **out)
 	d->size = size;
 	d->granularity = granularity;
 	d->gran_bits = ctz(granularity);
-	d->nbits = (size >> d->gran_bits) +
-		   ((size & (granularity - 1)) != 0);
+	d->nbits = (size >> d->gran_bits) + ((size & (granularity - 1)) != 0);
 
 	bits = d->nbits;
 	do {
@@ -171,8 +170,10 @@ static void set_bits(struct dbm *d, uint64_t first, uint64_t last)
 		bool was_empty = false;
 
 		for (i = fw; i <= lw; i++) {
-			unsigned int lo = i == fw ? (unsigned int)(first & 63) : 0;
-			unsigned int hi = i == lw ? (unsigned int)(last & 63) : 63;
+			unsigned int lo =
+				i == fw ? (unsigned int)(first & 63) : 0;
+			unsigned int hi =
+				i == lw ? (unsigned int)(last & 63) : 63;
 			uint64_t m = word_mask(lo, hi), old = w[i];
 
 			if (!old)
@@ -201,8 +202,10 @@ static void clear_bits(struct dbm *d, uint64_t first, uint64_t last)
 		uint64_t i, fw = first >> 6, lw = last >> 6, removed = 0;
 
 		for (i = fw; i <= lw; i++) {
-			unsigned int lo = i == fw ? (unsigned int)(first & 63) : 0;
-			unsigned int hi = i == lw ? (unsigned int)(last & 63) : 63;
+			unsigned int lo =
+				i == fw ? (unsigned int)(first & 63) : 0;
+			unsigned int hi =
+				i == lw ? (unsigned int)(last & 63) : 63;
 			uint64_t m = word_mask(lo, hi), old = w[i];
 
 			if (lv == 0)
@@ -284,7 +287,8 @@ uint64_t dbm_count_bytes(const struct dbm *d)
 	if (!((d->level[0][last >> 6] >> (last & 63)) & 1))
 		return d->count << d->gran_bits;
 	/* The last granule holds only size - its offset bytes. */
-	return ((d->count - 1) << d->gran_bits) + d->size - granule_off(d, last);
+	return ((d->count - 1) << d->gran_bits) + d->size -
+	       granule_off(d, last);
 }
 
 /*
@@ -377,8 +381,8 @@ bool dbm_next_dirty_extent_counted(const struct dbm *d, uint64_t from,
 		return false;
 	start = BC_MAX(from, granule_off(d, (uint64_t)g));
 	limit = start + BC_MIN(max_len, d->size - start);
-	limit_g = (limit >> d->gran_bits) +
-		  ((limit & (d->granularity - 1)) != 0);
+	limit_g =
+		(limit >> d->gran_bits) + ((limit & (d->granularity - 1)) != 0);
 	g_end = find_clear(d, (uint64_t)g + 1, limit_g, words_read);
 	end = BC_MIN(granule_off(d, g_end), limit);
 	*off = start;

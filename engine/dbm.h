@@ -99,8 +99,8 @@ bool dbm_next_dirty_extent(const struct dbm *d, uint64_t from, uint64_t max_len,
  * uint64_t variables @off and @len. The body may clear the current run
  * (or anything else); the next search starts at @off + @len.
  */
-#define dbm_for_each_dirty(d, off, len)                                      \
-	for ((off) = 0, (len) = 0; dbm_next_dirty_extent(                     \
+#define dbm_for_each_dirty(d, off, len)                   \
+	for ((off) = 0, (len) = 0; dbm_next_dirty_extent( \
 		     (d), (off) + (len), UINT64_MAX, &(off), &(len));)
 
 /* Bytes of memory the bitmap uses (structure and every level). */

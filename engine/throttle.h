@@ -35,10 +35,10 @@
 #define THR_BURST_NS 20000000ull
 
 struct thr {
-	uint64_t rate;   /* bytes/s; 0 = unlimited */
+	uint64_t rate;	 /* bytes/s; 0 = unlimited */
 	uint64_t tat_ns; /* when all charged bytes are paid off (clock ns) */
 	uint64_t (*now_ns)(void *opaque); /* clock; NULL = CLOCK_MONOTONIC */
-	void *clock_opaque;               /* passed to now_ns */
+	void *clock_opaque;		  /* passed to now_ns */
 };
 
 /*

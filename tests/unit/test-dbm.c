@@ -29,10 +29,10 @@ static uint64_t seed;
  * ck_assert() writes to a pipe on every call (Check records the last
  * passing location), which dominates loops of millions of checks.
  */
-#define require(cond, ...)                                                   \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			ck_abort_msg(__VA_ARGS__);                           \
+#define require(cond, ...)                         \
+	do {                                       \
+		if (!(cond))                       \
+			ck_abort_msg(__VA_ARGS__); \
 	} while (0)
 
 /* splitmix64: deterministic across libcs, unlike rand(). */
@@ -114,7 +114,8 @@ static int64_t ref_next(const struct ref *r, uint64_t from, uint8_t want)
 		return -1;
 	for (g = from / r->gran; g < r->n; g++) {
 		if (r->b[g] == want)
-			return (int64_t)(g * r->gran > from ? g * r->gran : from);
+			return (int64_t)(g * r->gran > from ? g * r->gran
+							    : from);
 	}
 	return -1;
 }
@@ -210,12 +211,10 @@ static void compare_all(const struct dbm *d, const struct ref *r,
 {
 	uint64_t g;
 
-	require(dbm_is_consistent(d), "%s: inconsistent after op %u",
-		      what, op);
+	require(dbm_is_consistent(d), "%s: inconsistent after op %u", what, op);
 	for (g = 0; g < r->n; g++) {
 		require(dbm_get(d, g * r->gran) == (r->b[g] != 0),
-			      "%s: granule %" PRIu64 " after op %u", what, g,
-			      op);
+			"%s: granule %" PRIu64 " after op %u", what, g, op);
 	}
 }
 
@@ -249,33 +248,30 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 			ref_clear(&r, off, len);
 			break;
 		case 3:
-			require(dbm_next_dirty(d, off) ==
-					      ref_next(&r, off, 1),
-				      "%s op %u next_dirty(%" PRIu64 ")", what,
-				      op, off);
+			require(dbm_next_dirty(d, off) == ref_next(&r, off, 1),
+				"%s op %u next_dirty(%" PRIu64 ")", what, op,
+				off);
 			break;
 		case 4:
-			require(dbm_next_clean(d, off) ==
-					      ref_next(&r, off, 0),
-				      "%s op %u next_clean(%" PRIu64 ")", what,
-				      op, off);
+			require(dbm_next_clean(d, off) == ref_next(&r, off, 0),
+				"%s op %u next_clean(%" PRIu64 ")", what, op,
+				off);
 			break;
 		case 5:
 		case 6:
 			f1 = dbm_next_dirty_extent(d, off, len, &o1, &l1);
 			f2 = ref_extent(&r, off, len, &o2, &l2);
 			require(f1 == f2 && (!f1 || (o1 == o2 && l1 == l2)),
-				      "%s op %u extent(%" PRIu64 ", %" PRIu64
-				      "): %d %" PRIu64 "+%" PRIu64
-				      " want %d %" PRIu64 "+%" PRIu64,
-				      what, op, off, len, f1, o1, l1, f2, o2,
-				      l2);
+				"%s op %u extent(%" PRIu64 ", %" PRIu64
+				"): %d %" PRIu64 "+%" PRIu64 " want %d %" PRIu64
+				"+%" PRIu64,
+				what, op, off, len, f1, o1, l1, f2, o2, l2);
 			break;
 		case 7:
 			/* The copy loop: take an aligned extent and clear it. */
-			f1 = dbm_next_dirty_extent(d, off & ~(uint64_t)(gran - 1),
-						   (rnd_below(s, 40) + 1) * gran,
-						   &o1, &l1);
+			f1 = dbm_next_dirty_extent(
+				d, off & ~(uint64_t)(gran - 1),
+				(rnd_below(s, 40) + 1) * gran, &o1, &l1);
 			if (f1) {
 				require(dbm_get(d, o1), "%s op %u", what, op);
 				dbm_clear(d, o1, l1);
@@ -285,8 +281,7 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 			break;
 		case 8:
 			require(dbm_get(d, off) == ref_get(&r, off),
-				      "%s op %u get(%" PRIu64 ")", what, op,
-				      off);
+				"%s op %u get(%" PRIu64 ")", what, op, off);
 			break;
 		case 9:
 			/* Rare whole-bitmap operations. */
@@ -312,8 +307,8 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 			break;
 		}
 		require(dbm_count_bytes(d) == ref_count(&r),
-			      "%s op %u count %" PRIu64 " want %" PRIu64, what,
-			      op, dbm_count_bytes(d), ref_count(&r));
+			"%s op %u count %" PRIu64 " want %" PRIu64, what, op,
+			dbm_count_bytes(d), ref_count(&r));
 		if (op % 128 == 0)
 			compare_all(d, &r, what, op);
 	}
@@ -327,9 +322,8 @@ static const uint32_t rand_grans[] = {512, 4096, 65536, 64u << 20};
 START_TEST(random_vs_reference)
 {
 	/* Granules: 0, 1, a word's worth around 64, two levels, three. */
-	static const uint64_t ngran[] = {0,    1,    2,    63,  64,
-					 65,   127,  4095, 4096, 4097,
-					 64 * 64 * 64 + 3};
+	static const uint64_t ngran[] = {
+		0, 1, 2, 63, 64, 65, 127, 4095, 4096, 4097, 64 * 64 * 64 + 3};
 	uint32_t gran = rand_grans[_i];
 	uint64_t s = seed ^ ((uint64_t)_i * 0x100000001b3ull);
 	size_t i;
@@ -347,8 +341,8 @@ END_TEST
 
 START_TEST(new_rejects_bad_granularity)
 {
-	static const uint32_t bad[] = {0,    1,          256,        511,
-				       513,  3000,       65537,      128u << 20,
+	static const uint32_t bad[] = {0,	 1,	   256,	  511,
+				       513,	 3000,	   65537, 128u << 20,
 				       1u << 31, 96 * 1024};
 	struct dbm *d = NULL;
 	size_t i;
@@ -360,14 +354,16 @@ START_TEST(new_rejects_bad_granularity)
 		ck_assert_int_eq(dbm_new(1 * MiB, bad[i], &d), -EINVAL);
 		ck_assert_ptr_null(d);
 		ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
-		snprintf(msg, sizeof(msg),
-			 "invalid bitmap granularity %u: must be a power of two from 512 to 67108864",
-			 bad[i]);
+		snprintf(
+			msg, sizeof(msg),
+			"invalid bitmap granularity %u: must be a power of two from 512 to 67108864",
+			bad[i]);
 		ck_assert_str_eq(bc_last_error()->message, msg);
 	}
 	ck_assert_int_eq(dbm_new((uint64_t)INT64_MAX + 1, 65536, &d), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
-			 "invalid bitmap size 9223372036854775808: larger than 9223372036854775807");
+	ck_assert_str_eq(
+		bc_last_error()->message,
+		"invalid bitmap size 9223372036854775808: larger than 9223372036854775807");
 	ck_assert_ptr_null(d);
 }
 END_TEST
@@ -414,8 +410,8 @@ START_TEST(size_zero_is_always_clean)
 END_TEST
 
 /* 10 full granules of 4 KiB and a last one of 100 bytes. */
-#define EDGE_SIZE (10 * 4096 + 100)
-#define EDGE_LAST (10 * 4096)
+#define EDGE_SIZE (UINT64_C(10) * 4096 + 100)
+#define EDGE_LAST (UINT64_C(10) * 4096)
 
 START_TEST(last_partial_granule)
 {
@@ -539,9 +535,8 @@ END_TEST
 
 START_TEST(for_each_visits_runs_in_order)
 {
-	static const uint64_t want[][2] = {{4096, 8192},
-					   {5 * 4096, 4096},
-					   {EDGE_LAST, 100}};
+	static const uint64_t want[][2] = {
+		{4096, 8192}, {5 * UINT64_C(4096), 4096}, {EDGE_LAST, 100}};
 	struct dbm *d;
 	uint64_t off, len;
 	unsigned int n = 0;
@@ -551,7 +546,7 @@ START_TEST(for_each_visits_runs_in_order)
 	dbm_set(d, 8191, 2);
 	dbm_set(d, 5 * 4096 + 7, 3);
 	dbm_set(d, EDGE_SIZE - 1, 1);
-	dbm_for_each_dirty(d, off, len) {
+	dbm_for_each_dirty (d, off, len) {
 		ck_assert_uint_lt(n, 3);
 		ck_assert_uint_eq(off, want[n][0]);
 		ck_assert_uint_eq(len, want[n][1]);
@@ -574,7 +569,7 @@ START_TEST(memory_for_1tib)
 	ck_assert_uint_eq(dbm_levels(d), 4);
 	m = dbm_memory_bytes(d);
 	printf("# 1 TiB @ 64 KiB: %zu bytes\n", m);
-	ck_assert_uint_ge(m, 2 * MiB + (4096 + 64 + 1) * 8);
+	ck_assert_uint_ge(m, 2 * MiB + (4096 + 64 + 1) * UINT64_C(8));
 	ck_assert_uint_le(m, 2 * MiB + 2 * MiB / 63 + 512);
 	dbm_free(d);
 
@@ -592,18 +587,19 @@ END_TEST
  */
 START_TEST(search_reads_o_levels_words)
 {
-	static const uint64_t where[] = {0, 700 * GiB + 3 * 65536,
+	static const uint64_t where[] = {0, 700 * GiB + 3 * UINT64_C(65536),
 					 1 * TiB - 65536};
+	uint64_t off, len, words;
 	struct dbm *d;
 	size_t i;
 
 	ck_assert_int_eq(dbm_new(1 * TiB, 64 * 1024, &d), 0);
 	ck_assert_uint_eq(dbm_levels(d), 4);
 	for (i = 0; i < 3; i++) {
-		uint64_t off = 0, len = 0, words = 0, visits = 0;
 		unsigned int runs = 0;
 
 		dbm_set(d, where[i], 1);
+		off = len = words = 0;
 		while (dbm_next_dirty_extent_counted(d, off + len, UINT64_MAX,
 						     &off, &len, &words)) {
 			ck_assert_uint_eq(off, where[i]);
@@ -611,11 +607,18 @@ START_TEST(search_reads_o_levels_words)
 			runs++;
 		}
 		ck_assert_uint_eq(runs, 1);
-		/* Find: up to 2 * 4 words, run end: 1, nothing after: 2 * 4. */
-		visits = words;
-		ck_assert_uint_le(visits, 2 * 4 + 1 + 2 * 4);
+		/* Find: 2 * 4 words, run end: 1, nothing after: 2 * 4. */
+		ck_assert_uint_le(words, 2 * 4 + 1 + 2 * 4);
 		dbm_clear(d, where[i], 65536);
 	}
+	/* All dirty: a bounded extent reads what it covers, not the run. */
+	dbm_set_all(d);
+	words = 0;
+	ck_assert(dbm_next_dirty_extent_counted(d, 0, 4 * MiB, &off, &len,
+						&words));
+	ck_assert_uint_eq(off, 0);
+	ck_assert_uint_eq(len, 4 * MiB);
+	ck_assert_uint_le(words, 2);
 	dbm_free(d);
 }
 END_TEST

@@ -37,10 +37,10 @@ static uint64_t seed;
  * ck_assert() writes to a pipe on every call (Check records the last
  * passing location), which dominates loops of millions of checks.
  */
-#define require(cond, ...)                                                   \
-	do {                                                                 \
-		if (!(cond))                                                 \
-			ck_abort_msg(__VA_ARGS__);                           \
+#define require(cond, ...)                         \
+	do {                                       \
+		if (!(cond))                       \
+			ck_abort_msg(__VA_ARGS__); \
 	} while (0)
 
 static uint64_t rnd_next(uint64_t *s)
@@ -63,19 +63,19 @@ static uint64_t fake_now(void *opaque)
 }
 
 struct send {
-	uint64_t t;     /* ns */
+	uint64_t t; /* ns */
 	uint64_t bytes;
 };
 
 struct sim {
 	struct thr thr;
-	uint64_t clock;      /* ns */
+	uint64_t clock; /* ns */
 	struct send *sends;
 	size_t n, cap;
 	uint64_t rng;
-	uint64_t change_at;  /* ns; UINT64_MAX = never */
+	uint64_t change_at; /* ns; UINT64_MAX = never */
 	uint64_t new_rate;
-	size_t first_after;  /* index of the first send after the change */
+	size_t first_after;    /* index of the first send after the change */
 	unsigned int idle_pct; /* chance of an idle spell per request */
 };
 
@@ -185,9 +185,8 @@ static double fluid_upto(const struct sim *sm, const uint64_t *p, uint64_t x)
 	/* Sends before k - 1 ended by x; k - 1 is under way until send k. */
 	t0 = sm->sends[k - 1].t;
 	t1 = sm->sends[k].t;
-	return (double)p[k - 1] +
-	       (double)sm->sends[k - 1].bytes * (double)(x - t0) /
-		       (double)(t1 - t0);
+	return (double)p[k - 1] + (double)sm->sends[k - 1].bytes *
+					  (double)(x - t0) / (double)(t1 - t0);
 }
 
 /*
@@ -209,17 +208,17 @@ static void check_windows(const struct sim *sm, uint64_t rate, uint64_t from,
 		if (fabs(err) > fabs(worst))
 			worst = err;
 		require(fabs(err) <= 0.03,
-			      "%s: window at %" PRIu64 " ms fluid %.0f vs %" PRIu64
-			      " (%+.2f%%), seed %" PRIu64,
-			      what, t / MS, fl, rate, err * 100, seed);
+			"%s: window at %" PRIu64 " ms fluid %.0f vs %" PRIu64
+			" (%+.2f%%), seed %" PRIu64,
+			what, t / MS, fl, rate, err * 100, seed);
 		require(in <= rate + burst,
-			      "%s: window at %" PRIu64 " ms sent %" PRIu64
-			      " > %" PRIu64 " + %" PRIu64 ", seed %" PRIu64,
-			      what, t / MS, in, rate, burst, seed);
+			"%s: window at %" PRIu64 " ms sent %" PRIu64
+			" > %" PRIu64 " + %" PRIu64 ", seed %" PRIu64,
+			what, t / MS, in, rate, burst, seed);
 		require((double)in >= (double)rate * 0.99 - MAXREQ,
-			      "%s: window at %" PRIu64 " ms sent only %" PRIu64
-			      ", seed %" PRIu64,
-			      what, t / MS, in, seed);
+			"%s: window at %" PRIu64 " ms sent only %" PRIu64
+			", seed %" PRIu64,
+			what, t / MS, in, seed);
 	}
 	printf("# %s: worst fluid window %+.3f%%\n", what, worst * 100);
 	free(p);
@@ -252,8 +251,8 @@ START_TEST(steady_rate_30s)
 END_TEST
 
 /* Rate changes mid-run, while the loop may be waiting. */
-static const uint64_t changes_mib[][2] = {
-	{1000, 20}, {20, 1000}, {1, 100}, {100, 1}, {100, 20}, {20, 1}};
+static const uint64_t changes_mib[][2] = {{1000, 20}, {20, 1000}, {1, 100},
+					  {100, 1},   {100, 20},  {20, 1}};
 
 START_TEST(rate_change_takes_effect_at_once)
 {
@@ -305,9 +304,9 @@ START_TEST(idle_then_burst_is_bounded)
 		uint64_t in = instant_bytes(&sm, p, t, t + SEC);
 
 		require(in <= rate + burst,
-			      "window at %" PRIu64 " ms: %" PRIu64
-			      " bytes, seed %" PRIu64,
-			      t / MS, in, seed);
+			"window at %" PRIu64 " ms: %" PRIu64
+			" bytes, seed %" PRIu64,
+			t / MS, in, seed);
 	}
 	free(p);
 	free(sm.sends);
@@ -322,7 +321,8 @@ START_TEST(unlimited_never_delays)
 
 	thr_init(&t, 0, fake_now, &clock);
 	for (i = 0; i < 1000; i++) {
-		require(thr_delay_ns(&t, MAXREQ) == 0, "delayed at request %u", i);
+		require(thr_delay_ns(&t, MAXREQ) == 0, "delayed at request %u",
+			i);
 		thr_account(&t, MAXREQ);
 	}
 	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), 0);
@@ -350,8 +350,8 @@ START_TEST(exact_delays)
 	ck_assert_uint_eq(thr_delay_ns(&t, 64 * MiB), 0);
 	thr_account(&t, 1 * MiB); /* 100 ms of debt */
 	/* Small request: debt may reach 20 ms + its own cost. */
-	ck_assert_uint_eq(thr_delay_ns(&t, 1024), 100 * MS - THR_BURST_NS +
-							 97657);
+	ck_assert_uint_eq(thr_delay_ns(&t, 1024),
+			  100 * MS - THR_BURST_NS + 97657);
 	/* Large request (> 20 ms of rate): waits for zero debt. */
 	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 100 * MS);
 	clock += 100 * MS;
@@ -457,8 +457,9 @@ static Suite *throttle_suite(void)
 	tcase_set_timeout(tc, 100);
 	tcase_add_loop_test(tc, steady_rate_30s, 0,
 			    (int)(sizeof(rates_mib) / sizeof(rates_mib[0])));
-	tcase_add_loop_test(tc, rate_change_takes_effect_at_once, 0,
-			    (int)(sizeof(changes_mib) / sizeof(changes_mib[0])));
+	tcase_add_loop_test(
+		tc, rate_change_takes_effect_at_once, 0,
+		(int)(sizeof(changes_mib) / sizeof(changes_mib[0])));
 	tcase_add_loop_test(tc, idle_then_burst_is_bounded, 0,
 			    (int)(sizeof(rates_mib) / sizeof(rates_mib[0])));
 	suite_add_tcase(s, tc);
