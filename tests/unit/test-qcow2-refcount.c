@@ -412,6 +412,35 @@ START_TEST(check_agrees_with_qemu_img)
 }
 END_TEST
 
+/* Refcount blocks must be cluster aligned and inside the file. */
+START_TEST(load_rejects_bad_refblock_offsets)
+{
+	static const char *const bad[] = {"0x20200", "0x7fff0000"};
+	struct fmt_create_opts o = {.format = "qcow2", .size = MiB};
+	struct fmt_image *img = NULL;
+	char msg[256];
+	size_t i;
+
+	if (system("python3 -c 1") != 0)
+		return;
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	for (i = 0; i < BC_ARRAY_SIZE(bad); i++) {
+		tu_sh("cp t.qcow2 b.qcow2 && python3 -c \"import struct;"
+		      "d=open('b.qcow2','r+b');d.seek(65536);"
+		      "d.write(struct.pack('>Q',%s))\"",
+		      bad[i]);
+		ck_assert_int_eq(fmt_open("b.qcow2", "qcow2", 0, &img),
+				 -EUCLEAN);
+		ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+		(void)snprintf(
+			msg, sizeof(msg),
+			"b.qcow2: refcount block 0 at offset %s is invalid",
+			bad[i]);
+		ck_assert_str_eq(bc_last_error()->message, msg);
+	}
+}
+END_TEST
+
 static Suite *refcount_suite(void)
 {
 	Suite *s = suite_create("qcow2-refcount");
@@ -428,6 +457,7 @@ static Suite *refcount_suite(void)
 	tcase_add_test(tc, update_overflow_and_underflow_refused);
 	tcase_add_test(tc, alloc_is_first_fit_and_free_reuses);
 	tcase_add_test(tc, refcount_table_grows);
+	tcase_add_test(tc, load_rejects_bad_refblock_offsets);
 	tcase_add_test(tc, check_finds_leaks_and_corruption);
 	tcase_add_test(tc, check_agrees_with_qemu_img);
 	suite_add_tcase(s, tc);
