@@ -156,10 +156,7 @@ void dbm_free(struct dbm *d)
 	free(d);
 }
 
-/*
- * Sets bits @first..@last of level 0 and the summaries above. Returns
- * nothing: the count is updated here.
- */
+/* Sets bits @first..@last of level 0 and the summaries, keeps the count. */
 static void set_bits(struct dbm *d, uint64_t first, uint64_t last)
 {
 	unsigned int lv;
@@ -184,7 +181,7 @@ static void set_bits(struct dbm *d, uint64_t first, uint64_t last)
 		}
 		if (lv == 0)
 			d->count += added;
-		/* Summary bits of words that were already non-empty are set. */
+		/* No word went from empty to non-empty: summaries are right. */
 		if (!was_empty)
 			break;
 		first = fw;
