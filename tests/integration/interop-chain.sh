@@ -5,6 +5,7 @@
 # records no backing format (probed). Each top is checked with compare,
 # map (depths), info and info --backing-chain against qemu-img.
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 

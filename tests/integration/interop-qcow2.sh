@@ -5,6 +5,7 @@
 # (DESIGN.md "Formats"); patterns sit at unaligned and cluster-straddling
 # offsets so that an off-by-one in the mapping shows in the content.
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 

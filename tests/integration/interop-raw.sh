@@ -3,6 +3,7 @@
 # in blockcopy and qemu-img: compare, map (holes via SEEK_HOLE) and info
 # against qemu-img; compare across raw and qcow2.
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 

@@ -21,6 +21,8 @@ else
 	FIXTURES_DIR="$TESTS_DIR/../fixtures"
 fi
 
+export INTEG_DIR FIXTURES_DIR
+
 # Per-test scratch directory, removed whatever happens.
 T=$(mktemp -d "${TMPDIR:-/tmp}/bc-integ.XXXXXX") || exit 99
 trap 'rm -rf "$T"' EXIT

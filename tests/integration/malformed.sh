@@ -5,6 +5,7 @@
 # image unchanged. Plus one positive case: a declared-raw backing that
 # holds a qcow2 header reads as raw.
 
+# shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 
