@@ -17,7 +17,8 @@ void bc_error_reset(void)
 	tls_error.message[0] = '\0';
 }
 
-static void vset(int code, int sys_errno, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static void vset(int code, int sys_errno,
+						       const char *fmt, va_list ap)
 {
 	tls_error.code = code;
 	tls_error.sys_errno = sys_errno;

@@ -68,8 +68,8 @@ static inline void bc_unlockp(pthread_mutex_t **mp)
 #define BC_CONCAT(a, b)  BC_CONCAT_(a, b)
 /* Holds the mutex until the end of the enclosing scope. */
 #define BC_LOCK_GUARD(m)                                                     \
-	__attribute__((cleanup(bc_unlockp))) pthread_mutex_t *BC_CONCAT(     \
-		bc_guard_, __LINE__) = (pthread_mutex_lock(m), (m))
+	__attribute__((cleanup(bc_unlockp), unused)) pthread_mutex_t         \
+		*BC_CONCAT(bc_guard_, __LINE__) = (pthread_mutex_lock(m), (m))
 
 /* Overflow-checked arithmetic: true when the result overflowed. */
 #define bc_add_overflow(a, b, r) __builtin_add_overflow((a), (b), (r))
