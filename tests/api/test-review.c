@@ -582,6 +582,134 @@ START_TEST(copy_after_snapshot_pivots_exact)
 }
 END_TEST
 
+/*
+ * Write-blocking mode under concurrent guests: each thread owns
+ * interleaved 16 KiB stripes (exact shadow) while 64 KiB granules are
+ * shared, so active writes, their edge granules, zero writes and
+ * discards race the copy loop and each other.
+ */
+#define LOAD_THREADS 4
+#define LOAD_STRIPE  (16u * 1024)
+
+struct loader {
+	pthread_t tid;
+	unsigned int id, seed;
+	volatile int *stop;
+	uint64_t ops;
+	char failure[BC_ERROR_MESSAGE_MAX + 64];
+};
+
+static void *loader_main(void *arg)
+{
+	struct loader *g = arg;
+	uint8_t *buf = malloc(LOAD_STRIPE);
+	uint64_t nstripes = FX_SIZE / LOAD_STRIPE;
+
+	while (!__atomic_load_n(g->stop, __ATOMIC_ACQUIRE) && !g->failure[0]) {
+		uint64_t st = (uint64_t)rand_r(&g->seed) % (nstripes / LOAD_THREADS) *
+			      LOAD_THREADS + g->id;
+		uint64_t in = (uint64_t)rand_r(&g->seed) % LOAD_STRIPE;
+		uint64_t len = 1 + (uint64_t)rand_r(&g->seed) % (LOAD_STRIPE - in);
+		uint64_t off = st * LOAD_STRIPE + in;
+		int op = rand_r(&g->seed) % 10;
+
+		if (op < 6) {
+			memset(buf, (int)(g->id * 37 + g->ops + 1), len);
+			if (bc_disk_pwrite(fx.disk, buf, len, off) != (ssize_t)len)
+				snprintf(g->failure, sizeof(g->failure), "pwrite: %s",
+					 bc_last_error()->message);
+			memcpy(fx.shadow + off, buf, len);
+		} else if (op < 8) {
+			if (bc_disk_write_zeroes(fx.disk, off, len,
+						 op == 7 ? BC_DISK_ZEROES_MAY_UNMAP : 0) < 0)
+				snprintf(g->failure, sizeof(g->failure), "zeroes: %s",
+					 bc_last_error()->message);
+			memset(fx.shadow + off, 0, len);
+		} else if (op == 8) {
+			if (bc_disk_discard(fx.disk, off, len, 0) < 0 ||
+			    bc_disk_pread(fx.disk, fx.shadow + off, len, off) != (ssize_t)len)
+				snprintf(g->failure, sizeof(g->failure), "discard: %s",
+					 bc_last_error()->message);
+		} else {
+			if (bc_disk_pread(fx.disk, buf, len, off) != (ssize_t)len)
+				snprintf(g->failure, sizeof(g->failure), "pread: %s",
+					 bc_last_error()->message);
+			else if (memcmp(buf, fx.shadow + off, len) != 0)
+				snprintf(g->failure, sizeof(g->failure),
+					 "read at %llu+%llu differs from the shadow",
+					 (unsigned long long)off, (unsigned long long)len);
+		}
+		g->ops++;
+	}
+	free(buf);
+	return NULL;
+}
+
+static void sync_writes_under_load(unsigned int flags, bool pivot)
+{
+	bc_block_copy_params p = { .bandwidth = 4u << 20, .granularity = 65536 };
+	static struct loader g[LOAD_THREADS];
+	volatile int stop = 0;
+	char dst[PATH_MAX];
+	unsigned int i, seed = (unsigned int)time(NULL);
+
+	snprintf(dst, sizeof(dst), "%s", fx_path(&fx, "dst.qcow2"));
+	fx_open_chain(&fx, 3);
+	fprintf(stderr, "# load seed %u\n", seed);
+	memset(g, 0, sizeof(g));
+	for (i = 0; i < LOAD_THREADS; i++) {
+		g[i].id = i;
+		g[i].seed = seed + i;
+		g[i].stop = &stop;
+		ck_assert_int_eq(pthread_create(&g[i].tid, NULL, loader_main, &g[i]), 0);
+	}
+	ck_assert_msg(bc_block_copy(fx.disk, dst, &p,
+				    BC_BLOCK_COPY_SYNCHRONOUS_WRITES | flags) == 0,
+		      "%s", bc_last_error()->message);
+	usleep(300 * 1000);
+	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 0, 0), 0);
+	expect_mirroring();
+	usleep(200 * 1000);
+	if (pivot) {
+		ck_assert_msg(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT) == 0,
+			      "%s", bc_last_error()->message);
+		usleep(100 * 1000);
+	}
+	__atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
+	for (i = 0; i < LOAD_THREADS; i++) {
+		pthread_join(g[i].tid, NULL);
+		ck_assert_msg(!g[i].failure[0], "guest %u: %s", i, g[i].failure);
+	}
+	/* Abort after the load: the copy must then equal the source exactly. */
+	if (!pivot)
+		ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	ck_assert_int_eq(next_status(), pivot ? BC_BLOCK_JOB_COMPLETED
+					      : BC_BLOCK_JOB_CANCELED);
+	fx_check_disk_equals_shadow(&fx);
+	fx_close_disk(&fx);
+	fx_check_image_equals_shadow(&fx, dst, NULL);
+	if (!pivot)
+		fx_check_image_equals_shadow(&fx, fx.top, NULL);
+}
+
+START_TEST(sync_writes_full_pivot_under_load)
+{
+	sync_writes_under_load(0, true);
+}
+END_TEST
+
+START_TEST(sync_writes_shallow_pivot_under_load)
+{
+	sync_writes_under_load(BC_BLOCK_COPY_SHALLOW, true);
+}
+END_TEST
+
+START_TEST(sync_writes_full_abort_under_load)
+{
+	sync_writes_under_load(0, false);
+}
+END_TEST
+
 /* --- sizes ------------------------------------------------------------------- */
 
 /* A size that is no multiple of the granularity nor of 512: every byte arrives. */
@@ -739,6 +867,9 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, small_granule_single_slot);
 	tcase_add_test(tc, pull_with_direct_io);
 	tcase_add_test(tc, copy_with_direct_io);
+	tcase_add_test(tc, sync_writes_full_pivot_under_load);
+	tcase_add_test(tc, sync_writes_shallow_pivot_under_load);
+	tcase_add_test(tc, sync_writes_full_abort_under_load);
 	suite_add_tcase(s, tc);
 	return s;
 }
