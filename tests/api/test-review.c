@@ -350,6 +350,42 @@ START_TEST(bug_throttle_charges_zero_writes)
 }
 END_TEST
 
+static int second_close_ret = 2;
+
+static void close_again(bc_engine *eng, bc_disk *disk, const char *path,
+			int type, int status, void *opaque)
+{
+	(void)eng;
+	(void)path;
+	(void)type;
+	(void)opaque;
+	if (status == BC_BLOCK_JOB_CANCELED)
+		second_close_ret = bc_disk_close(disk);
+}
+
+/*
+ * An event queued before bc_disk_close() still hands the disk to the
+ * callbacks; a callback that closes it (an embedder closing disks when
+ * their job ends) drops the event's own reference: disk.c disk_close()
+ * sets disk->closed but nothing ever checks it, so the second close
+ * frees the disk and the dispatcher's free_event() then unlocks and
+ * unrefs freed memory (ASan: heap-use-after-free in disk_unref).
+ */
+START_TEST(bug_second_close_from_callback_frees_disk)
+{
+	fx_open_chain(&fx, 1);
+	ck_assert_int_ge(bc_engine_event_register(fx.eng, close_again, NULL), 0);
+	ck_assert_int_eq(bc_block_copy(fx.disk, fx_path(&fx, "dst.qcow2"), NULL, 0), 0);
+	expect_mirroring();
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	fx_close_disk(&fx); /* CANCELED still queued */
+	ck_assert_int_eq(next_status(), BC_BLOCK_JOB_CANCELED);
+	ck_assert_msg(second_close_ret == -1,
+		      "bc_disk_close of an already closed disk returned %d",
+		      second_close_ret);
+}
+END_TEST
+
 /* --- callbacks and the engine's life cycle --------------------------------- */
 
 struct cb_state {
@@ -848,6 +884,7 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, bug_pull_of_raw_disk_fails);
 	tcase_add_test(tc, bug_snapshot_racing_copy_loses_writes);
 	tcase_add_test(tc, bug_throttle_charges_zero_writes);
+	tcase_add_test(tc, bug_second_close_from_callback_frees_disk);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
