@@ -7,6 +7,7 @@
  * call any API, including a pivot from the MIRRORING event.
  */
 #include "engine/internal.h"
+#include "engine/iob.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -20,12 +21,19 @@
 
 int engine_new(unsigned int flags, bc_engine **out)
 {
+	struct iob *probe;
 	bc_engine *eng;
+	int ret;
 
 	if (flags) {
 		bc_error_set(BC_ERR_INVALID_ARG, 0, "unsupported flags 0x%x", flags);
 		return -EINVAL;
 	}
+	/* Fail here, not at the first job, on a bad BLOCKCOPY_IO or no backend. */
+	ret = iob_new(1, 0, &probe);
+	if (ret < 0)
+		return ret;
+	iob_free(probe);
 	eng = calloc(1, sizeof(*eng));
 	if (!eng)
 		return -ENOMEM;

@@ -38,6 +38,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/uio.h>
 #include <time.h>
 
 #include "engine/iob.h"
@@ -81,6 +82,27 @@ struct mirror {
 
 /* --- setup ------------------------------------------------------------ */
 
+/*
+ * Pin the slot buffers as fixed buffers (io_uring): saves the per-request
+ * page pinning, which the iob measurements showed as ~40% of the copy's
+ * system time. Optional: without it the copy works the same.
+ */
+static void register_slots(struct mirror *m)
+{
+	struct iovec *iov = calloc(m->nslots, sizeof(*iov));
+	unsigned int i;
+
+	if (!iov)
+		return;
+	for (i = 0; i < m->nslots; i++) {
+		iov[i].iov_base = m->slots[i].buf;
+		iov[i].iov_len = m->chunk;
+	}
+	if (iob_register_buffers(m->iob, iov, m->nslots) < 0)
+		bc_error_reset();
+	free(iov);
+}
+
 static int mirror_setup(struct mirror *m, struct job *job)
 {
 	uint64_t buf_size = job->opts.buf_size ? job->opts.buf_size
@@ -112,6 +134,7 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	ret = iob_new(m->nslots, 0, &m->iob);
 	if (ret < 0)
 		return ret;
+	register_slots(m);
 	return 0;
 }
 
