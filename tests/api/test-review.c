@@ -197,9 +197,9 @@ END_TEST
 
 /*
  * A nonzero limit below 1 MiB/s is reported as bandwidth 0 in MiB/s,
- * which means "unlimited" (job.c job_get_info shifts right by 20).
- * libvirt rounds up (VIR_DIV_UP in qemuDomainGetBlockJobInfo) so that a
- * limited job never reads as unlimited.
+ * which means "unlimited" (job.c job_get_info shifts right by 20). A
+ * limited job must never read as unlimited: round up to whole MiB/s
+ * (I believe libvirt's qemu driver does the same; not verified here).
  */
 START_TEST(bug_info_reports_small_limit_as_unlimited)
 {
