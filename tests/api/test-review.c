@@ -386,6 +386,85 @@ START_TEST(bug_second_close_from_callback_frees_disk)
 }
 END_TEST
 
+struct dracer {
+	pthread_barrier_t go;
+	uint64_t off;
+	unsigned int delay_us;
+	int ret;
+};
+
+static void *discard_racer(void *arg)
+{
+	struct dracer *r = arg;
+
+	pthread_barrier_wait(&r->go);
+	if (r->delay_us)
+		usleep(r->delay_us);
+	r->ret = bc_disk_discard(fx.disk, r->off, 65536, 0);
+	return NULL;
+}
+
+/*
+ * Write-blocking: a claimed guest write W clears the dirty bits of the
+ * granules it covers after writing the destination (mirror.c
+ * mirror_active_end), but a discard D of the same granule does not wait
+ * for the claim (mirror_active_begin returns at once for ACTIVE_DISCARD).
+ * When D discards the source after W wrote it and marks the granule
+ * dirty before W clears it, the source reads zeros, the destination
+ * holds W's data and nothing is dirty: the pivot changes what the guest
+ * reads without any write. Each round races W (256 KiB) and D (one
+ * 64 KiB granule inside) on fresh regions, records what the source
+ * reads, then pivots and compares.
+ */
+START_TEST(bug_sync_write_racing_discard_diverges)
+{
+	bc_block_copy_params p = { .granularity = 65536 };
+	unsigned int seed = (unsigned int)time(NULL);
+	int round;
+
+	fx_open_chain(&fx, 1);
+	for (round = 0; round < 6; round++) {
+		char dst[PATH_MAX];
+		uint8_t *buf = malloc(262144);
+		uint64_t i;
+
+		snprintf(dst, sizeof(dst), "%s", fx_fmt(&fx, "%s/race%d.qcow2", fx.dir, round));
+		ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p,
+					       BC_BLOCK_COPY_SYNCHRONOUS_WRITES), 0);
+		expect_mirroring();
+		for (i = 0; i < FX_SIZE / 262144; i++) {
+			struct dracer r = { .off = i * 262144 + 65536,
+					    .delay_us = (unsigned int)rand_r(&seed) % 400 };
+			pthread_t tid;
+
+			memset(buf, 0x80 + round * 8 + (int)(i & 7), 262144);
+			pthread_barrier_init(&r.go, NULL, 2);
+			ck_assert_int_eq(pthread_create(&tid, NULL, discard_racer, &r), 0);
+			pthread_barrier_wait(&r.go);
+			ck_assert_int_eq(bc_disk_pwrite(fx.disk, buf, 262144, i * 262144),
+					 262144);
+			pthread_join(tid, NULL);
+			pthread_barrier_destroy(&r.go);
+			ck_assert_int_eq(r.ret, 0);
+			ck_assert_int_eq(bc_disk_pread(fx.disk, fx.shadow + i * 262144,
+						       262144, i * 262144), 262144);
+		}
+		free(buf);
+		ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+		ck_assert_int_eq(next_status(), BC_BLOCK_JOB_COMPLETED);
+		buf = malloc(FX_SIZE);
+		ck_assert_int_eq(bc_disk_pread(fx.disk, buf, FX_SIZE, 0), FX_SIZE);
+		for (i = 0; i < FX_SIZE; i++) {
+			if (buf[i] != fx.shadow[i])
+				ck_abort_msg("round %d: after the pivot offset %llu reads 0x%02x, before it read 0x%02x",
+					     round, (unsigned long long)i, buf[i],
+					     fx.shadow[i]);
+		}
+		free(buf);
+	}
+}
+END_TEST
+
 /* --- callbacks and the engine's life cycle --------------------------------- */
 
 struct cb_state {
@@ -885,6 +964,7 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, bug_snapshot_racing_copy_loses_writes);
 	tcase_add_test(tc, bug_throttle_charges_zero_writes);
 	tcase_add_test(tc, bug_second_close_from_callback_frees_disk);
+	tcase_add_test(tc, bug_sync_write_racing_discard_diverges);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
