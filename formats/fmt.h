@@ -41,6 +41,12 @@
 #define FMT_OPEN_RDWR       (1u << 0) /* top image writable (backing never) */
 #define FMT_OPEN_DIRECT     (1u << 1) /* O_DIRECT on every layer */
 #define FMT_OPEN_NO_BACKING (1u << 2) /* open this layer only */
+/*
+ * Open to check: damage below the header (bad L1 entries) is left for
+ * fmt_check() to count and report instead of failing the open. Reads that
+ * reach damaged metadata still fail cleanly.
+ */
+#define FMT_OPEN_CHECK      (1u << 3)
 
 /* Flags of fmt_write_zeroes. */
 #define FMT_ZERO_MAY_UNMAP (1u << 0) /* may deallocate if it reads as zero */

@@ -143,6 +143,15 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 			}
 			continue;
 		}
+		if (e & (QCOW2_L2E_STD_RESERVED |
+			 (q->extended_l2 ? QCOW2_OFLAG_ZERO : 0))) {
+			/* As qemu-img check: an error, and the entry is not used. */
+			ret = bad_ref(r, "L2 entry with reserved bits set",
+				      l2_off + i * q->l2_entry_size);
+			if (ret < 0)
+				break;
+			continue;
+		}
 		host = e & QCOW2_L2E_OFFSET_MASK;
 		if (!host)
 			continue; /* unallocated or zero without a cluster */
@@ -208,6 +217,13 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 		uint64_t e = bc_get_be64(l1 + i * 8);
 		uint64_t l2 = e & QCOW2_L1E_OFFSET_MASK;
 
+		if (e & QCOW2_L1E_RESERVED) {
+			ret = bad_ref(r, "L1 entry with reserved bits set",
+				      off + i * 8);
+			if (ret < 0)
+				break;
+			continue;
+		}
 		if (!l2)
 			continue;
 		if (!bc_is_aligned(l2, q->cluster_size)) {

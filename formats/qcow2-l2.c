@@ -176,6 +176,11 @@ int qcow2_l1_load(struct qcow2 *q)
 		uint64_t e = bc_get_be64((uint8_t *)raw + (size_t)i * 8);
 		uint64_t l2_off = e & QCOW2_L1E_OFFSET_MASK;
 
+		if (q->img->flags & FMT_OPEN_CHECK) {
+			/* qcow2_check() counts it; qcow2_l2_get_locked() refuses it. */
+			l1[i] = e;
+			continue;
+		}
 		if (e & QCOW2_L1E_RESERVED) {
 			ret = qcow2_corrupt(
 				qname(q),

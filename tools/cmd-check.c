@@ -156,7 +156,7 @@ int cmd_check(int argc, char **argv)
 		return tool_usage_error("check", "unknown format '%s'", format);
 
 	bc_error_reset();
-	ret = fmt_open(path, format, FMT_OPEN_NO_BACKING, &img);
+	ret = fmt_open(path, format, FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img);
 	if (ret < 0) {
 		tool_report(path, ret);
 		return EXIT_NOCHECK;
