@@ -465,6 +465,86 @@ START_TEST(bug_sync_write_racing_discard_diverges)
 }
 END_TEST
 
+struct pivoter {
+	int ret, code;
+	int done;
+};
+
+static void *verify_pivot_thread(void *arg)
+{
+	struct pivoter *pv = arg;
+
+	pv->ret = bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT |
+					      BC_BLOCK_JOB_ABORT_VERIFY);
+	pv->code = bc_last_error()->code;
+	__atomic_store_n(&pv->done, 1, __ATOMIC_RELEASE);
+	return NULL;
+}
+
+/*
+ * An abort requested while a verified pivot is pending is swallowed:
+ * job_abort() leaves job->req alone when a request is already set, and
+ * when the verification refuses the pivot refuse_pivot() (mirror.c)
+ * resets job->req to NONE, so the job goes on mirroring. An ASYNC abort
+ * never gets its CANCELED event; a synchronous one waits forever.
+ */
+START_TEST(bug_abort_during_refused_verify_pivot_is_lost)
+{
+	const char *dst = fx_path(&fx, "dst.raw");
+	struct pivoter pv = { 0 };
+	char junk[512];
+	pthread_t tid;
+	int fd, tries, st;
+	bool overlapped = false;
+
+	fx_open_chain(&fx, 2);
+	ck_assert_int_eq(bc_block_rebase(fx.disk, dst, 0, BC_BLOCK_REBASE_COPY |
+					  BC_BLOCK_REBASE_COPY_RAW), 0);
+	expect_mirroring();
+	for (tries = 0; tries < 5 && !overlapped; tries++) {
+		/* 7 MiB left dirty (1 MiB/s), so the pivot's final sync takes a while. */
+		ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 1, 0), 0);
+		fx_guest_write(&fx, 1u << 20, 7u << 20, (uint8_t)(0x31 + tries));
+		memset(junk, 0xee, sizeof(junk));
+		fd = open(dst, O_WRONLY);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(pwrite(fd, junk, sizeof(junk), 1000), (ssize_t)sizeof(junk));
+		close(fd);
+		pv.done = 0;
+		ck_assert_int_eq(pthread_create(&tid, NULL, verify_pivot_thread, &pv), 0);
+		usleep(1000);
+		ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_ASYNC), 0);
+		overlapped = !__atomic_load_n(&pv.done, __ATOMIC_ACQUIRE);
+		pthread_join(tid, NULL);
+		if (pv.ret == 0 || !overlapped) {
+			/* Not the window (pivoted, or the abort came after): inconclusive. */
+			st = next_status();
+			ck_assert(st == BC_BLOCK_JOB_COMPLETED || st == BC_BLOCK_JOB_CANCELED);
+			dst = fx_fmt(&fx, "%s/dst-try%d.raw", fx.dir, tries + 1);
+			ck_assert_int_eq(bc_block_rebase(fx.disk, dst, 0, BC_BLOCK_REBASE_COPY |
+							  BC_BLOCK_REBASE_COPY_RAW), 0);
+			expect_mirroring();
+			overlapped = false;
+			continue;
+		}
+		ck_assert_int_eq(pv.code, BC_ERR_IO);
+		/* The abort was accepted while the pivot was pending: the job must end. */
+		{
+			uint64_t deadline = now_ms() + 5000;
+
+			while (fx.consumed == fx.nevents && now_ms() < deadline)
+				ck_assert_int_ge(bc_engine_dispatch(fx.eng, 100), 0);
+			ck_assert_msg(fx.consumed < fx.nevents,
+				      "abort (ASYNC) accepted while a verified pivot was pending, but no event within 5 s and the job is %s",
+				      bc_get_block_job_info(fx.disk, &fx.info, 0) == 1
+					      ? "still mirroring" : "gone");
+			ck_assert_int_eq(next_status(), BC_BLOCK_JOB_CANCELED);
+		}
+	}
+	ck_assert_msg(overlapped, "could not hit the window in 5 tries (inconclusive)");
+}
+END_TEST
+
 /* --- callbacks and the engine's life cycle --------------------------------- */
 
 struct cb_state {
@@ -965,6 +1045,7 @@ static Suite *review_suite(void)
 	tcase_add_test(tc, bug_throttle_charges_zero_writes);
 	tcase_add_test(tc, bug_second_close_from_callback_frees_disk);
 	tcase_add_test(tc, bug_sync_write_racing_discard_diverges);
+	tcase_add_test(tc, bug_abort_during_refused_verify_pivot_is_lost);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("behaviour");
