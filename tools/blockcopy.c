@@ -28,6 +28,11 @@ static const struct tool_cmd cmds[] = {
 	 tool_help_copy},
 	{"pull", cmd_pull, "pull backing data into an image (block stream)",
 	 tool_help_pull},
+	{"demo", cmd_demo, "live mirror under a synthetic guest, end to end",
+	 tool_help_demo},
+	{"mirror", cmd_mirror,
+	 "live mirror of your images under a synthetic guest (writes SRC)",
+	 tool_help_mirror},
 };
 
 static const struct tool_cmd *find_cmd(const char *name)

@@ -35,6 +35,8 @@ int cmd_compare(int argc, char **argv);
 int cmd_check(int argc, char **argv);
 int cmd_copy(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
+int cmd_demo(int argc, char **argv);
+int cmd_mirror(int argc, char **argv);
 
 /* Help texts, defined next to each command. */
 extern const char tool_help_create[];
@@ -44,6 +46,8 @@ extern const char tool_help_compare[];
 extern const char tool_help_check[];
 extern const char tool_help_copy[];
 extern const char tool_help_pull[];
+extern const char tool_help_demo[];
+extern const char tool_help_mirror[];
 
 /* Prints the help of subcommand @name on stdout. */
 void tool_print_help(const char *name);
@@ -63,6 +67,15 @@ int tool_parse_size(const char *s, uint64_t *out);
  * --bandwidth. Returns 0, -EINVAL or -ERANGE as tool_parse_size().
  */
 int tool_parse_rate(const char *s, uint64_t *out);
+
+/*
+ * Parses a duration in seconds (a decimal number, fractions allowed) of
+ * at least @min and at most one day. Returns 0 or -EINVAL.
+ */
+int tool_parse_seconds(const char *s, double min, double *out);
+
+/* Parses a thread count, 1..64. Returns 0 or -EINVAL. */
+int tool_parse_threads(const char *s, unsigned int *out);
 
 /* Parses on|off|true|false|yes|no. Returns 0 or -EINVAL. */
 int tool_parse_bool(const char *s, bool *out);

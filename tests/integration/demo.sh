@@ -1,0 +1,162 @@
+#!/usr/bin/env bash
+# blockcopy demo and blockcopy mirror: the live mirror under a synthetic
+# guest, end to end. The tool checks every byte against the guest's
+# shadow itself; here qemu-img judges the images it leaves (check clean,
+# backing as specified, source and copy differing the right way round),
+# the JSON keys bench/ relies on, the non-converging case and usage errors.
+. "$(dirname "$0")/lib.sh"
+require_qemu_img
+
+cd "$T" || die "cd $T"
+BC_TIMEOUT=40
+
+# json_get KEY...: a field of $T/out (nested keys), printed as Python does.
+json_get() {
+	python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+for k in sys.argv[2:]:
+    d = d[k]
+print(d)' "$T/out" "$@" 2>/dev/null || echo "<no json>"
+}
+
+check_clean() { # IMG
+	if qemu-img check -q "$1" >/dev/null 2>&1; then ok "qemu-img check $1"; else fail "qemu-img check $1: $(qemu-img check "$1" 2>&1 | tail -3)"; fi
+}
+
+expect_eq() { # GOT WANT DESC
+	if [ "$1" = "$2" ]; then ok "$3"; else fail "$3: got '$1', want '$2' ($(bc_said))"; fi
+}
+
+# --- usage errors ---------------------------------------------------------
+for args in "demo --mode fast" "demo --size 5M" "demo --size 10M" "demo a b" \
+	    "demo --duration -1" "demo --guest-threads 0" "demo --bogus" \
+	    "mirror" "mirror a" "mirror --pivot --abort a b" "mirror --mode x a b" \
+	    "mirror --guest-threads 65 a b" "mirror --abort --verify a b" \
+	    "mirror --duration x a b" "mirror --timeout 0 a b" "mirror --guest-rate 1Q a b"; do
+	# shellcheck disable=SC2086
+	bc $args
+	assert_rc 2 "usage error: blockcopy $args"
+done
+bc demo --help
+assert_rc 0 "demo --help"
+grep -q "base <- snap1 <- snap2" "$T/out" && ok "demo --help describes the chain" || fail "demo --help: $(bc_said)"
+bc mirror --help
+assert_rc 0 "mirror --help"
+grep -q "SRC IS MODIFIED" "$T/out" && ok "mirror --help warns that SRC is written" || fail "mirror --help: $(bc_said)"
+
+# --- demo -------------------------------------------------------------------
+for mode in background write-blocking; do
+	bc demo --size 64M --duration 1 --mode "$mode"
+	assert_rc 0 "demo --mode $mode"
+	grep -q "^verified: destination matches the guest's [0-9]* writes" "$T/out" &&
+		ok "demo --mode $mode prints verified" || fail "demo --mode $mode: $(bc_said)"
+done
+bc demo --size 64M --duration 1 --shallow --json
+assert_rc 0 "demo --shallow --json"
+expect_eq "$(json_get verified)" True "demo --shallow --json verified"
+expect_eq "$(json_get converged)" True "demo --shallow --json converged"
+
+# DIR given: used, kept; a non-empty one is refused and left alone.
+bc demo --size 64M --duration 1 --mode auto --shallow kept
+assert_rc 0 "demo --mode auto --shallow into DIR"
+grep -q "^verified: destination matches the guest's [0-9]* writes" "$T/out" &&
+	ok "demo --mode auto --shallow prints verified" || fail "demo --mode auto --shallow: $(bc_said)"
+for f in base snap1 snap2 copy; do
+	[ -f "kept/$f.qcow2" ] && ok "demo keeps $f.qcow2" || fail "demo DIR: no $f.qcow2"
+done
+check_clean kept/snap2.qcow2
+check_clean kept/copy.qcow2
+expect_eq "$(qemu-img info --output=json kept/copy.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
+	"$T/kept/snap1.qcow2" "shallow demo copy is backed by snap1"
+expect_eq "$(qemu-img info --output=json kept/snap2.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
+	snap1.qcow2 "snap2 is backed by snap1"
+# After the pivot the guest wrote to the copy only: the two differ.
+qemu-img compare -q kept/snap2.qcow2 kept/copy.qcow2 >/dev/null 2>&1
+expect_eq "$?" 1 "after the pivot the copy is newer than the source"
+s1=$(sha kept/base.qcow2)
+bc demo --size 64M --duration 1 kept
+assert_rc 1 "demo refuses a non-empty DIR"
+grep -q "not empty" "$T/err" && ok "non-empty DIR message" || fail "non-empty DIR: $(bc_said)"
+expect_eq "$(sha kept/base.qcow2)" "$s1" "refused demo left DIR alone"
+
+# --- mirror on a chain made by qemu-img -------------------------------------
+mkdir chain
+qimg create -q -f qcow2 chain/base.qcow2 64M
+qio -c 'write -P 0x11 0 16M' -c 'write -P 0x12 40M 4M' chain/base.qcow2
+qimg create -q -f qcow2 -b base.qcow2 -F qcow2 chain/mid.qcow2
+qio -c 'write -P 0x21 8M 8M' -c 'write -z 41M 1M' chain/mid.qcow2
+qimg create -q -f qcow2 -o cluster_size=16384 -b mid.qcow2 -F qcow2 chain/top.qcow2
+qio -c 'write -P 0x31 20M 4M' -c 'write -P 0x32 12345 777' chain/top.qcow2
+
+# fresh NAME: a scratch copy of the chain in NAME/ (the guest writes SRC).
+fresh() {
+	rm -rf "$1" && cp -r chain "$1" || die "cp chain $1"
+}
+
+# mirror_ok NAME DESC ARGS...: runs mirror --json on a fresh chain and
+# checks converged, verified, the mode, and that qemu-img finds both
+# images clean.
+mirror_ok() {
+	local name=$1 desc=$2
+	shift 2
+	fresh "$name"
+	bc mirror --json --duration 0.6 "$@" "$name/top.qcow2" "$name/dst.qcow2"
+	assert_rc 0 "mirror $desc" || return 1
+	expect_eq "$(json_get converged)" True "mirror $desc: converged"
+	expect_eq "$(json_get verified)" True "mirror $desc: verified"
+	# The keys bench/ reads, all present.
+	local missing
+	missing=$(python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+top = ["mode", "mirroring_seconds", "mode_switch_seconds", "pivot_stall_ms",
+       "copy_bytes", "copy_mib_s"]
+guest = ["before_mib_s", "during_mib_s", "after_mib_s", "p50_ms", "p99_ms",
+         "max_ms", "writes"]
+miss = [k for k in top if k not in d] + ["guest." + k for k in guest if k not in d["guest"]]
+if d["guest"]["writes"] <= 0: miss.append("guest.writes > 0")
+print(" ".join(miss))' "$T/out" 2>&1)
+	expect_eq "$missing" "" "mirror $desc: JSON keys"
+	check_clean "$name/top.qcow2"
+	check_clean "$name/dst.qcow2"
+	# The guest wrote for 0.3 s after the switch, to DST after a pivot,
+	# to SRC after an abort: either way the two must now differ.
+	qemu-img compare -q "$name/top.qcow2" "$name/dst.qcow2" >/dev/null 2>&1
+	expect_eq "$?" 1 "mirror $desc: source and copy differ after the switch"
+}
+
+# Background mode under an unpaced guest need not converge (QEMU's does
+# not either): pace the guest there.
+for mode in background write-blocking auto; do
+	rate=0
+	[ "$mode" = background ] && rate=10M
+	mirror_ok "m-$mode" "--mode $mode" --mode "$mode" --guest-rate "$rate" --timeout 20 &&
+		expect_eq "$(json_get mode)" "$mode" "mirror --mode $mode: mode"
+	[ -z "$(qemu-img info --output=json "m-$mode/dst.qcow2" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("backing-filename",""))')" ] &&
+		ok "full mirror: no backing" || fail "full mirror has a backing file"
+done
+
+mirror_ok m-paced "--guest-rate 10M --verify" --guest-rate 10M --verify
+mirror_ok m-abort "--abort" --abort --guest-rate 20M &&
+	expect_eq "$(json_get ended)" abort "mirror --abort ends with an abort"
+mirror_ok m-shallow "--shallow" --shallow --guest-rate 20M &&
+	expect_eq "$(qemu-img info --output=json m-shallow/dst.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
+		"$T/m-shallow/mid.qcow2" "shallow mirror: backed by the source's backing"
+
+# --- not converging: 1 MiB/s cannot copy 28 MiB within 1 s --------------------
+fresh m-slow
+bc mirror --json --duration 0.2 --timeout 1 --bandwidth 1 m-slow/top.qcow2 m-slow/dst.qcow2
+assert_rc 1 "mirror that does not converge exits 1"
+expect_eq "$(json_get converged)" False "not converged: converged false"
+expect_eq "$(json_get mirroring_seconds)" None "not converged: mirroring_seconds null"
+expect_eq "$(json_get verified)" True "not converged: the source still verified"
+grep -q "did not converge" "$T/err" && ok "not converged: message" || fail "not converged: $(bc_said)"
+check_clean m-slow/top.qcow2
+
+# --- a missing source -------------------------------------------------------
+bc mirror --duration 0.2 nonexistent.qcow2 out.qcow2
+assert_rc 1 "mirror of a missing source"
+[ ! -e out.qcow2 ] && ok "no destination made for a missing source" || fail "out.qcow2 created"
+
+finish

@@ -1,0 +1,416 @@
+/*
+ * blockcopy demo: the live mirror end to end on images it makes itself.
+ * A qcow2 chain base <- snap1 <- snap2 with known content, a synthetic
+ * guest on it, a COPY job under that load, a pivot under load, and the
+ * proof that the copy holds exactly what the guest wrote.
+ *
+ * The content of each layer is a pattern of its layer number and offset,
+ * in chunks of 1/1024 of the disk: base every 4th chunk, snap1 every 8th
+ * (all of them over base data), snap2 every 16th (where nothing lies
+ * below). Before the guest writes anything, the disk must read back as
+ * those patterns.
+ */
+#include "tool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "formats/fmt.h"
+#include "guest.h"
+#include "lib/blockcopy.h"
+
+const char tool_help_demo[] =
+	"Usage: blockcopy demo [OPTIONS] [DIR]\n"
+	"\n"
+	"The live mirror, end to end: makes a qcow2 chain base <- snap1 <- snap2\n"
+	"with known content in DIR (default: a new directory under /tmp, removed\n"
+	"afterwards unless --keep; a DIR given must be empty or absent and is\n"
+	"kept), opens snap2 as a guest disk and runs a synthetic guest on it\n"
+	"(random writes of 4 KiB..256 KiB, some unaligned, reads that verify,\n"
+	"zero writes, discards, flushes). After 1 s a COPY job to copy.qcow2\n"
+	"starts; once it is MIRRORING and --duration has passed, it pivots under\n"
+	"load (verifying source against copy under the pivot's quiesce), the\n"
+	"guest runs 1 s on the copy, and the run proves that the copy holds\n"
+	"exactly what the guest wrote and the source kept its content from the\n"
+	"pivot on. Prints the data copied, copy rate, time to MIRRORING, guest\n"
+	"throughput before/during/after, latency and the pivot stall.\n"
+	"\n"
+	"      --size=N             virtual size, multiple of 4M (default 1G)\n"
+	"      --guest-rate=RATE    guest writes per second (bare number MiB/s;\n"
+	"                           default 50M; 0 = as fast as it can)\n"
+	"      --guest-threads=N    guest threads (default 4)\n"
+	"      --duration=SECS      guest time from the job's start (default 3)\n"
+	"      --mode=MODE          background, write-blocking or auto (default)\n"
+	"      --shallow            copy only snap2's data, backed by snap1\n"
+	"      --no-verify          pivot without comparing source and copy under\n"
+	"                           the quiesce (the stall then holds only the\n"
+	"                           final dirty data, flush and swap)\n"
+	"      --keep               keep the temporary directory\n"
+	"      --json               print the result as one JSON object\n"
+	"  -h, --help               this text\n"
+	"\n"
+	"Exit status: 0 verified, 1 failure (one line says what differed),\n"
+	"2 bad usage.\n";
+
+enum {
+	OPT_SIZE = 256,
+	OPT_GUEST_RATE,
+	OPT_GUEST_THREADS,
+	OPT_DURATION,
+	OPT_MODE,
+	OPT_SHALLOW,
+	OPT_KEEP,
+	OPT_JSON,
+	OPT_NO_VERIFY,
+};
+
+static const struct option long_opts[] = {
+	{"size", required_argument, NULL, OPT_SIZE},
+	{"guest-rate", required_argument, NULL, OPT_GUEST_RATE},
+	{"guest-threads", required_argument, NULL, OPT_GUEST_THREADS},
+	{"duration", required_argument, NULL, OPT_DURATION},
+	{"mode", required_argument, NULL, OPT_MODE},
+	{"shallow", no_argument, NULL, OPT_SHALLOW},
+	{"keep", no_argument, NULL, OPT_KEEP},
+	{"json", no_argument, NULL, OPT_JSON},
+	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	{"help", no_argument, NULL, 'h'},
+	{NULL, 0, NULL, 0},
+};
+
+#define NCHUNKS 1024u
+
+static const char *const layer_names[] = { "base.qcow2", "snap1.qcow2", "snap2.qcow2" };
+
+/* Does layer @l hold chunk @i? */
+static bool layer_has(unsigned int l, uint64_t i)
+{
+	switch (l) {
+	case 0:
+		return i % 4 == 0;
+	case 1:
+		return i % 8 == 4;
+	default:
+		return i % 16 == 2;
+	}
+}
+
+/* The chunks a layer holds, for the report. */
+static uint64_t layer_chunks(unsigned int l)
+{
+	return l == 0 ? NCHUNKS / 4 : l == 1 ? NCHUNKS / 8 : NCHUNKS / 16;
+}
+
+/* The 8 bytes of layer @l at guest offset @pos (a multiple of 8). */
+static uint64_t pattern_word(unsigned int l, uint64_t pos)
+{
+	uint64_t z = pos * 0x9e3779b97f4a7c15ull + ((uint64_t)l + 1) * 0xd1b54a32d192ed03ull;
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static void pattern_fill(uint8_t *buf, size_t len, unsigned int l, uint64_t off)
+{
+	size_t i;
+
+	for (i = 0; i < len; i += 8) {
+		uint64_t v = pattern_word(l, off + i);
+
+		memcpy(buf + i, &v, 8);
+	}
+}
+
+struct demo {
+	char *dir;
+	char *paths[3];
+	char *dst;
+	uint64_t size;
+	uint64_t chunk;
+};
+
+static char *join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir) + strlen(name) + 2;
+	char *p = malloc(n);
+
+	if (p)
+		snprintf(p, n, "%s/%s", dir, name);
+	return p;
+}
+
+/* Creates layer @l and writes its chunks through the lib. */
+static int make_layer(bc_engine *eng, struct demo *d, unsigned int l,
+		      uint8_t *buf)
+{
+	struct fmt_create_opts co = { .format = "qcow2", .size = d->size };
+	bc_disk *disk;
+	uint64_t i;
+	int ret;
+
+	if (l > 0) {
+		co.backing_file = layer_names[l - 1];
+		co.backing_fmt = "qcow2";
+	}
+	ret = fmt_create(d->paths[l], &co);
+	if (ret < 0) {
+		tool_report(d->paths[l], ret);
+		return -1;
+	}
+	disk = bc_disk_open(eng, d->paths[l], "qcow2", 0);
+	if (!disk) {
+		tool_report(d->paths[l], -EIO);
+		return -1;
+	}
+	for (i = 0; i < NCHUNKS; i++) {
+		if (!layer_has(l, i))
+			continue;
+		pattern_fill(buf, d->chunk, l, i * d->chunk);
+		if (bc_disk_pwrite(disk, buf, d->chunk, i * d->chunk) != (ssize_t)d->chunk) {
+			tool_report(d->paths[l], -EIO);
+			(void)bc_disk_close(disk);
+			return -1;
+		}
+	}
+	if (bc_disk_flush(disk) < 0 || bc_disk_close(disk) < 0) {
+		tool_report(d->paths[l], -EIO);
+		return -1;
+	}
+	return 0;
+}
+
+/* live_run's init: the chain reads as the layers were written. */
+static int check_initial(struct guest *g, void *arg, char *err, size_t len)
+{
+	const struct demo *d = arg;
+	const uint8_t *sh = guest_shadow(g);
+	uint64_t i, pos;
+
+	for (i = 0; i < NCHUNKS; i++) {
+		int l = layer_has(2, i) ? 2 : layer_has(1, i) ? 1 : layer_has(0, i) ? 0 : -1;
+
+		for (pos = i * d->chunk; pos < (i + 1) * d->chunk; pos += 8) {
+			uint64_t want = l < 0 ? 0 : pattern_word((unsigned int)l, pos), have;
+
+			memcpy(&have, sh + pos, 8);
+			if (have != want) {
+				snprintf(err, len, "%s: the chain does not read as written at offset %"
+					 PRIu64 " (want %s data)", d->paths[2], pos,
+					 l < 0 ? "zero" : layer_names[l]);
+				return -1;
+			}
+		}
+	}
+	return 0;
+}
+
+/* DIR must be empty or absent; creates it. Returns 0 or -1 (reported). */
+static int prepare_dir(const char *dir)
+{
+	struct dirent *e;
+	DIR *dp;
+
+	if (mkdir(dir, 0777) == 0)
+		return 0;
+	if (errno != EEXIST) {
+		tool_report(dir, -errno);
+		return -1;
+	}
+	dp = opendir(dir);
+	if (!dp) {
+		tool_report(dir, -errno);
+		return -1;
+	}
+	while ((e = readdir(dp))) {
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
+			closedir(dp);
+			tool_error_file(dir, "directory is not empty");
+			return -1;
+		}
+	}
+	closedir(dp);
+	return 0;
+}
+
+static void remove_files(struct demo *d)
+{
+	unsigned int l;
+
+	for (l = 0; l < 3; l++)
+		if (d->paths[l])
+			(void)unlink(d->paths[l]);
+	if (d->dst)
+		(void)unlink(d->dst);
+	(void)rmdir(d->dir);
+}
+
+int cmd_demo(int argc, char **argv)
+{
+	struct live_opts o = {
+		.mode = LIVE_AUTO,
+		.guest = { .rate = 50ull << 20 },
+		.before_s = 1,
+		.duration_s = 3,
+		.settle_s = 0.3,
+		.timeout_s = 60,
+		.after_s = 1,
+		.pivot = true,
+		.verify = true,
+		.dst_format = "qcow2",
+	};
+	struct demo d = { .size = 1ull << 30 };
+	struct live_result *res = NULL;
+	bool json = false, keep = false, temp;
+	bc_engine *eng = NULL;
+	uint8_t *buf = NULL;
+	char tmpl[] = "/tmp/blockcopy-demo.XXXXXX", extra[1024];
+	unsigned int l;
+	uint64_t v;
+	int c, m, ret = TOOL_EXIT_FAILURE;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
+		switch (c) {
+		case OPT_SIZE:
+			if (tool_parse_size(optarg, &v) < 0 || v < (16u << 20) ||
+			    v % (4u << 20) || v > (64ull << 30))
+				return tool_usage_error("demo", "invalid size '%s' (a multiple of 4M, 16M..64G)", optarg);
+			d.size = v;
+			break;
+		case OPT_GUEST_RATE:
+			if (tool_parse_rate(optarg, &v) < 0)
+				return tool_usage_error("demo", "invalid guest rate '%s'", optarg);
+			o.guest.rate = v;
+			break;
+		case OPT_GUEST_THREADS:
+			if (tool_parse_threads(optarg, &o.guest.threads) < 0)
+				return tool_usage_error("demo", "invalid thread count '%s' (1..64)", optarg);
+			break;
+		case OPT_DURATION:
+			if (tool_parse_seconds(optarg, 0, &o.duration_s) < 0)
+				return tool_usage_error("demo", "invalid duration '%s'", optarg);
+			break;
+		case OPT_MODE:
+			m = live_parse_mode(optarg);
+			if (m < 0)
+				return tool_usage_error("demo", "invalid mode '%s' (background, write-blocking or auto)", optarg);
+			o.mode = (enum live_mode)m;
+			break;
+		case OPT_SHALLOW:
+			o.copy_flags |= BC_BLOCK_COPY_SHALLOW;
+			break;
+		case OPT_KEEP:
+			keep = true;
+			break;
+		case OPT_JSON:
+			json = true;
+			break;
+		case OPT_NO_VERIFY:
+			o.verify = false;
+			break;
+		case 'h':
+			tool_print_help("demo");
+			return TOOL_EXIT_OK;
+		default:
+			return tool_getopt_error("demo", c, argv);
+		}
+	}
+	if (argc - optind > 1)
+		return tool_usage_error("demo", "expected at most one DIR");
+	if (o.duration_s < 2 * o.before_s) {
+		o.before_s = o.duration_s / 2;
+		o.after_s = o.duration_s / 2;
+	}
+	temp = argc == optind;
+	if (temp) {
+		if (!mkdtemp(tmpl)) {
+			tool_report("/tmp", -errno);
+			return TOOL_EXIT_FAILURE;
+		}
+		d.dir = strdup(tmpl);
+	} else {
+		if (prepare_dir(argv[optind]) < 0)
+			return TOOL_EXIT_FAILURE;
+		d.dir = strdup(argv[optind]);
+	}
+	d.chunk = d.size / NCHUNKS;
+	for (l = 0; l < 3; l++)
+		d.paths[l] = d.dir ? join(d.dir, layer_names[l]) : NULL;
+	d.dst = d.dir ? join(d.dir, "copy.qcow2") : NULL;
+	buf = malloc(d.chunk);
+	res = calloc(1, sizeof(*res));
+	if (!d.dst || !d.paths[0] || !d.paths[1] || !d.paths[2] || !buf || !res) {
+		tool_report(tmpl, -ENOMEM);
+		goto out;
+	}
+	eng = bc_engine_new(0);
+	if (!eng) {
+		tool_report(d.dir, -EIO);
+		goto out;
+	}
+	for (l = 0; l < 3; l++)
+		if (make_layer(eng, &d, l, buf) < 0)
+			goto out;
+	o.src = d.paths[2];
+	o.dst = d.dst;
+
+	if (!json) {
+		char sz[32];
+
+		tool_human_size(d.size, sz, sizeof(sz));
+		printf("chain:  %s: base.qcow2 (%" PRIu64 " MiB of data) <- snap1.qcow2 (%"
+		       PRIu64 " MiB) <- snap2.qcow2 (%" PRIu64 " MiB), %s virtual\n",
+		       d.dir, layer_chunks(0) * d.chunk >> 20,
+		       layer_chunks(1) * d.chunk >> 20,
+		       layer_chunks(2) * d.chunk >> 20, sz);
+		fflush(stdout);
+	}
+	c = live_run(eng, &o, check_initial, &d, res);
+	if (json) {
+		int n = snprintf(extra, sizeof(extra), "\"dir\": ");
+
+		if (n > 0 && (size_t)n < sizeof(extra)) {
+			FILE *f = fmemopen(extra + n, sizeof(extra) - (size_t)n, "w");
+
+			if (f) {
+				tool_json_string(f, d.dir);
+				fputs(", ", f);
+				fclose(f);
+			}
+		}
+		live_print_json(stdout, &o, res, extra);
+	} else {
+		live_print_text(stdout, &o, res);
+	}
+	if (c < 0) {
+		fprintf(stderr, "blockcopy: %s\n", res->error);
+		goto out;
+	}
+	if (!json)
+		printf("verified: destination matches the guest's %" PRIu64 " writes\n",
+		       res->writes);
+	ret = TOOL_EXIT_OK;
+out:
+	if (eng)
+		bc_engine_free(eng);
+	if (d.dir && temp && !keep)
+		remove_files(&d);
+	else if (d.dir && !json && ret == TOOL_EXIT_OK)
+		printf("kept:   %s\n", d.dir);
+	for (l = 0; l < 3; l++)
+		free(d.paths[l]);
+	free(d.dst);
+	free(d.dir);
+	free(buf);
+	free(res);
+	return ret;
+}
