@@ -22,6 +22,8 @@
 #define VERIFY_CHUNK (1u << 20)
 /* Longest single sleep of a paced thread, so that stop is seen soon. */
 #define PACE_SLICE_NS (50ull * 1000 * 1000)
+/* Budget a paced guest may catch up after a slow request. */
+#define PACE_BURST_NS (200ull * 1000 * 1000)
 
 /* Per-stripe state at the marked switch. */
 enum { MARK_SAME = 0, MARK_SAVED = 1, MARK_UNCERTAIN = 2 };
@@ -150,8 +152,13 @@ static bool pace(struct guest *g, uint64_t len)
 
 	if (!g->rate)
 		return true;
+	/*
+	 * A write may start at the theoretical arrival time; one that comes
+	 * late (after a slow request) may use up to PACE_BURST_NS of unused
+	 * budget, so a stall is caught up as a paced fio job would.
+	 */
 	pthread_mutex_lock(&g->pace_lock);
-	start = g->pace_tat > now ? g->pace_tat : now;
+	start = g->pace_tat + PACE_BURST_NS > now ? g->pace_tat : now - PACE_BURST_NS;
 	g->pace_tat = start + (uint64_t)((double)len * 1e9 / (double)g->rate);
 	pthread_mutex_unlock(&g->pace_lock);
 	while (!atomic_load(&g->stop)) {
@@ -389,6 +396,7 @@ int guest_start(struct guest *g)
 	int ret;
 
 	g->phase_ns[GUEST_BEFORE] = now_ns();
+	g->pace_tat = g->phase_ns[GUEST_BEFORE];
 	for (i = 0; i < g->nthreads; i++) {
 		struct gthread *t = &g->th[i];
 
@@ -1105,11 +1113,11 @@ void live_print_text(FILE *f, const struct live_opts *o,
 				secs(st->mode_switch_ns));
 		else if (o->mode == LIVE_AUTO)
 			fprintf(f, "        auto-converge: stayed in background mode (converged without switching)\n");
-		if (res->converged)
-			fprintf(f, "        %s under load: guest held %.2f ms (pivot stall%s); longest guest request across it %.2f ms\n",
+		if (res->switched)
+			fprintf(f, "        %s under load: guest held %.2f ms%s; longest guest request across it %.2f ms\n",
 				o->pivot ? "pivot" : "abort",
 				(double)st->pivot_stall_ns / 1e6,
-				o->pivot && o->verify ? ", including the comparison of source and copy" : "",
+				!o->pivot ? "" : o->verify ? " (pivot stall, including the comparison of source and copy)" : " (pivot stall)",
 				res->mark_max_ms);
 	}
 	fprintf(f, "guest:  %u threads, ", o->guest.threads ? o->guest.threads : 4);
