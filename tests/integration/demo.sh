@@ -144,6 +144,19 @@ mirror_ok m-shallow "--shallow" --shallow --guest-rate 20M &&
 	expect_eq "$(qemu-img info --output=json m-shallow/dst.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
 		"$T/m-shallow/mid.qcow2" "shallow mirror: backed by the source's backing"
 
+# --- the checks can fail: a reused DST over another backing file -----------
+# --shallow --reuse-external copies only top's data into DST; DST's own
+# backing (0x77 everywhere) then shows through where top has no data, so
+# after the pivot the guest reads what it never wrote.
+fresh m-wrong
+qimg create -q -f qcow2 m-wrong/other.qcow2 64M
+qio -c 'write -P 0x77 0 64M' m-wrong/other.qcow2
+qimg create -q -f qcow2 -b other.qcow2 -F qcow2 m-wrong/dst.qcow2
+bc mirror --json --duration 0.6 --guest-rate 10M --shallow --reuse-external m-wrong/top.qcow2 m-wrong/dst.qcow2
+assert_rc 1 "mirror onto a DST with the wrong backing fails"
+expect_eq "$(json_get verified)" False "wrong backing: verified false"
+grep -q "differs from what" "$T/err" && ok "wrong backing: the message says what differs" || fail "wrong backing: $(bc_said)"
+
 # --- not converging: 1 MiB/s cannot copy 28 MiB within 1 s --------------------
 fresh m-slow
 bc mirror --json --duration 0.2 --timeout 1 --bandwidth 1 m-slow/top.qcow2 m-slow/dst.qcow2
