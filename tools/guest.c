@@ -835,7 +835,12 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	     void *init_arg, struct live_result *res)
 {
 	bc_block_copy_params params = { .bandwidth = o->bandwidth };
-	struct live_events ev = { .status = -1 };
+	/*
+	 * The engine cannot forget a callback: its context outlives the run
+	 * (one run per process at a time), and is detached from the disk
+	 * at the end so that a later dispatch ignores it.
+	 */
+	static struct live_events ev;
 	unsigned int flags = o->copy_flags, aflags;
 	struct guest *g = NULL;
 	struct sigaction sa;
@@ -847,6 +852,8 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	int ret = -1;
 
 	memset(res, 0, sizeof(*res));
+	memset(&ev, 0, sizeof(ev));
+	ev.status = -1;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = live_on_signal;
 	sigemptyset(&sa.sa_mask);
@@ -987,6 +994,7 @@ out_stop:
 	ret = res->converged && res->verified && !res->error[0] ? 0 : -1;
 out_guest:
 	guest_free(g);
+	ev.disk = NULL;
 out_disk:
 	if (disk)
 		(void)bc_disk_close(disk);

@@ -142,7 +142,8 @@ struct live_result {
 
 /*
  * Opens @opts->src read-write on @eng, runs the guest, the COPY job, the
- * pivot or abort and the checks. Returns 0 when converged and verified,
+ * pivot or abort and the checks. One run at a time per process (it owns
+ * an event callback on @eng and SIGINT/SIGTERM, which abort the job). Returns 0 when converged and verified,
  * else -1 with @res->error set. @init, when set, is called with the guest
  * (its shadow loaded, before any write) and may refuse with a message.
  */
