@@ -36,11 +36,10 @@ const char tool_help_demo[] =
 	"(random writes of 4 KiB..256 KiB, some unaligned, reads that verify,\n"
 	"zero writes, discards, flushes). After 1 s a COPY job to copy.qcow2\n"
 	"starts; once it is MIRRORING and --duration has passed, it pivots under\n"
-	"load (verifying source against copy under the pivot's quiesce), the\n"
-	"guest runs 1 s on the copy, and the run proves that the copy holds\n"
-	"exactly what the guest wrote and the source kept its content from the\n"
-	"pivot on. Prints the data copied, copy rate, time to MIRRORING, guest\n"
-	"throughput before/during/after, latency and the pivot stall.\n"
+	"load, the guest runs 1 s on the copy, and the run proves that the copy\n"
+	"holds exactly what the guest wrote and the source kept its content from\n"
+	"the pivot on. Prints the data copied, copy rate, time to MIRRORING,\n"
+	"guest throughput before/during/after, latency and the pivot stall.\n"
 	"\n"
 	"      --size=N             virtual size, multiple of 4M (default 1G)\n"
 	"      --guest-rate=RATE    guest writes per second (bare number MiB/s;\n"
@@ -49,9 +48,9 @@ const char tool_help_demo[] =
 	"      --duration=SECS      guest time from the job's start (default 3)\n"
 	"      --mode=MODE          background, write-blocking or auto (default)\n"
 	"      --shallow            copy only snap2's data, backed by snap1\n"
-	"      --no-verify          pivot without comparing source and copy under\n"
-	"                           the quiesce (the stall then holds only the\n"
-	"                           final dirty data, flush and swap)\n"
+	"      --verify             also compare source and copy under the pivot's\n"
+	"                           quiesce (the guest then waits for the reading\n"
+	"                           of all data on both sides: a longer stall)\n"
 	"      --keep               keep the temporary directory\n"
 	"      --json               print the result as one JSON object\n"
 	"  -h, --help               this text\n"
@@ -68,7 +67,7 @@ enum {
 	OPT_SHALLOW,
 	OPT_KEEP,
 	OPT_JSON,
-	OPT_NO_VERIFY,
+	OPT_VERIFY,
 };
 
 static const struct option long_opts[] = {
@@ -80,7 +79,7 @@ static const struct option long_opts[] = {
 	{"shallow", no_argument, NULL, OPT_SHALLOW},
 	{"keep", no_argument, NULL, OPT_KEEP},
 	{"json", no_argument, NULL, OPT_JSON},
-	{"no-verify", no_argument, NULL, OPT_NO_VERIFY},
+	{"verify", no_argument, NULL, OPT_VERIFY},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -263,7 +262,6 @@ int cmd_demo(int argc, char **argv)
 		.timeout_s = 60,
 		.after_s = 1,
 		.pivot = true,
-		.verify = true,
 		.dst_format = "qcow2",
 	};
 	struct demo d = { .size = 1ull << 30 };
@@ -314,8 +312,8 @@ int cmd_demo(int argc, char **argv)
 		case OPT_JSON:
 			json = true;
 			break;
-		case OPT_NO_VERIFY:
-			o.verify = false;
+		case OPT_VERIFY:
+			o.verify = true;
 			break;
 		case 'h':
 			tool_print_help("demo");

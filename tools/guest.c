@@ -657,6 +657,7 @@ struct live_events {
 	bc_disk *disk;
 	uint64_t t0;
 	uint64_t mirroring_ns; /* 0: not yet */
+	uint64_t copied_at_ready; /* bytes_copied when MIRRORING came */
 	int status;            /* final status, -1 none */
 	bc_error err;
 };
@@ -672,8 +673,14 @@ static void live_on_event(bc_engine *eng, bc_disk *disk, const char *path,
 	if (disk != ev->disk)
 		return;
 	if (status == BC_BLOCK_JOB_MIRRORING) {
-		if (!ev->mirroring_ns)
+		bc_block_job_stats st;
+
+		if (!ev->mirroring_ns) {
 			ev->mirroring_ns = now_ns() - ev->t0;
+			/* The copy rate is that of the bulk phase: sample it now. */
+			if (bc_get_block_job_stats(disk, &st, 0) == 1)
+				ev->copied_at_ready = st.bytes_copied;
+		}
 		return;
 	}
 	ev->status = status;
@@ -971,6 +978,7 @@ out_stop:
 	if (job_started) {
 		res->job_s = secs(t_end - t_job);
 		res->have_stats = bc_get_block_job_stats(disk, &res->stats, 0) == 1;
+		res->copied_at_ready = ev.copied_at_ready;
 	}
 	for (int p = 0; p < GUEST_NPHASES; p++)
 		guest_phase_stats(g, (enum guest_phase)p, &res->phase[p]);
@@ -1011,15 +1019,20 @@ static void json_num_or_null(FILE *f, const char *key, bool have, double v,
 		fputs("null", f);
 }
 
-/* Copy rate: data copied over the bulk phase (to MIRRORING), MiB/s. */
+/*
+ * Copy rate: data copied over the bulk phase (start to MIRRORING), or
+ * over the whole job when it never got there; MiB/s.
+ */
 static double copy_mib_s(const struct live_result *res)
 {
-	double t;
-
 	if (!res->have_stats)
 		return 0;
-	t = res->stats.mirroring_ns ? secs(res->stats.mirroring_ns) : res->job_s;
-	return t > 0 ? (double)res->stats.bytes_copied / t / (1024.0 * 1024.0) : 0;
+	if (res->stats.mirroring_ns)
+		return (double)res->copied_at_ready / secs(res->stats.mirroring_ns) /
+		       (1024.0 * 1024.0);
+	return res->job_s > 0 ? (double)res->stats.bytes_copied / res->job_s /
+					(1024.0 * 1024.0)
+			      : 0;
 }
 
 void live_print_json(FILE *f, const struct live_opts *o,
@@ -1050,10 +1063,11 @@ void live_print_json(FILE *f, const struct live_opts *o,
 			 secs(st->mode_switch_ns), 3);
 	fprintf(f, ", \"pivot_stall_ms\": %.3f, \"copy_bytes\": %" PRIu64
 		", \"copy_zeroed_bytes\": %" PRIu64 ", \"copy_mib_s\": %.1f, "
-		"\"job_seconds\": %.3f, ",
+		"\"copy_bytes_to_mirroring\": %" PRIu64 ", \"job_seconds\": %.3f, ",
 		res->have_stats ? (double)st->pivot_stall_ns / 1e6 : 0.0,
 		res->have_stats ? st->bytes_copied : 0,
-		res->have_stats ? st->bytes_zeroed : 0, copy_mib_s(res), res->job_s);
+		res->have_stats ? st->bytes_zeroed : 0, copy_mib_s(res),
+		res->copied_at_ready, res->job_s);
 	fprintf(f, "\"guest\": {\"threads\": %u, ", o->guest.threads ? o->guest.threads : 4);
 	json_num_or_null(f, "rate_mib_s", o->guest.rate != 0,
 			 (double)o->guest.rate / (1024.0 * 1024.0), 1);
@@ -1110,9 +1124,13 @@ void live_print_text(FILE *f, const struct live_opts *o,
 	if (res->have_stats) {
 		mib(c1, sizeof(c1), st->bytes_copied);
 		mib(c2, sizeof(c2), st->bytes_zeroed);
-		if (st->mirroring_ns)
-			fprintf(f, "        MIRRORING after %.2f s: %s copied (%s as zeroes), %.0f MiB/s\n",
-				secs(st->mirroring_ns), c1, c2, copy_mib_s(res));
+		if (st->mirroring_ns) {
+			char c3[32];
+
+			mib(c3, sizeof(c3), res->copied_at_ready);
+			fprintf(f, "        MIRRORING after %.2f s: %s copied by then, %.0f MiB/s; %s in all (%s as zeroes)\n",
+				secs(st->mirroring_ns), c3, copy_mib_s(res), c1, c2);
+		}
 		else
 			fprintf(f, "        no MIRRORING in %.1f s: %s copied (%s as zeroes)\n",
 				res->job_s, c1, c2);

@@ -129,8 +129,9 @@ struct live_result {
 	bool verified;
 	bool interrupted;
 	char error[BC_ERROR_MESSAGE_MAX + 256]; /* what failed or differed */
-	bc_block_job_stats stats;
+	bc_block_job_stats stats;  /* at the job's end */
 	bool have_stats;
+	uint64_t copied_at_ready;  /* stats.bytes_copied when MIRRORING came */
 	double job_s;            /* job start to its end */
 	struct guest_phase_stats phase[GUEST_NPHASES];
 	uint64_t writes, reads;
