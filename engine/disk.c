@@ -80,6 +80,9 @@ void disk_unref(bc_disk *disk)
 		return;
 	fmt_close(disk->top);
 	free(disk->path);
+	while (disk->n_old_paths)
+		free(disk->old_paths[--disk->n_old_paths]);
+	free(disk->old_paths);
 	pthread_rwlock_destroy(&disk->write_gate);
 	pthread_cond_destroy(&disk->cond);
 	pthread_mutex_destroy(&disk->lock);
@@ -87,9 +90,31 @@ void disk_unref(bc_disk *disk)
 	engine_unref(eng);
 }
 
+int disk_set_path_locked(bc_disk *disk, char *path)
+{
+	char **n = reallocarray(disk->old_paths, disk->n_old_paths + 1,
+				sizeof(*n));
+
+	if (!n) {
+		free(path);
+		return -ENOMEM;
+	}
+	disk->old_paths = n;
+	disk->old_paths[disk->n_old_paths++] = disk->path;
+	disk->path = path;
+	return 0;
+}
+
 int disk_close(bc_disk *disk)
 {
 	pthread_mutex_lock(&disk->lock);
+	if (disk->closed) {
+		/* Only detectable while another reference keeps it alive. */
+		pthread_mutex_unlock(&disk->lock);
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' is already closed", disk->path);
+		return -EINVAL;
+	}
 	if (disk->job) {
 		pthread_mutex_unlock(&disk->lock);
 		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
@@ -283,13 +308,15 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	if (ret < 0)
 		return ret;
 	pthread_mutex_lock(&disk->lock);
-	if (disk->job) {
+	if (disk->job || disk->snapshotting) {
 		pthread_mutex_unlock(&disk->lock);
 		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' has an active block job",
 			     disk->path);
 		return -EBUSY;
 	}
+	/* No job may start until the overlay is in place (job_attach checks). */
+	disk->snapshotting = true;
 	pthread_mutex_unlock(&disk->lock);
 
 	disk_quiesce(disk);
@@ -316,13 +343,21 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 		goto out_resume;
 	}
 	/* The open chain becomes the overlay's backing as it is. */
-	img->backing = disk->top;
 	pthread_mutex_lock(&disk->lock);
-	disk->top = img;
-	free(disk->path);
-	disk->path = bc_steal_ptr(&new_path);
+	ret = disk_set_path_locked(disk, bc_steal_ptr(&new_path));
+	if (ret == 0) {
+		img->backing = disk->top;
+		disk->top = img;
+	}
 	pthread_mutex_unlock(&disk->lock);
+	if (ret < 0) {
+		fmt_close(img);
+		(void)unlink(overlay);
+	}
 out_resume:
+	pthread_mutex_lock(&disk->lock);
+	disk->snapshotting = false;
+	pthread_mutex_unlock(&disk->lock);
 	disk_resume(disk);
 	free(abs_top);
 	free(new_path);

@@ -68,6 +68,10 @@ struct bc_disk {
 	unsigned int flags;             /* BC_DISK_* */
 	struct fmt_image *top;          /* current chain; swapped at pivot */
 	char *path;                     /* current top's path */
+	char **old_paths;               /* earlier paths, kept until the disk is
+					   freed: bc_disk_path() results stay valid */
+	size_t n_old_paths;
+	bool snapshotting;              /* a snapshot is being taken: no job may start */
 	uint64_t size;
 	unsigned int guest_inflight;    /* guest requests inside the disk */
 	bool quiesce;                   /* new guest requests wait */
@@ -90,6 +94,13 @@ void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
 
 void disk_ref(bc_disk *disk);
 void disk_unref(bc_disk *disk);
+
+/*
+ * Make @path (malloc'd; ownership taken) the disk's path, keeping the old
+ * string alive until the disk is freed. Caller holds disk->lock. Returns
+ * 0 or -ENOMEM (then nothing changed and @path is freed).
+ */
+int disk_set_path_locked(bc_disk *disk, char *path);
 
 /*
  * Quiesce the disk: new guest requests wait and the ones in flight drain.

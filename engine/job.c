@@ -110,6 +110,11 @@ static int job_attach(struct job *job)
 			     disk->path);
 		return -EALREADY;
 	}
+	if (disk->snapshotting) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "disk '%s' is taking a snapshot", disk->path);
+		return -EALREADY;
+	}
 	disk->job = job;
 	disk->refs++;
 	return 0;
@@ -120,7 +125,8 @@ static void job_detach(struct job *job)
 	bc_disk *disk = job->disk;
 
 	pthread_mutex_lock(&disk->lock);
-	disk->job = NULL;
+	if (disk->job == job)
+		disk->job = NULL;
 	pthread_mutex_unlock(&disk->lock);
 	disk_unref(disk);
 }
@@ -146,17 +152,10 @@ static int job_run(struct job *job, void *(*body)(void *))
 	return 0;
 }
 
-void job_detach_from_disk(struct job *job)
+void job_stop_tracking(struct job *job)
 {
-	bc_disk *disk = job->disk;
-
-	pthread_mutex_lock(&disk->lock);
-	if (disk->job == job)
-		disk->job = NULL;
-	pthread_mutex_unlock(&disk->lock);
-	pthread_mutex_lock(&job->lock);
+	BC_LOCK_GUARD(&job->lock);
 	job->detached = true;
-	pthread_mutex_unlock(&job->lock);
 }
 
 void job_finish(struct job *job, int status)
@@ -164,11 +163,13 @@ void job_finish(struct job *job, int status)
 	bc_disk *disk = job->disk;
 	bc_block_job_stats st;
 
-	job_detach_from_disk(job);
+	job_stop_tracking(job);
 	job_fill_stats(job, &st);
 	st.active = 0;
 	st.status = status;
 	pthread_mutex_lock(&disk->lock);
+	if (disk->job == job)
+		disk->job = NULL;
 	disk->last_stats = st;
 	disk->has_last_stats = true;
 	pthread_mutex_unlock(&disk->lock);
@@ -204,6 +205,20 @@ static int open_destination(struct job *job, const char *dest)
 		oflags |= FMT_OPEN_DIRECT;
 
 	if (stat(dest, &st) == 0) {
+		struct fmt_image *l;
+
+		/* Two writers with separate allocators on one file: refuse. */
+		for (l = src; l; l = l->backing) {
+			struct stat ls;
+
+			if (fstat(l->fd, &ls) == 0 && ls.st_dev == st.st_dev &&
+			    ls.st_ino == st.st_ino) {
+				bc_error_set(BC_ERR_INVALID_ARG, 0,
+					     "destination '%s' is part of the backing chain of '%s'",
+					     dest, job->disk->path);
+				return -EINVAL;
+			}
+		}
 		if (!job->opts.reuse_ext && S_ISREG(st.st_mode) && st.st_size > 0) {
 			bc_error_set(BC_ERR_EXISTS, EEXIST,
 				     "destination file '%s' already exists; use REUSE_EXT to write into it",
@@ -286,7 +301,7 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	if (!job)
 		return -ENOMEM;
 	job->opts = *opts;
-	job->write_blocking = opts->sync_writes;
+	/* write_blocking is turned on by the job thread, once dest is open. */
 	if (!job->opts.granularity)
 		job->opts.granularity = DEFAULT_GRANULARITY;
 	job->bandwidth = opts->bandwidth;
@@ -296,17 +311,6 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		goto err_unref;
 	}
 
-	pthread_mutex_lock(&disk->lock);
-	if (disk->job) {
-		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
-			     "disk '%s' already has an active block job",
-			     disk->path);
-		ret = -EALREADY;
-		goto err_unref;
-	}
-	pthread_mutex_unlock(&disk->lock);
-
 	ret = dbm_new(disk->size, job->opts.granularity, &job->dirty);
 	if (ret < 0)
 		goto err_unref;
@@ -315,18 +319,22 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		goto err_unref;
 	thr_init(&job->thr, job->bandwidth, NULL, NULL);
 
-	ret = open_destination(job, dest);
-	if (ret < 0)
-		goto err_unref;
-
 	/*
-	 * Tracking starts before the allocation scan, so a guest write that
-	 * races the scan is marked; the scan is done before returning so
-	 * that job info reports the real amount from the first call.
+	 * Attach first: the check for another job (or a snapshot) and the
+	 * attach are one step, so the chain cannot change under the
+	 * destination's creation and the scan. Tracking starts before the
+	 * allocation scan, so a guest write that races the scan is marked;
+	 * the scan is done before returning so that job info reports the
+	 * real amount from the first call.
 	 */
 	ret = job_attach(job);
 	if (ret < 0)
-		goto err_unlink;
+		goto err_unref;
+	ret = open_destination(job, dest);
+	if (ret < 0) {
+		job_detach(job);
+		goto err_unref;
+	}
 	ret = mirror_scan(job);
 	if (ret < 0) {
 		job_detach(job);
@@ -478,6 +486,9 @@ int job_abort(bc_disk *disk, bool async, bool pivot, bool verify)
 		job->pivot_refused = false;
 	} else if (job->req == JOB_REQ_NONE) {
 		job->req = job->ready ? JOB_REQ_FINISH : JOB_REQ_CANCEL;
+	} else if (job->req == JOB_REQ_PIVOT) {
+		/* Applies if the pivot is refused (verification). */
+		job->req_after_pivot = JOB_REQ_FINISH;
 	}
 	pthread_cond_broadcast(&job->cond);
 	if (async)
@@ -525,7 +536,8 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	if (bytes)
 		info->bandwidth = (unsigned long)job->bandwidth;
 	else
-		info->bandwidth = (unsigned long)(job->bandwidth >> 20);
+		/* Round up: a limit below 1 MiB/s is not "unlimited" (0). */
+		info->bandwidth = (unsigned long)((job->bandwidth + (1u << 20) - 1) >> 20);
 	pthread_mutex_unlock(&job->lock);
 	job_unref(job);
 	return 1;

@@ -39,6 +39,7 @@ struct job {
 	pthread_cond_t cond;          /* wakes the job thread */
 	pthread_cond_t done_cond;     /* wakes callers waiting for the end */
 	enum job_request req;
+	enum job_request req_after_pivot; /* an abort that came during a pivot */
 	bool ready;                   /* MIRRORING reached (sticky) */
 	bool finished;                /* ended; disk->job is NULL */
 	bool verify;                  /* the pivot request asks for verification */
@@ -83,11 +84,12 @@ struct job {
 /* Keep the first error: the calling thread's recorded one, or from @ret. */
 void job_set_error(struct job *job, int ret);
 /*
- * Stop being the disk's job (guests must be quiesced, or it must be the
- * end): later guest writes neither mark nor mirror. Idempotent.
+ * Later guest writes neither mark nor mirror (guests must be quiesced, or
+ * it must be the end). Idempotent.
  */
-void job_detach_from_disk(struct job *job);
-/* End the job: detach, queue the event, wake waiters, drop refs. */
+void job_stop_tracking(struct job *job);
+/* End the job: stop tracking, leave the disk, queue the event, wake
+ * waiters, drop refs. */
 void job_finish(struct job *job, int status);
 
 /* Fill @st from the job (takes job->lock). */
@@ -101,7 +103,8 @@ void job_fill_stats(struct job *job, bc_block_job_stats *st);
  * claimed) and updates the dirty bitmap, or just marks it dirty.
  */
 struct active_write {
-	bool claimed;
+	bool claimed;           /* granules held in flight */
+	bool mirror;            /* the destination gets the write too */
 	uint64_t g_off, g_end;  /* granule-aligned range held in flight */
 };
 

@@ -231,7 +231,8 @@ static void slot_write(struct mirror *m, struct slot *s)
 
 	if (bc_is_zero(s->buf, s->len)) {
 		ret = write_zeroes_dest(m, s);
-	} else if (m->dest_async) {
+	} else if (m->dest_async &&
+		   bc_is_aligned(s->off | s->len, m->dest->request_align)) {
 		s->state = SLOT_WRITING;
 		ret = iob_prep_write(m->iob, m->dest->fd, s->buf, s->len,
 				     s->off, (uint64_t)(s - m->slots));
@@ -467,10 +468,13 @@ static uint64_t issue(struct mirror *m)
 			slot_release(m, s, ret);
 			break;
 		}
-		pthread_mutex_lock(&job->lock);
-		if (!m->quiesced)
+		/* The limit counts data copied; zero ranges and skips are free. */
+		if (ext.state == FMT_DATA && !m->quiesced &&
+		    !(job->opts.shallow && ext.depth > 0)) {
+			pthread_mutex_lock(&job->lock);
 			thr_account(&job->thr, len);
-		pthread_mutex_unlock(&job->lock);
+			pthread_mutex_unlock(&job->lock);
+		}
 		slot_start(m, s, &ext);
 	}
 	return delay;
@@ -485,7 +489,8 @@ void mirror_active_begin(struct job *job, enum active_kind kind,
 	int64_t n;
 
 	aw->claimed = false;
-	if (job->type != BC_BLOCK_JOB_TYPE_COPY || kind == ACTIVE_DISCARD)
+	aw->mirror = false;
+	if (job->type != BC_BLOCK_JOB_TYPE_COPY)
 		return;
 	BC_LOCK_GUARD(&job->lock);
 	if (!job->write_blocking || job->detached || job->err.code ||
@@ -495,19 +500,55 @@ void mirror_active_begin(struct job *job, enum active_kind kind,
 	size = dbm_size(job->dirty);
 	aw->g_off = bc_align_down(off, gran);
 	aw->g_end = BC_MIN(bc_align_up(off + len, gran), size);
-	/* Order against copies (and other active writes) of these granules. */
+	/*
+	 * Every write claims its granules, mirrored or not: a claimed write
+	 * marks granules in sync, which must not race with another write
+	 * (or a copy) that changes the source there.
+	 */
 	for (;;) {
 		n = dbm_next_dirty(job->inflight, aw->g_off);
 		if (n < 0 || (uint64_t)n >= aw->g_end)
 			break;
 		pthread_cond_wait(&job->inflight_cond, &job->lock);
 	}
-	/* All still dirty: the background copy will carry this write. */
-	n = dbm_next_clean(job->dirty, aw->g_off);
-	if (n < 0 || (uint64_t)n >= aw->g_end)
-		return;
 	dbm_set(job->inflight, aw->g_off, aw->g_end - aw->g_off);
 	aw->claimed = true;
+	/*
+	 * Where every granule is still dirty the copy loop will carry the
+	 * write too: skip the destination.
+	 */
+	n = dbm_next_clean(job->dirty, aw->g_off);
+	aw->mirror = n >= 0 && (uint64_t)n < aw->g_end;
+}
+
+/*
+ * Mirror a discard: what the source reads there afterwards (zeros, or the
+ * backing's data where the format keeps it visible) is copied to the
+ * destination, in chunks, zeros as zero writes. Runs on the guest's thread
+ * with the range claimed. Returns 0 or -errno.
+ */
+static int mirror_discard(struct job *job, uint64_t off, uint64_t len)
+{
+	struct fmt_image *src = job->disk->top; /* stable: a guest is inside */
+	uint64_t chunk = BC_MIN(len, (uint64_t)CHUNK_MAX);
+	uint8_t *buf = malloc(chunk);
+	int ret = 0;
+
+	if (!buf)
+		return -ENOMEM;
+	while (len && ret == 0) {
+		uint64_t n = BC_MIN(len, chunk);
+
+		ret = fmt_pread(src, buf, (size_t)n, off);
+		if (ret == 0 && bc_is_zero(buf, (size_t)n))
+			ret = fmt_write_zeroes(job->dest, off, n, FMT_ZERO_MAY_UNMAP);
+		else if (ret == 0)
+			ret = fmt_pwrite(job->dest, buf, (size_t)n, off);
+		off += n;
+		len -= n;
+	}
+	free(buf);
+	return ret;
 }
 
 void mirror_active_end(struct job *job, enum active_kind kind,
@@ -521,19 +562,20 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 		job_note_guest_write(job, off, len);
 		return;
 	}
-	if (ret == 0) {
+	if (ret == 0 && aw->mirror) {
 		/* job->dest stays open while a claim is held: pivot drains us. */
 		if (kind == ACTIVE_DATA)
 			ret = fmt_pwrite(job->dest, buf, (size_t)len, off);
-		else
+		else if (kind == ACTIVE_ZEROES)
 			ret = fmt_write_zeroes(job->dest, off, len, zflags);
+		else
+			ret = mirror_discard(job, off, len);
 		if (ret < 0)
 			job_set_error(job, ret);
 	}
 	pthread_mutex_lock(&job->lock);
-	dbm_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
-	pthread_cond_broadcast(&job->inflight_cond);
-	if (ret < 0) {
+	if (ret < 0 || !aw->mirror) {
+		/* Marked before the claim is released: no one can clear it first. */
 		dbm_set(job->dirty, off, len);
 	} else {
 		uint64_t gran = dbm_granularity(job->dirty);
@@ -547,6 +589,8 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 			dbm_clear(job->dirty, a, b - a);
 		job->active_writes++;
 	}
+	dbm_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
+	pthread_cond_broadcast(&job->inflight_cond);
 	pthread_cond_signal(&job->cond);
 	pthread_mutex_unlock(&job->lock);
 }
@@ -610,7 +654,8 @@ static int verify_copy(struct mirror *m)
 			return ret;
 		len = BC_MIN(es.len, ed.len);
 		if ((es.state != FMT_DATA && ed.state != FMT_DATA) ||
-		    (job->opts.shallow && es.depth > 0 && ed.depth > 0)) {
+		    (job->opts.shallow && job->dest_fresh && es.depth > 0 &&
+		     ed.depth > 0)) {
 			off += len;
 			continue;
 		}
@@ -649,7 +694,8 @@ static void refuse_pivot(struct mirror *m)
 	pthread_mutex_lock(&job->lock);
 	job->refuse_err = *bc_last_error();
 	job->pivot_refused = true;
-	job->req = JOB_REQ_NONE;
+	job->req = job->req_after_pivot;
+	job->req_after_pivot = JOB_REQ_NONE;
 	job->verify = false;
 	pthread_cond_broadcast(&job->done_cond);
 	pthread_mutex_unlock(&job->lock);
@@ -683,10 +729,10 @@ static void pivot_swap(struct mirror *m)
 	if (!path)
 		abort(); /* a pivot cannot be half done */
 	pthread_mutex_lock(&disk->lock);
+	if (disk_set_path_locked(disk, path) < 0)
+		abort(); /* a pivot cannot be half done */
 	old = disk->top;
 	disk->top = job->dest;
-	free(disk->path);
-	disk->path = path;
 	pthread_mutex_unlock(&disk->lock);
 	job->dest = NULL;
 	fmt_close(old);
@@ -702,6 +748,9 @@ void *mirror_main(void *arg)
 
 	bc_error_reset();
 	ret = mirror_setup(&m, job);
+	pthread_mutex_lock(&job->lock);
+	job->write_blocking = job->opts.sync_writes; /* job->dest is open now */
+	pthread_mutex_unlock(&job->lock);
 	if (ret < 0) {
 		job_set_error(job, ret);
 		goto out;
@@ -801,9 +850,11 @@ out:
 	/*
 	 * Guests are held: stop tracking and mirroring before they resume, so
 	 * nothing reaches the destination after the pivot or finish point.
+	 * The job stays the disk's job until job_finish(): no snapshot or new
+	 * job slips in between.
 	 */
 	if (m.quiesced)
-		job_detach_from_disk(job);
+		job_stop_tracking(job);
 	if (status == BC_BLOCK_JOB_COMPLETED)
 		pivot_swap(&m);
 	if (m.quiesced) {

@@ -96,6 +96,8 @@ static int pull_finish(struct job *job)
 	ret = fmt_flush(top);
 	if (ret < 0)
 		return ret;
+	if (!top->backing)
+		return 0; /* nothing to pull from, nothing to rewrite (raw too) */
 	disk_quiesce(disk);
 	ret = fmt_set_backing(top, job->base_name, job->base_fmt);
 	if (ret == 0) {
