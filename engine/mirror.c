@@ -767,9 +767,14 @@ void *mirror_main(void *arg)
 		if (ret < 0)
 			job_set_error(job, ret);
 		if (m.nbusy) {
-			ret = reap(&m, true, delay ? (int)(delay / 1000000) + 1 : -1);
-			if (ret < 0)
+			int ms = delay ? (int)BC_MIN(delay / 1000000 + 1, 1000) : -1;
+
+			ret = reap(&m, true, ms);
+			if (ret < 0) {
+				/* The backend is broken: nothing more will complete. */
 				job_set_error(job, ret);
+				break;
+			}
 			continue;
 		}
 
@@ -844,8 +849,16 @@ out:
 		if (reap(&m, true, -1) < 0)
 			break;
 	}
-	if (m.iob && iob_in_flight(m.iob))
-		abort(); /* buffers still owned by the kernel */
+	if (m.iob && iob_in_flight(m.iob)) {
+		/*
+		 * The kernel may still write into the slot buffers: leak them
+		 * and the ring rather than free memory it owns. The job fails.
+		 */
+		m.iob = NULL;
+		m.slots = NULL;
+		m.nbusy = 0;
+		status = BC_BLOCK_JOB_FAILED;
+	}
 
 	/*
 	 * Guests are held: stop tracking and mirroring before they resume, so
