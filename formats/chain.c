@@ -315,7 +315,8 @@ int fmt_open(const char *path, const char *format, unsigned int flags,
 	char *name;
 	int depth, ret;
 
-	if (flags & ~(FMT_OPEN_RDWR | FMT_OPEN_DIRECT | FMT_OPEN_NO_BACKING)) {
+	if (flags & ~(FMT_OPEN_RDWR | FMT_OPEN_DIRECT | FMT_OPEN_NO_BACKING |
+		      FMT_OPEN_CHECK)) {
 		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
 			     "unsupported open flags 0x%x", flags);
 		return -EINVAL;
