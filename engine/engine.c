@@ -103,16 +103,36 @@ void engine_free(bc_engine *eng)
 
 int engine_event_register(bc_engine *eng, bc_block_job_cb cb, void *opaque)
 {
+	int i;
+
 	BC_LOCK_GUARD(&eng->lock);
-	if (eng->ncbs == ENGINE_MAX_CALLBACKS) {
+	/* Ids are slot indexes: a deregistered slot is reused. */
+	for (i = 0; i < eng->ncbs && eng->cbs[i].cb; i++)
+		;
+	if (i == ENGINE_MAX_CALLBACKS) {
 		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
 			     "too many event callbacks (at most %d)",
 			     ENGINE_MAX_CALLBACKS);
 		return -ENOSPC;
 	}
-	eng->cbs[eng->ncbs].cb = cb;
-	eng->cbs[eng->ncbs].opaque = opaque;
-	return eng->ncbs++;
+	eng->cbs[i].cb = cb;
+	eng->cbs[i].opaque = opaque;
+	if (i == eng->ncbs)
+		eng->ncbs++;
+	return i;
+}
+
+int engine_event_deregister(bc_engine *eng, int id)
+{
+	BC_LOCK_GUARD(&eng->lock);
+	if (id < 0 || id >= eng->ncbs || !eng->cbs[id].cb) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "no event callback with id %d", id);
+		return -EINVAL;
+	}
+	eng->cbs[id].cb = NULL;
+	eng->cbs[id].opaque = NULL;
+	return 0;
 }
 
 int engine_event_fd(bc_engine *eng)
@@ -202,6 +222,8 @@ int engine_dispatch(bc_engine *eng, int timeout_ms)
 		memcpy(cbs, eng->cbs, sizeof(cbs[0]) * (size_t)ncbs);
 		pthread_mutex_unlock(&eng->lock);
 		for (i = 0; i < ncbs; i++) {
+			if (!cbs[i].cb)
+				continue; /* deregistered */
 			if (ev->err.code)
 				bc_error_set(ev->err.code, ev->err.sys_errno,
 					     "%s", ev->err.message);

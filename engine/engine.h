@@ -18,6 +18,7 @@
 int engine_new(unsigned int flags, bc_engine **out);
 void engine_free(bc_engine *eng);
 int engine_event_register(bc_engine *eng, bc_block_job_cb cb, void *opaque);
+int engine_event_deregister(bc_engine *eng, int id);
 int engine_event_fd(bc_engine *eng);
 /* Deliver queued events on the caller's thread; returns how many. */
 int engine_dispatch(bc_engine *eng, int timeout_ms);

@@ -74,6 +74,7 @@ struct job {
 	uint64_t bytes_copied;
 	uint64_t bytes_zeroed;
 	uint64_t active_writes;
+	bool dest_unflushed;          /* written since the last flush */
 
 	/* PULL */
 	int base_depth;               /* layer depth of base; chain length if none */

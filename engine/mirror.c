@@ -51,6 +51,12 @@
 /* Auto-converge: switch when the dirty set made no new low for this long. */
 #define CONVERGE_STALL_NS (2000ull * 1000 * 1000)
 #define VERIFY_CHUNK      (1u << 20)
+/*
+ * While mirroring, flush the destination at most this often when it was
+ * written: the flush under the pivot's quiesce then only has what came
+ * since, so the guest stall does not grow with time spent mirroring.
+ */
+#define FLUSH_INTERVAL_NS (500ull * 1000 * 1000)
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
 
@@ -77,6 +83,7 @@ struct mirror {
 	bool dest_async;     /* destination writes go through the backend */
 	bool quiesced;
 	uint64_t quiesce_t0;
+	uint64_t last_flush_ns;
 	struct iob_cqe *cqes;
 };
 
@@ -206,6 +213,8 @@ static void slot_release(struct mirror *m, struct slot *s, int ret)
 		dbm_set(job->dirty, s->off, s->len); /* copy it again later */
 	} else {
 		job->cur += s->len;
+		if (!s->skipped)
+			job->dest_unflushed = true;
 		if (s->zero)
 			job->bytes_zeroed += s->len;
 		else if (!s->skipped)
@@ -588,6 +597,7 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 		if (b > a)
 			dbm_clear(job->dirty, a, b - a);
 		job->active_writes++;
+		job->dest_unflushed = true;
 	}
 	dbm_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
 	pthread_cond_broadcast(&job->inflight_cond);
@@ -615,7 +625,9 @@ static void check_converge(struct job *job, struct converge *cv)
 	if (!job->opts.auto_converge || job->write_blocking)
 		return;
 	dirty = dbm_count_bytes(job->dirty) + job->inflight_bytes;
-	if (!cv->best_ns || dirty < cv->best_dirty) {
+	/* Reaching clean (or a new low) is progress: a paced guest that the
+	 * copy keeps up with never triggers the switch. */
+	if (!cv->best_ns || dirty < cv->best_dirty || dirty == 0) {
 		cv->best_dirty = dirty;
 		cv->best_ns = now;
 		return;
@@ -704,6 +716,29 @@ static void refuse_pivot(struct mirror *m)
 	m->quiesced = false;
 }
 
+/* Flush the destination if written since the last flush; 0 or -errno. */
+static int flush_dest(struct mirror *m)
+{
+	struct job *job = m->job;
+	bool need;
+	int ret;
+
+	pthread_mutex_lock(&job->lock);
+	need = job->dest_unflushed;
+	job->dest_unflushed = false;
+	pthread_mutex_unlock(&job->lock);
+	m->last_flush_ns = job_now_ns();
+	if (!need)
+		return 0;
+	ret = fmt_flush(m->dest);
+	if (ret < 0) {
+		pthread_mutex_lock(&job->lock);
+		job->dest_unflushed = true;
+		pthread_mutex_unlock(&job->lock);
+	}
+	return ret;
+}
+
 /* --- the job ---------------------------------------------------------- */
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
@@ -787,6 +822,12 @@ void *mirror_main(void *arg)
 		if (failed || req == JOB_REQ_CANCEL)
 			break;
 		if ((req == JOB_REQ_PIVOT || req == JOB_REQ_FINISH) && !m.quiesced) {
+			/* Flush first, guests running: the quiesced flush is short. */
+			ret = flush_dest(&m);
+			if (ret < 0) {
+				job_set_error(job, ret);
+				continue;
+			}
 			m.quiesce_t0 = job_now_ns();
 			disk_quiesce(job->disk);
 			m.quiesced = true;
@@ -795,8 +836,10 @@ void *mirror_main(void *arg)
 		if (clean) {
 			bool queue_ready = false;
 
-			if (!job->ready || m.quiesced) {
-				ret = fmt_flush(m.dest);
+			if (!job->ready || m.quiesced ||
+			    job_now_ns() - m.last_flush_ns >= FLUSH_INTERVAL_NS) {
+				/* Everything written is flushed by the time this returns. */
+				ret = flush_dest(&m);
 				if (ret < 0) {
 					job_set_error(job, ret);
 					continue;
@@ -837,6 +880,8 @@ void *mirror_main(void *arg)
 		    (dbm_count_bytes(job->dirty) == 0 || delay)) {
 			if (delay)
 				wait_ns_locked(job, delay);
+			else if (!m.quiesced && job->dest_unflushed)
+				wait_ns_locked(job, FLUSH_INTERVAL_NS);
 			else if (!m.quiesced)
 				pthread_cond_wait(&job->cond, &job->lock);
 		}

@@ -45,6 +45,17 @@ int bc_engine_event_register(bc_engine *engine, bc_block_job_cb cb,
 	return ret < 0 ? bc_fail_errno(ret) : ret;
 }
 
+int bc_engine_event_deregister(bc_engine *engine, int callback_id)
+{
+	int ret;
+
+	bc_error_reset();
+	if (api_null(engine, "engine", __func__))
+		return -1;
+	ret = engine_event_deregister(engine, callback_id);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
 int bc_engine_event_fd(bc_engine *engine)
 {
 	bc_error_reset();

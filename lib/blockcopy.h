@@ -159,6 +159,8 @@ BC_API bc_engine *bc_engine_new(unsigned int flags);
 BC_API void bc_engine_free(bc_engine *engine);
 BC_API int bc_engine_event_register(bc_engine *engine, bc_block_job_cb cb,
 				    void *opaque);
+/* Remove a callback by the id bc_engine_event_register() returned. */
+BC_API int bc_engine_event_deregister(bc_engine *engine, int callback_id);
 BC_API int bc_engine_event_fd(bc_engine *engine);
 BC_API int bc_engine_dispatch(bc_engine *engine, int timeout_ms);
 

@@ -120,6 +120,40 @@ START_TEST(block_copy_granularity_is_checked)
 }
 END_TEST
 
+static int counted;
+
+static void count_cb(bc_engine *eng, bc_disk *disk, const char *path, int type,
+		     int status, void *opaque)
+{
+	(void)eng;
+	(void)disk;
+	(void)path;
+	(void)type;
+	(void)status;
+	(void)opaque;
+	counted++;
+}
+
+START_TEST(deregistered_callback_is_not_called)
+{
+	int id;
+
+	fx_open_chain(&fx, 2);
+	id = bc_engine_event_register(fx.eng, count_cb, NULL);
+	ck_assert_int_ge(id, 0);
+	ck_assert_int_eq(bc_engine_event_deregister(fx.eng, id), 0);
+	ck_assert_int_eq(bc_engine_event_deregister(fx.eng, id), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_str_eq(bc_last_error()->message, fx_fmt(&fx,
+			 "no event callback with id %d", id));
+	ck_assert_int_eq(bc_block_rebase(fx.disk, NULL, 0, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_PULL, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_int_eq(counted, 0);
+	/* The freed id is reused. */
+	ck_assert_int_eq(bc_engine_event_register(fx.eng, count_cb, NULL), id);
+}
+END_TEST
+
 /* --- pull --------------------------------------------------------------- */
 
 START_TEST(pull_completes_and_drops_backing)
@@ -499,6 +533,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, unknown_flags_are_refused);
 	tcase_add_test(tc, abort_without_job_is_refused);
 	tcase_add_test(tc, block_copy_granularity_is_checked);
+	tcase_add_test(tc, deregistered_callback_is_not_called);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("pull");
