@@ -393,6 +393,50 @@ static int find_free(struct qcow2 *q, uint64_t n, uint64_t avoid_s,
 	}
 }
 
+/*
+ * Write @nb new refcount blocks at cluster @start and the new table (@nt
+ * clusters, @tbuf) right after them, sync, then switch the header's table
+ * offset (48) and size (56) in one write, sync again, and install @*table
+ * (@entries entries; ownership taken on success, *table set to NULL). A
+ * crash before the header write leaves the old table in force and the
+ * new clusters leaked; after it, the new table. Returns 0 or -errno.
+ */
+static int switch_reftable(struct qcow2 *q, const uint8_t *blocks, uint64_t nb,
+			   const uint8_t *tbuf, uint64_t nt, uint64_t start,
+			   uint64_t **table, uint64_t entries)
+{
+	uint64_t table_off = (start + nb) << q->cluster_bits;
+	uint8_t hdr[12];
+	int ret;
+
+	if (nb) {
+		ret = fmt_pwrite_file(q->img->fd, blocks, nb << q->cluster_bits,
+				      start << q->cluster_bits);
+		if (ret < 0)
+			return ret;
+	}
+	ret = fmt_pwrite_file(q->img->fd, tbuf, nt << q->cluster_bits, table_off);
+	if (ret < 0)
+		return ret;
+	if (fdatasync(q->img->fd) < 0)
+		return -errno;
+	bc_put_be64(hdr, table_off);
+	bc_put_be32(hdr + 8, (uint32_t)nt);
+	ret = qcow2_meta_pwrite(q, hdr, sizeof(hdr), 48);
+	if (ret < 0)
+		return ret;
+	if (fdatasync(q->img->fd) < 0)
+		return -errno;
+	free(q->reftable);
+	q->reftable = *table;
+	*table = NULL;
+	q->reftable_entries = entries;
+	q->hdr.refcount_table_offset = table_off;
+	q->hdr.refcount_table_clusters = (uint32_t)nt;
+	q->file_size = BC_MAX(q->file_size, table_off + (nt << q->cluster_bits));
+	return 0;
+}
+
 static int grow_reftable(struct qcow2 *q, uint64_t min_entries,
 			 uint64_t avoid_e);
 
@@ -486,7 +530,7 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries,
 	uint64_t old_clusters = q->hdr.refcount_table_clusters;
 	uint64_t nb = 0, nt, entries, c, i, r, first_rt, last_rt;
 	uint64_t *table = NULL;
-	uint8_t *blocks = NULL, *tbuf = NULL, hdr[12];
+	uint8_t *blocks = NULL, *tbuf = NULL;
 	int ret;
 
 	/* Grow by half at least so that growth stays rare. */
@@ -555,38 +599,9 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries,
 	}
 	for (i = 0; i < entries; i++)
 		bc_put_be64(tbuf + i * 8, table[i]);
-	if (nb) {
-		ret = fmt_pwrite_file(q->img->fd, blocks, nb << q->cluster_bits,
-				      start << q->cluster_bits);
-		if (ret < 0)
-			goto out_free;
-	}
-	ret = fmt_pwrite_file(q->img->fd, tbuf, nt << q->cluster_bits,
-			      (start + nb) << q->cluster_bits);
+	ret = switch_reftable(q, blocks, nb, tbuf, nt, start, &table, entries);
 	if (ret < 0)
 		goto out_free;
-	if (fdatasync(q->img->fd) < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	/* Switch: offset (48) and clusters (56) in one write. */
-	bc_put_be64(hdr, (start + nb) << q->cluster_bits);
-	bc_put_be32(hdr + 8, (uint32_t)nt);
-	ret = qcow2_meta_pwrite(q, hdr, sizeof(hdr), 48);
-	if (ret < 0)
-		goto out_free;
-	if (fdatasync(q->img->fd) < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	free(q->reftable);
-	q->reftable = table;
-	table = NULL;
-	q->reftable_entries = entries;
-	q->hdr.refcount_table_offset = (start + nb) << q->cluster_bits;
-	q->hdr.refcount_table_clusters = (uint32_t)nt;
-	q->file_size =
-		BC_MAX(q->file_size, (start + nb + nt) << q->cluster_bits);
 	ret = qcow2_free_clusters_locked(q, old_off,
 					 old_clusters << q->cluster_bits);
 out_free:
@@ -787,7 +802,7 @@ int qcow2_write_refcounts_locked(struct qcow2 *q, uint32_t *refs, uint64_t nb)
 	uint64_t ept = q->cluster_size / 8;
 	uint64_t start = BC_MAX(nb, file_clusters(q)), bcount = 0, nt = 1;
 	uint64_t total, i, c, entries;
-	uint8_t *blocks = NULL, *tbuf = NULL, hdr[12];
+	uint8_t *blocks = NULL, *tbuf = NULL;
 	uint64_t *table = NULL;
 	int ret;
 
@@ -831,34 +846,10 @@ int qcow2_write_refcounts_locked(struct qcow2 *q, uint32_t *refs, uint64_t nb)
 		table[i] = (start + i) << q->cluster_bits;
 		bc_put_be64(tbuf + i * 8, table[i]);
 	}
-	ret = fmt_pwrite_file(q->img->fd, blocks, bcount << q->cluster_bits,
-			      start << q->cluster_bits);
+	ret = switch_reftable(q, blocks, bcount, tbuf, nt, start, &table,
+			      entries);
 	if (ret < 0)
 		goto out_free;
-	ret = fmt_pwrite_file(q->img->fd, tbuf, nt << q->cluster_bits,
-			      (start + bcount) << q->cluster_bits);
-	if (ret < 0)
-		goto out_free;
-	if (fdatasync(q->img->fd) < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	bc_put_be64(hdr, (start + bcount) << q->cluster_bits);
-	bc_put_be32(hdr + 8, (uint32_t)nt);
-	ret = qcow2_meta_pwrite(q, hdr, sizeof(hdr), 48);
-	if (ret < 0)
-		goto out_free;
-	if (fdatasync(q->img->fd) < 0) {
-		ret = -errno;
-		goto out_free;
-	}
-	free(q->reftable);
-	q->reftable = table;
-	table = NULL;
-	q->reftable_entries = entries;
-	q->hdr.refcount_table_offset = (start + bcount) << q->cluster_bits;
-	q->hdr.refcount_table_clusters = (uint32_t)nt;
-	q->file_size = BC_MAX(q->file_size, total << q->cluster_bits);
 	q->free_hint = 0;
 	rb_invalidate_all(q);
 out_free:
