@@ -108,11 +108,10 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 }
 
 /*
- * Write metadata; under O_DIRECT an unaligned range is read, patched and
- * written back whole (the lock keeps the disk copy authoritative).
+ * Under O_DIRECT an unaligned range is read, patched and written back
+ * whole (the lock keeps the disk copy authoritative). Declared in qcow2.h.
  */
-static int meta_pwrite(struct qcow2 *q, const void *buf, uint64_t n,
-		       uint64_t off)
+int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
 	uint64_t align = io_align(q);
 	uint64_t start, end;
@@ -214,7 +213,7 @@ int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx)
 
 	assert(idx < q->l1_size);
 	bc_put_be64(be, q->l1[idx]);
-	return meta_pwrite(q, be, sizeof(be), q->hdr.l1_table_offset + idx * 8);
+	return qcow2_meta_pwrite(q, be, sizeof(be), q->hdr.l1_table_offset + idx * 8);
 }
 
 /* --- L2 cache ---------------------------------------------------------- */
@@ -350,7 +349,8 @@ int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
 		start = bc_align_down(start, align);
 		end = bc_align_up(end, align);
 	}
-	return meta_pwrite(q, t->data + start, end - start, t->offset + start);
+	return qcow2_meta_pwrite(q, t->data + start, (size_t)(end - start),
+				 t->offset + start);
 }
 
 /* --- Entries ----------------------------------------------------------- */

@@ -100,34 +100,6 @@ void *qcow2_alloc_buf(size_t n)
 	return p;
 }
 
-int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
-{
-	uint64_t align = q->img->request_align > 1 ? q->img->request_align
-			 : (q->img->flags & FMT_OPEN_DIRECT) ? 4096
-							     : 1;
-	uint64_t start, end;
-	uint8_t *bounce;
-	int ret;
-
-	if (align == 1 ||
-	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
-	     bc_is_aligned((uintptr_t)buf, align)))
-		return fmt_pwrite_file(q->img->fd, buf, n, off);
-	/* O_DIRECT: read-modify-write whole logical blocks. */
-	start = bc_align_down(off, align);
-	end = bc_align_up(off + n, align);
-	bounce = qcow2_alloc_buf(end - start);
-	if (!bounce)
-		return -ENOMEM;
-	ret = fmt_pread_file_zfill(q->img->fd, bounce, end - start, start);
-	if (ret == 0) {
-		memcpy(bounce + (off - start), buf, n);
-		ret = fmt_pwrite_file(q->img->fd, bounce, end - start, start);
-	}
-	free(bounce);
-	return ret;
-}
-
 static uint64_t file_clusters(const struct qcow2 *q)
 {
 	return (q->file_size + q->cluster_size - 1) >> q->cluster_bits;
