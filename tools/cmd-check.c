@@ -129,15 +129,9 @@ int cmd_check(int argc, char **argv)
 		case OPT_JSON:
 			json = true;
 			break;
-		case 'O':
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else
-				return tool_usage_error(
-					"check", "unknown output format '%s'",
-					optarg);
+		case 'O': /* qemu-img's spelling, for muscle memory */
+			if (tool_parse_output("check", optarg, &json) < 0)
+				return TOOL_EXIT_USAGE;
 			break;
 		case 'h':
 			tool_print_help("check");
@@ -146,14 +140,8 @@ int cmd_check(int argc, char **argv)
 			return tool_getopt_error("check", c, argv);
 		}
 	}
-	if (optind >= argc)
-		return tool_usage_error("check", "missing image name");
-	if (optind + 1 < argc)
-		return tool_usage_error("check", "unexpected argument '%s'",
-					argv[optind + 1]);
-	path = argv[optind];
-	if (format && strcmp(format, "qcow2") && strcmp(format, "raw"))
-		return tool_usage_error("check", "unknown format '%s'", format);
+	if (tool_one_image("check", argc, argv, format, &path) < 0)
+		return TOOL_EXIT_USAGE;
 
 	bc_error_reset();
 	ret = fmt_open(path, format, FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img);

@@ -183,14 +183,8 @@ int cmd_info(int argc, char **argv)
 			json = true;
 			break;
 		case 'O': /* qemu-img's spelling, for muscle memory */
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else
-				return tool_usage_error(
-					"info", "unknown output format '%s'",
-					optarg);
+			if (tool_parse_output("info", optarg, &json) < 0)
+				return TOOL_EXIT_USAGE;
 			break;
 		case 'h':
 			tool_print_help("info");
@@ -199,14 +193,8 @@ int cmd_info(int argc, char **argv)
 			return tool_getopt_error("info", c, argv);
 		}
 	}
-	if (optind >= argc)
-		return tool_usage_error("info", "missing image name");
-	if (optind + 1 < argc)
-		return tool_usage_error("info", "unexpected argument '%s'",
-					argv[optind + 1]);
-	path = argv[optind];
-	if (format && strcmp(format, "qcow2") && strcmp(format, "raw"))
-		return tool_usage_error("info", "unknown format '%s'", format);
+	if (tool_one_image("info", argc, argv, format, &path) < 0)
+		return TOOL_EXIT_USAGE;
 
 	bc_error_reset();
 	ret = fmt_open(path, format, chain ? 0 : FMT_OPEN_NO_BACKING, &top);

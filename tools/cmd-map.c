@@ -229,15 +229,9 @@ int cmd_map(int argc, char **argv)
 		case OPT_JSON:
 			json = true;
 			break;
-		case 'O':
-			if (!strcmp(optarg, "json"))
-				json = true;
-			else if (!strcmp(optarg, "human"))
-				json = false;
-			else
-				return tool_usage_error(
-					"map", "unknown output format '%s'",
-					optarg);
+		case 'O': /* qemu-img's spelling, for muscle memory */
+			if (tool_parse_output("map", optarg, &json) < 0)
+				return TOOL_EXIT_USAGE;
 			break;
 		case 'h':
 			tool_print_help("map");
@@ -246,14 +240,8 @@ int cmd_map(int argc, char **argv)
 			return tool_getopt_error("map", c, argv);
 		}
 	}
-	if (optind >= argc)
-		return tool_usage_error("map", "missing image name");
-	if (optind + 1 < argc)
-		return tool_usage_error("map", "unexpected argument '%s'",
-					argv[optind + 1]);
-	path = argv[optind];
-	if (format && strcmp(format, "qcow2") && strcmp(format, "raw"))
-		return tool_usage_error("map", "unknown format '%s'", format);
+	if (tool_one_image("map", argc, argv, format, &path) < 0)
+		return TOOL_EXIT_USAGE;
 
 	bc_error_reset();
 	ret = fmt_open(path, format, 0, &top);

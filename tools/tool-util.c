@@ -256,3 +256,35 @@ char *tool_backing_path(const char *overlay, const char *name)
 	strcpy(p + dir_len, name);
 	return p;
 }
+
+int tool_parse_output(const char *cmd, const char *arg, bool *json)
+{
+	if (!strcmp(arg, "json")) {
+		*json = true;
+	} else if (!strcmp(arg, "human")) {
+		*json = false;
+	} else {
+		tool_usage_error(cmd, "unknown output format '%s'", arg);
+		return -1;
+	}
+	return 0;
+}
+
+int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
+		   const char **path)
+{
+	if (optind >= argc) {
+		tool_usage_error(cmd, "missing image name");
+		return -1;
+	}
+	if (optind + 1 < argc) {
+		tool_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
+		return -1;
+	}
+	if (format && strcmp(format, "qcow2") && strcmp(format, "raw")) {
+		tool_usage_error(cmd, "unknown format '%s'", format);
+		return -1;
+	}
+	*path = argv[optind];
+	return 0;
+}

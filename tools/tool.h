@@ -77,6 +77,20 @@ int tool_parse_seconds(const char *s, double min, double *out);
 /* Parses a thread count, 1..64. Returns 0 or -EINVAL. */
 int tool_parse_threads(const char *s, unsigned int *out);
 
+/*
+ * --output=json|human (qemu-img's spelling): sets *json. A bad value is
+ * reported as a usage error of @cmd; returns 0 or -1.
+ */
+int tool_parse_output(const char *cmd, const char *arg, bool *json);
+
+/*
+ * After option parsing: exactly one image argument at argv[optind] and a
+ * known -f FMT (or none). Sets *path; a problem is reported as a usage
+ * error of @cmd and returns -1.
+ */
+int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
+		   const char **path);
+
 /* Parses on|off|true|false|yes|no. Returns 0 or -EINVAL. */
 int tool_parse_bool(const char *s, bool *out);
 
