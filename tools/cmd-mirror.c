@@ -81,32 +81,6 @@ static const struct option long_opts[] = {
 	{NULL, 0, NULL, 0},
 };
 
-int tool_parse_seconds(const char *s, double min, double *out)
-{
-	char *end;
-	double v;
-
-	errno = 0;
-	v = strtod(s, &end);
-	if (errno || end == s || *end || !isfinite(v) || v < min || v > 86400)
-		return -EINVAL;
-	*out = v;
-	return 0;
-}
-
-int tool_parse_threads(const char *s, unsigned int *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (errno || end == s || *end || s[0] == '-' || v < 1 || v > 64)
-		return -EINVAL;
-	*out = (unsigned int)v;
-	return 0;
-}
-
 int cmd_mirror(int argc, char **argv)
 {
 	struct live_opts o = {

@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <math.h>
 #include <getopt.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -286,5 +287,31 @@ int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
 		return -1;
 	}
 	*path = argv[optind];
+	return 0;
+}
+
+int tool_parse_seconds(const char *s, double min, double *out)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v) || v < min || v > 86400)
+		return -EINVAL;
+	*out = v;
+	return 0;
+}
+
+int tool_parse_threads(const char *s, unsigned int *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(s, &end, 10);
+	if (errno || end == s || *end || s[0] == '-' || v < 1 || v > 64)
+		return -EINVAL;
+	*out = (unsigned int)v;
 	return 0;
 }
