@@ -47,6 +47,9 @@
 
 #define CHUNK_MAX   (1u << 20)
 #define SLOTS_MAX   64u
+/* Host runs one chunk may be written as (qcow2 clusters need not be
+ * contiguous); past this the rest of the chunk goes through the driver. */
+#define RUNS_MAX    8u
 #define BUF_ALIGN   4096u
 /* Auto-converge: switch when the dirty set made no new low for this long. */
 #define CONVERGE_STALL_NS (2000ull * 1000 * 1000)
@@ -60,6 +63,12 @@
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
 
+struct slot_run {
+	uint64_t buf_off; /* from the start of the slot's buffer */
+	uint64_t host;    /* in the destination file */
+	uint64_t len;
+};
+
 struct slot {
 	enum slot_state state;
 	uint64_t off;  /* guest offset */
@@ -67,6 +76,9 @@ struct slot {
 	bool zero;     /* written as zeroes */
 	bool skipped;  /* nothing to write (shallow: held by the backing) */
 	uint8_t *buf;
+	struct slot_run runs[RUNS_MAX]; /* destination writes in flight */
+	unsigned int pending;           /* ...how many have not completed */
+	int err;                        /* first error among them */
 };
 
 struct mirror {
@@ -124,7 +136,7 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	m->chunk = BC_MAX(m->gran, BC_MIN(CHUNK_MAX, buf_size / 16));
 	m->nslots = (unsigned int)BC_MIN(SLOTS_MAX,
 					 BC_MAX(1, buf_size / m->chunk));
-	m->dest_async = m->dest->drv == &fmt_raw_driver;
+	m->dest_async = m->dest->drv->map_for_overwrite != NULL;
 
 	m->slots = calloc(m->nslots, sizeof(*m->slots));
 	m->cqes = calloc(m->nslots, sizeof(*m->cqes));
@@ -138,7 +150,7 @@ static int mirror_setup(struct mirror *m, struct job *job)
 			return -ret;
 		m->slots[i].buf = p;
 	}
-	ret = iob_new(m->nslots, 0, &m->iob);
+	ret = iob_new(m->nslots * RUNS_MAX, 0, &m->iob);
 	if (ret < 0)
 		return ret;
 	register_slots(m);
@@ -233,24 +245,63 @@ static int write_zeroes_dest(struct mirror *m, struct slot *s)
 	return fmt_write_zeroes(m->dest, s->off, s->len, FMT_ZERO_MAY_UNMAP);
 }
 
-/* The chunk's data is in s->buf: write it to the destination. */
+/* user_data of a destination write: slot index and run number. */
+static uint64_t run_tag(const struct mirror *m, const struct slot *s,
+			unsigned int run)
+{
+	return (uint64_t)(s - m->slots) | ((uint64_t)run << 16);
+}
+
+/*
+ * Write the chunk in s->buf to the destination. Where the format maps the
+ * range for an overwrite (raw: itself; qcow2: whole clusters, allocated
+ * once under the driver lock) the data goes through the I/O backend at
+ * the host offsets, up to RUNS_MAX runs; the rest through the driver.
+ */
 static void slot_write(struct mirror *m, struct slot *s)
 {
-	int ret;
+	uint64_t done = 0, align = m->dest->request_align;
+	int ret = 0;
 
 	if (bc_is_zero(s->buf, s->len)) {
-		ret = write_zeroes_dest(m, s);
-	} else if (m->dest_async &&
-		   bc_is_aligned(s->off | s->len, m->dest->request_align)) {
-		s->state = SLOT_WRITING;
-		ret = iob_prep_write(m->iob, m->dest->fd, s->buf, s->len,
-				     s->off, (uint64_t)(s - m->slots));
-		if (ret == 0)
-			return;
-	} else {
-		ret = fmt_pwrite(m->dest, s->buf, s->len, s->off);
+		slot_release(m, s, write_zeroes_dest(m, s));
+		return;
 	}
-	slot_release(m, s, ret);
+	s->pending = 0;
+	s->err = 0;
+	s->state = SLOT_WRITING;
+	while (m->dest_async && done < s->len && s->pending < RUNS_MAX) {
+		struct fmt_extent ext;
+		struct slot_run *r = &s->runs[s->pending];
+
+		ret = fmt_map_for_overwrite(m->dest, s->off + done,
+					    s->len - done, &ext);
+		if (ret == -ENOTSUP) {
+			bc_error_reset();
+			ret = 0;
+			break;
+		}
+		if (ret < 0)
+			break;
+		if (!bc_is_aligned((uint64_t)ext.host_off | ext.len | done, align))
+			break; /* O_DIRECT alignment: the driver path copes */
+		r->buf_off = done;
+		r->host = (uint64_t)ext.host_off;
+		r->len = ext.len;
+		ret = iob_prep_write(m->iob, m->dest->fd, s->buf + done, ext.len,
+				     r->host, run_tag(m, s, s->pending));
+		if (ret < 0)
+			break;
+		s->pending++;
+		done += ext.len;
+	}
+	if (ret == 0 && done < s->len)
+		ret = fmt_pwrite(m->dest, s->buf + done, s->len - done,
+				 s->off + done);
+	if (ret < 0)
+		s->err = ret;
+	if (!s->pending)
+		slot_release(m, s, s->err);
 }
 
 /*
@@ -297,7 +348,9 @@ static void slot_start(struct mirror *m, struct slot *s,
 
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 {
-	struct slot *s = &m->slots[c->user_data];
+	struct slot *s = &m->slots[c->user_data & 0xffff];
+	struct slot_run *r;
+	int ret = 0;
 
 	if (s->state == SLOT_READING) {
 		if (c->res < 0) {
@@ -310,19 +363,19 @@ static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 		slot_write(m, s);
 		return;
 	}
+	r = &s->runs[c->user_data >> 16];
 	if (c->res < 0) {
-		slot_release(m, s, (int)c->res);
-		return;
-	}
-	if ((uint64_t)c->res < s->len) {
+		ret = (int)c->res;
+	} else if ((uint64_t)c->res < r->len) {
 		/* Short write: finish synchronously to learn the real error. */
-		int ret = fmt_pwrite_file(m->dest->fd, s->buf + c->res,
-					  s->len - (uint64_t)c->res,
-					  s->off + (uint64_t)c->res);
-		slot_release(m, s, ret);
-		return;
+		ret = fmt_pwrite_file(m->dest->fd, s->buf + r->buf_off + c->res,
+				      r->len - (uint64_t)c->res,
+				      r->host + (uint64_t)c->res);
 	}
-	slot_release(m, s, 0);
+	if (ret < 0 && !s->err)
+		s->err = ret;
+	if (--s->pending == 0)
+		slot_release(m, s, s->err);
 }
 
 /* Reap completions; waits for at least one when @block. */

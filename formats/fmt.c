@@ -362,6 +362,26 @@ int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	return 0;
 }
 
+int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
+			  struct fmt_extent *ext)
+{
+	int ret = check_writable(img);
+
+	if (ret == 0)
+		ret = check_range(img, off, len);
+	if (ret < 0)
+		return ret;
+	if (!len || !img->drv->map_for_overwrite)
+		return -ENOTSUP;
+	memset(ext, 0, sizeof(*ext));
+	ext->host_off = -1;
+	ret = img->drv->map_for_overwrite(img, off, len, ext);
+	if (ret < 0)
+		return ret;
+	assert(ext->len > 0 && ext->len <= len && ext->host_off >= 0);
+	return 0;
+}
+
 int fmt_read_backing(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	struct fmt_image *b = img->backing;

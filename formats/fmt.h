@@ -155,6 +155,9 @@ struct fmt_driver {
 	int (*get_info)(struct fmt_image *img, struct fmt_info *info);
 	/* Check metadata consistency; NULL where the format has none. */
 	int (*check)(struct fmt_image *img, struct fmt_check_report *rep);
+	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
+	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
+				 uint64_t len, struct fmt_extent *ext);
 };
 
 struct fmt_image {
@@ -223,6 +226,19 @@ int fmt_read_backing(struct fmt_image *img, void *buf, size_t n, uint64_t off);
  * Refuses an existing file (-EEXIST). Returns 0 or -errno.
  */
 int fmt_create(const char *path, const struct fmt_create_opts *opts);
+
+/*
+ * Prepare [off, off+ext->len) (a prefix of [off, off+len), whole clusters)
+ * to be overwritten in place: allocate and map it so that the guest range
+ * is host [ext->host_off, +ext->len) of img->fd, and return that mapping;
+ * the caller then writes every byte of it directly (e.g. with io_uring).
+ * For images nobody reads until the caller is done and has flushed (a
+ * copy's destination): metadata points at the clusters before their data
+ * is written. -ENOTSUP when the range cannot be mapped so (not whole
+ * clusters, or the format has no such path): use fmt_pwrite().
+ */
+int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
+			  struct fmt_extent *ext);
 
 int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt);
 int fmt_get_info(struct fmt_image *img, struct fmt_info *info);

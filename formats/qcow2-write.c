@@ -744,6 +744,117 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	return write_locked(q, buf, n, off);
 }
 
+/* --- mapping for overwrite (copy destinations) ----------------------------- */
+
+/*
+ * Map the first run of whole clusters of [off, off+len) for an overwrite:
+ * clusters already ours (COPIED, not compressed) in place while their host
+ * clusters are contiguous, or else a run of fresh contiguous clusters that
+ * replaces whatever the entries held (unallocated, zero, compressed,
+ * shared). L2 entries are written before the caller writes the data: see
+ * fmt_map_for_overwrite() for who may use this.
+ */
+int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
+			    struct fmt_extent *ext)
+{
+	struct qcow2 *q = img->priv;
+	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
+	uint64_t first, n, i, host0 = 0;
+	struct qcow2_l2_entry old[64];
+	struct qcow2_l2_table *t;
+	bool alloc = false;
+	int64_t nw;
+	int ret;
+
+	if (!bc_is_aligned(off, cs) || len < cs)
+		return -ENOTSUP;
+	BC_LOCK_GUARD(&q->lock);
+	ret = qcow2_prepare_write_locked(q);
+	if (ret < 0)
+		return ret;
+	/* One L2 table, whole clusters, a bounded run. */
+	n = BC_MIN(len, bc_align_down(off, span) + span - off) >> q->cluster_bits;
+	n = BC_MIN(n, (uint64_t)BC_ARRAY_SIZE(old));
+	ret = l2_for_write(q, off, true, &t);
+	if (ret < 0)
+		return ret;
+	first = qcow2_l2_index(q, off);
+	for (i = 0; i < n; i++) {
+		struct qcow2_l2_entry e = qcow2_l2_entry_get(q, t, first + i);
+		uint64_t host = e.raw & QCOW2_L2E_OFFSET_MASK;
+		bool mine = !(e.raw & QCOW2_OFLAG_COMPRESSED) && host &&
+			    (e.raw & QCOW2_OFLAG_COPIED) &&
+			    !(!q->extended_l2 && (e.raw & QCOW2_OFLAG_ZERO));
+
+		if (!(e.raw & QCOW2_OFLAG_COMPRESSED)) {
+			enum qcow2_cluster_type type;
+			uint64_t h;
+
+			ret = qcow2_l2_classify(q, e, off + i * cs, &type, &h);
+			if (ret < 0)
+				goto out_put;
+		}
+		if (i == 0) {
+			alloc = !mine;
+			host0 = host;
+		} else if (alloc == mine || (!alloc && host != host0 + i * cs)) {
+			break;
+		}
+		old[i] = e;
+	}
+	n = i;
+	if (alloc) {
+		nw = qcow2_alloc_clusters_locked(q, n);
+		if (nw < 0) {
+			ret = (int)nw;
+			goto out_put;
+		}
+		host0 = (uint64_t)nw;
+		for (i = 0; i < n; i++) {
+			struct qcow2_l2_entry ne = {
+				.raw = (host0 + i * cs) | QCOW2_OFLAG_COPIED,
+				.bitmap = q->extended_l2 ? EXT_ALL_ALLOC : 0,
+			};
+
+			qcow2_l2_entry_set(q, t, first + i, ne);
+		}
+		ret = qcow2_l2_write_entries_locked(q, t, first, n);
+		if (ret < 0) {
+			for (i = 0; i < n; i++)
+				qcow2_l2_entry_set(q, t, first + i, old[i]);
+			(void)qcow2_free_clusters_locked(q, host0, n * cs);
+			goto out_put;
+		}
+		for (i = 0; i < n && ret == 0; i++)
+			ret = release_entry(q, old[i]);
+		if (ret < 0)
+			goto out_put;
+	} else if (q->extended_l2) {
+		/* In place: every subcluster will hold data. */
+		bool changed = false;
+
+		for (i = 0; i < n; i++) {
+			struct qcow2_l2_entry ne = old[i];
+
+			ne.bitmap = EXT_ALL_ALLOC;
+			if (ne.bitmap != old[i].bitmap) {
+				qcow2_l2_entry_set(q, t, first + i, ne);
+				changed = true;
+			}
+		}
+		if (changed)
+			ret = qcow2_l2_write_entries_locked(q, t, first, n);
+		if (ret < 0)
+			goto out_put;
+	}
+	ext->len = n * cs;
+	ext->state = FMT_DATA;
+	ext->host_off = (int64_t)host0;
+out_put:
+	qcow2_l2_put_locked(q, t);
+	return ret;
+}
+
 /* --- zeroes and discard ---------------------------------------------------- */
 
 enum zmode {

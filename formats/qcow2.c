@@ -838,4 +838,5 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.set_backing = qcow2_set_backing,
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
+	.map_for_overwrite = qcow2_map_for_overwrite,
 };

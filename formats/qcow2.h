@@ -335,6 +335,9 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len);
 int qcow2_flush(struct fmt_image *img);
 int qcow2_set_backing(struct fmt_image *img, const char *name,
 		      const char *fmt);
+/* fmt_map_for_overwrite() for qcow2 (qcow2-write.c). */
+int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
+			    struct fmt_extent *ext);
 
 /*
  * Called at open for a writable image: rebuild refcounts if the dirty bit

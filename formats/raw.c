@@ -452,6 +452,17 @@ static int raw_get_info(struct fmt_image *img, struct fmt_info *info)
 	return 0;
 }
 
+/* A raw file maps guest offsets to themselves. */
+static int raw_map_for_overwrite(struct fmt_image *img, uint64_t off,
+				 uint64_t len, struct fmt_extent *ext)
+{
+	(void)img;
+	ext->len = len;
+	ext->state = FMT_DATA;
+	ext->host_off = (int64_t)off;
+	return 0;
+}
+
 const struct fmt_driver fmt_raw_driver = {
 	.name = "raw",
 	.probe = raw_probe,
@@ -467,4 +478,5 @@ const struct fmt_driver fmt_raw_driver = {
 	.set_backing = raw_set_backing,
 	.get_info = raw_get_info,
 	.check = NULL,
+	.map_for_overwrite = raw_map_for_overwrite,
 };

@@ -830,6 +830,67 @@ START_TEST(killed_lazy_writer_leaves_repairable_image)
 }
 END_TEST
 
+/*
+ * map_for_overwrite: whole clusters get a contiguous host run (fresh, or
+ * in place for clusters already ours), the caller writes the data
+ * straight to the file, and the image reads it back and passes qemu-img
+ * check; partial clusters are refused (-ENOTSUP).
+ */
+static void overwrite_mapped(struct fmt_image *img, uint64_t off,
+			     uint64_t len, uint8_t *shadow, uint8_t seed)
+{
+	uint64_t done = 0;
+
+	while (done < len) {
+		struct fmt_extent ext;
+
+		ck_assert_int_eq(fmt_map_for_overwrite(img, off + done,
+						       len - done, &ext), 0);
+		ck_assert_int_eq(ext.state, FMT_DATA);
+		tu_pattern(shadow + off + done, ext.len, off + done, seed);
+		ck_assert_int_eq(fmt_pwrite_file(img->fd, shadow + off + done,
+						 ext.len, (uint64_t)ext.host_off),
+				 0);
+		done += ext.len;
+	}
+}
+
+START_TEST(map_for_overwrite_maps_whole_clusters)
+{
+	struct fmt_create_opts o = {.format = "qcow2", .size = 8 * MiB,
+				    .extended_l2 = _i == 1,
+				    .cluster_size = _i == 2 ? 4096 : 0};
+	struct fmt_image *img;
+	struct fmt_extent ext;
+	uint8_t *shadow = calloc(1, 8 * MiB);
+	static uint8_t small[4096];
+	int64_t first_host;
+
+	ck_assert_ptr_nonnull(shadow);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	/* A partial cluster is not mapped. */
+	ck_assert_int_eq(fmt_map_for_overwrite(img, 512, 65536, &ext), -ENOTSUP);
+	/* Existing data, a zero cluster and a compressed-free fresh range. */
+	memset(small, 0x5a, sizeof(small));
+	ck_assert_int_eq(fmt_pwrite(img, small, sizeof(small), 1 * MiB + 100), 0);
+	memcpy(shadow + 1 * MiB + 100, small, sizeof(small));
+	ck_assert_int_eq(fmt_write_zeroes(img, 3 * MiB, 131072, 0), 0);
+	overwrite_mapped(img, 1 * MiB, 3 * MiB, shadow, 9);
+	ck_assert_int_eq(fmt_map_for_overwrite(img, 1 * MiB, 65536, &ext), 0);
+	first_host = ext.host_off; /* ours now: mapped in place */
+	ck_assert_int_eq(fmt_map_for_overwrite(img, 1 * MiB, 65536, &ext), 0);
+	ck_assert_int_eq(ext.host_off, first_host);
+	overwrite_mapped(img, 6 * MiB, 2 * MiB, shadow, 3);
+	assert_reads_shadow(img, shadow);
+	assert_our_check_clean(img);
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	assert_qemu_compare("t.qcow2", shadow, 8 * MiB);
+	free(shadow);
+}
+END_TEST
+
 static Suite *write_suite(void)
 {
 	Suite *s = suite_create("qcow2-write");
@@ -847,6 +908,7 @@ static Suite *write_suite(void)
 	tu_add_fixtures(tc);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, sequential_write_allocates_contiguously);
+	tcase_add_loop_test(tc, map_for_overwrite_maps_whole_clusters, 0, 3);
 	tcase_add_test(tc, write_zeroes_keeps_or_unmaps_host_cluster);
 	tcase_add_test(tc, set_backing_rewrites_header);
 	tcase_add_test(tc, create_info_matches_qemu);
