@@ -399,12 +399,20 @@ static bool take_extent_locked(struct mirror *m, uint64_t *off, uint64_t *len)
 {
 	struct job *job = m->job;
 	uint64_t from = m->cursor, o, l, size = m->src->size;
+	uint64_t max_len = m->chunk;
 	bool wrapped = false;
 
+	/*
+	 * Under a limit, chunks of about 1/100 s of it (whole granules): the
+	 * limit then holds over any 1-s window, not just on average.
+	 */
+	if (job->thr.rate && !m->quiesced)
+		max_len = BC_MIN(m->chunk, BC_MAX(m->gran, bc_align_up(job->thr.rate / 100,
+								       m->gran)));
 	for (;;) {
 		int64_t nin;
 
-		if (!dbm_next_dirty_extent(job->dirty, from, m->chunk, &o, &l)) {
+		if (!dbm_next_dirty_extent(job->dirty, from, max_len, &o, &l)) {
 			if (wrapped || from == 0)
 				return false;
 			wrapped = true;
