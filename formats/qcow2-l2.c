@@ -57,15 +57,6 @@ static const char *qname(const struct qcow2 *q)
 }
 
 /* Alignment that file I/O on this image needs (1 without O_DIRECT). */
-static uint64_t io_align(const struct qcow2 *q)
-{
-	if (q->img->request_align > 1)
-		return q->img->request_align;
-	if (q->img->flags & FMT_OPEN_DIRECT)
-		return META_BUF_ALIGN;
-	return 1;
-}
-
 static void io_error(const struct qcow2 *q, int ret, const char *what,
 		     uint64_t off)
 {
@@ -79,7 +70,7 @@ static void io_error(const struct qcow2 *q, int ret, const char *what,
 
 int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 {
-	uint64_t align = io_align(q);
+	uint64_t align = qcow2_io_align(q);
 	uint64_t start, end;
 	void *bounce;
 	int ret;
@@ -113,7 +104,7 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
  */
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
-	uint64_t align = io_align(q);
+	uint64_t align = qcow2_io_align(q);
 	uint64_t start, end;
 	void *bounce;
 	int ret;
@@ -339,7 +330,7 @@ void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
 int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
 				  uint64_t first, uint64_t count)
 {
-	uint64_t align = io_align(q);
+	uint64_t align = qcow2_io_align(q);
 	uint64_t start = first * q->l2_entry_size;
 	uint64_t end = (first + count) * q->l2_entry_size;
 

@@ -632,8 +632,19 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 			hi_byte = (((end & (epb - 1)) << q->refcount_order) +
 				   q->refcount_bits - 1) >>
 				  3;
+			/*
+			 * The cached block is the whole cluster: write whole
+			 * I/O blocks from it (no read-modify-write under
+			 * O_DIRECT).
+			 */
+			hi_byte++;
+			if (qcow2_io_align(q) > 1 &&
+			    qcow2_io_align(q) <= q->cluster_size) {
+				lo_byte = bc_align_down(lo_byte, qcow2_io_align(q));
+				hi_byte = bc_align_up(hi_byte, qcow2_io_align(q));
+			}
 			ret = qcow2_meta_pwrite(q, b->data + lo_byte,
-						hi_byte - lo_byte + 1,
+						hi_byte - lo_byte,
 						b->offset + lo_byte);
 			if (ret < 0) {
 				/* Cache and disk may differ now: reread. */

@@ -64,15 +64,6 @@ static const char *qname(const struct qcow2 *q)
 	return q->img->filename;
 }
 
-static uint64_t io_align(const struct qcow2 *q)
-{
-	if (q->img->request_align > 1)
-		return q->img->request_align;
-	if (q->img->flags & FMT_OPEN_DIRECT)
-		return 4096;
-	return 1;
-}
-
 static bool has_backing(const struct qcow2 *q)
 {
 	return q->img->backing_name != NULL;
@@ -87,7 +78,7 @@ static void io_error(const struct qcow2 *q, int ret, const char *what)
 /* Read host bytes (any alignment; bounced under O_DIRECT). */
 static int host_read(struct qcow2 *q, void *buf, size_t n, uint64_t off)
 {
-	uint64_t align = io_align(q), start, end;
+	uint64_t align = qcow2_io_align(q), start, end;
 	uint8_t *b;
 	int ret;
 
@@ -109,7 +100,7 @@ static int host_read(struct qcow2 *q, void *buf, size_t n, uint64_t off)
 static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 		       uint64_t off)
 {
-	uint64_t align = io_align(q), total = 0, start, end, p;
+	uint64_t align = qcow2_io_align(q), total = 0, start, end, p;
 	uint8_t *b;
 	int i, ret;
 

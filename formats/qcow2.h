@@ -206,6 +206,19 @@ struct qcow2 {
 	uint64_t cc_inflates;       /* clusters decompressed (tests) */
 };
 
+/*
+ * Alignment of I/O on the file: the O_DIRECT logical block (4 KiB when
+ * unknown), 1 for buffered I/O.
+ */
+static inline uint64_t qcow2_io_align(const struct qcow2 *q)
+{
+	if (q->img->request_align > 1)
+		return q->img->request_align;
+	if (q->img->flags & FMT_OPEN_DIRECT)
+		return 4096;
+	return 1;
+}
+
 /* --- qcow2-l2.c ------------------------------------------------------- */
 
 /* Guest offset → L1 index / L2 index / offset in cluster. */

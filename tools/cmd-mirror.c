@@ -42,6 +42,7 @@ const char tool_help_mirror[] =
 	"      --pivot              end with a pivot to DST (default)\n"
 	"      --abort              end with an abort: the guest stays on SRC\n"
 	"      --verify             verify source against destination at the pivot\n"
+	"      --direct             O_DIRECT on the source and the copy (the guest too)\n"
 	"      --json               print the result as one JSON object\n"
 	"  -h, --help               this text\n"
 	"\n"
@@ -60,6 +61,7 @@ enum {
 	OPT_PIVOT,
 	OPT_ABORT,
 	OPT_VERIFY,
+	OPT_DIRECT,
 	OPT_JSON,
 };
 
@@ -75,6 +77,7 @@ static const struct option long_opts[] = {
 	{"pivot", no_argument, NULL, OPT_PIVOT},
 	{"abort", no_argument, NULL, OPT_ABORT},
 	{"verify", no_argument, NULL, OPT_VERIFY},
+	{"direct", no_argument, NULL, OPT_DIRECT},
 	{"json", no_argument, NULL, OPT_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
@@ -142,6 +145,9 @@ int cmd_mirror(int argc, char **argv)
 			break;
 		case OPT_VERIFY:
 			o.verify = true;
+			break;
+		case OPT_DIRECT:
+			o.direct = true;
 			break;
 		case OPT_JSON:
 			json = true;

@@ -872,7 +872,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	else if (o->mode == LIVE_AUTO)
 		flags |= BC_BLOCK_COPY_AUTO_CONVERGE;
 
-	disk = bc_disk_open(eng, o->src, NULL, 0);
+	disk = bc_disk_open(eng, o->src, NULL, o->direct ? BC_DISK_DIRECT : 0);
 	if (!disk) {
 		live_error(res, "%s", bc_last_error()->message);
 		return -1;

@@ -120,6 +120,7 @@ struct live_opts {
 	double timeout_s;       /* no MIRRORING by then: not converged */
 	bool pivot;             /* else abort (after MIRRORING) */
 	bool verify;            /* ABORT_VERIFY with the pivot */
+	bool direct;            /* BC_DISK_DIRECT: O_DIRECT source and copy */
 	double after_s;         /* guest after the pivot or abort */
 };
 
