@@ -52,7 +52,7 @@
 #define RUNS_MAX    8u
 #define BUF_ALIGN   4096u
 /* Auto-converge: switch when the dirty set made no new low for this long. */
-#define CONVERGE_STALL_NS (2000ull * 1000 * 1000)
+#define CONVERGE_STALL_NS (1000ull * 1000 * 1000)
 #define VERIFY_CHUNK      (1u << 20)
 /*
  * While mirroring, flush the destination at most this often when it was
