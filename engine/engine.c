@@ -9,6 +9,7 @@
 #include "engine/internal.h"
 #include "engine/iob.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdlib.h>
@@ -66,7 +67,6 @@ static void free_event(struct engine_event *ev)
 
 void engine_unref(bc_engine *eng)
 {
-	struct engine_event *ev, *next;
 	int refs;
 
 	pthread_mutex_lock(&eng->lock);
@@ -74,11 +74,8 @@ void engine_unref(bc_engine *eng)
 	pthread_mutex_unlock(&eng->lock);
 	if (refs)
 		return;
-	for (ev = eng->head; ev; ev = next) {
-		next = ev->next;
-		free(ev->path);
-		free(ev);
-	}
+	/* A queued event holds a disk, which holds the engine. */
+	assert(!eng->head);
 	(void)close(eng->efd);
 	pthread_mutex_destroy(&eng->lock);
 	free(eng);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,6 +152,24 @@ START_TEST(deregistered_callback_is_not_called)
 	ck_assert_int_eq(counted, 0);
 	/* The freed id is reused. */
 	ck_assert_int_eq(bc_engine_event_register(fx.eng, count_cb, NULL), id);
+}
+END_TEST
+
+/* The event fd is readable exactly while events are queued. */
+START_TEST(event_fd_readable_while_events_queued)
+{
+	struct pollfd pfd = { .fd = -1, .events = POLLIN };
+
+	fx_open_chain(&fx, 2);
+	pfd.fd = bc_engine_event_fd(fx.eng);
+	ck_assert_int_ge(pfd.fd, 0);
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+	ck_assert_int_eq(bc_block_rebase(fx.disk, NULL, 0, 0), 0);
+	ck_assert_int_eq(poll(&pfd, 1, 30000), 1);
+	ck_assert_int_eq(bc_engine_dispatch(fx.eng, 0), 1);
+	ck_assert_int_eq(fx.events[0].status, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_int_eq(poll(&pfd, 1, 0), 0);
+	ck_assert_int_eq(bc_engine_dispatch(fx.eng, 0), 0);
 }
 END_TEST
 
@@ -534,6 +553,7 @@ static Suite *rules_suite(void)
 	tcase_add_test(tc, abort_without_job_is_refused);
 	tcase_add_test(tc, block_copy_granularity_is_checked);
 	tcase_add_test(tc, deregistered_callback_is_not_called);
+	tcase_add_test(tc, event_fd_readable_while_events_queued);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("pull");
