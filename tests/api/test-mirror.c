@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
 #include "tests/api/helpers.h"
@@ -347,8 +348,6 @@ int main(void)
 {
 	Suite *s = suite_create("mirror");
 	TCase *tc = tcase_create("modes");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
@@ -365,10 +364,5 @@ int main(void)
 	tcase_add_test(tc, verify_needs_pivot);
 	tcase_add_test(tc, stats_of_finished_job);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(s);
 }

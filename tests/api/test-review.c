@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
 #include "tests/api/helpers.h"
@@ -1079,12 +1080,5 @@ static Suite *review_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(review_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(review_suite());
 }

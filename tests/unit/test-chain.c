@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/check-main.h"
 #include "fmt-testutil.h"
 #include "formats/fmt.h"
 #include "lib/common/error.h"
@@ -576,12 +577,5 @@ static Suite *chain_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(chain_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(chain_suite());
 }

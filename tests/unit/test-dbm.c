@@ -6,6 +6,7 @@
  * (QEMU tests/unit/test-hbitmap.c does the same). The seed is printed;
  * DBM_TEST_SEED=<n> repeats a run.
  */
+#include "tests/check-main.h"
 #include "engine/dbm.h"
 
 #include <check.h>
@@ -686,18 +687,11 @@ static Suite *dbm_suite(void)
 int main(void)
 {
 	const char *env = getenv("DBM_TEST_SEED");
-	SRunner *sr;
-	int failed;
 
 	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 	printf("# dbm seed %" PRIu64 " (DBM_TEST_SEED=%" PRIu64
 	       " repeats this run)\n",
 	       seed, seed);
 	fflush(stdout);
-	sr = srunner_create(dbm_suite());
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(dbm_suite());
 }

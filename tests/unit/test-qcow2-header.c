@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tests/check-main.h"
 #include "formats/qcow2.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
@@ -647,12 +648,5 @@ static Suite *header_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(header_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(header_suite());
 }

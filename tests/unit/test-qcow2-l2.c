@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "tests/check-main.h"
 #include "formats/qcow2.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
@@ -1091,12 +1092,5 @@ static Suite *l2_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(l2_suite());
-	int failed;
-
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(l2_suite());
 }

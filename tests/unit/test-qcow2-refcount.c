@@ -14,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/check-main.h"
 #include "fmt-testutil.h"
 #include "formats/fmt.h"
 #include "formats/qcow2.h"
@@ -466,13 +467,6 @@ static Suite *refcount_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(refcount_suite());
-	int failed;
-
 	have_qemu_img = system("qemu-img --version >/dev/null 2>&1") == 0;
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(refcount_suite());
 }

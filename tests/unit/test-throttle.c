@@ -16,6 +16,7 @@
  *    point mass, so bursts are not smoothed away.
  * THR_TEST_SEED=<n> repeats a run.
  */
+#include "tests/check-main.h"
 #include "engine/throttle.h"
 
 #include <check.h>
@@ -469,18 +470,11 @@ static Suite *throttle_suite(void)
 int main(void)
 {
 	const char *env = getenv("THR_TEST_SEED");
-	SRunner *sr;
-	int failed;
 
 	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
 	printf("# throttle seed %" PRIu64 " (THR_TEST_SEED=%" PRIu64
 	       " repeats this run)\n",
 	       seed, seed);
 	fflush(stdout);
-	sr = srunner_create(throttle_suite());
-	srunner_set_tap(sr, "-");
-	srunner_run_all(sr, CK_SILENT);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return bc_check_run(throttle_suite());
 }
