@@ -68,25 +68,49 @@ static void io_error(const struct qcow2 *q, int ret, const char *what,
 			     strerror_r(-ret, eb, sizeof(eb)));
 }
 
-int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
+/* Whether [off, off+n) from @buf can go to the file as it is. */
+static bool io_is_aligned(const struct qcow2 *q, const void *buf, uint64_t n,
+			  uint64_t off)
 {
 	uint64_t align = qcow2_io_align(q);
+
+	return align == 1 ||
+	       (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
+		bc_is_aligned((uintptr_t)buf, align));
+}
+
+/*
+ * An aligned buffer covering [off, off+n) widened to whole I/O blocks,
+ * which start at *start and end at *end. NULL on ENOMEM.
+ */
+static void *io_bounce(const struct qcow2 *q, uint64_t n, uint64_t off,
+		       uint64_t *start, uint64_t *end)
+{
+	uint64_t align = qcow2_io_align(q);
+	void *bounce;
+
+	*start = bc_align_down(off, align);
+	*end = bc_align_up(off + n, align);
+	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
+			   (size_t)(*end - *start)))
+		return NULL;
+	return bounce;
+}
+
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
+{
 	uint64_t start, end;
 	void *bounce;
 	int ret;
 
-	if (align == 1 ||
-	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
-	     bc_is_aligned((uintptr_t)buf, align))) {
+	if (io_is_aligned(q, buf, n, off)) {
 		ret = fmt_pread_file_zfill(q->img->fd, buf, (size_t)n, off);
 		if (ret < 0)
 			io_error(q, ret, "read", off);
 		return ret;
 	}
-	start = bc_align_down(off, align);
-	end = bc_align_up(off + n, align);
-	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
-			   (size_t)(end - start)))
+	bounce = io_bounce(q, n, off, &start, &end);
+	if (!bounce)
 		return -ENOMEM;
 	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
 				   start);
@@ -104,23 +128,18 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
  */
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
-	uint64_t align = qcow2_io_align(q);
 	uint64_t start, end;
 	void *bounce;
 	int ret;
 
-	if (align == 1 ||
-	    (bc_is_aligned(off, align) && bc_is_aligned(n, align) &&
-	     bc_is_aligned((uintptr_t)buf, align))) {
+	if (io_is_aligned(q, buf, n, off)) {
 		ret = fmt_pwrite_file(q->img->fd, buf, (size_t)n, off);
 		if (ret < 0)
 			io_error(q, ret, "write metadata", off);
 		return ret;
 	}
-	start = bc_align_down(off, align);
-	end = bc_align_up(off + n, align);
-	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
-			   (size_t)(end - start)))
+	bounce = io_bounce(q, n, off, &start, &end);
+	if (!bounce)
 		return -ENOMEM;
 	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
 				   start);
