@@ -4,7 +4,7 @@
 set -u
 so=$1 header=$2
 command -v nm >/dev/null || { echo "nm not installed: skipping"; exit 77; }
-bad=$(nm -D --defined-only "$so" | awk '$2 ~ /[TDBRW]/ {print $3}' | sed 's/@.*//' | grep -v '^bc_' | grep -v '^BC_1.0$' || true)
+bad=$(nm -D --defined-only "$so" | awk '$2 ~ /[TDBRW]/ {print $3}' | sed 's/@.*//' | grep -v '^bc_' | grep -vE '^BC_1\.[0-9]+$' || true)
 if [ -n "$bad" ]; then
 	echo "exported names not starting with bc_:"; echo "$bad"; exit 1
 fi
