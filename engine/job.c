@@ -190,7 +190,7 @@ void job_finish(struct job *job, int status)
 /* --- COPY ------------------------------------------------------------- */
 
 /*
- * Make or open the destination as DESIGN.md says: same format as the
+ * Make or open the destination (docs/rules.md R12-R15): same format as the
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */

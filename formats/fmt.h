@@ -23,7 +23,7 @@
  * one image; drivers serialise their metadata internally. open, close,
  * set_backing and check are not concurrent with anything on that image.
  *
- * Probing rules (DESIGN.md "Formats"): a format given explicitly is
+ * Probing rules (docs/design.md §9): a format given explicitly is
  * used as is; a backing image's format comes from the overlay's recorded
  * backing format; only when the overlay records none is the backing file
  * probed, and then img->probed is set so the caller can warn. A raw
