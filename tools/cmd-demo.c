@@ -231,7 +231,7 @@ static int prepare_dir(const char *dir)
 	while ((e = readdir(dp))) {
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
 			closedir(dp);
-			tool_error_file(dir, "directory is not empty");
+			tool_error_file("exists", dir, "directory is not empty");
 			return -1;
 		}
 	}
