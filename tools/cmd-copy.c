@@ -180,7 +180,7 @@ int cmd_copy(int argc, char **argv)
 		tool_report(src, -EIO);
 		goto out_engine;
 	}
-	job_run_signals();
+	tool_signals_install();
 	if (raw) {
 		/* COPY_RAW exists on the rebase entry point only (libvirt's). */
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |

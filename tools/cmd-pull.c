@@ -110,7 +110,7 @@ int cmd_pull(int argc, char **argv)
 		tool_report(img, -EIO);
 		goto out_engine;
 	}
-	job_run_signals();
+	tool_signals_install();
 	if (bc_block_rebase(run.disk, base, (unsigned long)bw, flags) < 0) {
 		tool_report(img, -EIO);
 		goto out_disk;

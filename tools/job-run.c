@@ -5,32 +5,12 @@
 
 #include <math.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
-
-static volatile sig_atomic_t stop_requested;
-
-static void on_signal(int sig)
-{
-	(void)sig;
-	stop_requested = 1;
-}
-
-void job_run_signals(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	(void)sigaction(SIGINT, &sa, NULL);
-	(void)sigaction(SIGTERM, &sa, NULL);
-}
 
 static double now_s(void)
 {
@@ -163,7 +143,7 @@ int job_run_wait(struct job_run *run)
 			    info.type == BC_BLOCK_JOB_TYPE_PULL)
 				phase = PHASE_PULLING;
 		}
-		if (stop_requested && !cancel_sent) {
+		if (tool_stop_requested() && !cancel_sent) {
 			run->interrupted = true;
 			cancel_sent = true;
 			(void)bc_block_job_abort(run->disk, BC_BLOCK_JOB_ABORT_ASYNC);

@@ -150,6 +150,14 @@ tool_error_file(const char *code, const char *file, const char *fmt, ...);
 /* Prints "blockcopy: warning: <message>" on stderr. */
 __attribute__((format(printf, 1, 2))) void tool_warn(const char *fmt, ...);
 
+/*
+ * SIGINT/SIGTERM (tool-signal.c): one handler for the whole tool, which
+ * only records the request; job loops poll tool_stop_requested() and
+ * end their job cleanly.
+ */
+void tool_signals_install(void);
+bool tool_stop_requested(void);
+
 /* Writes @s as a JSON string literal, quotes included, to @f. */
 void tool_json_string(FILE *f, const char *s);
 
