@@ -3,10 +3,11 @@
 # must run clean), then fuzz for SECONDS from the seed corpus (made into
 # the build dir on first use) and a working corpus kept beside it.
 #   run-fuzz.sh HARNESS_EXE SECONDS SEED_DIR CORPUS_DIR
+# (BC_FUZZ_SECONDS in the environment wins over SECONDS.)
 # A crash leaves its input in CORPUS_DIR/../artifacts/ and fails; keep it
 # in tests/fuzz/regress/ once fixed. Exit 77 when the seeds cannot be made.
 set -u
-exe=$1 secs=$2 seeds=$3 corpus=$4
+exe=$1 secs=${BC_FUZZ_SECONDS:-$2} seeds=$3 corpus=$4
 here=$(cd "$(dirname "$0")" && pwd)
 name=$(basename "$exe")
 "$here/make-seeds.sh" "$seeds" || exit $?
