@@ -75,6 +75,8 @@ struct slot {
 	uint64_t len;
 	bool zero;     /* written as zeroes */
 	bool skipped;  /* nothing to write (shallow: held by the backing) */
+	const struct fmt_image *read_layer; /* asynchronous read: from this */
+	uint64_t read_host;                 /* ...file, at this offset */
 	uint8_t *buf;
 	struct slot_run runs[RUNS_MAX]; /* destination writes in flight */
 	unsigned int pending;           /* ...how many have not completed */
@@ -330,6 +332,8 @@ static void slot_start(struct mirror *m, struct slot *s,
 	if (ext->host_off >= 0 && layer &&
 	    bc_is_aligned((uint64_t)ext->host_off | s->len, layer->request_align)) {
 		s->state = SLOT_READING;
+		s->read_layer = layer;
+		s->read_host = (uint64_t)ext->host_off;
 		ret = iob_prep_read(m->iob, layer->fd, s->buf, s->len,
 				    (uint64_t)ext->host_off,
 				    (uint64_t)(s - m->slots));
@@ -346,6 +350,23 @@ static void slot_start(struct mirror *m, struct slot *s,
 	slot_write(m, s);
 }
 
+/*
+ * Record a failed asynchronous request the way the synchronous paths do
+ * ("<file>: write failed at offset <N>: <reason>", N in the file) and
+ * return @ret: the completion alone only has the errno.
+ */
+static __cold int io_failed(const struct fmt_image *img, const char *what,
+			    uint64_t host, int ret)
+{
+	char ebuf[128];
+
+	bc_error_set(bc_errno_to_code(-ret), -ret,
+		     "%s: %s failed at offset %llu: %s", img->filename, what,
+		     (unsigned long long)host,
+		     strerror_r(-ret, ebuf, sizeof(ebuf)));
+	return ret;
+}
+
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 {
 	struct slot *s = &m->slots[c->user_data & 0xffff];
@@ -354,18 +375,29 @@ static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 
 	if (s->state == SLOT_READING) {
 		if (c->res < 0) {
-			slot_release(m, s, (int)c->res);
+			slot_release(m, s, io_failed(s->read_layer, "read",
+						     s->read_host, (int)c->res));
 			return;
 		}
-		/* A layer file shorter than its data reads zeros beyond (raw). */
-		if ((uint64_t)c->res < s->len)
-			memset(s->buf + c->res, 0, s->len - (uint64_t)c->res);
+		/*
+		 * Short: the file ends inside the range. Whether that is a
+		 * legitimate tail (a qcow2 file ending inside its last
+		 * cluster) or a file truncated under us is the format's to
+		 * say: read the chunk again through the driver.
+		 */
+		if ((uint64_t)c->res < s->len) {
+			ret = fmt_pread(m->src, s->buf, s->len, s->off);
+			if (ret < 0) {
+				slot_release(m, s, ret);
+				return;
+			}
+		}
 		slot_write(m, s);
 		return;
 	}
 	r = &s->runs[c->user_data >> 16];
 	if (c->res < 0) {
-		ret = (int)c->res;
+		ret = io_failed(m->dest, "write", r->host, (int)c->res);
 	} else if ((uint64_t)c->res < r->len) {
 		/* Short write: finish synchronously to learn the real error. */
 		ret = fmt_pwrite_file(m->dest->fd, s->buf + r->buf_off + c->res,
