@@ -223,6 +223,41 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
+{
+	char name[PATH_MAX];
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size >= known_end)
+		return 0;
+	fd_name(fd, name, sizeof(name));
+	bc_error_set(BC_ERR_IO, EIO,
+		     "%s: read failed at offset %llu: the file ends at %llu, short of its known size %llu (truncated while open?)",
+		     name, (unsigned long long)BC_MAX(off, (uint64_t)st.st_size),
+		     (unsigned long long)st.st_size,
+		     (unsigned long long)known_end);
+	return -EIO;
+}
+
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end)
+{
+	size_t done;
+	int ret;
+
+	ret = read_upto(fd, buf, n, off, &done);
+	if (ret < 0)
+		return ret;
+	if (done < n && off + done < known_end) {
+		ret = fmt_file_shrunk(fd, off + done, known_end);
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
+}
+
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *p = buf;

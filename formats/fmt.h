@@ -309,6 +309,22 @@ const char *fmt_probe_buf(const uint8_t *buf, size_t len);
  * are zero-filled by fmt_pread_file_zfill only. */
 int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off);
 int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
+/*
+ * Data read of a file whose size the format knows (@known_end: the size at
+ * open, or the end it extended the file to itself): bytes at or past
+ * @known_end read as zeros (a file may legitimately end inside its last
+ * cluster or I/O block); a read that comes back short before @known_end
+ * means the file shrank under us and fails with -EIO naming the file and
+ * the offset, never zeros.
+ */
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end);
+/*
+ * Whether the regular file behind @fd now ends before @known_end (it was
+ * truncated under us): then records "<file>: read failed at offset <N>:
+ * the file ends at ..." and returns -EIO; else 0.
+ */
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end);
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
 
 #endif /* BC_FORMATS_FMT_H */

@@ -131,6 +131,8 @@ BC_API const bc_error *bc_last_error(void);
 #define BC_BLOCK_COPY_SHALLOW             (1u << 0)
 #define BC_BLOCK_COPY_REUSE_EXT           (1u << 1)
 #define BC_BLOCK_COPY_TRANSIENT_JOB       (1u << 2)
+/* libvirt's name for write-blocking mode: guest writes reach the
+ * destination before they are acknowledged (BC_BLOCK_JOB_MODE_WRITE_BLOCKING). */
 #define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
 #define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
 
@@ -504,6 +506,60 @@ BC_API int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
  */
 BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
 			      unsigned int flags);
+
+/*
+ * --- blockcopy 1.1: target-error policy (extension, like QEMU's
+ * on-target-error) -------------------------------------------------------
+ *
+ * Flags of bc_block_copy choosing what a COPY job does when writing or
+ * flushing the destination fails while it copies or mirrors. Neither:
+ * report, the job fails (FAILED event), as in 1.0.
+ *
+ * ON_TARGET_ERROR_STOP: the failed range is marked dirty again and the
+ *   job pauses: a PAUSED event is queued (bc_last_error() in its callback
+ *   says which file, offset and why), bc_get_block_job_state() reports
+ *   BC_BLOCK_JOB_STATE_PAUSED with that error, bc_get_block_job_info()
+ *   still reports the job (cur < end). Guest writes go on and are
+ *   tracked. bc_block_job_resume() continues from the dirty bitmap: only
+ *   what was never written successfully is copied again. An abort
+ *   without flags cancels a paused job (CANCELED); a pivot is refused.
+ * ON_TARGET_ERROR_IGNORE: the failed range is marked dirty again and
+ *   retried after a back-off (10 ms, doubling, at most 1 s); after 8
+ *   consecutive destination errors (no successful destination write in
+ *   between) the job fails as with report.
+ * Source errors, and any error while pivoting or finishing (guests held),
+ * always fail the job.
+ */
+#define BC_BLOCK_COPY_ON_TARGET_ERROR_STOP   (1u << 17)
+#define BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE (1u << 18)
+
+/* Event status (extension): the job paused on a destination error. */
+enum {
+	BC_BLOCK_JOB_PAUSED = 4,
+};
+
+/* States reported by bc_get_block_job_state. */
+enum {
+	BC_BLOCK_JOB_STATE_RUNNING = 0, /* copying (before MIRRORING) or pulling */
+	BC_BLOCK_JOB_STATE_READY = 1,   /* mirroring: MIRRORING was reached */
+	BC_BLOCK_JOB_STATE_PAUSED = 2,  /* stopped on a destination error */
+	BC_BLOCK_JOB_STATE_ENDING = 3,  /* pivoting, finishing or canceling */
+};
+
+/*
+ * The state of the disk's job. Returns 1 and fills *@state while a job
+ * exists, 0 when none, -1 on error. @error may be NULL; else it receives
+ * the error that paused the job (code 0 unless PAUSED). @flags must be 0.
+ */
+BC_API int bc_get_block_job_state(bc_disk *disk, int *state, bc_error *error,
+				  unsigned int flags);
+/*
+ * Resume a job paused by ON_TARGET_ERROR_STOP: it goes back to copying
+ * (or mirroring, if it was) from its dirty bitmap. Returns 0, or -1 with
+ * BC_ERR_OPERATION_INVALID when the disk has no job or it is not paused.
+ * @flags must be 0.
+ */
+BC_API int bc_block_job_resume(bc_disk *disk, unsigned int flags);
 
 #ifdef __cplusplus
 }
