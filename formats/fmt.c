@@ -36,6 +36,21 @@ const struct fmt_driver *fmt_driver_find(const char *name)
 	return NULL;
 }
 
+bool fmt_is_nbd_uri(const char *name)
+{
+	static const char *const schemes[] = {
+		"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+		"nbd+vsock://", "nbds+vsock://",
+	};
+	size_t i;
+
+	for (i = 0; i < BC_ARRAY_SIZE(schemes); i++) {
+		if (!strncmp(name, schemes[i], strlen(schemes[i])))
+			return true;
+	}
+	return false;
+}
+
 const char *fmt_probe_buf(const uint8_t *buf, size_t len)
 {
 	/*

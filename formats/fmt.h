@@ -176,6 +176,20 @@ struct fmt_image {
 
 extern const struct fmt_driver fmt_raw_driver;
 extern const struct fmt_driver fmt_qcow2_driver;
+/*
+ * An NBD export (formats/nbd.c, through libnbd; without libnbd a stub
+ * whose open fails with -ENOTSUP). Not found by fmt_driver_find(): only
+ * fmt_open() of an NBD URI uses it. The image has img->fd == -1.
+ */
+extern const struct fmt_driver fmt_nbd_driver;
+
+/*
+ * Whether @name is an NBD URI (nbd://, nbds://, nbd+unix://,
+ * nbds+unix://, nbd+vsock://, nbds+vsock://): fmt_open() opens such a
+ * top image through fmt_nbd_driver. Backing names never reach it: they
+ * are refused as protocols before.
+ */
+bool fmt_is_nbd_uri(const char *name);
 
 /* Driver by name ("raw", "qcow2"); NULL if unknown. */
 const struct fmt_driver *fmt_driver_find(const char *name);
@@ -186,6 +200,9 @@ const struct fmt_driver *fmt_driver_find(const char *name);
  * backing names resolved against the overlay's directory. Refuses loops,
  * chains deeper than FMT_CHAIN_MAX_DEPTH, protocol prefixes ("json:",
  * "nbd:", ...) in backing names. On success *out owns the whole chain.
+ * A top-level @path that is an NBD URI (fmt_is_nbd_uri) opens the export
+ * with fmt_nbd_driver: @format must be NULL or "raw" (the server presents
+ * guest data), and there is no chain below it.
  * Returns 0 or -errno.
  */
 int fmt_open(const char *path, const char *format, unsigned int flags,
