@@ -311,6 +311,21 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	return img->drv->pwrite(img, buf, n, off);
 }
 
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off)
+{
+	int ret;
+
+	if (!img->drv->pwrite_behind)
+		return fmt_pwrite(img, buf, n, off);
+	ret = check_writable(img);
+	if (ret == 0)
+		ret = check_range(img, off, n);
+	if (ret < 0 || !n)
+		return ret;
+	return img->drv->pwrite_behind(img, buf, n, off);
+}
+
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags)
 {

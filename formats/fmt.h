@@ -158,6 +158,9 @@ struct fmt_driver {
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
+	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
+	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
+			     uint64_t off);
 };
 
 struct fmt_image {
@@ -214,6 +217,17 @@ void fmt_close(struct fmt_image *img);
 /* Range-checked wrappers over the driver. Return 0 or -errno. */
 int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off);
 int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
+/*
+ * A write that may still be in flight when this returns (@buf is copied
+ * first, so the caller may reuse it): for a copy's destination, whose
+ * writer flushes before relying on it. Its failure is returned by a later
+ * call on @img (fmt_flush() always waits for every such write); no later
+ * call on @img overtakes it. Drivers without it (files: the copy loop
+ * maps them and uses the I/O backend) write synchronously. Returns 0 or
+ * -errno.
+ */
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off);
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags);
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len);

@@ -18,6 +18,19 @@
  * libnbd asks for, nbd_aio_notify_read/write, until every piece has
  * completed. No thread is started and none waits per request.
  *
+ * Write-behind (fmt_pwrite_behind, the copy loop's destination writes):
+ * the data is copied into one of NBD_WB_BUFS buffers and the write is
+ * issued with a completion callback; the call returns without waiting,
+ * so the copy loop reads the next chunks while earlier ones are on the
+ * wire (a single connection, as qemu-nbd gives, then carries many
+ * requests at once). Whoever drives a connection next retires them; a
+ * caller that needs a buffer, or an ordering, drives them itself. A
+ * write-behind never overlaps another one in flight (it waits), and every
+ * other entry point (reads, writes, zeroes, trims, flush, block status)
+ * first waits for all of them, so no request passes one it follows. The
+ * first failure is kept and returned by the next call that waits (flush
+ * always does), naming the URI and offset.
+ *
  * Block status uses the "base:allocation" meta context: holes and zero
  * runs are FMT_ZERO (the copy writes them as zero writes, which the
  * server may keep sparse), the rest FMT_DATA. A server without the
@@ -34,6 +47,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libnbd.h>
 
@@ -53,10 +67,26 @@
 #define NBD_DEPTH        8u
 /* Pieces one request tracks at a time. */
 #define NBD_SLOTS        (NBD_CONNS * NBD_DEPTH)
+/* Write-behind: buffers (allocated on first use) and their size. */
+#define NBD_WB_BUFS      32u
+#define NBD_WB_SIZE      (1024u * 1024u)
+/* How long a waiter sleeps before looking again (another thread may be
+ * driving the connections it waits for). */
+#define NBD_WB_POLL_MS   10
 
 struct nbd_conn {
 	struct nbd_handle *h;
 	bool busy; /* checked out by a request (nbd->lock) */
+};
+
+struct nbd;
+
+/* One write-behind in flight. */
+struct wb_buf {
+	struct nbd *nbd;
+	uint8_t *data;              /* NBD_WB_SIZE bytes, NULL until used */
+	uint64_t off, len;
+	bool busy;                  /* issued, not completed (nbd->wb_lock) */
 };
 
 struct nbd {
@@ -68,6 +98,12 @@ struct nbd {
 	uint64_t data_max;          /* largest pread/pwrite piece */
 	bool can_zero, can_fast_zero, can_trim, can_flush, has_alloc;
 	bool fast_zero_refused;     /* the server said no once: stop asking */
+	pthread_mutex_t wb_lock;    /* guards the wb_* fields */
+	pthread_cond_t wb_done;     /* a write-behind completed */
+	struct wb_buf wb[NBD_WB_BUFS];
+	unsigned int wb_busy;
+	int wb_err;                 /* first failed write-behind: errno */
+	uint64_t wb_err_off;        /* ...and its offset */
 };
 
 enum nbd_op { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM };
@@ -331,19 +367,237 @@ static int run(struct fmt_image *img, enum nbd_op op, void *buf, uint64_t n,
 	return rq.err;
 }
 
+/* --- write-behind -------------------------------------------------------- */
+
+/* libnbd calls this from whichever thread drives the connection. */
+static int wb_complete(void *opaque, int *error)
+{
+	struct wb_buf *w = opaque;
+	struct nbd *nbd = w->nbd;
+
+	BC_LOCK_GUARD(&nbd->wb_lock);
+	if (*error && !nbd->wb_err) {
+		nbd->wb_err = *error;
+		nbd->wb_err_off = w->off;
+	}
+	return 1; /* retire the command */
+}
+
+/*
+ * The buffer is free when libnbd is done with the callback: after the
+ * completion, or at once when the write could not even be issued.
+ */
+static void wb_free(void *opaque)
+{
+	struct wb_buf *w = opaque;
+	struct nbd *nbd = w->nbd;
+
+	BC_LOCK_GUARD(&nbd->wb_lock);
+	w->busy = false;
+	nbd->wb_busy--;
+	pthread_cond_broadcast(&nbd->wb_done);
+}
+
+/*
+ * Let libnbd move on the connections in @conns that have commands in
+ * flight: poll them for up to @timeout_ms and notify. Returns how many
+ * had something in flight.
+ */
+static unsigned int kick(struct nbd_conn **conns, unsigned int n, int timeout_ms)
+{
+	struct pollfd pfd[NBD_CONNS];
+	unsigned int i, k = 0, map[NBD_CONNS];
+
+	for (i = 0; i < n; i++) {
+		struct nbd_handle *h = conns[i]->h;
+		unsigned int dir;
+		int fd;
+
+		if (nbd_aio_in_flight(h) <= 0)
+			continue;
+		dir = nbd_aio_get_direction(h);
+		fd = nbd_aio_get_fd(h);
+		if (fd < 0 || !dir)
+			continue;
+		pfd[k].fd = fd;
+		pfd[k].events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+					((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0));
+		pfd[k].revents = 0;
+		map[k++] = i;
+	}
+	if (!k || poll(pfd, k, timeout_ms) <= 0)
+		return k;
+	for (i = 0; i < k; i++) {
+		struct nbd_handle *h = conns[map[i]]->h;
+
+		if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+			(void)nbd_aio_notify_read(h);
+		if (pfd[i].revents & POLLOUT)
+			(void)nbd_aio_notify_write(h);
+	}
+	return k;
+}
+
+/* Whether a write-behind in flight overlaps [off, off+len); wb_lock held. */
+static bool wb_overlaps_locked(const struct nbd *nbd, uint64_t off, uint64_t len)
+{
+	unsigned int i;
+
+	for (i = 0; i < NBD_WB_BUFS; i++) {
+		const struct wb_buf *w = &nbd->wb[i];
+
+		if (w->busy && w->off < off + len && off < w->off + w->len)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Wait until no write-behind is in flight (@len 0) or until a buffer is
+ * free and none in flight overlaps [off, off+len), driving the
+ * connections meanwhile. Returns the free buffer (or NULL when draining).
+ */
+static struct wb_buf *wb_wait(struct nbd *nbd, uint64_t off, uint64_t len)
+{
+	for (;;) {
+		struct nbd_conn *c[NBD_CONNS];
+		unsigned int i, n;
+
+		pthread_mutex_lock(&nbd->wb_lock);
+		if (!len && !nbd->wb_busy) {
+			pthread_mutex_unlock(&nbd->wb_lock);
+			return NULL;
+		}
+		if (len && nbd->wb_busy < NBD_WB_BUFS &&
+		    !wb_overlaps_locked(nbd, off, len)) {
+			for (i = 0; nbd->wb[i].busy; i++)
+				;
+			nbd->wb[i].busy = true;
+			nbd->wb_busy++;
+			pthread_mutex_unlock(&nbd->wb_lock);
+			return &nbd->wb[i];
+		}
+		pthread_mutex_unlock(&nbd->wb_lock);
+
+		n = checkout(nbd, nbd->nconns, c);
+		if (!kick(c, n, NBD_WB_POLL_MS)) {
+			/* What we wait for is on connections others are driving. */
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_nsec += NBD_WB_POLL_MS * 1000000L;
+			if (ts.tv_nsec >= 1000000000L) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000L;
+			}
+			checkin(nbd, c, n);
+			pthread_mutex_lock(&nbd->wb_lock);
+			if (nbd->wb_busy)
+				(void)pthread_cond_timedwait(&nbd->wb_done,
+							     &nbd->wb_lock, &ts);
+			pthread_mutex_unlock(&nbd->wb_lock);
+			continue;
+		}
+		checkin(nbd, c, n);
+	}
+}
+
+/* The first write-behind failure, reported now; 0 when none. */
+static int wb_error(struct fmt_image *img)
+{
+	struct nbd *nbd = img->priv;
+	char ebuf[128];
+	int err;
+	uint64_t off;
+
+	pthread_mutex_lock(&nbd->wb_lock);
+	err = nbd->wb_err;
+	off = nbd->wb_err_off;
+	pthread_mutex_unlock(&nbd->wb_lock);
+	if (!err)
+		return 0;
+	bc_error_set(bc_errno_to_code(err), err,
+		     "%s: write failed at offset %llu: %s", img->filename,
+		     (unsigned long long)off, strerror_r(err, ebuf, sizeof(ebuf)));
+	return -err;
+}
+
+/* Every write-behind done; its first error, if any. */
+static int drain(struct fmt_image *img)
+{
+	(void)wb_wait(img->priv, 0, 0);
+	return wb_error(img);
+}
+
+static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
+				 size_t n, uint64_t off)
+{
+	struct nbd *nbd = img->priv;
+	struct nbd_conn *c[NBD_CONNS] = { NULL };
+	struct wb_buf *w;
+	unsigned int k;
+	int64_t cookie;
+	int ret;
+
+	ret = wb_error(img);
+	if (ret < 0)
+		return ret;
+	if (n > NBD_WB_SIZE) {
+		ret = drain(img);
+		return ret < 0 ? ret : run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
+	}
+	w = wb_wait(nbd, off, n);
+	if (!w->data) {
+		w->data = malloc(NBD_WB_SIZE);
+		if (!w->data) {
+			pthread_mutex_lock(&nbd->wb_lock);
+			w->busy = false;
+			nbd->wb_busy--;
+			pthread_mutex_unlock(&nbd->wb_lock);
+			return -ENOMEM;
+		}
+	}
+	w->nbd = nbd;
+	w->off = off;
+	w->len = n;
+	memcpy(w->data, buf, n);
+	k = checkout(nbd, 1, c);
+	cookie = nbd_aio_pwrite(c[0]->h, w->data, n, off,
+				(nbd_completion_callback){ .callback = wb_complete,
+							   .user_data = w,
+							   .free = wb_free },
+				0);
+	if (cookie < 0) {
+		/* wb_free has released the buffer already. */
+		ret = nbd_fail(img, "write", off, true);
+		checkin(nbd, c, k);
+		return ret;
+	}
+	checkin(nbd, c, k);
+	/* Move whatever is ready on the free connections, without waiting. */
+	k = checkout(nbd, nbd->nconns, c);
+	(void)kick(c, k, 0);
+	checkin(nbd, c, k);
+	return 0;
+}
+
 /* --- driver entry points ------------------------------------------------ */
 
 static int nbd_drv_pread(struct fmt_image *img, void *buf, size_t n,
 			 uint64_t off)
 {
-	return run(img, OP_READ, buf, n, off, 0);
+	int ret = drain(img);
+
+	return ret < 0 ? ret : run(img, OP_READ, buf, n, off, 0);
 }
 
 static int nbd_drv_pwrite(struct fmt_image *img, const void *buf, size_t n,
 			  uint64_t off)
 {
+	int ret = drain(img);
+
 	/* libnbd reads the buffer only: the cast does not make it written. */
-	return run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
+	return ret < 0 ? ret : run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
 }
 
 /* Write explicit zeros where the server has no WRITE_ZEROES. */
@@ -371,8 +625,10 @@ static int nbd_drv_write_zeroes(struct fmt_image *img, uint64_t off,
 {
 	struct nbd *nbd = img->priv;
 	uint32_t f = (flags & FMT_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
-	int ret;
+	int ret = drain(img);
 
+	if (ret < 0)
+		return ret;
 	if (!nbd->can_zero)
 		return write_zero_data(img, off, len);
 	/*
@@ -395,7 +651,10 @@ static int nbd_drv_write_zeroes(struct fmt_image *img, uint64_t off,
 static int nbd_drv_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 {
 	struct nbd *nbd = img->priv;
+	int ret = drain(img);
 
+	if (ret < 0)
+		return ret;
 	/* A discard is a hint: a server without TRIM keeps the data. */
 	if (!nbd->can_trim)
 		return 0;
@@ -407,10 +666,10 @@ static int nbd_drv_flush(struct fmt_image *img)
 	struct nbd *nbd = img->priv;
 	struct nbd_conn *c[NBD_CONNS];
 	unsigned int n, i;
-	int ret = 0;
+	int ret = drain(img);
 
-	if (!nbd->can_flush)
-		return 0;
+	if (ret < 0 || !nbd->can_flush)
+		return ret;
 	/*
 	 * With multi-conn a flush on one connection covers the writes of
 	 * all; without it there is only one connection.
@@ -448,7 +707,7 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 {
 	struct nbd *nbd = img->priv;
 	struct extent_answer a = { 0 };
-	struct nbd_conn *c;
+	struct nbd_conn *c = NULL;
 	int r;
 
 	ext->depth = 0;
@@ -456,8 +715,9 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 	ext->compressed = false;
 	ext->state = FMT_DATA;
 	ext->len = len;
-	if (!nbd->has_alloc)
-		return 0;
+	r = drain(img);
+	if (r < 0 || !nbd->has_alloc)
+		return r;
 	(void)checkout(nbd, 1, &c);
 	r = nbd_block_status(c->h, BC_MIN(len, NBD_RANGE_MAX), off,
 			     (nbd_extent_callback){ .callback = extent_cb,
@@ -505,11 +765,17 @@ static void nbd_drv_close(struct fmt_image *img)
 
 	if (!nbd)
 		return;
+	/* Whatever fails here was never relied on: no flush covered it. */
+	(void)wb_wait(nbd, 0, 0);
 	for (i = 0; i < nbd->nconns; i++) {
 		/* Ask politely; a dead connection just closes. */
 		(void)nbd_shutdown(nbd->conns[i].h, 0);
 		nbd_close(nbd->conns[i].h);
 	}
+	for (i = 0; i < NBD_WB_BUFS; i++)
+		free(nbd->wb[i].data);
+	pthread_cond_destroy(&nbd->wb_done);
+	pthread_mutex_destroy(&nbd->wb_lock);
 	pthread_cond_destroy(&nbd->freed);
 	pthread_mutex_destroy(&nbd->lock);
 	free(nbd);
@@ -544,7 +810,7 @@ static int flag_of(struct fmt_image *img, int r, const char *what)
 static int nbd_drv_open(struct fmt_image *img)
 {
 	struct nbd *nbd;
-	struct nbd_handle *h;
+	struct nbd_handle *h = NULL;
 	int64_t size, bmax;
 	unsigned int want, i;
 	int r, ret;
@@ -556,10 +822,14 @@ static int nbd_drv_open(struct fmt_image *img)
 		goto err_free;
 	if ((ret = -pthread_cond_init(&nbd->freed, NULL)))
 		goto err_mutex;
+	if ((ret = -pthread_mutex_init(&nbd->wb_lock, NULL)))
+		goto err_cond;
+	if ((ret = -pthread_cond_init(&nbd->wb_done, NULL)))
+		goto err_wb_lock;
 	img->priv = nbd;
 	ret = connect_one(img, &h);
 	if (ret < 0)
-		goto err_cond;
+		goto err_wb_cond;
 	nbd->conns[0].h = h;
 	nbd->nconns = 1;
 
@@ -602,6 +872,10 @@ static int nbd_drv_open(struct fmt_image *img)
 err_close:
 	for (i = 0; i < nbd->nconns; i++)
 		nbd_close(nbd->conns[i].h);
+err_wb_cond:
+	pthread_cond_destroy(&nbd->wb_done);
+err_wb_lock:
+	pthread_mutex_destroy(&nbd->wb_lock);
 err_cond:
 	pthread_cond_destroy(&nbd->freed);
 err_mutex:
@@ -619,6 +893,7 @@ const struct fmt_driver fmt_nbd_driver = {
 	.close = nbd_drv_close,
 	.pread = nbd_drv_pread,
 	.pwrite = nbd_drv_pwrite,
+	.pwrite_behind = nbd_drv_pwrite_behind,
 	.write_zeroes = nbd_drv_write_zeroes,
 	.discard = nbd_drv_discard,
 	.flush = nbd_drv_flush,

@@ -184,7 +184,7 @@ stop
 # --- a server killed mid-copy: FAILED, cleanly, in time -------------------
 qimg create -q -f qcow2 "$D/big.qcow2" 256M
 qio -f qcow2 -c "write -P 0x5a 0 256M" "$D/big.qcow2"
-serve "$D/d.sock" nbdkit -f -U "$D/d.sock" --filter=delay memory 256M wdelay=20ms
+serve "$D/d.sock" nbdkit -f -U "$D/d.sock" --filter=delay memory 256M wdelay=500ms
 KILLED=$SERVER_PID
 (sleep 1; kill -9 "$KILLED") &
 BC_TIMEOUT=30 bc copy --reuse-external "$D/big.qcow2" "$(uri "$D/d.sock")"
