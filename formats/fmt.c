@@ -36,6 +36,21 @@ const struct fmt_driver *fmt_driver_find(const char *name)
 	return NULL;
 }
 
+bool fmt_is_nbd_uri(const char *name)
+{
+	static const char *const schemes[] = {
+		"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+		"nbd+vsock://", "nbds+vsock://",
+	};
+	size_t i;
+
+	for (i = 0; i < BC_ARRAY_SIZE(schemes); i++) {
+		if (!strncmp(name, schemes[i], strlen(schemes[i])))
+			return true;
+	}
+	return false;
+}
+
 const char *fmt_probe_buf(const uint8_t *buf, size_t len)
 {
 	/*
@@ -329,6 +344,21 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	if (!n)
 		return 0;
 	return img->drv->pwrite(img, buf, n, off);
+}
+
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off)
+{
+	int ret;
+
+	if (!img->drv->pwrite_behind)
+		return fmt_pwrite(img, buf, n, off);
+	ret = check_writable(img);
+	if (ret == 0)
+		ret = check_range(img, off, n);
+	if (ret < 0 || !n)
+		return ret;
+	return img->drv->pwrite_behind(img, buf, n, off);
 }
 
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,

@@ -561,6 +561,20 @@ BC_API int bc_get_block_job_state(bc_disk *disk, int *state, bc_error *error,
  */
 BC_API int bc_block_job_resume(bc_disk *disk, unsigned int flags);
 
+/* --- BC_1.1: block status of the guest view (NBD serving, issue 11) --- */
+/* Bits of bc_disk_block_status()'s *status. */
+#define BC_DISK_EXTENT_ZERO (1u << 0) /* the run reads as zeros */
+#define BC_DISK_EXTENT_HOLE (1u << 1) /* no layer of the chain allocates it */
+/*
+ * The run of the disk's guest view that starts at @off and is at most
+ * @len bytes long (@len > 0) with one state: returns its length (> 0)
+ * and sets *@status to BC_DISK_EXTENT_* bits (0 = data). What an NBD
+ * server reports as base:allocation. @flags must be 0. -1 on error.
+ */
+BC_API int64_t bc_disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+				    unsigned int *status, unsigned int flags);
+/* --- end BC_1.1 block status --- */
+
 #ifdef __cplusplus
 }
 #endif
