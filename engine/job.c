@@ -39,6 +39,7 @@ void job_unref(struct job *job)
 	dbm_free(job->dirty);
 	dbm_free(job->inflight);
 	fmt_close(job->dest);
+	free(job->scan_bits);
 	free(job->dest_path);
 	free(job->base_name);
 	free(job->base_fmt);
@@ -455,12 +456,28 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	/*
+	 * An incremental copy's bitmap is read once tracking is on (a write
+	 * from now on is the job's) and before the destination is made, so
+	 * that a missing or inconsistent bitmap leaves nothing behind.
+	 */
+	if (opts->bitmap) {
+		ret = fmt_bitmap_read(disk->top, opts->bitmap, &job->scan_bits,
+				      &job->scan_nbits, &job->scan_gran_bits);
+		if (ret < 0) {
+			job_detach(job);
+			goto err_unref;
+		}
+	}
+	job->opts.bitmap = NULL; /* the caller's string: not kept */
 	ret = open_destination(job, dest);
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unref;
 	}
 	ret = mirror_scan(job);
+	free(job->scan_bits);
+	job->scan_bits = NULL;
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unlink;

@@ -121,6 +121,10 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
+	uint8_t *scan_bits;           /* incremental copy: the bitmap's bits,
+					 used by mirror_scan() then freed */
+	uint64_t scan_nbits;
+	uint32_t scan_gran_bits;
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;

@@ -575,6 +575,29 @@ BC_API int64_t bc_disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 				    unsigned int *status, unsigned int flags);
 /* --- end BC_1.1 block status --- */
 
+/*
+ * --- blockcopy 1.1: incremental copy (extension) ----------------------
+ *
+ * bc_block_copy() that copies only the ranges the persistent dirty bitmap
+ * @bitmap of the disk's top image records (qcow2 "bitmaps" extension:
+ * made with `blockcopy bitmap --add` or `qemu-img bitmap --add`, enabled,
+ * recording every write since), then mirrors like any COPY job: guest
+ * writes made once the call has started are the job's own. With
+ * BC_BLOCK_COPY_REUSE_EXT into the image that holds the previous copy,
+ * this is an incremental backup: the destination ends equal to the
+ * source. A fresh destination holds only the recorded ranges. With
+ * SHALLOW, only what the top image holds within them. Flags, params,
+ * events and errors as bc_block_copy(), and: BC_ERR_INVALID_ARG "...:
+ * bitmap 'NAME' not found", BC_ERR_IMAGE_CORRUPT when the bitmap is
+ * inconsistent (its writer died), BC_ERR_UNSUPPORTED for a raw top. The
+ * bitmap itself is left as it is (clear it with `blockcopy bitmap
+ * --clear` after a successful offline copy to start the next increment).
+ */
+BC_API int bc_block_copy_bitmap(bc_disk *disk, const char *dest,
+				const char *bitmap,
+				const bc_block_copy_params *params,
+				unsigned int flags);
+
 #ifdef __cplusplus
 }
 #endif

@@ -33,6 +33,9 @@ const char tool_help_copy[] =
 	"      --shallow          copy only the top image, share its backing\n"
 	"      --reuse-external   DST exists: keep its metadata, write data\n"
 	"      --raw              make DST raw whatever SRC's format\n"
+	"      --bitmap=NAME      copy only what SRC's persistent dirty bitmap NAME\n"
+	"                         records (incremental; with --reuse-external into\n"
+	"                         the previous copy, DST ends equal to SRC)\n"
 	"      --bandwidth=RATE   limit; bare number MiB/s, or K/M/G/T per second\n"
 	"      --granularity=N    dirty-bitmap granularity, power of two 4K..64M\n"
 	"      --buf-size=N       bytes in flight (default 16M)\n"
@@ -54,6 +57,7 @@ enum {
 	OPT_DIRECT,
 	OPT_PROGRESS,
 	OPT_JSON,
+	OPT_BITMAP,
 };
 
 static const struct option long_opts[] = {
@@ -68,6 +72,7 @@ static const struct option long_opts[] = {
 	{"progress", no_argument, NULL, OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"bitmap", required_argument, NULL, OPT_BITMAP},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -99,6 +104,7 @@ int cmd_copy(int argc, char **argv)
 	bc_block_copy_params params = { 0 };
 	struct job_run run = { .pivot = true };
 	const char *format = NULL, *src, *dst, *buf_size_arg = NULL;
+	const char *bitmap = NULL;
 	bool quiet = false, json = false, raw = false, existed;
 	unsigned int flags = 0, dflags = BC_DISK_READONLY;
 	struct stat st;
@@ -120,6 +126,9 @@ int cmd_copy(int argc, char **argv)
 			break;
 		case OPT_RAW:
 			raw = true;
+			break;
+		case OPT_BITMAP:
+			bitmap = optarg;
 			break;
 		case OPT_BANDWIDTH:
 			if (tool_parse_rate(optarg, &v) < 0)
@@ -186,8 +195,8 @@ int cmd_copy(int argc, char **argv)
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |
 				      BC_BLOCK_REBASE_BANDWIDTH_BYTES;
 
-		if (params.granularity || params.buf_size) {
-			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity or --buf-size");
+		if (params.granularity || params.buf_size || bitmap) {
+			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size or --bitmap");
 			goto out_disk;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)
@@ -195,6 +204,8 @@ int cmd_copy(int argc, char **argv)
 		if (flags & BC_BLOCK_COPY_REUSE_EXT)
 			rflags |= BC_BLOCK_REBASE_REUSE_EXT;
 		c = bc_block_rebase(run.disk, dst, (unsigned long)params.bandwidth, rflags);
+	} else if (bitmap) {
+		c = bc_block_copy_bitmap(run.disk, dst, bitmap, &params, flags);
 	} else {
 		c = bc_block_copy(run.disk, dst, &params, flags);
 	}
