@@ -201,9 +201,6 @@ static int open_destination(struct job *job, const char *dest)
 	struct stat st;
 	int ret;
 
-	if (job->disk->flags & BC_DISK_DIRECT)
-		oflags |= FMT_OPEN_DIRECT;
-
 	if (stat(dest, &st) == 0) {
 		struct fmt_image *l;
 
@@ -273,7 +270,10 @@ static int open_destination(struct job *job, const char *dest)
 		job->dest_fresh = true;
 	}
 
-	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	/* The data path decides whether the destination is opened O_DIRECT. */
+	ret = copy_method_choose(job, dest, &job->method, &oflags);
+	if (ret == 0)
+		ret = fmt_open(dest, fmt, oflags, &job->dest);
 	if (ret < 0) {
 		if (job->dest_fresh)
 			(void)unlink(dest);

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/copy-method.h"
 #include "engine/dbm.h"
 #include "engine/internal.h"
 #include "engine/throttle.h"
@@ -66,6 +67,7 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
+	enum copy_method method;      /* data path, chosen at start */
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;
