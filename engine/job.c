@@ -117,6 +117,7 @@ static int job_attach(struct job *job)
 	}
 	disk->job = job;
 	disk->refs++;
+	disk->job_holds++;
 	return 0;
 }
 
@@ -128,7 +129,7 @@ static void job_detach(struct job *job)
 	if (disk->job == job)
 		disk->job = NULL;
 	pthread_mutex_unlock(&disk->lock);
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* Start the attached job's thread; detaches it on failure. */
@@ -183,7 +184,7 @@ void job_finish(struct job *job, int status)
 	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job); /* the thread's */
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* --- COPY ------------------------------------------------------------- */
