@@ -241,8 +241,9 @@ int copy_method_choose(struct job *job, const char *dest,
 	} else if (want == JOB_PATH_BUFFERED) {
 		m = COPY_METHOD_BUFFERED;
 	} else if (job->disk->flags & BC_DISK_DIRECT) {
-		/* The caller's O_DIRECT disk: the destination follows, as before. */
+		/* The caller's O_DIRECT disk: the destination image follows. */
 		m = COPY_METHOD_DIRECT;
+		*oflags |= FMT_OPEN_DIRECT;
 	} else if (can_direct(dest)) {
 		m = COPY_METHOD_DIRECT;
 	} else if (want == JOB_PATH_DIRECT) {
@@ -252,8 +253,6 @@ int copy_method_choose(struct job *job, const char *dest,
 		goto out_close;
 	}
 out_record:
-	if (m == COPY_METHOD_DIRECT)
-		*oflags |= FMT_OPEN_DIRECT;
 	*method = m;
 	record(job, m);
 out_close:
@@ -270,19 +269,21 @@ const char *job_copy_method(bc_disk *disk)
 /* --- per-job state ------------------------------------------------------ */
 
 /*
- * The job's own O_DIRECT descriptor for @layer, reopened through
- * /proc/self/fd (the same file whatever its name): a buffered disk's
- * guest writes that completed are in the page cache, and an O_DIRECT read
- * writes those back before it reads, so the copy sees them. -1 when
- * O_DIRECT cannot be had; the layer's own descriptor serves then.
+ * The job's own O_DIRECT descriptor for @img (@oflag O_RDONLY or O_RDWR),
+ * reopened through /proc/self/fd (the same file whatever its name). A
+ * buffered disk's guest writes that completed are in the page cache; an
+ * O_DIRECT read writes those back before it reads, so the copy sees them,
+ * and an O_DIRECT write drops the cached pages it overwrites, so buffered
+ * readers of the destination see it. The ranges never overlap in flight
+ * (the job's in-flight bitmap). -1 when O_DIRECT cannot be had.
  */
-static int open_direct_reader(const struct fmt_image *layer, uint32_t *align)
+static int open_direct(const struct fmt_image *img, int oflag, uint32_t *align)
 {
 	char path[64];
 	int fd;
 
-	(void)snprintf(path, sizeof(path), "/proc/self/fd/%d", layer->fd);
-	fd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	(void)snprintf(path, sizeof(path), "/proc/self/fd/%d", img->fd);
+	fd = open(path, oflag | O_DIRECT | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
 	*align = direct_align(fd);
@@ -302,6 +303,7 @@ int copy_path_open(struct copy_path *p, enum copy_method method,
 	memset(p, 0, sizeof(*p));
 	p->method = method;
 	p->wb.fd = -1;
+	p->write_fd = -1;
 	if (method == COPY_METHOD_BUFFERED) {
 		p->wb.fd = dest->fd;
 		return 0;
@@ -319,7 +321,19 @@ int copy_path_open(struct copy_path *p, enum copy_method method,
 	for (i = 0, l = src; l; l = l->backing, i++) {
 		p->read_fd[i] = -1;
 		if (!(l->flags & FMT_OPEN_DIRECT))
-			p->read_fd[i] = open_direct_reader(l, &p->read_align[i]);
+			p->read_fd[i] = open_direct(l, O_RDONLY, &p->read_align[i]);
+	}
+	if (!(dest->flags & FMT_OPEN_DIRECT)) {
+		p->write_fd = open_direct(dest, O_RDWR, &p->write_align);
+		if (p->write_fd < 0) {
+			int err = errno ? errno : EINVAL;
+
+			bc_error_set(bc_errno_to_code(err), err,
+				     "cannot open destination '%s' with O_DIRECT",
+				     dest->filename);
+			copy_path_close(p);
+			return -err;
+		}
 	}
 	return 0;
 }
@@ -332,6 +346,9 @@ void copy_path_close(struct copy_path *p)
 		if (p->read_fd[i] >= 0)
 			(void)close(p->read_fd[i]);
 	}
+	if (p->write_fd >= 0)
+		(void)close(p->write_fd);
+	p->write_fd = -1;
 	free(p->read_fd);
 	free(p->read_align);
 	p->read_fd = NULL;
@@ -349,6 +366,17 @@ int copy_path_read_fd(const struct copy_path *p, const struct fmt_image *layer,
 	}
 	*align = layer->request_align;
 	return layer->fd;
+}
+
+int copy_path_write_fd(const struct copy_path *p, const struct fmt_image *dest,
+		       uint32_t *align)
+{
+	if (p->write_fd >= 0) {
+		*align = p->write_align;
+		return p->write_fd;
+	}
+	*align = dest->request_align;
+	return dest->fd;
 }
 
 /* --- kernel copies ------------------------------------------------------ */

@@ -3,12 +3,17 @@
  * destination, made once when the job starts (copy_method_choose), and the
  * per-job state the copy loop consults (struct copy_path).
  *
- *   direct    the destination is opened O_DIRECT and the source layers are
- *             read through the job's own O_DIRECT descriptors, all through
- *             the I/O backend: no page-cache copy, no io_uring worker
- *             threads. The default wherever the destination's filesystem
- *             takes O_DIRECT (probed: open(2) with O_DIRECT; alignment from
- *             statx STATX_DIOALIGN, formats/chain.c).
+ *   direct    the copy loop reads the source layers and writes the
+ *             destination's data through its own O_DIRECT descriptors
+ *             (reopened through /proc/self/fd), all through the I/O
+ *             backend: no page-cache copy, no io_uring worker threads. The
+ *             images themselves keep the disk's caching mode, so after the
+ *             pivot the guest sees the destination as it saw the source;
+ *             format metadata goes through the image's own descriptor and
+ *             the final fsync covers both. The default wherever the
+ *             destination's filesystem takes O_DIRECT (probed: open(2) with
+ *             O_DIRECT, alignment from statx STATX_DIOALIGN). A disk
+ *             opened BC_DISK_DIRECT opens the destination O_DIRECT too.
  *   buffered+write-behind
  *             the destination goes through the page cache (asked for, or
  *             where O_DIRECT is refused). Its writes are issued on the copy
@@ -70,6 +75,8 @@ struct copy_path {
 	unsigned int nlayers;
 	int *read_fd;          /* [nlayers] the job's O_DIRECT fd, or -1 */
 	uint32_t *read_align;  /* [nlayers] its alignment */
+	int write_fd;          /* the job's O_DIRECT destination fd, or -1 */
+	uint32_t write_align;
 	struct write_behind wb;
 };
 
@@ -80,17 +87,17 @@ const char *copy_method_name(enum copy_method m);
  * Choose the data path of @job's copy to @dest (the file exists; the
  * format layer has not opened it yet) from job->opts and probes of both
  * files. Records the choice on the disk (job_copy_method), stores it in
- * *@method, and adds FMT_OPEN_DIRECT to *@oflags when the destination is
- * to be opened O_DIRECT. Returns 0 or -errno with a message (a path asked
+ * *@method, and adds FMT_OPEN_DIRECT to *@oflags when the disk is
+ * O_DIRECT (the destination image follows the disk's mode). Returns 0 or -errno with a message (a path asked
  * for that this pair cannot take, e.g. reflink always on ext4).
  */
 int copy_method_choose(struct job *job, const char *dest,
 		       enum copy_method *method, unsigned int *oflags);
 
 /*
- * Set up the per-job state for @method: O_DIRECT read descriptors for
- * the layers of @src (direct), write-behind on @dest (buffered).
- * Returns 0 or -errno.
+ * Set up the per-job state for @method: O_DIRECT descriptors for the
+ * layers of @src and for @dest (direct), write-behind on @dest
+ * (buffered). Returns 0 or -errno with a message.
  */
 int copy_path_open(struct copy_path *p, enum copy_method method,
 		   struct fmt_image *src, struct fmt_image *dest);
@@ -115,6 +122,13 @@ static inline bool copy_path_sync_writes(const struct copy_path *p)
  */
 int copy_path_read_fd(const struct copy_path *p, const struct fmt_image *layer,
 		      int depth, uint32_t *align);
+
+/*
+ * The descriptor to write @dest's data with, and its alignment in *@align:
+ * the job's own O_DIRECT one (direct), else the image's.
+ */
+int copy_path_write_fd(const struct copy_path *p, const struct fmt_image *dest,
+		       uint32_t *align);
 
 /*
  * Copy [@off, @off + @len) of raw @src to the same range of raw @dest in

@@ -275,8 +275,9 @@ static uint64_t run_tag(const struct mirror *m, const struct slot *s,
  */
 static void slot_write(struct mirror *m, struct slot *s)
 {
-	uint64_t done = 0, align = m->dest->request_align;
-	int ret = 0;
+	uint32_t align;
+	int ret = 0, fd = copy_path_write_fd(&m->path, m->dest, &align);
+	uint64_t done = 0;
 
 	if (bc_is_zero(s->buf, s->len)) {
 		slot_release(m, s, write_zeroes_dest(m, s));
@@ -316,7 +317,7 @@ static void slot_write(struct mirror *m, struct slot *s)
 		r->buf_off = done;
 		r->host = (uint64_t)ext.host_off;
 		r->len = ext.len;
-		ret = iob_prep_write(m->iob, m->dest->fd, s->buf + done, ext.len,
+		ret = iob_prep_write(m->iob, fd, s->buf + done, ext.len,
 				     r->host, run_tag(m, s, s->pending));
 		if (ret < 0)
 			break;
