@@ -40,6 +40,8 @@ const char *copy_method_name(enum copy_method m)
 		return "copy_file_range";
 	case COPY_METHOD_REFLINK:
 		return "reflink";
+	case COPY_METHOD_NBD:
+		return "nbd";
 	}
 	return "unknown";
 }
@@ -200,10 +202,11 @@ static int check_file_range(struct job *job, const char *dest, int dfd)
 	return 0;
 }
 
-static void record(struct job *job, enum copy_method m)
+void copy_method_record(struct job *job, enum copy_method m)
 {
 	bc_disk *disk = job->disk;
 
+	job->method = m;
 	pthread_mutex_lock(&disk->lock);
 	disk->copy_method = copy_method_name(m);
 	pthread_mutex_unlock(&disk->lock);
@@ -254,7 +257,7 @@ int copy_method_choose(struct job *job, const char *dest,
 	}
 out_record:
 	*method = m;
-	record(job, m);
+	copy_method_record(job, m);
 out_close:
 	(void)close(dfd);
 	return ret;

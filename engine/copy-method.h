@@ -51,6 +51,7 @@ enum copy_method {
 	COPY_METHOD_BUFFERED,
 	COPY_METHOD_FILE_RANGE,
 	COPY_METHOD_REFLINK,
+	COPY_METHOD_NBD,       /* an NBD export: formats/nbd.c writes behind */
 };
 
 /* Ranges under writeback at once (the ring below). */
@@ -93,6 +94,9 @@ const char *copy_method_name(enum copy_method m);
  */
 int copy_method_choose(struct job *job, const char *dest,
 		       enum copy_method *method, unsigned int *oflags);
+
+/* Make @m @job's data path and the one job_copy_method() reports. */
+void copy_method_record(struct job *job, enum copy_method m);
 
 /*
  * Set up the per-job state for @method: O_DIRECT descriptors for the

@@ -315,6 +315,37 @@ int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 	return guest_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
 }
 
+/* --- block status of the guest view (issue 11) --- */
+int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+			  unsigned int *status)
+{
+	struct fmt_extent ext;
+	struct guest_req req;
+	int ret;
+
+	ret = check_range(disk, off, len);
+	if (ret < 0)
+		return ret;
+	enter(disk, &req);
+	ret = fmt_chain_block_status(req.top, off, len, &ext);
+	leave(disk, &req);
+	if (ret < 0)
+		return ret;
+	switch (ext.state) {
+	case FMT_DATA:
+		*status = 0;
+		break;
+	case FMT_ZERO:
+		*status = BC_DISK_EXTENT_ZERO;
+		break;
+	case FMT_UNALLOC:
+		*status = BC_DISK_EXTENT_ZERO | BC_DISK_EXTENT_HOLE;
+		break;
+	}
+	return (int64_t)ext.len;
+}
+/* --- end block status --- */
+
 int disk_flush(bc_disk *disk)
 {
 	struct guest_req req;

@@ -2,7 +2,7 @@
  * qcow2 writes: guest writes with cluster allocation and copy-on-write,
  * write-zeroes, discard, flush, backing file rewrite and the feature-bit
  * bookkeeping of a writable image (spec "Cluster mapping", "Extended L2
- * Entries", "Header"; notes/qcow2.md §2, §4, §6).
+ * Entries", "Header"; docs/qcow2.md §2, §4, §5).
  *
  * A write is cut at L2 table boundaries; within one table the touched
  * clusters are grouped into runs that are handled with one data write and

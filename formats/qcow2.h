@@ -111,7 +111,7 @@ struct qcow2_header {
  * Parse and validate the header in @buf (the first cluster, or at least
  * the first 4 KiB / file size when shorter; @len bytes) of a file of
  * @file_size bytes. Every field is checked before use (spec and
- * notes/qcow2.md §9). @name is used in error messages.
+ * docs/qcow2.md §3). @name is used in error messages.
  * Returns 0, -EUCLEAN (invalid) or -ENOTSUP (unsupported feature).
  */
 int qcow2_parse_header(const char *name, const uint8_t *buf, size_t len,
@@ -527,10 +527,14 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 /*
  * Read [off, off+n) of the image file into @buf: directly when offset,
  * length and buffer suit the O_DIRECT alignment (or there is none), else
- * through an aligned bounce buffer. Bytes past the end of the file read
- * as zeros. Records the error. Returns 0 or -errno.
+ * through an aligned bounce buffer. Bytes at or past @known_end (the
+ * file's end as the driver knew it, q->file_size read under q->lock) read
+ * as zeros; a read that ends short before it means the file was truncated
+ * under us: -EIO naming the file and offset (fmt_pread_file_within).
+ * Records the error. Returns 0 or -errno.
  */
-int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off);
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
+		     uint64_t known_end);
 
 /* Free every L2 cache buffer (close). */
 void qcow2_l2_cache_free(struct qcow2 *q);

@@ -240,6 +240,7 @@ int cmd_info(int argc, char **argv)
 	}
 	if (tool_one_image("info", argc, argv, format, &path) < 0)
 		return TOOL_EXIT_USAGE;
+	tool_json_errors(json);
 
 	bc_error_reset();
 	ret = fmt_open(path, format, chain ? 0 : FMT_OPEN_NO_BACKING, &top);
@@ -250,6 +251,8 @@ int cmd_info(int argc, char **argv)
 	name = strdup(path);
 	if (!name)
 		goto out_oom;
+	/* From here stdout holds the result: a failure is stderr's alone. */
+	tool_json_errors(false);
 	if (chain && json)
 		printf("[\n");
 	for (img = top; img; img = chain ? img->backing : NULL) {
@@ -301,7 +304,7 @@ int cmd_info(int argc, char **argv)
 	goto out_close;
 
 out_oom:
-	fprintf(stderr, "blockcopy: out of memory\n");
+	tool_fail("no-memory", "out of memory");
 out_close:
 	fmt_bitmap_list_free(bm, nbm);
 	free(name);
