@@ -81,6 +81,8 @@ struct bc_disk {
 	struct job *job;                /* the disk's job, NULL when none */
 	bool has_last_stats;            /* a job has ended on this disk */
 	bc_block_job_stats last_stats;  /* ...and these were its statistics */
+	const char *copy_method;        /* data path of the current or last copy
+					   job (static string), NULL if none */
 };
 
 /* Engine events and references. */

@@ -325,10 +325,11 @@ static int open_destination(struct job *job, const char *dest)
 	struct stat st;
 	int ret;
 
-	if (fmt_is_nbd_uri(dest))
+	if (fmt_is_nbd_uri(dest)) {
+		/* The export's own write-behind (formats/nbd.c) is the data path. */
+		copy_method_record(job, COPY_METHOD_NBD);
 		return open_nbd_destination(job, dest);
-	if (job->disk->flags & BC_DISK_DIRECT)
-		oflags |= FMT_OPEN_DIRECT;
+	}
 
 	if (stat(dest, &st) == 0) {
 		struct fmt_image *l;
@@ -399,7 +400,10 @@ static int open_destination(struct job *job, const char *dest)
 		job->dest_fresh = true;
 	}
 
-	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	/* The data path decides whether the destination is opened O_DIRECT. */
+	ret = copy_method_choose(job, dest, &job->method, &oflags);
+	if (ret == 0)
+		ret = fmt_open(dest, fmt, oflags, &job->dest);
 	if (ret < 0) {
 		if (job->dest_fresh)
 			(void)unlink(dest);

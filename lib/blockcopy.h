@@ -135,6 +135,18 @@ BC_API const bc_error *bc_last_error(void);
  * destination before they are acknowledged (BC_BLOCK_JOB_MODE_WRITE_BLOCKING). */
 #define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
 #define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
+/*
+ * blockcopy: the copy's data path. Without these the engine chooses per
+ * source and destination (O_DIRECT where the destination's filesystem
+ * takes it, else the page cache with write-behind) and
+ * bc_block_job_copy_method() says what it chose. At most one of DIRECT,
+ * BUFFERED and FILE_RANGE; REFLINK and REFLINK_ALWAYS exclude each other.
+ */
+#define BC_BLOCK_COPY_DIRECT          (1u << 24) /* O_DIRECT destination; refused where unsupported */
+#define BC_BLOCK_COPY_BUFFERED        (1u << 25) /* page cache, with write-behind */
+#define BC_BLOCK_COPY_FILE_RANGE      (1u << 26) /* copy_file_range: raw → raw, one filesystem */
+#define BC_BLOCK_COPY_REFLINK         (1u << 27) /* share extents where possible (cp --reflink=auto) */
+#define BC_BLOCK_COPY_REFLINK_ALWAYS  (1u << 28) /* share extents or fail (cp --reflink=always) */
 
 /* virDomainBlockJobType. */
 enum {
@@ -483,6 +495,12 @@ BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
  */
 BC_API int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
 				  unsigned int flags);
+/*
+ * The data path of the disk's copy job, or of its last one: "direct",
+ * "buffered+write-behind", "copy_file_range" or "reflink" (a static
+ * string); NULL (no error recorded) when the disk never had a copy job.
+ */
+BC_API const char *bc_block_job_copy_method(bc_disk *disk);
 /*
  * libvirt's virDomainBlockJobSetSpeed: change the running job's bandwidth
  * limit, at once (a job waiting out the old limit wakes up). @bandwidth is
