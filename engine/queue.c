@@ -29,10 +29,10 @@
  *    it to the pool. A pivot thus drains what came before it and holds
  *    what came during it; none is lost.
  *
- * Completion fd: an eventfd, registered with the ring (the kernel signals
- * it at every completion) and written by posts. bc_queue_reap resets it
- * before harvesting and re-arms it when completions remain, so it is
- * readable while completions wait.
+ * Completion fd: an epoll fd watching the ring's fd (readable while the
+ * kernel has completions not yet harvested) and an eventfd that is
+ * non-zero exactly while the done FIFO is not empty (set and reset under
+ * q->lock). So it is readable while completions wait, and only then.
  *
  * Locking: the owner alone touches the free and queued slot lists, the
  * submission side of the ring and @submitted. q->lock covers the rest: the
@@ -54,6 +54,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -88,7 +89,8 @@ struct bc_queue {
 	bc_disk *disk;          /* reference held */
 	unsigned int depth;
 	struct qreq *reqs;      /* [depth] */
-	int efd;                /* completion eventfd */
+	int efd;                /* eventfd: done FIFO not empty */
+	int epfd;               /* the completion fd: efd + the ring's fd */
 
 	/* Owner thread only. */
 	unsigned int *free_slots; /* [depth] stack */
@@ -151,6 +153,20 @@ static void reset_efd(struct bc_queue *q)
 	uint64_t v;
 
 	(void)!read(q->efd, &v, sizeof(v)); /* non-blocking: EAGAIN if 0 */
+}
+
+static int watch(struct bc_queue *q, int fd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+
+	if (epoll_ctl(q->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+		int err = errno;
+
+		bc_error_set(bc_errno_to_code(err), err,
+			     "cannot set up the completion fd");
+		return -err;
+	}
+	return 0;
 }
 
 /* Make the request's completion visible to the owner. */
@@ -414,14 +430,10 @@ static int setup_ring(struct bc_queue *q)
 		return -EINVAL;
 	}
 	ret = io_uring_queue_init_params(q->depth, &q->ring, &p);
-	if (ret == 0)
-		ret = io_uring_register_eventfd(&q->ring, q->efd);
 	if (ret == 0) {
 		q->has_ring = true;
-		return 0;
+		return watch(q, q->ring.ring_fd);
 	}
-	if (q->ring.ring_fd > 0)
-		io_uring_queue_exit(&q->ring);
 	if (want && *want) {
 		char ebuf[128];
 
@@ -443,6 +455,8 @@ static void destroy(struct bc_queue *q)
 		io_uring_queue_exit(&q->ring);
 	if (q->efd >= 0)
 		close(q->efd);
+	if (q->epfd >= 0)
+		close(q->epfd);
 	pthread_cond_destroy(&q->park_cond);
 	pthread_cond_destroy(&q->work_cond);
 	pthread_mutex_destroy(&q->lock);
@@ -470,6 +484,7 @@ int queue_new(bc_disk *disk, unsigned int depth, bc_queue **out)
 	q->disk = disk;
 	q->depth = depth;
 	q->efd = -1;
+	q->epfd = -1;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_cond_init(&q->work_cond, NULL);
 	pthread_cond_init(&q->park_cond, NULL);
@@ -486,12 +501,16 @@ int queue_new(bc_disk *disk, unsigned int depth, bc_queue **out)
 		q->free_slots[i] = depth - 1 - i;
 	q->nfree = depth;
 	q->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-	if (q->efd < 0) {
+	q->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (q->efd < 0 || q->epfd < 0) {
 		ret = -errno;
 		bc_error_set(bc_errno_to_code(-ret), -ret,
-			     "cannot create the completion eventfd");
+			     "cannot create the completion fd");
 		goto err_destroy;
 	}
+	ret = watch(q, q->efd);
+	if (ret < 0)
+		goto err_destroy;
 	ret = setup_ring(q);
 	if (ret < 0)
 		goto err_destroy;
@@ -641,7 +660,7 @@ int queue_submit(bc_queue *q)
 
 int queue_completion_fd(bc_queue *q)
 {
-	return q->efd;
+	return q->epfd;
 }
 
 /* Move up to @max done completions to @out; returns how many. */
@@ -666,6 +685,8 @@ static int take_done(struct bc_queue *q, bc_completion *out, int max)
 		q->free_slots[q->nfree++] = slot;
 		n++;
 	}
+	if (n && !q->done.count)
+		reset_efd(q);
 	return n;
 }
 
@@ -690,11 +711,9 @@ int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
 		return -EINVAL;
 	}
 	for (;;) {
-		struct pollfd pfd = { .fd = q->efd, .events = POLLIN };
+		struct pollfd pfd = { .fd = q->epfd, .events = POLLIN };
 		int wait_ms;
 
-		/* Reset first: a completion from now on signals it again. */
-		reset_efd(q);
 		n += take_done(q, out ? out + n : NULL, max - n);
 		if (n >= min || timeout_ms == 0)
 			break;
@@ -716,11 +735,6 @@ int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
 		}
 	}
 	q->submitted -= (unsigned int)n;
-	/* Keep the fd readable while completions wait. */
-	pthread_mutex_lock(&q->lock);
-	if (q->done.count)
-		signal_efd(q);
-	pthread_mutex_unlock(&q->lock);
 	return n;
 }
 
