@@ -106,6 +106,7 @@ struct bc_queue {
 	bool has_ring;
 	struct io_uring ring;   /* submission: owner; completion: q->lock */
 	unsigned int ring_inflight;
+	unsigned int pool_busy; /* with the parker or the workers */
 	pthread_cond_t work_cond;
 	pthread_cond_t park_cond;
 	pthread_t workers[QUEUE_MAX_WORKERS];
@@ -332,6 +333,7 @@ static void *worker_main(void *arg)
 		pthread_mutex_unlock(&q->lock);
 		run_sync(q, &q->reqs[slot]);
 		pthread_mutex_lock(&q->lock);
+		q->pool_busy--;
 		post_locked(q, slot);
 	}
 	pthread_mutex_unlock(&q->lock);
@@ -369,6 +371,7 @@ static void fail_now_locked(struct bc_queue *q, unsigned int slot, int err)
 	r->ret = err;
 	r->err_code = BC_ERR_NO_MEMORY;
 	r->err_msg = strdup("cannot start a worker thread for the request");
+	q->pool_busy--;
 	post_locked(q, slot);
 }
 
@@ -632,6 +635,7 @@ int queue_submit(bc_queue *q)
 		struct qreq *r = &q->reqs[slot];
 
 		if (!entered) {
+			q->pool_busy++;
 			ret = park_locked(q, slot);
 			if (ret < 0)
 				fail_now_locked(q, slot, ret);
@@ -643,6 +647,7 @@ int queue_submit(bc_queue *q)
 			ndirect++;
 			continue;
 		}
+		q->pool_busy++;
 		ret = push_work_locked(q, slot);
 		if (ret < 0) {
 			disk_guest_leave(q->disk, &r->view);
@@ -690,6 +695,38 @@ static int take_done(struct bc_queue *q, bc_completion *out, int max)
 	return n;
 }
 
+/*
+ * Sleep until a completion may be ready or @wait_ms (< 0: no limit)
+ * passed. When only direct requests are outstanding, wait in the ring
+ * itself: a wait in io_uring_enter wakes as the kernel completes, where a
+ * poll of the ring's fd wakes late. Returns 0 or -errno.
+ */
+static int wait_completion(struct bc_queue *q, int wait_ms)
+{
+	struct pollfd pfd = { .fd = q->epfd, .events = POLLIN };
+	bool ring_only;
+
+	pthread_mutex_lock(&q->lock);
+	ring_only = q->ring_inflight && !q->pool_busy && !q->done.count;
+	pthread_mutex_unlock(&q->lock);
+	if (ring_only) {
+		struct __kernel_timespec ts = {
+			.tv_sec = wait_ms / 1000,
+			.tv_nsec = (long long)(wait_ms % 1000) * 1000000,
+		};
+		struct io_uring_cqe *cqe;
+		int ret;
+
+		/* Only a wake-up: whoever holds q->lock takes the CQE. */
+		ret = io_uring_wait_cqe_timeout(&q->ring, &cqe,
+						wait_ms < 0 ? NULL : &ts);
+		return ret == -ETIME || ret == -EINTR ? 0 : ret;
+	}
+	if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR)
+		return -errno;
+	return 0;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -711,8 +748,7 @@ int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
 		return -EINVAL;
 	}
 	for (;;) {
-		struct pollfd pfd = { .fd = q->epfd, .events = POLLIN };
-		int wait_ms;
+		int wait_ms, ret;
 
 		n += take_done(q, out ? out + n : NULL, max - n);
 		if (n >= min || timeout_ms == 0)
@@ -725,13 +761,12 @@ int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
 				break;
 			wait_ms = (int)left;
 		}
-		if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR) {
-			int err = errno;
-
-			bc_error_set(bc_errno_to_code(err), err,
+		ret = wait_completion(q, wait_ms);
+		if (ret < 0) {
+			bc_error_set(bc_errno_to_code(-ret), -ret,
 				     "cannot wait for I/O completions");
 			q->submitted -= (unsigned int)n;
-			return -err;
+			return ret;
 		}
 	}
 	q->submitted -= (unsigned int)n;
