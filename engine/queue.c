@@ -66,6 +66,7 @@
 #define QUEUE_MAX_WORKERS  16u
 #define QUEUE_HARVEST      64u         /* CQEs taken per peek */
 #define QUEUE_DIRECT_MAX   (1u << 30)  /* fits the CQE's int result */
+#define QUEUE_RING_SLICE_MS 10         /* longest wait inside the ring */
 
 struct qreq {
 	void *tag;
@@ -710,16 +711,22 @@ static int wait_completion(struct bc_queue *q, int wait_ms)
 	ring_only = q->ring_inflight && !q->pool_busy && !q->done.count;
 	pthread_mutex_unlock(&q->lock);
 	if (ring_only) {
+		/*
+		 * A quiesce may harvest the CQE this wait expects (then only
+		 * the eventfd tells): wait in slices, the caller looks again.
+		 */
+		int slice = wait_ms < 0 || wait_ms > QUEUE_RING_SLICE_MS
+				    ? QUEUE_RING_SLICE_MS
+				    : wait_ms;
 		struct __kernel_timespec ts = {
-			.tv_sec = wait_ms / 1000,
-			.tv_nsec = (long long)(wait_ms % 1000) * 1000000,
+			.tv_sec = 0,
+			.tv_nsec = (long long)slice * 1000000,
 		};
 		struct io_uring_cqe *cqe;
 		int ret;
 
 		/* Only a wake-up: whoever holds q->lock takes the CQE. */
-		ret = io_uring_wait_cqe_timeout(&q->ring, &cqe,
-						wait_ms < 0 ? NULL : &ts);
+		ret = io_uring_wait_cqe_timeout(&q->ring, &cqe, &ts);
 		return ret == -ETIME || ret == -EINTR ? 0 : ret;
 	}
 	if (poll(&pfd, 1, wait_ms) < 0 && errno != EINTR)
