@@ -171,7 +171,7 @@ void disk_remove_queue(bc_disk *disk, struct bc_queue *q)
 			return;
 		}
 	}
-	assert(!"queue not registered on its disk");
+	assert(false); /* every queue registers itself on its disk */
 }
 
 /*

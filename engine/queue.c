@@ -102,6 +102,7 @@ struct bc_queue {
 
 	pthread_mutex_t lock;   /* everything below */
 	struct fifo done;       /* completed, not reaped */
+	bool efd_set;           /* efd holds 1 (done is not empty) */
 	struct fifo work;       /* entered, for the workers */
 	struct fifo parked;     /* not entered (quiesced), for the parker */
 	bool has_ring;
@@ -142,19 +143,19 @@ static unsigned int fifo_pop(struct fifo *f)
 
 /* --- completions ------------------------------------------------------- */
 
-static void signal_efd(struct bc_queue *q)
+/* The eventfd follows the done FIFO: set while it holds completions. */
+static void sync_efd_locked(struct bc_queue *q)
 {
-	uint64_t one = 1;
+	uint64_t v = 1;
 
-	/* Cannot fail short of a counter overflow, which reads reset. */
-	(void)!write(q->efd, &one, sizeof(one));
-}
-
-static void reset_efd(struct bc_queue *q)
-{
-	uint64_t v;
-
-	(void)!read(q->efd, &v, sizeof(v)); /* non-blocking: EAGAIN if 0 */
+	if (q->done.count && !q->efd_set) {
+		/* Cannot fail: the counter only ever holds 0 or 1. */
+		(void)!write(q->efd, &v, sizeof(v));
+		q->efd_set = true;
+	} else if (!q->done.count && q->efd_set) {
+		(void)!read(q->efd, &v, sizeof(v));
+		q->efd_set = false;
+	}
 }
 
 static int watch(struct bc_queue *q, int fd)
@@ -171,12 +172,16 @@ static int watch(struct bc_queue *q, int fd)
 	return 0;
 }
 
-/* Make the request's completion visible to the owner. */
-static void post_locked(struct bc_queue *q, unsigned int slot)
+/*
+ * Make the request's completion visible to the owner. The owner's own
+ * harvest (@owner) leaves the eventfd alone: it takes the completions
+ * next, and sync_efd_locked() settles the fd afterwards.
+ */
+static void post_locked(struct bc_queue *q, unsigned int slot, bool owner)
 {
 	fifo_push(&q->done, slot);
-	if (q->done.count == 1)
-		signal_efd(q);
+	if (!owner)
+		sync_efd_locked(q);
 }
 
 /* Record a failure from the calling thread's error, or from the errno. */
@@ -237,7 +242,7 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 
 /* A direct request's kernel completion: note, leave, post. */
 static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
-				   int res)
+				   int res, bool owner)
 {
 	struct qreq *r = &q->reqs[slot];
 	int64_t ret = res;
@@ -252,10 +257,11 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 	if (r->op == QUEUE_WRITE)
 		disk_guest_note_write(&r->view, r->off, r->len);
 	disk_guest_leave(q->disk, &r->view);
-	post_locked(q, slot);
+	post_locked(q, slot, owner);
 }
 
-static void harvest_locked(struct bc_queue *q)
+/* Complete what the ring has; @owner: the queue's owner is harvesting. */
+static void harvest_locked(struct bc_queue *q, bool owner)
 {
 	struct io_uring_cqe *cqes[QUEUE_HARVEST];
 	unsigned int n, i;
@@ -266,7 +272,7 @@ static void harvest_locked(struct bc_queue *q)
 			break;
 		for (i = 0; i < n; i++)
 			complete_direct_locked(q, (unsigned int)cqes[i]->user_data,
-					       cqes[i]->res);
+					       cqes[i]->res, owner);
 		io_uring_cq_advance(&q->ring, n);
 		q->ring_inflight -= n;
 	}
@@ -277,7 +283,7 @@ void queue_harvest(bc_queue *q)
 	if (!q->has_ring)
 		return;
 	BC_LOCK_GUARD(&q->lock);
-	harvest_locked(q);
+	harvest_locked(q, false);
 }
 
 /* --- the pool and the parker --------------------------------------------- */
@@ -335,7 +341,7 @@ static void *worker_main(void *arg)
 		run_sync(q, &q->reqs[slot]);
 		pthread_mutex_lock(&q->lock);
 		q->pool_busy--;
-		post_locked(q, slot);
+		post_locked(q, slot, false);
 	}
 	pthread_mutex_unlock(&q->lock);
 	return NULL;
@@ -373,7 +379,7 @@ static void fail_now_locked(struct bc_queue *q, unsigned int slot, int err)
 	r->err_code = BC_ERR_NO_MEMORY;
 	r->err_msg = strdup("cannot start a worker thread for the request");
 	q->pool_busy--;
-	post_locked(q, slot);
+	post_locked(q, slot, false);
 }
 
 static void *parker_main(void *arg)
@@ -675,7 +681,7 @@ static int take_done(struct bc_queue *q, bc_completion *out, int max)
 	int n = 0;
 
 	BC_LOCK_GUARD(&q->lock);
-	harvest_locked(q);
+	harvest_locked(q, true);
 	while (n < max && q->done.count) {
 		unsigned int slot = fifo_pop(&q->done);
 		struct qreq *r = &q->reqs[slot];
@@ -691,8 +697,7 @@ static int take_done(struct bc_queue *q, bc_completion *out, int max)
 		q->free_slots[q->nfree++] = slot;
 		n++;
 	}
-	if (n && !q->done.count)
-		reset_efd(q);
+	sync_efd_locked(q);
 	return n;
 }
 
