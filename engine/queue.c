@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "formats/fmt.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -107,7 +108,8 @@ struct bc_queue {
 	struct fifo parked;     /* not entered (quiesced), for the parker */
 	bool has_ring;
 	struct io_uring ring;   /* submission: owner; completion: q->lock */
-	unsigned int ring_inflight;
+	struct queue_aio *aio;  /* libaio instead of io_uring (O_DIRECT only) */
+	unsigned int ring_inflight; /* direct requests in the kernel */
 	unsigned int pool_busy; /* with the parker or the workers */
 	pthread_cond_t work_cond;
 	pthread_cond_t park_cond;
@@ -242,7 +244,7 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 
 /* A direct request's kernel completion: note, leave, post. */
 static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
-				   int res, bool owner)
+				   int64_t res, bool owner)
 {
 	struct qreq *r = &q->reqs[slot];
 	int64_t ret = res;
@@ -260,12 +262,30 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 	post_locked(q, slot, owner);
 }
 
-/* Complete what the ring has; @owner: the queue's owner is harvesting. */
+struct aio_harvest {
+	struct bc_queue *q;
+	bool owner;
+};
+
+static void complete_aio(void *opaque, unsigned int slot, int64_t res)
+{
+	struct aio_harvest *h = opaque;
+
+	complete_direct_locked(h->q, slot, res, h->owner);
+}
+
+/* Complete what the kernel has; @owner: the queue's owner is harvesting. */
 static void harvest_locked(struct bc_queue *q, bool owner)
 {
 	struct io_uring_cqe *cqes[QUEUE_HARVEST];
 	unsigned int n, i;
 
+	if (q->aio && q->ring_inflight) {
+		struct aio_harvest h = { .q = q, .owner = owner };
+
+		q->ring_inflight -= queue_aio_reap(q->aio, complete_aio, &h);
+		return;
+	}
 	while (q->ring_inflight) {
 		n = io_uring_peek_batch_cqe(&q->ring, cqes, QUEUE_HARVEST);
 		if (!n)
@@ -280,7 +300,7 @@ static void harvest_locked(struct bc_queue *q, bool owner)
 
 void queue_harvest(bc_queue *q)
 {
-	if (!q->has_ring)
+	if (!q->has_ring && !q->aio)
 		return;
 	BC_LOCK_GUARD(&q->lock);
 	harvest_locked(q, false);
@@ -425,34 +445,39 @@ static int park_locked(struct bc_queue *q, unsigned int slot)
 
 /* --- the owner's calls --------------------------------------------------- */
 
-/* The ring to use: -errno when BLOCKCOPY_IO asks for what cannot be. */
-static int setup_ring(struct bc_queue *q)
+/*
+ * The direct path's backend, from BLOCKCOPY_IO as for the copy loop:
+ * "uring" (io_uring or fail), "aio" (libaio), unset (io_uring, else
+ * libaio). Where the chosen one cannot be had the pool does everything,
+ * except that "uring" fails. Returns 0 or -errno.
+ */
+static int setup_backend(struct bc_queue *q)
 {
 	const char *want = getenv("BLOCKCOPY_IO");
 	struct io_uring_params p = { .flags = 0 };
+	char ebuf[128];
 	int ret;
 
-	if (want && *want && strcmp(want, "uring") != 0) {
-		if (strcmp(want, "aio") == 0)
-			return 0; /* everything on the pool */
+	if (!want || !*want || strcmp(want, "uring") == 0) {
+		ret = io_uring_queue_init_params(q->depth, &q->ring, &p);
+		if (ret == 0) {
+			q->has_ring = true;
+			return watch(q, q->ring.ring_fd);
+		}
+		if (want && *want) {
+			bc_error_set(BC_ERR_UNSUPPORTED, -ret,
+				     "cannot set up io_uring for an I/O queue: %s",
+				     strerror_r(-ret, ebuf, sizeof(ebuf)));
+			return -ENOTSUP;
+		}
+	} else if (strcmp(want, "aio") != 0) {
 		bc_error_set(BC_ERR_INVALID_ARG, 0,
 			     "BLOCKCOPY_IO=%s: expected uring or aio", want);
 		return -EINVAL;
 	}
-	ret = io_uring_queue_init_params(q->depth, &q->ring, &p);
-	if (ret == 0) {
-		q->has_ring = true;
-		return watch(q, q->ring.ring_fd);
-	}
-	if (want && *want) {
-		char ebuf[128];
-
-		bc_error_set(BC_ERR_UNSUPPORTED, -ret,
-			     "cannot set up io_uring for an I/O queue: %s",
-			     strerror_r(-ret, ebuf, sizeof(ebuf)));
-		return -ENOTSUP;
-	}
-	return 0; /* no io_uring here: the pool does everything */
+	if (queue_aio_new(q->depth, &q->aio) < 0)
+		return 0;
+	return watch(q, queue_aio_fd(q->aio));
 }
 
 static void destroy(struct bc_queue *q)
@@ -463,6 +488,7 @@ static void destroy(struct bc_queue *q)
 		free(q->reqs[i].err_msg);
 	if (q->has_ring)
 		io_uring_queue_exit(&q->ring);
+	queue_aio_free(q->aio);
 	if (q->efd >= 0)
 		close(q->efd);
 	if (q->epfd >= 0)
@@ -521,7 +547,7 @@ int queue_new(bc_disk *disk, unsigned int depth, bc_queue **out)
 	ret = watch(q, q->efd);
 	if (ret < 0)
 		goto err_destroy;
-	ret = setup_ring(q);
+	ret = setup_backend(q);
 	if (ret < 0)
 		goto err_destroy;
 	ret = disk_add_queue(disk, q);
@@ -570,8 +596,13 @@ static bool goes_direct(const struct bc_queue *q, const struct qreq *r)
 	const struct guest_req *v = &r->view;
 	uint64_t a = v->top->request_align;
 
-	if (!q->has_ring)
+	if (q->aio) {
+		/* libaio is asynchronous for O_DIRECT only; no flush. */
+		if (!(v->top->flags & FMT_OPEN_DIRECT) || r->op == QUEUE_FLUSH)
+			return false;
+	} else if (!q->has_ring) {
 		return false;
+	}
 	switch (r->op) {
 	case QUEUE_FLUSH:
 		return v->fast_read;
@@ -593,10 +624,16 @@ static bool goes_direct(const struct bc_queue *q, const struct qreq *r)
 
 static void prep_direct(struct bc_queue *q, unsigned int slot)
 {
-	struct io_uring_sqe *sqe = io_uring_get_sqe(&q->ring);
 	struct qreq *r = &q->reqs[slot];
 	int fd = r->view.top->fd;
+	struct io_uring_sqe *sqe;
 
+	if (q->aio) {
+		queue_aio_prep(q->aio, slot, r->op == QUEUE_WRITE, fd, r->buf,
+			       (size_t)r->len, r->off);
+		return;
+	}
+	sqe = io_uring_get_sqe(&q->ring);
 	/* The ring has depth entries and at most depth requests exist. */
 	assert(sqe);
 	if (r->op == QUEUE_READ)
@@ -611,7 +648,16 @@ static void prep_direct(struct bc_queue *q, unsigned int slot)
 
 static void submit_ring(struct bc_queue *q, unsigned int n)
 {
-	while (n) {
+	unsigned int slot;
+	int err;
+
+	while (q->aio && queue_aio_submit(q->aio, &slot, &err)) {
+		/* Refused at submission: completes with the error. */
+		BC_LOCK_GUARD(&q->lock);
+		q->ring_inflight--;
+		complete_direct_locked(q, slot, err, false);
+	}
+	while (!q->aio && n) {
 		int ret = io_uring_submit(&q->ring);
 
 		if (ret > 0) {
@@ -713,7 +759,8 @@ static int wait_completion(struct bc_queue *q, int wait_ms)
 	bool ring_only;
 
 	pthread_mutex_lock(&q->lock);
-	ring_only = q->ring_inflight && !q->pool_busy && !q->done.count;
+	ring_only = q->has_ring && q->ring_inflight && !q->pool_busy &&
+		    !q->done.count;
 	pthread_mutex_unlock(&q->lock);
 	if (ring_only) {
 		/*

@@ -9,6 +9,8 @@
 #ifndef BC_ENGINE_QUEUE_H
 #define BC_ENGINE_QUEUE_H
 
+#include <errno.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -50,5 +52,79 @@ void queue_free(bc_queue *q);
  * their owner does not reap). Caller holds disk->queues_lock.
  */
 void queue_harvest(bc_queue *q);
+
+/*
+ * The libaio direct path (queue-aio.c), for O_DIRECT descriptors only.
+ * Without libaio these are stubs and queues use io_uring or the pool.
+ */
+struct queue_aio;
+
+#ifdef BC_HAVE_LIBAIO
+/* A context for @depth requests. Returns 0 or -errno. */
+int queue_aio_new(unsigned int depth, struct queue_aio **out);
+void queue_aio_free(struct queue_aio *a);
+/* The eventfd signalled at every completion (owned by @a). */
+int queue_aio_fd(struct queue_aio *a);
+/* Owner: prepare slot @slot's read or write. */
+void queue_aio_prep(struct queue_aio *a, unsigned int slot, bool write, int fd,
+		    void *buf, size_t len, uint64_t off);
+/*
+ * Owner: submit what is prepared. Returns 0 when everything went, or 1
+ * with *@failed_slot and *@err (-errno) for one the kernel refused; the
+ * rest stay prepared: call again.
+ */
+unsigned int queue_aio_submit(struct queue_aio *a, unsigned int *failed_slot,
+			      int *err);
+/*
+ * Any thread, serialised by the caller: calls @complete for every
+ * finished request without waiting. Returns how many.
+ */
+unsigned int queue_aio_reap(struct queue_aio *a,
+			    void (*complete)(void *opaque, unsigned int slot,
+					     int64_t res),
+			    void *opaque);
+#else
+static inline int queue_aio_new(unsigned int depth, struct queue_aio **out)
+{
+	(void)depth;
+	(void)out;
+	return -ENOTSUP;
+}
+
+static inline void queue_aio_free(struct queue_aio *a)
+{
+	(void)a;
+}
+
+static inline int queue_aio_fd(struct queue_aio *a)
+{
+	(void)a;
+	return -1;
+}
+
+static inline void queue_aio_prep(struct queue_aio *a, unsigned int slot,
+				  bool write, int fd, void *buf, size_t len,
+				  uint64_t off)
+{
+	(void)a, (void)slot, (void)write, (void)fd, (void)buf, (void)len,
+		(void)off;
+}
+
+static inline unsigned int queue_aio_submit(struct queue_aio *a,
+					    unsigned int *failed_slot, int *err)
+{
+	(void)a, (void)failed_slot, (void)err;
+	return 0;
+}
+
+static inline unsigned int
+queue_aio_reap(struct queue_aio *a,
+	       void (*complete)(void *opaque, unsigned int slot, int64_t res),
+	       void *opaque)
+{
+	(void)a, (void)complete, (void)opaque;
+	return 0;
+}
+#endif
 
 #endif /* BC_ENGINE_QUEUE_H */

@@ -68,10 +68,10 @@ static void open_raw(unsigned int flags)
 	ck_assert_msg(fx.disk, "%s", bc_last_error()->message);
 }
 
-static void open_disk(bool raw)
+static void open_disk(bool raw, unsigned int dflags)
 {
 	if (raw)
-		open_raw(0);
+		open_raw(dflags);
 	else
 		fx_open_chain(&fx, 2);
 }
@@ -82,6 +82,17 @@ static void *aligned(size_t n)
 
 	ck_assert_int_eq(posix_memalign(&p, ALIGN, n), 0);
 	return p;
+}
+
+/* Whether this file system takes O_DIRECT (tmpfs does not). */
+static bool have_direct(void)
+{
+	int fd = open(fx_path(&fx, "probe"), O_CREAT | O_RDWR | O_DIRECT, 0644);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
 }
 
 /* Reap exactly @n completions (30 s at most), each must have succeeded. */
@@ -477,11 +488,8 @@ START_TEST(depth_128_raw_direct_and_misaligned)
 	bc_completion c[2];
 	uint8_t *buf;
 	bc_queue *q;
-	int fd = open(fx_path(&fx, "probe"), O_CREAT | O_RDWR | O_DIRECT, 0644);
-
-	if (fd < 0)
+	if (!have_direct())
 		return; /* no O_DIRECT here (tmpfs): nothing to test */
-	close(fd);
 	depth_test(true, BC_DISK_DIRECT);
 	q = bc_queue_new(fx.disk, 4, 0);
 	buf = aligned(3 * 4096);
@@ -644,15 +652,16 @@ static bool mirroring_within(int ms)
  * Copy while the asynchronous guest writes: bulk phase, MIRRORING, then
  * pivot (writes in flight across it) or abort; every byte checked.
  */
-static void copy_under_async_guest(bool raw, unsigned int flags,
-				   unsigned long long bw, bool pivot)
+static void copy_under_async_guest_on(bool raw, unsigned int dflags,
+				      unsigned int flags, unsigned long long bw,
+				      bool pivot)
 {
 	bc_block_copy_params p = { .bandwidth = bw };
 	const char *dst = fx_path(&fx, raw ? "dst.raw" : "dst.qcow2");
 	bc_block_job_stats st;
 	struct ahammer h;
 
-	open_disk(raw);
+	open_disk(raw, dflags);
 	ahammer_start(&h);
 	ahammer_progress(&h, 200);
 	ck_assert_msg(bc_block_copy(fx.disk, dst, &p, flags) == 0, "%s",
@@ -684,6 +693,20 @@ static void copy_under_async_guest(bool raw, unsigned int flags,
 	else
 		fx_check_image_equals_shadow(&fx, fx.top, raw ? "raw" : "qcow2");
 }
+
+static void copy_under_async_guest(bool raw, unsigned int flags,
+				   unsigned long long bw, bool pivot)
+{
+	copy_under_async_guest_on(raw, 0, flags, bw, pivot);
+}
+
+/* O_DIRECT: the direct path of either backend (libaio needs it). */
+START_TEST(copy_background_pivot_raw_direct)
+{
+	if (have_direct())
+		copy_under_async_guest_on(true, BC_DISK_DIRECT, 0, 0, true);
+}
+END_TEST
 
 START_TEST(copy_background_pivot_raw)
 {
@@ -811,6 +834,7 @@ static Suite *queue_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, copy_background_pivot_raw);
+	tcase_add_test(tc, copy_background_pivot_raw_direct);
 	tcase_add_test(tc, copy_background_pivot_qcow2);
 	tcase_add_test(tc, copy_write_blocking_pivot_raw);
 	tcase_add_test(tc, copy_write_blocking_pivot_qcow2);
