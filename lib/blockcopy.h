@@ -236,14 +236,15 @@ BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
  * submitted while it runs (they complete afterwards, on the new chain).
  *
  * Data path: on a raw image, reads, writes and flushes go to the kernel
- * from the caller's buffers (io_uring) without a copy; writes do so too
- * while a copy job runs in background mode. Everything else (qcow2,
- * write-zeroes, discard, write-blocking mode, a pull, BLOCKCOPY_IO=aio or
- * no io_uring) runs on the queue's worker threads through the same code
- * as the synchronous calls. With BC_DISK_DIRECT, a buffer, offset or
- * length that is not aligned to the disk's logical block size is
- * accepted and bounced (copied) on a worker thread, as the synchronous
- * calls do.
+ * from the caller's buffers without a copy (io_uring; with
+ * BLOCKCOPY_IO=aio or without io_uring, libaio for reads and writes of a
+ * BC_DISK_DIRECT disk); writes do so too while a copy job runs in
+ * background mode. Everything else (qcow2, write-zeroes, discard,
+ * write-blocking mode, a pull) runs on the queue's worker threads (up to
+ * 16, started on demand) through the same code as the synchronous calls.
+ * With BC_DISK_DIRECT, a buffer, offset or length that is not aligned to
+ * the disk's logical block size is accepted and bounced (copied) on a
+ * worker thread, as the synchronous calls do.
  */
 typedef struct bc_queue bc_queue;
 
