@@ -345,6 +345,56 @@ START_TEST(reap_times_out_while_the_disk_is_quiesced)
 }
 END_TEST
 
+/* A request that fails reports its error in its completion. */
+START_TEST(failed_request_reports_in_its_completion)
+{
+	struct fmt_create_opts co = { .format = "qcow2", .size = FX_SIZE };
+	const char *path = fx_path(&fx, "bad.qcow2");
+	struct fmt_image *img;
+	uint8_t be[8], data[4096];
+	uint64_t l1, l2, bad = 0x8000000000001200ull; /* copied, misaligned */
+	bc_completion c;
+	bc_queue *q;
+	int fd, i;
+
+	ck_assert_int_eq(fmt_create(path, &co), 0);
+	ck_assert_int_eq(fmt_open(path, "qcow2", FMT_OPEN_RDWR, &img), 0);
+	memset(data, 1, sizeof(data));
+	ck_assert_int_eq(fmt_pwrite(img, data, sizeof(data), 0), 0);
+	fmt_close(img);
+	/* Point the first L2 entry at an offset inside a cluster. */
+	fd = open(path, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pread(fd, be, 8, 40), 8); /* l1_table_offset */
+	for (l1 = 0, i = 0; i < 8; i++)
+		l1 = l1 << 8 | be[i];
+	ck_assert_int_eq(pread(fd, be, 8, (off_t)l1), 8);
+	for (l2 = 0, i = 0; i < 8; i++)
+		l2 = l2 << 8 | be[i];
+	l2 &= 0x00fffffffffffe00ull;
+	for (i = 0; i < 8; i++)
+		be[i] = (uint8_t)(bad >> (56 - 8 * i));
+	ck_assert_int_eq(pwrite(fd, be, 8, (off_t)l2), 8);
+	close(fd);
+
+	fx.disk = bc_disk_open(fx.eng, path, "qcow2", 0);
+	ck_assert_ptr_nonnull(fx.disk);
+	q = bc_queue_new(fx.disk, 2, 0);
+	ck_assert_int_eq(bc_queue_read(q, data, 4096, 0, data, 0), 0);
+	ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+	ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+	ck_assert_ptr_eq(c.tag, data);
+	ck_assert_int_eq(c.ret, -EUCLEAN);
+	ck_assert_int_eq(c.error_code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_str_eq(c.error_message,
+			 fx_fmt(&fx, "%s: cluster offset 0x1200 unaligned (guest offset 0x0)",
+				path));
+	/* The calling thread's own error is not touched by it. */
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_OK);
+	bc_queue_free(q);
+}
+END_TEST
+
 /* --- depth 128 from one thread ------------------------------------------ */
 
 /*
@@ -820,6 +870,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, closed_disk_refuses_new_requests);
 	tcase_add_test(tc, completion_fd_is_readable_while_completions_wait);
 	tcase_add_test(tc, reap_times_out_while_the_disk_is_quiesced);
+	tcase_add_test(tc, failed_request_reports_in_its_completion);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
