@@ -60,6 +60,7 @@
 #include <unistd.h>
 
 #include "engine/internal.h"
+#include "engine/iob.h"
 #include "formats/fmt.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
@@ -249,6 +250,7 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 	struct qreq *r = &q->reqs[slot];
 	int64_t ret = res;
 
+	iob_unpoison(r->buf, (size_t)r->len); /* the buffer is ours again */
 	if (res >= 0 && r->op != QUEUE_FLUSH && (uint64_t)res < r->len)
 		ret = finish_short(r, (uint64_t)res);
 	if (ret < 0)
@@ -628,6 +630,8 @@ static void prep_direct(struct bc_queue *q, unsigned int slot)
 	int fd = r->view.top->fd;
 	struct io_uring_sqe *sqe;
 
+	/* The kernel's until the completion (ASan: any access is reported). */
+	iob_poison(r->buf, (size_t)r->len);
 	if (q->aio) {
 		queue_aio_prep(q->aio, slot, r->op == QUEUE_WRITE, fd, r->buf,
 			       (size_t)r->len, r->off);
