@@ -615,6 +615,8 @@ BC_API int bc_block_copy_bitmap(bc_disk *disk, const char *dest,
 				const char *bitmap,
 				const bc_block_copy_params *params,
 				unsigned int flags);
+
+/*
  * ---- Asynchronous guest I/O (BC_1.1) ----------------------------------
  *
  * A bc_queue submits guest requests without blocking and reports their
