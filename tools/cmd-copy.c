@@ -37,6 +37,10 @@ const char tool_help_copy[] =
 	"      --granularity=N    dirty-bitmap granularity, power of two 4K..64M\n"
 	"      --buf-size=N       bytes in flight (default 16M)\n"
 	"      --direct           O_DIRECT on source and destination\n"
+	"      --on-error=ACTION  on a DST write error: report (fail, the\n"
+	"                         default), stop (pause; send SIGUSR1 to resume,\n"
+	"                         e.g. after freeing space, SIGINT to cancel) or\n"
+	"                         ignore (retry with back-off, give up after ~2 s)\n"
 	"      --progress         progress bar with rate and ETA on stderr\n"
 	"  -q, --quiet            print nothing on success\n"
 	"      --json             print the result as a JSON object\n"
@@ -54,6 +58,7 @@ enum {
 	OPT_DIRECT,
 	OPT_PROGRESS,
 	OPT_JSON,
+	OPT_ON_ERROR,
 };
 
 static const struct option long_opts[] = {
@@ -65,6 +70,7 @@ static const struct option long_opts[] = {
 	{"granularity", required_argument, NULL, OPT_GRANULARITY},
 	{"buf-size", required_argument, NULL, OPT_BUFSIZE},
 	{"direct", no_argument, NULL, OPT_DIRECT},
+	{"on-error", required_argument, NULL, OPT_ON_ERROR},
 	{"progress", no_argument, NULL, OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -139,6 +145,17 @@ int cmd_copy(int argc, char **argv)
 		case OPT_DIRECT:
 			dflags |= BC_DISK_DIRECT;
 			break;
+		case OPT_ON_ERROR:
+			flags &= ~(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+				   BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE);
+			if (!strcmp(optarg, "stop"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_STOP;
+			else if (!strcmp(optarg, "ignore"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE;
+			else if (strcmp(optarg, "report") != 0)
+				return tool_usage_error("copy", "invalid --on-error '%s' (expected report, stop or ignore)",
+							optarg);
+			break;
 		case OPT_PROGRESS:
 			run.progress = true;
 			break;
@@ -181,6 +198,11 @@ int cmd_copy(int argc, char **argv)
 
 		if (params.granularity || params.buf_size) {
 			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity or --buf-size");
+			goto out_disk;
+		}
+		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
+			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
 			goto out_disk;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)

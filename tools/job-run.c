@@ -13,11 +13,14 @@
 #include "tool.h"
 
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t resume_requested;
 
 static void on_signal(int sig)
 {
-	(void)sig;
-	stop_requested = 1;
+	if (sig == SIGUSR1)
+		resume_requested = 1;
+	else
+		stop_requested = 1;
 }
 
 void job_run_signals(void)
@@ -29,6 +32,7 @@ void job_run_signals(void)
 	sigemptyset(&sa.sa_mask);
 	(void)sigaction(SIGINT, &sa, NULL);
 	(void)sigaction(SIGTERM, &sa, NULL);
+	(void)sigaction(SIGUSR1, &sa, NULL); /* resume a paused job */
 }
 
 static double now_s(void)
@@ -51,6 +55,13 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		return;
 	if (status == BC_BLOCK_JOB_MIRRORING) {
 		run->mirroring_s = run->seconds; /* set by the loop */
+		return;
+	}
+	if (status == BC_BLOCK_JOB_PAUSED) {
+		/* --on-error stop: say why and how to go on; the job waits. */
+		fprintf(stderr,
+			"blockcopy: %s\nblockcopy: copy paused: send SIGUSR1 to process %ld to resume, SIGINT to cancel\n",
+			bc_last_error()->message, (long)getpid());
 		return;
 	}
 	run->status = status;
@@ -125,6 +136,11 @@ int job_run_wait(struct job_run *run)
 
 			if (bc_get_block_job_info(run->disk, &info, 0) == 1)
 				run->bytes = info.end;
+		}
+		if (resume_requested) {
+			resume_requested = 0;
+			if (bc_block_job_resume(run->disk, 0) == 0)
+				fprintf(stderr, "blockcopy: copy resumed\n");
 		}
 		if (stop_requested && !cancel_sent) {
 			run->interrupted = true;
