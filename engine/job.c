@@ -117,6 +117,7 @@ static int job_attach(struct job *job)
 	}
 	disk->job = job;
 	disk->refs++;
+	disk->job_holds++;
 	return 0;
 }
 
@@ -128,7 +129,7 @@ static void job_detach(struct job *job)
 	if (disk->job == job)
 		disk->job = NULL;
 	pthread_mutex_unlock(&disk->lock);
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* Start the attached job's thread; detaches it on failure. */
@@ -183,13 +184,13 @@ void job_finish(struct job *job, int status)
 	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job); /* the thread's */
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* --- COPY ------------------------------------------------------------- */
 
 /*
- * Make or open the destination as DESIGN.md says: same format as the
+ * Make or open the destination (docs/rules.md R12-R15): same format as the
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */

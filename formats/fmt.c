@@ -538,3 +538,51 @@ int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 	}
 	return img->drv->check(img, rep);
 }
+
+static int no_bitmaps(struct fmt_image *img)
+{
+	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		     "%s: format '%s' does not support persistent bitmaps",
+		     img->filename, img->drv->name);
+	return -ENOTSUP;
+}
+
+int fmt_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		    size_t *n)
+{
+	*list = NULL;
+	*n = 0;
+	if (!img->drv->bitmap_list)
+		return no_bitmaps(img);
+	return img->drv->bitmap_list(img, list, n);
+}
+
+void fmt_bitmap_list_free(struct fmt_bitmap_info *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; list && i < n; i++)
+		free(list[i].name);
+	free(list);
+}
+
+int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c)
+{
+	if (!img->drv->bitmap_change)
+		return no_bitmaps(img);
+	if (!(img->flags & FMT_OPEN_RDWR)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EROFS,
+			     "%s: image opened read-only", img->filename);
+		return -EROFS;
+	}
+	return img->drv->bitmap_change(img, c);
+}
+
+int fmt_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		    uint64_t *nbits, uint32_t *granularity_bits)
+{
+	*bits = NULL;
+	if (!img->drv->bitmap_read)
+		return no_bitmaps(img);
+	return img->drv->bitmap_read(img, name, bits, nbits, granularity_bits);
+}
