@@ -68,16 +68,37 @@ void disk_ref(bc_disk *disk)
 	disk->refs++;
 }
 
+static void disk_free(bc_disk *disk);
+
 void disk_unref(bc_disk *disk)
 {
-	bc_engine *eng = disk->eng;
 	int refs;
 
 	pthread_mutex_lock(&disk->lock);
 	refs = --disk->refs;
 	pthread_mutex_unlock(&disk->lock);
-	if (refs)
-		return;
+	if (!refs)
+		disk_free(disk);
+}
+
+void disk_unref_job(bc_disk *disk)
+{
+	int refs;
+
+	/* One critical section: a closer woken here is not the last holder. */
+	pthread_mutex_lock(&disk->lock);
+	refs = --disk->refs;
+	disk->job_holds--;
+	pthread_cond_broadcast(&disk->cond);
+	pthread_mutex_unlock(&disk->lock);
+	if (!refs)
+		disk_free(disk);
+}
+
+static void disk_free(bc_disk *disk)
+{
+	bc_engine *eng = disk->eng;
+
 	fmt_close(disk->top);
 	free(disk->path);
 	while (disk->n_old_paths)
@@ -123,6 +144,14 @@ int disk_close(bc_disk *disk)
 		return -EBUSY;
 	}
 	disk->closed = true;
+	/*
+	 * A job that has ended may still be on its way out holding the disk:
+	 * wait, so that the images are closed (flushed, their header and
+	 * bitmaps written back) when this returns, unless the caller still
+	 * holds undelivered events of the disk.
+	 */
+	while (disk->job_holds)
+		pthread_cond_wait(&disk->cond, &disk->lock);
 	pthread_mutex_unlock(&disk->lock);
 	disk_unref(disk);
 	return 0;

@@ -238,6 +238,41 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
+{
+	char name[PATH_MAX];
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size >= known_end)
+		return 0;
+	fd_name(fd, name, sizeof(name));
+	bc_error_set(BC_ERR_IO, EIO,
+		     "%s: read failed at offset %llu: the file ends at %llu, short of its known size %llu (truncated while open?)",
+		     name, (unsigned long long)BC_MAX(off, (uint64_t)st.st_size),
+		     (unsigned long long)st.st_size,
+		     (unsigned long long)known_end);
+	return -EIO;
+}
+
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end)
+{
+	size_t done;
+	int ret;
+
+	ret = read_upto(fd, buf, n, off, &done);
+	if (ret < 0)
+		return ret;
+	if (done < n && off + done < known_end) {
+		ret = fmt_file_shrunk(fd, off + done, known_end);
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
+}
+
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *p = buf;
@@ -567,4 +602,52 @@ int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 		return -ENOTSUP;
 	}
 	return img->drv->check(img, rep);
+}
+
+static int no_bitmaps(struct fmt_image *img)
+{
+	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		     "%s: format '%s' does not support persistent bitmaps",
+		     img->filename, img->drv->name);
+	return -ENOTSUP;
+}
+
+int fmt_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		    size_t *n)
+{
+	*list = NULL;
+	*n = 0;
+	if (!img->drv->bitmap_list)
+		return no_bitmaps(img);
+	return img->drv->bitmap_list(img, list, n);
+}
+
+void fmt_bitmap_list_free(struct fmt_bitmap_info *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; list && i < n; i++)
+		free(list[i].name);
+	free(list);
+}
+
+int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c)
+{
+	if (!img->drv->bitmap_change)
+		return no_bitmaps(img);
+	if (!(img->flags & FMT_OPEN_RDWR)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EROFS,
+			     "%s: image opened read-only", img->filename);
+		return -EROFS;
+	}
+	return img->drv->bitmap_change(img, c);
+}
+
+int fmt_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		    uint64_t *nbits, uint32_t *granularity_bits)
+{
+	*bits = NULL;
+	if (!img->drv->bitmap_read)
+		return no_bitmaps(img);
+	return img->drv->bitmap_read(img, name, bits, nbits, granularity_bits);
 }

@@ -23,7 +23,7 @@
  * one image; drivers serialise their metadata internally. open, close,
  * set_backing and check are not concurrent with anything on that image.
  *
- * Probing rules (DESIGN.md "Formats"): a format given explicitly is
+ * Probing rules (docs/design.md §9): a format given explicitly is
  * used as is; a backing image's format comes from the overlay's recorded
  * backing format; only when the overlay records none is the backing file
  * probed, and then img->probed is set so the caller can warn. A raw
@@ -75,6 +75,32 @@ struct fmt_extent {
 };
 
 struct fmt_image;
+
+/* A persistent dirty bitmap, as fmt_bitmap_list() reports it. */
+struct fmt_bitmap_info {
+	char *name;
+	uint64_t granularity; /* bytes per bit */
+	bool enabled;         /* records writes ("auto") */
+	bool in_use;          /* found in use: inconsistent, only removable */
+};
+
+enum fmt_bitmap_verb {
+	FMT_BITMAP_ADD,     /* new, empty; enabled unless .disabled */
+	FMT_BITMAP_REMOVE,
+	FMT_BITMAP_CLEAR,   /* every bit 0 */
+	FMT_BITMAP_ENABLE,
+	FMT_BITMAP_DISABLE,
+	FMT_BITMAP_MERGE,   /* .name |= .src_name of .src (NULL = this image) */
+};
+
+struct fmt_bitmap_change {
+	enum fmt_bitmap_verb verb;
+	const char *name;
+	uint64_t granularity;   /* ADD: bytes per bit, power of two; 0 = default */
+	bool disabled;          /* ADD */
+	struct fmt_image *src;  /* MERGE */
+	const char *src_name;   /* MERGE */
+};
 
 enum fmt_prealloc {
 	FMT_PREALLOC_OFF = 0,
@@ -155,6 +181,14 @@ struct fmt_driver {
 	int (*get_info)(struct fmt_image *img, struct fmt_info *info);
 	/* Check metadata consistency; NULL where the format has none. */
 	int (*check)(struct fmt_image *img, struct fmt_check_report *rep);
+	/* Persistent bitmaps; NULL where the format has none. */
+	int (*bitmap_list)(struct fmt_image *img, struct fmt_bitmap_info **list,
+			   size_t *n);
+	int (*bitmap_change)(struct fmt_image *img,
+			     const struct fmt_bitmap_change *c);
+	int (*bitmap_read)(struct fmt_image *img, const char *name,
+			   uint8_t **bits, uint64_t *nbits,
+			   uint32_t *granularity_bits);
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
@@ -277,6 +311,22 @@ int fmt_get_info(struct fmt_image *img, struct fmt_info *info);
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep);
 
 /*
+ * Persistent dirty bitmaps (qcow2). -ENOTSUP with a message naming the
+ * file where the format has none. fmt_bitmap_list: *list (free with
+ * fmt_bitmap_list_free) gets *n entries in directory order.
+ * fmt_bitmap_change: one verb on an image opened read-write and not in
+ * use by guest I/O. fmt_bitmap_read: the bits of one bitmap, malloc'd,
+ * bit i (least significant first in each byte) covering guest bytes
+ * [i << *granularity_bits, (i + 1) << *granularity_bits).
+ */
+int fmt_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		    size_t *n);
+void fmt_bitmap_list_free(struct fmt_bitmap_info *list, size_t n);
+int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c);
+int fmt_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		    uint64_t *nbits, uint32_t *granularity_bits);
+
+/*
  * The path a backing name refers to: absolute names as they are, relative
  * ones against the directory of @overlay_path. Returns a malloc'd string
  * or NULL (ENOMEM).
@@ -290,6 +340,22 @@ const char *fmt_probe_buf(const uint8_t *buf, size_t len);
  * are zero-filled by fmt_pread_file_zfill only. */
 int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off);
 int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
+/*
+ * Data read of a file whose size the format knows (@known_end: the size at
+ * open, or the end it extended the file to itself): bytes at or past
+ * @known_end read as zeros (a file may legitimately end inside its last
+ * cluster or I/O block); a read that comes back short before @known_end
+ * means the file shrank under us and fails with -EIO naming the file and
+ * the offset, never zeros.
+ */
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end);
+/*
+ * Whether the regular file behind @fd now ends before @known_end (it was
+ * truncated under us): then records "<file>: read failed at offset <N>:
+ * the file ends at ..." and returns -EIO; else 0.
+ */
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end);
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
 
 #endif /* BC_FORMATS_FMT_H */
