@@ -529,7 +529,9 @@ int fmt_get_info(struct fmt_image *img, struct fmt_info *info)
 
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 {
-	memset(rep, 0, sizeof(*rep));
+	/* Zero the counts; the caller's note callback stays. */
+	*rep = (struct fmt_check_report){ .note = rep->note,
+					  .note_opaque = rep->note_opaque };
 	if (!img->drv->check) {
 		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' does not support checks",

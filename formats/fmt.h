@@ -119,6 +119,13 @@ struct fmt_check_report {
 	uint64_t fragmented_clusters;
 	uint64_t compressed_clusters;
 	uint64_t image_end_offset;
+	/*
+	 * Set by the caller and kept by the check (may be NULL): called once
+	 * per finding with one line in qemu-img check's words, e.g.
+	 * "ERROR cluster 5 refcount=0 reference=1".
+	 */
+	void (*note)(void *opaque, const char *line);
+	void *note_opaque;
 };
 
 /*
