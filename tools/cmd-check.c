@@ -161,8 +161,7 @@ int cmd_check(int argc, char **argv)
 		return EXIT_NOCHECK;
 	}
 	bc_error_reset();
-	rep.note = print_finding;
-	ret = fmt_check(img, &rep);
+	ret = fmt_check_noted(img, &rep, print_finding, NULL);
 	if (ret == -ENOTSUP) {
 		printf("blockcopy: %s: %s images have no metadata to check\n",
 		       path, img->drv->name);
