@@ -1,7 +1,7 @@
 /*
  * Public wrappers: block jobs, with the flag rules of libvirt's
- * virDomainBlockRebase / BlockCopy / BlockJobAbort (DESIGN.md "Rules the
- * seed fixes").
+ * virDomainBlockRebase / BlockCopy / BlockJobAbort (docs/rules.md R1-R8,
+ * R17-R19).
  */
 #include "lib/blockcopy.h"
 
@@ -19,7 +19,8 @@
 #define COPY_MASK                                                            \
 	(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |                   \
 	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
-	 BC_BLOCK_COPY_AUTO_CONVERGE)
+	 BC_BLOCK_COPY_AUTO_CONVERGE | BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |   \
+	 BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)
 #define ABORT_MASK                                                           \
 	(BC_BLOCK_JOB_ABORT_ASYNC | BC_BLOCK_JOB_ABORT_PIVOT |               \
 	 BC_BLOCK_JOB_ABORT_VERIFY)
@@ -139,7 +140,15 @@ int bc_block_copy(bc_disk *disk, const char *dest,
 	    (flags & BC_BLOCK_COPY_AUTO_CONVERGE))
 		return bc_fail(BC_ERR_INVALID_ARG, 0,
 			       "synchronous writes and auto-converge are mutually exclusive");
-	opts.sync_writes = flags & BC_BLOCK_COPY_SYNCHRONOUS_WRITES;
+	if ((flags & BC_BLOCK_COPY_ON_TARGET_ERROR_STOP) &&
+	    (flags & BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE))
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "on-target-error stop and ignore are mutually exclusive");
+	if (flags & BC_BLOCK_COPY_ON_TARGET_ERROR_STOP)
+		opts.on_target_error = JOB_TARGET_STOP;
+	else if (flags & BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)
+		opts.on_target_error = JOB_TARGET_IGNORE;
+	opts.write_blocking = flags & BC_BLOCK_COPY_SYNCHRONOUS_WRITES;
 	opts.auto_converge = flags & BC_BLOCK_COPY_AUTO_CONVERGE;
 	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
@@ -203,5 +212,30 @@ int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
 			     flags & BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES, &bw))
 		return -1;
 	ret = job_set_speed(disk, bw);
+	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+/* --- 1.1: target-error policy --------------------------------------- */
+
+int bc_get_block_job_state(bc_disk *disk, int *state, bc_error *error,
+			   unsigned int flags)
+{
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_null(state, "state", __func__) ||
+	    api_bad_flags(flags, 0, __func__))
+		return -1;
+	return job_get_state(disk, state, error);
+}
+
+int bc_block_job_resume(bc_disk *disk, unsigned int flags)
+{
+	int ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_bad_flags(flags, 0, __func__))
+		return -1;
+	ret = job_resume(disk);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }

@@ -37,6 +37,7 @@ int cmd_copy(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_mirror(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 
 /* Help texts, defined next to each command. */
 extern const char tool_help_create[];
@@ -48,6 +49,7 @@ extern const char tool_help_copy[];
 extern const char tool_help_pull[];
 extern const char tool_help_demo[];
 extern const char tool_help_mirror[];
+extern const char tool_help_bitmap[];
 
 /* Prints the help of subcommand @name on stdout. */
 void tool_print_help(const char *name);
