@@ -804,8 +804,10 @@ START_TEST(killed_lazy_writer_leaves_repairable_image)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		/* Metadata is written back: a flush makes the write stay. */
 		if (fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img) ||
-		    fmt_pwrite(img, buf, sizeof(buf), 100000))
+		    fmt_pwrite(img, buf, sizeof(buf), 100000) ||
+		    fmt_flush(img))
 			_exit(1);
 		_exit(0); /* no close: the dirty bit stays */
 	}
