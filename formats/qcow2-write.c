@@ -145,6 +145,10 @@ static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 		}
 		return 0;
 	}
+	if (cnt == 1 && bc_is_aligned(off, align) &&
+	    bc_is_aligned(total, align) &&
+	    bc_is_aligned((uintptr_t)iov[0].iov_base, align))
+		return fmt_pwrite_file(q->img->fd, iov[0].iov_base, total, off);
 	/* O_DIRECT: one aligned bounce, edges read back first. */
 	start = bc_align_down(off, align);
 	end = bc_align_up(off + total, align);

@@ -442,15 +442,21 @@ int qcow2_get_refcount_locked(struct qcow2 *q, uint64_t cluster, uint64_t *rc);
 
 /*
  * Add @delta to the refcount of every cluster overlapping host range
- * [off, off+len); allocates refcount blocks (and grows the table) as
- * needed. -EUCLEAN on underflow/overflow.
+ * [off, off+len) in the refcount cache (written back later, see the top
+ * comment); allocates refcount blocks (and grows the table, both
+ * synchronously) as needed. -EUCLEAN on underflow/overflow, and then
+ * nothing changed.
  */
 int qcow2_update_refcount_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 				 int64_t delta);
 
 /*
- * Allocate @n contiguous clusters with refcount 1 (refcounts written
- * before return). Returns the host offset, or -errno.
+ * Allocate @n contiguous clusters with refcount 1, raised in the refcount
+ * cache; the file is grown to hold them. A caller that links them from
+ * anything but a cached L2 table (a table written directly, the header)
+ * first writes the refcount cache back and syncs
+ * (qcow2_cache_writeback_locked(q, &q->rb_cache), qcow2_sync_locked()).
+ * Returns the host offset, or -errno.
  */
 int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n);
 
