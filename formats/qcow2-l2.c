@@ -20,7 +20,9 @@
  * entries (a run is then cut short; callers loop), which bounds how long
  * a block status over a huge image holds q->lock.
  *
- * Everything here runs under q->lock (the *_locked functions) or at open.
+ * Everything here runs under q->lock (the *_locked functions) or at open,
+ * except qcow2_file_pread(), which touches no shared state (reads of guest
+ * data call it unlocked).
  */
 #include "qcow2.h"
 
@@ -123,7 +125,10 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 
 /*
  * Under O_DIRECT an unaligned range is read, patched and written back
- * whole (the lock keeps the disk copy authoritative). Declared in qcow2.h.
+ * whole. q->lock keeps the disk copy authoritative: metadata is written
+ * under it, and guest data shares an O_DIRECT block with other clusters
+ * only when clusters are smaller than the block, and then is written
+ * under it too (q->data_under_lock). Declared in qcow2.h.
  */
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {

@@ -388,11 +388,9 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 	}
 	l2 = (uint64_t)nw;
 	/* Counted and written, and synced, before the L1 entry links it. */
-	ret = fmt_pwrite_file(q->img->fd, buf, q->cluster_size, l2);
-	if (ret < 0) {
-		io_error(q, ret, "write an L2 table");
+	ret = qcow2_meta_pwrite(q, buf, q->cluster_size, l2);
+	if (ret < 0)
 		goto out_release;
-	}
 	ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
 	if (ret == 0)
 		ret = qcow2_sync_locked(q);

@@ -3,7 +3,7 @@
  * status and info (spec: QEMU docs/interop/qcow2.txt). Writes, creation
  * and checking live in qcow2-write.c, qcow2-create.c and qcow2-check.c.
  *
- * Validation (notes/qcow2.md §9): every header field, offset and size is
+ * Validation: every header field, offset and size is
  * checked before anything uses it, sums and products with overflow
  * checks, tables against the file size and against cluster 0. Invalid
  * metadata is -EUCLEAN (BC_ERR_IMAGE_CORRUPT); a valid image using a

@@ -148,8 +148,8 @@ struct qcow2_header {
 /*
  * Parse and validate the header in @buf (the first cluster, or at least
  * the first 4 KiB / file size when shorter; @len bytes) of a file of
- * @file_size bytes. Every field is checked before use (spec and
- * notes/qcow2.md §9). @name is used in error messages.
+ * @file_size bytes. Every field is checked before use (the spec, and
+ * QEMU's checks in block/qcow2.c). @name is used in error messages.
  * Returns 0, -EUCLEAN (invalid) or -ENOTSUP (unsupported feature).
  */
 int qcow2_parse_header(const char *name, const uint8_t *buf, size_t len,
