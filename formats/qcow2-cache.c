@@ -161,7 +161,8 @@ int qcow2_cache_get_locked(struct qcow2 *q, struct qcow2_cache *c,
 	if (fresh) {
 		memset(victim->data, 0, q->cluster_size);
 	} else {
-		ret = qcow2_file_pread(q, victim->data, q->cluster_size, off);
+		ret = qcow2_file_pread(q, victim->data, q->cluster_size, off,
+				       q->file_size);
 		if (ret < 0)
 			return ret;
 		if (c->is_l2)

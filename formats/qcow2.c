@@ -3,7 +3,7 @@
  * status and info (spec: QEMU docs/interop/qcow2.txt). Writes, creation
  * and checking live in qcow2-write.c, qcow2-create.c and qcow2-check.c.
  *
- * Validation: every header field, offset and size is
+ * Validation (docs/qcow2.md §3): every header field, offset and size is
  * checked before anything uses it, sums and products with overflow
  * checks, tables against the file size and against cluster 0. Invalid
  * metadata is -EUCLEAN (BC_ERR_IMAGE_CORRUPT); a valid image using a
@@ -78,6 +78,8 @@ struct ext_walk {
 	uint32_t backing_fmt_len;
 	const uint8_t *features;
 	uint32_t features_len;
+	const uint8_t *bitmaps;     /* the 24 bytes of the bitmaps extension */
+	uint64_t bitmaps_off;       /* ...and their offset in cluster 0 */
 	uint64_t end;
 };
 
@@ -172,11 +174,13 @@ static int walk_extensions(const char *name, const uint8_t *buf, uint64_t start,
 			break;
 		case QCOW2_EXT_BITMAPS:
 			bit = SEEN_BITMAPS;
-			if (len != 24)
+			if (len != QCOW2_BITMAPS_EXT_LEN)
 				return qcow2_corrupt(
 					name,
 					"Invalid bitmaps extension length %" PRIu32,
 					len);
+			w->bitmaps = buf + off;
+			w->bitmaps_off = off;
 			break;
 		case QCOW2_EXT_CRYPTO:
 			bit = SEEN_CRYPTO;
@@ -498,6 +502,13 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 		return 0;
 	exts->ext_end = w.end;
 	exts->has_bitmaps = w.seen & SEEN_BITMAPS;
+	if (w.bitmaps) {
+		exts->bitmaps_ext_off = w.bitmaps_off;
+		exts->bitmaps_nb = bc_get_be32(w.bitmaps);
+		exts->bitmaps_reserved = bc_get_be32(w.bitmaps + 4);
+		exts->bitmaps_dir_size = bc_get_be64(w.bitmaps + 8);
+		exts->bitmaps_dir_off = bc_get_be64(w.bitmaps + 16);
+	}
 	if (hdr->backing_file_offset && hdr->backing_file_size) {
 		exts->backing_name = dup_bytes(buf + hdr->backing_file_offset,
 					       hdr->backing_file_size);
@@ -591,6 +602,7 @@ static void free_state(struct qcow2 *q)
 	qcow2_cache_destroy(&q->l2_cache);
 	qcow2_cache_destroy(&q->rb_cache);
 	qcow2_ccache_free(q);
+	qcow2_bitmaps_free(q);
 	pthread_mutex_destroy(&q->cc_lock);
 	pthread_cond_destroy(&q->req_cond);
 	free(q->deferred);
@@ -678,6 +690,14 @@ static int qcow2_open(struct fmt_image *img)
 	ret = qcow2_refcount_load(q);
 	if (ret < 0)
 		goto err_exts;
+	ret = qcow2_bitmaps_load(q, &exts);
+	if (ret < 0 && (img->flags & FMT_OPEN_CHECK)) {
+		/* check() reports what is wrong with them. */
+		bc_error_reset();
+		ret = 0;
+	}
+	if (ret < 0)
+		goto err_exts;
 	if (!q->read_only) {
 		ret = qcow2_open_rw(q);
 		if (ret < 0)
@@ -713,6 +733,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	struct qcow2 *q = img->priv;
 	uint8_t *p = buf;
+	uint64_t known_end;
 	int ret = 0;
 
 	while (n) {
@@ -731,6 +752,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 		} while (qcow2_req_wait_locked(q, rs, re, false));
 		if (ret == 0)
 			qcow2_req_add_locked(q, &req, rs, re, false);
+		known_end = q->file_size;
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			break;
@@ -744,8 +766,12 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 			memset(p, 0, run);
 			break;
 		case QCOW2_CLUSTER_NORMAL:
-			/* A file may end inside its last cluster: zeros there. */
-			ret = qcow2_file_pread(q, p, run, m.host_off);
+			/*
+			 * A file may end inside its last cluster: zeros past
+			 * its known end; short before it is an error.
+			 */
+			ret = qcow2_file_pread(q, p, run, m.host_off,
+					       known_end);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
 			ret = qcow2_compressed_pread(
@@ -859,6 +885,9 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.discard = qcow2_discard,
 	.flush = qcow2_flush,
 	.block_status = qcow2_block_status,
+	.bitmap_list = qcow2_bitmap_list,
+	.bitmap_change = qcow2_bitmap_change,
+	.bitmap_read = qcow2_bitmap_read,
 	.create = qcow2_create,
 	.set_backing = qcow2_set_backing,
 	.get_info = qcow2_get_info,
