@@ -750,9 +750,9 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 			rs = bc_align_down(off, q->cluster_size);
 			re = bc_align_up(off + m.run, q->cluster_size);
 		} while (qcow2_req_wait_locked(q, rs, re, false));
+		known_end = q->file_size;
 		if (ret == 0)
 			qcow2_req_add_locked(q, &req, rs, re, false);
-		known_end = q->file_size;
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			break;
