@@ -487,9 +487,9 @@ int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 	ret = check_range(disk, off, len);
 	if (ret < 0)
 		return ret;
-	enter(disk, &req);
+	disk_guest_enter(disk, &req);
 	ret = fmt_chain_block_status(req.top, off, len, &ext);
-	leave(disk, &req);
+	disk_guest_leave(disk, &req);
 	if (ret < 0)
 		return ret;
 	switch (ext.state) {
