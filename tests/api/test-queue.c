@@ -395,6 +395,30 @@ START_TEST(failed_request_reports_in_its_completion)
 }
 END_TEST
 
+/* A raw file truncated under the disk: the direct path fails as the
+ * synchronous call does, never reading zeros. */
+START_TEST(short_read_fails_as_the_sync_call)
+{
+	char buf[4096], msg[BC_ERROR_MESSAGE_MAX];
+	bc_completion c;
+	bc_queue *q;
+
+	open_raw(0);
+	q = bc_queue_new(fx.disk, 2, 0);
+	ck_assert_int_eq(truncate(fx.top, FX_SIZE / 2), 0);
+	ck_assert_int_eq(bc_disk_pread(fx.disk, buf, 4096, FX_SIZE - 8192), -1);
+	snprintf(msg, sizeof(msg), "%s", bc_last_error()->message);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IO);
+	ck_assert_int_eq(bc_queue_read(q, buf, 4096, FX_SIZE - 8192, buf, 0), 0);
+	ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+	ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+	ck_assert_int_eq(c.ret, -EIO);
+	ck_assert_int_eq(c.error_code, BC_ERR_IO);
+	ck_assert_str_eq(c.error_message, msg);
+	bc_queue_free(q);
+}
+END_TEST
+
 /* --- depth 128 from one thread ------------------------------------------ */
 
 /*
@@ -871,6 +895,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, completion_fd_is_readable_while_completions_wait);
 	tcase_add_test(tc, reap_times_out_while_the_disk_is_quiesced);
 	tcase_add_test(tc, failed_request_reports_in_its_completion);
+	tcase_add_test(tc, short_read_fails_as_the_sync_call);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
