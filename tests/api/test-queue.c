@@ -115,6 +115,9 @@ static void reap_ok(bc_queue *q, int n, bc_completion *c)
 
 START_TEST(new_refuses_bad_arguments)
 {
+	bc_queue *q;
+	char *io;
+
 	open_raw(0);
 	ck_assert_ptr_null(bc_queue_new(NULL, 8, 0));
 	ck_assert_error(BC_ERR_INVALID_ARG, "disk in bc_queue_new must not be NULL");
@@ -125,6 +128,17 @@ START_TEST(new_refuses_bad_arguments)
 	ck_assert_ptr_null(bc_queue_new(fx.disk, 8, 1u << 3));
 	ck_assert_error(BC_ERR_INVALID_ARG, "unsupported flags (0x8) in function bc_queue_new");
 	bc_queue_free(NULL); /* no-op */
+	/* Restored: without fork mode (valgrind) later tests share it. */
+	io = getenv("BLOCKCOPY_IO") ? strdup(getenv("BLOCKCOPY_IO")) : NULL;
+	setenv("BLOCKCOPY_IO", "bogus", 1);
+	q = bc_queue_new(fx.disk, 8, 0);
+	if (io)
+		setenv("BLOCKCOPY_IO", io, 1);
+	else
+		unsetenv("BLOCKCOPY_IO");
+	free(io);
+	ck_assert_ptr_null(q);
+	ck_assert_error(BC_ERR_INVALID_ARG, "BLOCKCOPY_IO=bogus: expected uring or aio");
 }
 END_TEST
 
