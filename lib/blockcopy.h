@@ -700,8 +700,9 @@ typedef struct bc_completion {
  * while queues are open, after which they refuse new requests
  * (BC_ERR_OPERATION_INVALID "disk '...' is closed") and the disk is
  * freed with its last queue. Returns NULL on error (BC_ERR_INVALID_ARG,
- * BC_ERR_OPERATION_INVALID on a closed disk, BC_ERR_NO_MEMORY,
- * BC_ERR_UNSUPPORTED when BLOCKCOPY_IO=uring and io_uring is unusable).
+ * also for BLOCKCOPY_IO other than "uring" or "aio"; BC_ERR_OPERATION_INVALID
+ * on a closed disk; BC_ERR_NO_MEMORY; BC_ERR_UNSUPPORTED when
+ * BLOCKCOPY_IO=uring and io_uring is unusable).
  */
 BC_API bc_queue *bc_queue_new(bc_disk *disk, unsigned int depth,
 			      unsigned int flags);
