@@ -68,16 +68,37 @@ void disk_ref(bc_disk *disk)
 	disk->refs++;
 }
 
+static void disk_free(bc_disk *disk);
+
 void disk_unref(bc_disk *disk)
 {
-	bc_engine *eng = disk->eng;
 	int refs;
 
 	pthread_mutex_lock(&disk->lock);
 	refs = --disk->refs;
 	pthread_mutex_unlock(&disk->lock);
-	if (refs)
-		return;
+	if (!refs)
+		disk_free(disk);
+}
+
+void disk_unref_job(bc_disk *disk)
+{
+	int refs;
+
+	/* One critical section: a closer woken here is not the last holder. */
+	pthread_mutex_lock(&disk->lock);
+	refs = --disk->refs;
+	disk->job_holds--;
+	pthread_cond_broadcast(&disk->cond);
+	pthread_mutex_unlock(&disk->lock);
+	if (!refs)
+		disk_free(disk);
+}
+
+static void disk_free(bc_disk *disk)
+{
+	bc_engine *eng = disk->eng;
+
 	fmt_close(disk->top);
 	free(disk->path);
 	while (disk->n_old_paths)
@@ -123,6 +144,14 @@ int disk_close(bc_disk *disk)
 		return -EBUSY;
 	}
 	disk->closed = true;
+	/*
+	 * A job that has ended may still be on its way out holding the disk:
+	 * wait, so that the images are closed (flushed, their header and
+	 * bitmaps written back) when this returns, unless the caller still
+	 * holds undelivered events of the disk.
+	 */
+	while (disk->job_holds)
+		pthread_cond_wait(&disk->cond, &disk->lock);
 	pthread_mutex_unlock(&disk->lock);
 	disk_unref(disk);
 	return 0;
@@ -285,6 +314,37 @@ int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 {
 	return guest_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
 }
+
+/* --- block status of the guest view (issue 11) --- */
+int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+			  unsigned int *status)
+{
+	struct fmt_extent ext;
+	struct guest_req req;
+	int ret;
+
+	ret = check_range(disk, off, len);
+	if (ret < 0)
+		return ret;
+	enter(disk, &req);
+	ret = fmt_chain_block_status(req.top, off, len, &ext);
+	leave(disk, &req);
+	if (ret < 0)
+		return ret;
+	switch (ext.state) {
+	case FMT_DATA:
+		*status = 0;
+		break;
+	case FMT_ZERO:
+		*status = BC_DISK_EXTENT_ZERO;
+		break;
+	case FMT_UNALLOC:
+		*status = BC_DISK_EXTENT_ZERO | BC_DISK_EXTENT_HOLE;
+		break;
+	}
+	return (int64_t)ext.len;
+}
+/* --- end block status --- */
 
 int disk_flush(bc_disk *disk)
 {

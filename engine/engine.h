@@ -37,6 +37,12 @@ int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags);
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len);
 int disk_flush(bc_disk *disk);
+/*
+ * Block status of the guest view at @off (at most @len bytes): the run's
+ * length and BC_DISK_EXTENT_* bits in *@status; -errno on error.
+ */
+int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+			  unsigned int *status);
 int disk_snapshot_create(bc_disk *disk, const char *overlay);
 
 /* --- job.c: block jobs ------------------------------------------------ */

@@ -73,6 +73,8 @@ struct bc_disk {
 	size_t n_old_paths;
 	bool snapshotting;              /* a snapshot is being taken: no job may start */
 	uint64_t size;
+	unsigned int job_holds;         /* references held by a job (its thread):
+					   bc_disk_close waits for them */
 	unsigned int guest_inflight;    /* guest requests inside the disk */
 	bool quiesce;                   /* new guest requests wait */
 	pthread_rwlock_t write_gate;    /* guest writes shared, pull chunks exclusive */
@@ -94,6 +96,11 @@ void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
 
 void disk_ref(bc_disk *disk);
 void disk_unref(bc_disk *disk);
+/*
+ * A job's reference: taken with disk->lock held (job_attach), dropped by
+ * disk_unref_job(), which wakes a bc_disk_close() waiting for it.
+ */
+void disk_unref_job(bc_disk *disk);
 
 /*
  * Make @path (malloc'd; ownership taken) the disk's path, keeping the old

@@ -93,7 +93,7 @@ void iob_free(struct iob *iob);
 /*
  * Queue a read of @len bytes at @off of @fd into @buf (1..IOB_MAX_LEN
  * bytes, @off <= INT64_MAX). @user_data comes back in the completion
- * (index a slot array with it, STYLE.md §8.6). With O_DIRECT, @buf, @len
+ * (index a slot array with it, docs/design.md §10). With O_DIRECT, @buf, @len
  * and @off must be aligned to the logical block size, else the completion
  * carries -EINVAL. Returns 0, -EBUSY when @depth requests are already
  * outstanding (reap some first), or -EINVAL for a malformed request.

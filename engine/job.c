@@ -206,6 +206,7 @@ static int job_attach(struct job *job)
 	}
 	disk->job = job;
 	disk->refs++;
+	disk->job_holds++;
 	return 0;
 }
 
@@ -217,7 +218,7 @@ static void job_detach(struct job *job)
 	if (disk->job == job)
 		disk->job = NULL;
 	pthread_mutex_unlock(&disk->lock);
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* Start the attached job's thread (CREATED → RUNNING); detaches it on failure. */
@@ -277,24 +278,60 @@ void job_finish(struct job *job, int status)
 	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job); /* the thread's */
-	disk_unref(disk);
+	disk_unref_job(disk);
 }
 
 /* --- COPY ------------------------------------------------------------- */
 
 /*
- * Make or open the destination as DESIGN.md says: same format as the
+ * Make or open the destination (docs/rules.md R12-R15): same format as the
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */
+/* --- NBD destination (issue 11) --- */
+/*
+ * A remote destination is never created here: the export must exist
+ * (REUSE_EXT) and its metadata, backing file included, is its server's.
+ * It is written as the guest data it presents.
+ */
+static int open_nbd_destination(struct job *job, const char *dest)
+{
+	int ret;
+
+	if (!job->opts.reuse_ext) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "destination '%s' is an NBD export: it must exist, use REUSE_EXT",
+			     dest);
+		return -EINVAL;
+	}
+	ret = fmt_open(dest, NULL, FMT_OPEN_RDWR, &job->dest);
+	if (ret < 0)
+		return ret;
+	if (job->dest->size != job->disk->top->size) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "destination '%s' size %llu differs from source size %llu",
+			     dest, (unsigned long long)job->dest->size,
+			     (unsigned long long)job->disk->top->size);
+		fmt_close(job->dest);
+		job->dest = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+/* --- end NBD destination --- */
+
 static int open_destination(struct job *job, const char *dest)
 {
 	struct fmt_image *src = job->disk->top;
-	const char *fmt = job->opts.dest_raw ? "raw" : src->drv->name;
+	/* A source without a creatable format (an NBD export) copies to raw. */
+	bool raw = job->opts.dest_raw || !src->drv->create;
+	const char *fmt = raw ? "raw" : src->drv->name;
 	unsigned int oflags = FMT_OPEN_RDWR;
 	struct stat st;
 	int ret;
 
+	if (fmt_is_nbd_uri(dest))
+		return open_nbd_destination(job, dest);
 	if (job->disk->flags & BC_DISK_DIRECT)
 		oflags |= FMT_OPEN_DIRECT;
 
@@ -340,7 +377,7 @@ static int open_destination(struct job *job, const char *dest)
 		struct fmt_info info;
 		BC_AUTOFREE char *backing = NULL;
 
-		if (!job->opts.dest_raw) {
+		if (!raw) {
 			ret = fmt_get_info(src, &info);
 			if (ret < 0)
 				return ret;

@@ -306,9 +306,13 @@ static void slot_write(struct mirror *m, struct slot *s)
 		s->pending++;
 		done += ext.len;
 	}
+	/*
+	 * NBD hook (issue 11): a remote destination takes the write behind,
+	 * so the loop reads on while it is on the wire; flush_dest() waits.
+	 */
 	if (ret == 0 && done < s->len)
-		ret = fmt_pwrite(m->dest, s->buf + done, s->len - done,
-				 s->off + done);
+		ret = fmt_pwrite_behind(m->dest, s->buf + done, s->len - done,
+					s->off + done);
 	if (ret < 0)
 		s->err = ret;
 	if (!s->pending)

@@ -36,6 +36,21 @@ const struct fmt_driver *fmt_driver_find(const char *name)
 	return NULL;
 }
 
+bool fmt_is_nbd_uri(const char *name)
+{
+	static const char *const schemes[] = {
+		"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+		"nbd+vsock://", "nbds+vsock://",
+	};
+	size_t i;
+
+	for (i = 0; i < BC_ARRAY_SIZE(schemes); i++) {
+		if (!strncmp(name, schemes[i], strlen(schemes[i])))
+			return true;
+	}
+	return false;
+}
+
 const char *fmt_probe_buf(const uint8_t *buf, size_t len)
 {
 	/*
@@ -331,6 +346,21 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	return img->drv->pwrite(img, buf, n, off);
 }
 
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off)
+{
+	int ret;
+
+	if (!img->drv->pwrite_behind)
+		return fmt_pwrite(img, buf, n, off);
+	ret = check_writable(img);
+	if (ret == 0)
+		ret = check_range(img, off, n);
+	if (ret < 0 || !n)
+		return ret;
+	return img->drv->pwrite_behind(img, buf, n, off);
+}
+
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags)
 {
@@ -572,4 +602,52 @@ int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 		return -ENOTSUP;
 	}
 	return img->drv->check(img, rep);
+}
+
+static int no_bitmaps(struct fmt_image *img)
+{
+	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		     "%s: format '%s' does not support persistent bitmaps",
+		     img->filename, img->drv->name);
+	return -ENOTSUP;
+}
+
+int fmt_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		    size_t *n)
+{
+	*list = NULL;
+	*n = 0;
+	if (!img->drv->bitmap_list)
+		return no_bitmaps(img);
+	return img->drv->bitmap_list(img, list, n);
+}
+
+void fmt_bitmap_list_free(struct fmt_bitmap_info *list, size_t n)
+{
+	size_t i;
+
+	for (i = 0; list && i < n; i++)
+		free(list[i].name);
+	free(list);
+}
+
+int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c)
+{
+	if (!img->drv->bitmap_change)
+		return no_bitmaps(img);
+	if (!(img->flags & FMT_OPEN_RDWR)) {
+		bc_error_set(BC_ERR_INVALID_ARG, EROFS,
+			     "%s: image opened read-only", img->filename);
+		return -EROFS;
+	}
+	return img->drv->bitmap_change(img, c);
+}
+
+int fmt_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		    uint64_t *nbits, uint32_t *granularity_bits)
+{
+	*bits = NULL;
+	if (!img->drv->bitmap_read)
+		return no_bitmaps(img);
+	return img->drv->bitmap_read(img, name, bits, nbits, granularity_bits);
 }

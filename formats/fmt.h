@@ -23,7 +23,7 @@
  * one image; drivers serialise their metadata internally. open, close,
  * set_backing and check are not concurrent with anything on that image.
  *
- * Probing rules (DESIGN.md "Formats"): a format given explicitly is
+ * Probing rules (docs/design.md §9): a format given explicitly is
  * used as is; a backing image's format comes from the overlay's recorded
  * backing format; only when the overlay records none is the backing file
  * probed, and then img->probed is set so the caller can warn. A raw
@@ -75,6 +75,32 @@ struct fmt_extent {
 };
 
 struct fmt_image;
+
+/* A persistent dirty bitmap, as fmt_bitmap_list() reports it. */
+struct fmt_bitmap_info {
+	char *name;
+	uint64_t granularity; /* bytes per bit */
+	bool enabled;         /* records writes ("auto") */
+	bool in_use;          /* found in use: inconsistent, only removable */
+};
+
+enum fmt_bitmap_verb {
+	FMT_BITMAP_ADD,     /* new, empty; enabled unless .disabled */
+	FMT_BITMAP_REMOVE,
+	FMT_BITMAP_CLEAR,   /* every bit 0 */
+	FMT_BITMAP_ENABLE,
+	FMT_BITMAP_DISABLE,
+	FMT_BITMAP_MERGE,   /* .name |= .src_name of .src (NULL = this image) */
+};
+
+struct fmt_bitmap_change {
+	enum fmt_bitmap_verb verb;
+	const char *name;
+	uint64_t granularity;   /* ADD: bytes per bit, power of two; 0 = default */
+	bool disabled;          /* ADD */
+	struct fmt_image *src;  /* MERGE */
+	const char *src_name;   /* MERGE */
+};
 
 enum fmt_prealloc {
 	FMT_PREALLOC_OFF = 0,
@@ -155,9 +181,20 @@ struct fmt_driver {
 	int (*get_info)(struct fmt_image *img, struct fmt_info *info);
 	/* Check metadata consistency; NULL where the format has none. */
 	int (*check)(struct fmt_image *img, struct fmt_check_report *rep);
+	/* Persistent bitmaps; NULL where the format has none. */
+	int (*bitmap_list)(struct fmt_image *img, struct fmt_bitmap_info **list,
+			   size_t *n);
+	int (*bitmap_change)(struct fmt_image *img,
+			     const struct fmt_bitmap_change *c);
+	int (*bitmap_read)(struct fmt_image *img, const char *name,
+			   uint8_t **bits, uint64_t *nbits,
+			   uint32_t *granularity_bits);
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
+	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
+	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
+			     uint64_t off);
 };
 
 struct fmt_image {
@@ -176,6 +213,20 @@ struct fmt_image {
 
 extern const struct fmt_driver fmt_raw_driver;
 extern const struct fmt_driver fmt_qcow2_driver;
+/*
+ * An NBD export (formats/nbd.c, through libnbd; without libnbd a stub
+ * whose open fails with -ENOTSUP). Not found by fmt_driver_find(): only
+ * fmt_open() of an NBD URI uses it. The image has img->fd == -1.
+ */
+extern const struct fmt_driver fmt_nbd_driver;
+
+/*
+ * Whether @name is an NBD URI (nbd://, nbds://, nbd+unix://,
+ * nbds+unix://, nbd+vsock://, nbds+vsock://): fmt_open() opens such a
+ * top image through fmt_nbd_driver. Backing names never reach it: they
+ * are refused as protocols before.
+ */
+bool fmt_is_nbd_uri(const char *name);
 
 /* Driver by name ("raw", "qcow2"); NULL if unknown. */
 const struct fmt_driver *fmt_driver_find(const char *name);
@@ -186,6 +237,9 @@ const struct fmt_driver *fmt_driver_find(const char *name);
  * backing names resolved against the overlay's directory. Refuses loops,
  * chains deeper than FMT_CHAIN_MAX_DEPTH, protocol prefixes ("json:",
  * "nbd:", ...) in backing names. On success *out owns the whole chain.
+ * A top-level @path that is an NBD URI (fmt_is_nbd_uri) opens the export
+ * with fmt_nbd_driver: @format must be NULL or "raw" (the server presents
+ * guest data), and there is no chain below it.
  * Returns 0 or -errno.
  */
 int fmt_open(const char *path, const char *format, unsigned int flags,
@@ -197,6 +251,17 @@ void fmt_close(struct fmt_image *img);
 /* Range-checked wrappers over the driver. Return 0 or -errno. */
 int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off);
 int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
+/*
+ * A write that may still be in flight when this returns (@buf is copied
+ * first, so the caller may reuse it): for a copy's destination, whose
+ * writer flushes before relying on it. Its failure is returned by a later
+ * call on @img (fmt_flush() always waits for every such write); no later
+ * call on @img overtakes it. Drivers without it (files: the copy loop
+ * maps them and uses the I/O backend) write synchronously. Returns 0 or
+ * -errno.
+ */
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off);
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags);
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len);
@@ -244,6 +309,22 @@ int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt);
 int fmt_get_info(struct fmt_image *img, struct fmt_info *info);
 /* -ENOTSUP when the format has no metadata to check. */
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep);
+
+/*
+ * Persistent dirty bitmaps (qcow2). -ENOTSUP with a message naming the
+ * file where the format has none. fmt_bitmap_list: *list (free with
+ * fmt_bitmap_list_free) gets *n entries in directory order.
+ * fmt_bitmap_change: one verb on an image opened read-write and not in
+ * use by guest I/O. fmt_bitmap_read: the bits of one bitmap, malloc'd,
+ * bit i (least significant first in each byte) covering guest bytes
+ * [i << *granularity_bits, (i + 1) << *granularity_bits).
+ */
+int fmt_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		    size_t *n);
+void fmt_bitmap_list_free(struct fmt_bitmap_info *list, size_t n);
+int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c);
+int fmt_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		    uint64_t *nbits, uint32_t *granularity_bits);
 
 /*
  * The path a backing name refers to: absolute names as they are, relative

@@ -2,7 +2,7 @@
  * qcow2 writes: guest writes with cluster allocation and copy-on-write,
  * write-zeroes, discard, flush, backing file rewrite and the feature-bit
  * bookkeeping of a writable image (spec "Cluster mapping", "Extended L2
- * Entries", "Header"; notes/qcow2.md §2, §4, §6).
+ * Entries", "Header"; docs/qcow2.md §2, §4, §5).
  *
  * A write is cut at L2 table boundaries; within one table the touched
  * clusters are grouped into runs that are handled with one data write and
@@ -214,18 +214,19 @@ int qcow2_open_rw(struct qcow2 *q)
 }
 
 /*
- * We maintain none of the autoclear features (bitmaps are not updated by
- * our writes): clear them all before the first write, as the spec asks
- * of a program that does not maintain them. QEMU then considers the
- * bitmaps inconsistent (and their clusters leaked).
+ * Of the autoclear features we maintain only the bitmaps (qcow2-bitmap.c
+ * keeps them up to date): clear every other one before the first write,
+ * as the spec asks of a program that does not maintain them.
  */
 static int clear_autoclear(struct qcow2 *q)
 {
+	uint64_t keep = q->bitmaps.present ? QCOW2_AUTOCLEAR_BITMAPS : 0;
+	uint64_t v = q->hdr.autoclear_features & keep;
 	uint8_t be[8];
 	int ret;
 
-	if (q->hdr.version >= 3 && q->hdr.autoclear_features) {
-		bc_put_be64(be, 0);
+	if (q->hdr.version >= 3 && q->hdr.autoclear_features != v) {
+		bc_put_be64(be, v);
 		ret = qcow2_meta_pwrite(q, be, 8, 88);
 		if (ret == 0 && fdatasync(q->img->fd) < 0)
 			ret = -errno;
@@ -233,7 +234,7 @@ static int clear_autoclear(struct qcow2 *q)
 			io_error(q, ret, "update the header");
 			return ret;
 		}
-		q->hdr.autoclear_features = 0;
+		q->hdr.autoclear_features = v;
 	}
 	q->autoclear_cleared = true;
 	return 0;
@@ -248,6 +249,9 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 		if (ret < 0)
 			return ret;
 	}
+	ret = qcow2_bitmaps_start_locked(q);
+	if (ret < 0)
+		return ret;
 	/*
 	 * Lazy refcounts: mark the image dirty before its first change, as
 	 * QEMU does. We still write refcounts eagerly, so the mark is only
@@ -282,6 +286,11 @@ int qcow2_close_rw(struct qcow2 *q)
 {
 	int ret;
 
+	pthread_mutex_lock(&q->lock);
+	ret = qcow2_bitmaps_store_locked(q);
+	pthread_mutex_unlock(&q->lock);
+	if (ret < 0)
+		return ret;
 	ret = qcow2_flush(q->img);
 	if (ret < 0)
 		return ret;
@@ -732,6 +741,7 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	ret = qcow2_prepare_write_locked(q);
 	if (ret < 0)
 		return ret;
+	qcow2_bitmaps_note_write(q, off, n);
 	return write_locked(q, buf, n, off);
 }
 
@@ -763,6 +773,8 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 	ret = qcow2_prepare_write_locked(q);
 	if (ret < 0)
 		return ret;
+	/* Marks the whole request: more than this call maps is harmless. */
+	qcow2_bitmaps_note_write(q, off, len);
 	/* One L2 table, whole clusters, a bounded run. */
 	n = BC_MIN(len, bc_align_down(off, span) + span - off) >> q->cluster_bits;
 	n = BC_MIN(n, (uint64_t)BC_ARRAY_SIZE(old));
@@ -1051,6 +1063,7 @@ int qcow2_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 	ret = qcow2_prepare_write_locked(q);
 	if (ret < 0)
 		return ret;
+	qcow2_bitmaps_note_write(q, off, len);
 	return zero_range_locked(q, off, len,
 				 (flags & FMT_ZERO_MAY_UNMAP) ? ZM_ZERO_UNMAP
 							      : ZM_ZERO);
@@ -1072,21 +1085,29 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 	ret = qcow2_prepare_write_locked(q);
 	if (ret < 0)
 		return ret;
+	qcow2_bitmaps_note_write(q, off, len);
 	return zero_range_locked(q, off, len, ZM_DISCARD);
 }
 
 /* --- backing file ----------------------------------------------------------- */
 
-int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
+/*
+ * Cluster 0 is rebuilt in memory (header, extensions, backing name) and
+ * written with one write covering the old and the new header area: a
+ * crash leaves the old or the new header.
+ */
+int qcow2_rewrite_header_locked(struct qcow2 *q,
+				const struct qcow2_header_change *c)
 {
-	struct qcow2 *q = img->priv;
+	struct fmt_image *img = q->img;
 	uint64_t cs = q->cluster_size, hlen, pos, out, q_ext_end, wlen;
-	size_t name_len = name ? strlen(name) : 0;
-	size_t fmt_len = (name && fmt) ? strlen(fmt) : 0;
+	uint64_t old_boff, old_bsz, bitmaps_at = 0;
+	const char *name = c->backing_name, *fmt = c->backing_fmt;
+	size_t name_len, fmt_len;
 	uint8_t *old = NULL, *nw = NULL;
+	char *old_name = NULL;
 	int ret;
 
-	BC_LOCK_GUARD(&q->lock);
 	old = qcow2_alloc_buf(cs);
 	nw = qcow2_alloc_buf(cs);
 	if (!old || !nw) {
@@ -1105,9 +1126,25 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 				    "qcow2 header exceeds cluster size");
 		goto out_free;
 	}
+	old_boff = bc_get_be64(old + 8);
+	old_bsz = bc_get_be32(old + 16);
+	if (!c->set_backing) {
+		/* Keep the backing name (validated at open) and format. */
+		if (old_bsz && old_boff < cs && old_bsz <= cs - old_boff) {
+			old_name = strndup((const char *)old + old_boff, old_bsz);
+			if (!old_name) {
+				ret = -ENOMEM;
+				goto out_free;
+			}
+		}
+		name = old_name;
+	}
+	name_len = name ? strlen(name) : 0;
 	memcpy(nw, old, hlen);
+	if (c->set_autoclear && q->hdr.version >= 3)
+		bc_put_be64(nw + 88, c->autoclear);
 	out = hlen;
-	/* Keep every extension but the backing format. */
+	/* Keep every extension but the ones being replaced. */
 	for (pos = hlen; pos + 8 <= cs;) {
 		uint32_t type = bc_get_be32(old + pos);
 		uint64_t len = bc_get_be32(old + pos + 4);
@@ -1120,14 +1157,27 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 					    "Header extension too large");
 			goto out_free;
 		}
-		if (type != QCOW2_EXT_BACKING_FMT) {
+		if (!(type == QCOW2_EXT_BACKING_FMT && c->set_backing) &&
+		    !(type == QCOW2_EXT_BITMAPS && c->set_bitmaps)) {
 			if (out + sz > cs)
 				goto too_long;
+			if (type == QCOW2_EXT_BITMAPS)
+				bitmaps_at = out + 8;
 			memcpy(nw + out, old + pos, 8 + len);
 			out += sz;
 		}
 		pos += sz;
 	}
+	if (c->set_bitmaps && c->bitmaps_ext) {
+		if (out + 8 + QCOW2_BITMAPS_EXT_LEN > cs)
+			goto too_long;
+		bc_put_be32(nw + out, QCOW2_EXT_BITMAPS);
+		bc_put_be32(nw + out + 4, QCOW2_BITMAPS_EXT_LEN);
+		memcpy(nw + out + 8, c->bitmaps_ext, QCOW2_BITMAPS_EXT_LEN);
+		bitmaps_at = out + 8;
+		out += 8 + QCOW2_BITMAPS_EXT_LEN;
+	}
+	fmt_len = (c->set_backing && name && fmt) ? strlen(fmt) : 0;
 	if (fmt_len) {
 		if (out + 8 + bc_align_up(fmt_len, 8) > cs)
 			goto too_long;
@@ -1148,17 +1198,12 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 		bc_put_be64(nw + 8, 0);
 		bc_put_be32(nw + 16, 0);
 	}
-	/*
-	 * One write covering the old and the new header area (rounded to
-	 * 4 KiB for O_DIRECT): a crash leaves the old or the new header.
-	 */
+	/* One write covering the old and the new area (4 KiB for O_DIRECT). */
 	{
 		uint64_t old_end = BC_MIN(cs, pos + 8);
-		uint64_t boff = bc_get_be64(old + 8);
-		uint64_t bsz = bc_get_be32(old + 16);
 
-		if (boff < cs && bsz <= cs - boff)
-			old_end = BC_MAX(old_end, boff + bsz);
+		if (old_boff < cs && old_bsz <= cs - old_boff)
+			old_end = BC_MAX(old_end, old_boff + old_bsz);
 		wlen = BC_MIN(
 			cs, bc_align_up(BC_MAX(old_end, out + name_len), 4096));
 	}
@@ -1171,6 +1216,9 @@ int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 	}
 	q->hdr.backing_file_offset = name_len ? out : 0;
 	q->hdr.backing_file_size = (uint32_t)name_len;
+	if (c->set_autoclear && q->hdr.version >= 3)
+		q->hdr.autoclear_features = c->autoclear;
+	q->bitmaps.ext_off = bitmaps_at;
 	q->ext_end = q_ext_end;
 	ret = 0;
 	goto out_free;
@@ -1182,7 +1230,19 @@ too_long:
 		qname(q));
 	ret = -EINVAL;
 out_free:
+	free(old_name);
 	free(old);
 	free(nw);
 	return ret;
+}
+
+int qcow2_set_backing(struct fmt_image *img, const char *name, const char *fmt)
+{
+	struct qcow2 *q = img->priv;
+	struct qcow2_header_change c = {
+		.set_backing = true, .backing_name = name, .backing_fmt = fmt,
+	};
+
+	BC_LOCK_GUARD(&q->lock);
+	return qcow2_rewrite_header_locked(q, &c);
 }

@@ -3,7 +3,7 @@
  * status and info (spec: QEMU docs/interop/qcow2.txt). Writes, creation
  * and checking live in qcow2-write.c, qcow2-create.c and qcow2-check.c.
  *
- * Validation (notes/qcow2.md §9): every header field, offset and size is
+ * Validation (docs/qcow2.md §3): every header field, offset and size is
  * checked before anything uses it, sums and products with overflow
  * checks, tables against the file size and against cluster 0. Invalid
  * metadata is -EUCLEAN (BC_ERR_IMAGE_CORRUPT); a valid image using a
@@ -76,6 +76,8 @@ struct ext_walk {
 	uint32_t backing_fmt_len;
 	const uint8_t *features;
 	uint32_t features_len;
+	const uint8_t *bitmaps;     /* the 24 bytes of the bitmaps extension */
+	uint64_t bitmaps_off;       /* ...and their offset in cluster 0 */
 	uint64_t end;
 };
 
@@ -170,11 +172,13 @@ static int walk_extensions(const char *name, const uint8_t *buf, uint64_t start,
 			break;
 		case QCOW2_EXT_BITMAPS:
 			bit = SEEN_BITMAPS;
-			if (len != 24)
+			if (len != QCOW2_BITMAPS_EXT_LEN)
 				return qcow2_corrupt(
 					name,
 					"Invalid bitmaps extension length %" PRIu32,
 					len);
+			w->bitmaps = buf + off;
+			w->bitmaps_off = off;
 			break;
 		case QCOW2_EXT_CRYPTO:
 			bit = SEEN_CRYPTO;
@@ -496,6 +500,13 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 		return 0;
 	exts->ext_end = w.end;
 	exts->has_bitmaps = w.seen & SEEN_BITMAPS;
+	if (w.bitmaps) {
+		exts->bitmaps_ext_off = w.bitmaps_off;
+		exts->bitmaps_nb = bc_get_be32(w.bitmaps);
+		exts->bitmaps_reserved = bc_get_be32(w.bitmaps + 4);
+		exts->bitmaps_dir_size = bc_get_be64(w.bitmaps + 8);
+		exts->bitmaps_dir_off = bc_get_be64(w.bitmaps + 16);
+	}
 	if (hdr->backing_file_offset && hdr->backing_file_size) {
 		exts->backing_name = dup_bytes(buf + hdr->backing_file_offset,
 					       hdr->backing_file_size);
@@ -589,6 +600,7 @@ static void free_state(struct qcow2 *q)
 
 	qcow2_l2_cache_free(q);
 	qcow2_ccache_free(q);
+	qcow2_bitmaps_free(q);
 	pthread_mutex_destroy(&q->cc_lock);
 	for (i = 0; i < QCOW2_REFBLOCK_CACHE_SLOTS; i++)
 		free(q->rb_cache[i].data);
@@ -664,6 +676,14 @@ static int qcow2_open(struct fmt_image *img)
 		goto err_exts;
 	/* Refcounts are not needed for reads but check() uses them. */
 	ret = qcow2_refcount_load(q);
+	if (ret < 0)
+		goto err_exts;
+	ret = qcow2_bitmaps_load(q, &exts);
+	if (ret < 0 && (img->flags & FMT_OPEN_CHECK)) {
+		/* check() reports what is wrong with them. */
+		bc_error_reset();
+		ret = 0;
+	}
 	if (ret < 0)
 		goto err_exts;
 	if (!q->read_only) {
@@ -840,6 +860,9 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.discard = qcow2_discard,
 	.flush = qcow2_flush,
 	.block_status = qcow2_block_status,
+	.bitmap_list = qcow2_bitmap_list,
+	.bitmap_change = qcow2_bitmap_change,
+	.bitmap_read = qcow2_bitmap_read,
 	.create = qcow2_create,
 	.set_backing = qcow2_set_backing,
 	.get_info = qcow2_get_info,

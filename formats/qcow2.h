@@ -63,6 +63,9 @@
 #define QCOW2_AUTOCLEAR_BITMAPS       (1ull << 0)
 #define QCOW2_AUTOCLEAR_DATA_FILE_RAW (1ull << 1)
 
+/* Length of the bitmaps extension's data (spec "Bitmaps extension"). */
+#define QCOW2_BITMAPS_EXT_LEN 24u
+
 /* Header extension types. */
 #define QCOW2_EXT_END          0x00000000u
 #define QCOW2_EXT_BACKING_FMT  0xe2792acau
@@ -108,7 +111,7 @@ struct qcow2_header {
  * Parse and validate the header in @buf (the first cluster, or at least
  * the first 4 KiB / file size when shorter; @len bytes) of a file of
  * @file_size bytes. Every field is checked before use (spec and
- * notes/qcow2.md §9). @name is used in error messages.
+ * docs/qcow2.md §3). @name is used in error messages.
  * Returns 0, -EUCLEAN (invalid) or -ENOTSUP (unsupported feature).
  */
 int qcow2_parse_header(const char *name, const uint8_t *buf, size_t len,
@@ -143,6 +146,53 @@ struct qcow2_refblock {
 	uint8_t *data;
 	uint64_t last_used;
 	int refs;
+};
+
+/* Bitmap directory entry flags (spec "Bitmap directory"). */
+#define QCOW2_BME_IN_USE     (1u << 0) /* being changed; inconsistent if found set */
+#define QCOW2_BME_AUTO       (1u << 1) /* enabled: records every write */
+#define QCOW2_BME_EXTRA_COMPATIBLE (1u << 2)
+#define QCOW2_BME_FLAGS_KNOWN 0x7u
+#define QCOW2_BME_TYPE_DIRTY 1u
+/* Limits QEMU applies, so that every image we write it reads. */
+#define QCOW2_BITMAPS_MAX          65535u
+#define QCOW2_BITMAP_DIR_MAX       (64u << 20)
+#define QCOW2_BITMAP_NAME_MAX      1023u
+#define QCOW2_BITMAP_MIN_GRAN_BITS 9u
+#define QCOW2_BITMAP_MAX_GRAN_BITS 31u
+#define QCOW2_BITMAP_TABLE_MAX     (64u << 20) /* bytes */
+/* Bitmap table entry: cluster offset, bit 0 = all ones when unallocated. */
+#define QCOW2_BTE_OFFSET_MASK  0x00fffffffffffe00ull
+#define QCOW2_BTE_ALL_ONES     1ull
+#define QCOW2_BTE_RESERVED     0xff000000000001feull
+
+/* One persistent dirty bitmap (spec "Bitmaps extension"). */
+struct qcow2_bitmap {
+	char *name;
+	uint32_t flags;            /* QCOW2_BME_*, as on disk */
+	uint32_t granularity_bits; /* bit i covers guest [i << g, (i+1) << g) */
+	uint64_t table_off;
+	uint32_t table_size;       /* entries, one per cluster of bits */
+	uint8_t *extra;            /* extra data, kept as found */
+	uint32_t extra_len;
+	uint8_t *bits;             /* loaded bits (LSB first), NULL = on disk only */
+	bool changed;              /* bits differ from what the table holds */
+};
+
+/*
+ * The image's bitmaps. Loaded at open when the extension is present and
+ * the autoclear bit says it is consistent; otherwise (a program that does
+ * not know bitmaps wrote the image) they are ignored, as QEMU does.
+ */
+struct qcow2_bitmaps {
+	bool present;       /* consistent extension with at least one bitmap */
+	uint64_t ext_off;   /* where its 24 bytes live in cluster 0 */
+	uint64_t dir_off;
+	uint64_t dir_size;
+	uint32_t nb;
+	struct qcow2_bitmap *bm;
+	bool tracking;      /* in_use set on disk by us: enabled bitmaps
+			       record writes until qcow2_bitmaps_store_locked() */
 };
 
 #define QCOW2_L2_CACHE_SLOTS       16
@@ -184,6 +234,8 @@ struct qcow2 {
 	uint64_t free_hint;         /* lowest cluster index that may be free */
 	bool dirty_marked;          /* incompatible dirty bit set by us */
 	bool autoclear_cleared;     /* unknown autoclear bits cleared before first write */
+
+	struct qcow2_bitmaps bitmaps;
 
 	char *feature_names;        /* feature table extension (info), may be NULL */
 	uint32_t feature_names_len; /* bytes in feature_names (48-byte entries) */
@@ -363,6 +415,52 @@ int qcow2_prepare_write_locked(struct qcow2 *q);
 /* Called from close for a writable image: flush, clear the dirty bit. */
 int qcow2_close_rw(struct qcow2 *q);
 
+/* --- qcow2-bitmap.c ---------------------------------------------------- */
+
+struct qcow2_exts;
+
+/*
+ * Read and validate the bitmap directory the header extension points at
+ * (every field and limit, as the header is checked): -EUCLEAN with a
+ * message naming the bitmap and the field when it is malformed.
+ */
+int qcow2_bitmaps_load(struct qcow2 *q, const struct qcow2_exts *exts);
+void qcow2_bitmaps_free(struct qcow2 *q);
+/*
+ * Before the first write: load the enabled bitmaps and mark them in use
+ * on disk, so that a crash leaves them flagged inconsistent instead of
+ * claiming a state they do not have.
+ */
+int qcow2_bitmaps_start_locked(struct qcow2 *q);
+/* Record a guest write (any thread; lock-free). */
+void qcow2_bitmaps_note_write(struct qcow2 *q, uint64_t off, uint64_t len);
+/* At close: write the recorded bits and clear in_use. */
+int qcow2_bitmaps_store_locked(struct qcow2 *q);
+/* Driver callbacks (fmt.h). */
+int qcow2_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
+		      size_t *n);
+int qcow2_bitmap_change(struct fmt_image *img,
+			const struct fmt_bitmap_change *c);
+int qcow2_bitmap_read(struct fmt_image *img, const char *name, uint8_t **bits,
+		      uint64_t *nbits, uint32_t *granularity_bits);
+
+/*
+ * Rewrite cluster 0 with one write (a crash leaves the old or the new
+ * header): the fields a struct qcow2_header_change sets, every other
+ * extension and the backing name kept.
+ */
+struct qcow2_header_change {
+	bool set_backing;
+	const char *backing_name;  /* NULL = no backing file */
+	const char *backing_fmt;
+	bool set_bitmaps;
+	const uint8_t *bitmaps_ext; /* QCOW2_BITMAPS_EXT_LEN bytes; NULL = remove */
+	bool set_autoclear;
+	uint64_t autoclear;
+};
+int qcow2_rewrite_header_locked(struct qcow2 *q,
+				const struct qcow2_header_change *c);
+
 /* --- qcow2-create.c --------------------------------------------------- */
 
 int qcow2_create(const char *path, const struct fmt_create_opts *opts);
@@ -383,6 +481,12 @@ struct qcow2_exts {
 				    the walk stopped: end of cluster 0 or
 				    the backing file name) */
 	bool has_bitmaps;        /* bitmaps extension present */
+	/* Its fields, as found (validated by qcow2_bitmaps_load()). */
+	uint64_t bitmaps_ext_off;  /* offset of its data in cluster 0 */
+	uint32_t bitmaps_nb;
+	uint32_t bitmaps_reserved;
+	uint64_t bitmaps_dir_size;
+	uint64_t bitmaps_dir_off;
 };
 
 /*

@@ -1,7 +1,7 @@
 /*
  * Public wrappers: block jobs, with the flag rules of libvirt's
- * virDomainBlockRebase / BlockCopy / BlockJobAbort (DESIGN.md "Rules the
- * seed fixes").
+ * virDomainBlockRebase / BlockCopy / BlockJobAbort (docs/rules.md R1-R8,
+ * R17-R19).
  */
 #include "lib/blockcopy.h"
 

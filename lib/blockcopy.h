@@ -4,10 +4,25 @@
  * This is the only installed header. Names, values and semantics follow
  * libvirt's block-job API (virDomainBlockRebase, virDomainBlockJobAbort,
  * virDomainGetBlockJobInfo, virDomainBlockJobSetSpeed, virDomainBlockCopy)
- * with the bc_ / BC_ prefix.
+ * with the bc_ / BC_ prefix. Each call has a man page (blockcopy(3) lists
+ * them); the rules the tests enforce are numbered in docs/rules.md.
  *
- * Every call that fails returns -1 (or NULL) and records a thread-local
- * error, read with bc_last_error().
+ * Errors: every call that fails returns -1 (or NULL) and records a
+ * thread-local error, read with bc_last_error(): a BC_ERR_* code, the errno
+ * behind it (or 0) and a one-line message. Every call except
+ * bc_last_error() and bc_engine_free() clears the record on entry, so read
+ * it right after the failing call, on the same thread.
+ *
+ * Threads: every call may be made from any thread. The guest data path
+ * (bc_disk_pread/pwrite/write_zeroes/discard/flush) may run on many threads
+ * at once on one disk. Each block job runs on a thread of its own, which
+ * the library starts and ends; job events are queued by it and delivered
+ * to the callbacks only by bc_engine_dispatch(), on the thread that calls
+ * it, with no library lock held.
+ *
+ * Objects: a bc_engine owns the event queue and callbacks; a bc_disk is
+ * one open backing chain (the guest's disk) with at most one job. Pointers
+ * stay valid until bc_disk_close() / bc_engine_free().
  */
 #ifndef BC_LIB_BLOCKCOPY_H
 #define BC_LIB_BLOCKCOPY_H
@@ -29,7 +44,11 @@ extern "C" {
 typedef struct bc_engine bc_engine;
 typedef struct bc_disk bc_disk;
 
-/* Error codes recorded in bc_error.code. */
+/*
+ * Error codes recorded in bc_error.code. The errno behind a code, when
+ * there is one, is in bc_error.sys_errno: NO_SUCH_FILE (ENOENT), EXISTS
+ * (EEXIST), IO (EIO and other system errors), NO_SPACE (ENOSPC, EDQUOT).
+ */
 enum {
 	BC_ERR_OK = 0,
 	BC_ERR_INTERNAL = 1,
@@ -53,20 +72,33 @@ typedef struct bc_error {
 	char message[BC_ERROR_MESSAGE_MAX];
 } bc_error;
 
-/* The calling thread's last error; never NULL (code 0 when none). */
+/*
+ * The calling thread's last error; never NULL (code 0 when none). The
+ * record is the thread's own: a job's failure, which happens on the job's
+ * thread, reaches the embedder through the FAILED event (see
+ * bc_engine_dispatch()) and, for a pivot, through bc_block_job_abort().
+ */
 BC_API const bc_error *bc_last_error(void);
 
-/* Flags of bc_disk_open. */
+/*
+ * Flags of bc_disk_open. READONLY: the top image is opened read-only
+ * (guest writes, pulls and snapshots are refused; a copy may still read
+ * it). DIRECT: O_DIRECT on every layer and on a copy's destination.
+ */
 #define BC_DISK_READONLY (1u << 0)
 #define BC_DISK_DIRECT   (1u << 1)
 
-/* Flags of bc_disk_write_zeroes. */
+/* Flags of bc_disk_write_zeroes: the range may be deallocated. */
 #define BC_DISK_ZEROES_MAY_UNMAP (1u << 0)
 
 /* virDomainBlockPullFlags. */
 #define BC_BLOCK_PULL_BANDWIDTH_BYTES (1u << 6)
 
-/* virDomainBlockRebaseFlags, libvirt's released values. */
+/*
+ * virDomainBlockRebaseFlags, libvirt's released values. SHALLOW,
+ * REUSE_EXT and COPY_RAW only with COPY; RELATIVE only without it (pull);
+ * COPY_DEV is not supported (refused as an unknown flag).
+ */
 #define BC_BLOCK_REBASE_SHALLOW         (1u << 0)
 #define BC_BLOCK_REBASE_REUSE_EXT       (1u << 1)
 #define BC_BLOCK_REBASE_COPY_RAW        (1u << 2)
@@ -79,15 +111,23 @@ BC_API const bc_error *bc_last_error(void);
 #define BC_BLOCK_JOB_ABORT_ASYNC (1u << 0)
 #define BC_BLOCK_JOB_ABORT_PIVOT (1u << 1)
 /*
- * blockcopy: with PIVOT, compare source and destination under the pivot's
- * quiesce and refuse the pivot (the job goes on mirroring) if they differ.
+ * blockcopy extension: with PIVOT, compare source and destination under
+ * the pivot's quiesce and refuse the pivot (the job goes on mirroring) if
+ * they differ. The guest waits while both sides are read.
  */
 #define BC_BLOCK_JOB_ABORT_VERIFY (1u << 16)
 
 #define BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES (1u << 0)
 #define BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES  (1u << 0)
 
-/* virDomainBlockCopyFlags. */
+/*
+ * virDomainBlockCopyFlags. TRANSIENT_JOB is accepted and changes nothing
+ * (blockcopy never persists a job). SYNCHRONOUS_WRITES is write-blocking
+ * mode: a guest write reaches the destination before it is acknowledged.
+ * AUTO_CONVERGE (blockcopy extension): start in background mode, switch to
+ * write-blocking when the dirty data stops shrinking; not with
+ * SYNCHRONOUS_WRITES.
+ */
 #define BC_BLOCK_COPY_SHALLOW             (1u << 0)
 #define BC_BLOCK_COPY_REUSE_EXT           (1u << 1)
 #define BC_BLOCK_COPY_TRANSIENT_JOB       (1u << 2)
@@ -103,7 +143,13 @@ enum {
 	BC_BLOCK_JOB_TYPE_COPY = 2,
 };
 
-/* virConnectDomainEventBlockJobStatus. */
+/*
+ * virConnectDomainEventBlockJobStatus: the status argument of a job event.
+ * A COPY job queues MIRRORING once (source and destination in sync; the
+ * job goes on) and then exactly one of COMPLETED (pivoted), CANCELED or
+ * FAILED; FAILED may also come before MIRRORING. A PULL job queues one of
+ * COMPLETED, CANCELED or FAILED.
+ */
 enum {
 	BC_BLOCK_JOB_COMPLETED = 0,
 	BC_BLOCK_JOB_FAILED = 1,
@@ -111,6 +157,7 @@ enum {
 	BC_BLOCK_JOB_MIRRORING = 3,
 };
 
+/* Filled by bc_get_block_job_info(). */
 typedef struct bc_block_job_info {
 	int type;                /* BC_BLOCK_JOB_TYPE_* */
 	unsigned long bandwidth; /* MiB/s, or bytes/s with _INFO_BANDWIDTH_BYTES */
@@ -147,57 +194,316 @@ typedef struct bc_block_job_stats {
 	uint64_t elapsed_ns;     /* start → now, or → end */
 } bc_block_job_stats;
 
+/* Parameters of bc_block_copy(); a NULL pointer means all defaults. */
 typedef struct bc_block_copy_params {
 	unsigned long long bandwidth; /* bytes/s, 0 = unlimited */
 	unsigned int granularity;     /* bytes, power of two 4 KiB..64 MiB; 0 = 64 KiB */
 	unsigned long long buf_size;  /* bytes in flight; 0 = 16 MiB */
 } bc_block_copy_params;
 
+/*
+ * A job event callback, called by bc_engine_dispatch() on the thread that
+ * calls it, with no library lock held: it may call any function of this
+ * API, including bc_block_job_abort() (e.g. a pivot from MIRRORING) and
+ * bc_disk_close() (e.g. at COMPLETED). @disk is the job's disk: valid for
+ * the call even when the embedder already closed it (a queued event keeps
+ * it alive; closing it again fails). @disk_path is the disk's path when
+ * the event was queued (after a pivot, the destination's), valid for the
+ * call only. @type is BC_BLOCK_JOB_TYPE_*, @status BC_BLOCK_JOB_* (the
+ * event). For FAILED, bc_last_error() returns the job's first error while
+ * the callback runs (code, errno, message); for other events its code is
+ * 0. @opaque is the pointer given to bc_engine_event_register().
+ */
 typedef void (*bc_block_job_cb)(bc_engine *engine, bc_disk *disk,
 				const char *disk_path, int type, int status,
 				void *opaque);
 
+/*
+ * A new engine: the event queue and callbacks that disks and their jobs
+ * report to. @flags must be 0. Checks that the I/O backend can be set up
+ * (io_uring, or libaio with BLOCKCOPY_IO=aio in the environment) and
+ * starts no thread. Returns the engine, or NULL: BC_ERR_INVALID_ARG
+ * (unknown flags, unknown BLOCKCOPY_IO), BC_ERR_UNSUPPORTED
+ * (BLOCKCOPY_IO=aio in a build without libaio), the system's error when no
+ * backend can be set up ("no I/O backend: ..."), BC_ERR_NO_MEMORY,
+ * BC_ERR_INTERNAL.
+ */
 BC_API bc_engine *bc_engine_new(unsigned int flags);
+/*
+ * Release the engine: events not dispatched yet are dropped, callbacks
+ * forgotten. Close every disk first (the engine's memory lives on until
+ * the last disk opened on it is freed). NULL is a no-op. Does not touch
+ * bc_last_error().
+ */
 BC_API void bc_engine_free(bc_engine *engine);
+/*
+ * Register @cb to be called with @opaque for every job event of every
+ * disk of @engine (at most 8 callbacks; each event goes to all of them in
+ * the order of their ids). Returns the callback's id (>= 0; a freed id is
+ * reused), or -1: BC_ERR_INVALID_ARG (NULL engine or cb),
+ * BC_ERR_OPERATION_INVALID ("too many event callbacks (at most 8)").
+ */
 BC_API int bc_engine_event_register(bc_engine *engine, bc_block_job_cb cb,
 				    void *opaque);
-/* Remove a callback by the id bc_engine_event_register() returned. */
+/*
+ * Remove a callback by the id bc_engine_event_register() returned; it is
+ * not called for events dispatched after this returns. Returns 0, or -1
+ * with BC_ERR_INVALID_ARG ("no event callback with id N").
+ */
 BC_API int bc_engine_event_deregister(bc_engine *engine, int callback_id);
+/*
+ * A file descriptor that is readable (POLLIN) exactly while events are
+ * queued, for the embedder's own poll loop: poll it, then call
+ * bc_engine_dispatch(engine, 0). Owned by the engine: do not read or close
+ * it. Returns the fd, or -1 with BC_ERR_INVALID_ARG for a NULL engine.
+ */
 BC_API int bc_engine_event_fd(bc_engine *engine);
+/*
+ * Deliver the queued job events to the registered callbacks, on the
+ * calling thread, in the order the jobs queued them. When none is queued,
+ * first wait up to @timeout_ms for one (0: do not wait; negative: wait
+ * without limit). Callbacks run with no library lock held (see
+ * bc_block_job_cb). Returns the number of events delivered (0 when the
+ * wait timed out), or -1 with BC_ERR_INTERNAL when polling the event fd
+ * failed. After it returns, bc_last_error() holds whatever the last
+ * callback left there unless it returned -1. Events are delivered only
+ * here: an embedder that never calls it never sees an event (jobs still
+ * run and end).
+ */
 BC_API int bc_engine_dispatch(bc_engine *engine, int timeout_ms);
 
+/*
+ * Open the backing chain whose top image is @path as a guest disk.
+ * @format is "qcow2", "raw" or NULL; NULL probes the top image by its
+ * magic (a raw image whose guest wrote a qcow2 header would be misread:
+ * give the format whenever it is known). Backing images always take the
+ * format their overlay records; only where an old overlay records none is
+ * the backing file probed. Backing images are opened read-only. @flags:
+ * BC_DISK_READONLY, BC_DISK_DIRECT. Returns the disk, or NULL:
+ * BC_ERR_INVALID_ARG (NULL engine or path, unknown flags, "unknown disk
+ * format 'F' (expected raw or qcow2)"), BC_ERR_NO_SUCH_FILE (an image of
+ * the chain is missing), BC_ERR_IMAGE_CORRUPT (invalid metadata, a chain
+ * that loops or is too deep), BC_ERR_UNSUPPORTED (a feature blockcopy
+ * does not implement, e.g. encryption), BC_ERR_IO, BC_ERR_NO_MEMORY. The
+ * message names the file.
+ */
 BC_API bc_disk *bc_disk_open(bc_engine *engine, const char *path,
 			     const char *format, unsigned int flags);
+/*
+ * Close the disk. Refused while it has a job, copy or pull (-1,
+ * BC_ERR_BLOCK_COPY_ACTIVE, "block copy still active: disk 'P' has an
+ * active block job"): end the job first. The images are closed when
+ * the last reference goes; events still queued for the disk
+ * keep it alive until they are delivered, and a second close of it then
+ * fails with BC_ERR_OPERATION_INVALID ("disk 'P' is already closed").
+ * Returns 0 or -1.
+ */
 BC_API int bc_disk_close(bc_disk *disk);
+/* The guest-visible size in bytes; -1 (BC_ERR_INVALID_ARG) for NULL. */
 BC_API int64_t bc_disk_size(bc_disk *disk);
+/*
+ * The path of the disk's current top image, as given to bc_disk_open(),
+ * bc_block_copy() (after a pivot) or bc_snapshot_create(). The string
+ * stays valid until the disk is freed, even after the path changes.
+ * NULL (BC_ERR_INVALID_ARG) for a NULL disk.
+ */
 BC_API const char *bc_disk_path(bc_disk *disk);
+/*
+ * Guest read: @n bytes at @off into @buf (any alignment, also with
+ * BC_DISK_DIRECT). Thread-safe; waits while a pivot, the end of a pull or
+ * a snapshot has the disk quiesced. Returns @n, or -1: BC_ERR_INVALID_ARG
+ * (NULL arguments; "request at offset O length L is beyond the end of
+ * disk 'P' (S bytes)"), BC_ERR_IO, BC_ERR_IMAGE_CORRUPT (metadata found
+ * invalid on the way).
+ */
 BC_API ssize_t bc_disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off);
+/*
+ * Guest write: @n bytes from @buf at @off. Thread-safe, like
+ * bc_disk_pread(). While a COPY job runs, the write is tracked before
+ * this returns: marked dirty (background mode), or also written to the
+ * destination (write-blocking mode) — a failure there fails the job
+ * (FAILED event), not this call. Returns @n, or -1: as bc_disk_pread(),
+ * plus BC_ERR_OPERATION_INVALID ("disk 'P' is read-only"),
+ * BC_ERR_NO_SPACE.
+ */
 BC_API ssize_t bc_disk_pwrite(bc_disk *disk, const void *buf, size_t n,
 			      uint64_t off);
+/*
+ * Guest write of @len zero bytes at @off, tracked by a job like
+ * bc_disk_pwrite(). @flags: BC_DISK_ZEROES_MAY_UNMAP lets the format
+ * deallocate the range where it then still reads as zeros. Returns 0, or
+ * -1 with the errors of bc_disk_pwrite() (and BC_ERR_INVALID_ARG for
+ * unknown flags).
+ */
 BC_API int bc_disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 				unsigned int flags);
+/*
+ * Guest discard of [@off, @off + @len): a hint. What the range reads
+ * afterwards depends on the format (zeros, or the old data where the
+ * format cannot discard it, e.g. a qcow2 v2 image with a backing file);
+ * a job copies whatever it reads. @flags must be 0. Returns 0, or -1 with
+ * the errors of bc_disk_pwrite().
+ */
 BC_API int bc_disk_discard(bc_disk *disk, uint64_t off, uint64_t len,
 			   unsigned int flags);
+/*
+ * Flush the guest's writes to stable storage (the current top image; a
+ * copy's destination is flushed by its job, and always before a pivot).
+ * Returns 0, or -1 (BC_ERR_IO, BC_ERR_NO_SPACE).
+ */
 BC_API int bc_disk_flush(bc_disk *disk);
 
+/*
+ * libvirt's virDomainBlockRebase: start a PULL job, or with
+ * BC_BLOCK_REBASE_COPY a COPY job. Returns 0 once the job runs (from then
+ * on bc_get_block_job_info() returns 1), or -1.
+ *
+ * Without COPY (pull): @base is NULL (pull the whole chain into the top,
+ * which ends with no backing file) or the path of an image further down
+ * the disk's chain (data above it is pulled; it becomes the top's backing
+ * file, by absolute path, or with BC_BLOCK_REBASE_RELATIVE by the
+ * relative name the chain used). Events: COMPLETED, CANCELED or FAILED.
+ *
+ * With COPY: @base is the DESTINATION path (libvirt's naming), as
+ * bc_block_copy(disk, base, {bandwidth}, flags) with SHALLOW / REUSE_EXT
+ * mapped over, plus BC_BLOCK_REBASE_COPY_RAW for a raw destination.
+ *
+ * @bandwidth: MiB/s, or bytes/s with BC_BLOCK_REBASE_BANDWIDTH_BYTES;
+ * 0 = unlimited. Errors (bc_last_error()): BC_ERR_INVALID_ARG ("base is
+ * required when starting a copy", "shallow only permitted when requesting
+ * a copy", "reuse_ext only permitted when requesting a copy", "copy_raw
+ * only permitted when requesting a copy", "relative backing during copy
+ * is not supported", "unsupported flags (0xN) in function
+ * bc_block_rebase", a base that is the top or not in the chain),
+ * BC_ERR_NO_SUCH_FILE (base missing), BC_ERR_OPERATION_INVALID ("disk 'P'
+ * already has an active block job", "disk 'P' is read-only" for a pull),
+ * and those of bc_block_copy() with COPY.
+ */
 BC_API int bc_block_rebase(bc_disk *disk, const char *base,
 			   unsigned long bandwidth, unsigned int flags);
+/*
+ * libvirt's virDomainBlockPull: bc_block_rebase(disk, NULL, bandwidth,
+ * 0), the whole chain pulled into the top. @flags:
+ * BC_BLOCK_PULL_BANDWIDTH_BYTES. Returns 0 or -1.
+ */
 BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
 			 unsigned int flags);
+/*
+ * libvirt's virDomainBlockCopy: start a COPY job of the disk's chain to
+ * @dest, then mirror guest writes until bc_block_job_abort() ends it.
+ *
+ * The destination: without BC_BLOCK_COPY_REUSE_EXT it is created, in the
+ * format of the source's top image (qcow2 keeps its cluster size); an
+ * existing non-empty file is refused (BC_ERR_EXISTS, "destination file
+ * 'D' already exists; use REUSE_EXT to write into it") and not touched.
+ * With REUSE_EXT it must exist (BC_ERR_NO_SUCH_FILE) with the source's
+ * size and keeps its metadata. Without BC_BLOCK_COPY_SHALLOW the whole
+ * chain is copied and a created destination has no backing file; with it
+ * only the top's data is copied and the destination is backed by the
+ * source top's backing file. A destination that is an image of the
+ * disk's own chain is refused (BC_ERR_INVALID_ARG). If this call fails, a
+ * destination it created is removed; once it returned 0, a job that ends
+ * CANCELED or FAILED leaves the destination in place (removing it is the
+ * caller's choice).
+ *
+ * @params: NULL for defaults; bandwidth in bytes/s (0 = unlimited),
+ * granularity (power of two 4096..67108864, 0 = 64 KiB), buf_size (bytes
+ * in flight, granularity..1 GiB, 0 = 16 MiB). @flags: SHALLOW, REUSE_EXT,
+ * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE.
+ *
+ * Returns 0 once the job runs (bc_get_block_job_info() returns 1), or -1:
+ * BC_ERR_INVALID_ARG (NULL disk or dest, unknown flags, "granularity must
+ * be a power of two between 4096 and 67108864", "buf-size must be
+ * between the granularity and 1073741824 bytes", "synchronous writes and
+ * auto-converge are mutually exclusive", size mismatch with REUSE_EXT),
+ * BC_ERR_OPERATION_INVALID (a job already runs, or a snapshot is being
+ * taken), BC_ERR_EXISTS, BC_ERR_NO_SUCH_FILE, BC_ERR_IO, BC_ERR_NO_SPACE.
+ *
+ * Events: MIRRORING when source and destination are first in sync (the
+ * job goes on mirroring), then COMPLETED (pivoted), CANCELED or FAILED.
+ */
 BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 			 const bc_block_copy_params *params,
 			 unsigned int flags);
+/*
+ * libvirt's virDomainBlockJobAbort: end the disk's job.
+ *
+ * @flags 0: a PULL job, or a COPY job before MIRRORING, is canceled (a
+ * copy's destination content is then undefined); a COPY job after
+ * MIRRORING is finished: the guest is briefly held, what is still dirty
+ * is copied and the destination flushed, so it equals the source at that
+ * moment. The disk stays on the source. Waits until the job has ended;
+ * its CANCELED event (or FAILED, if it failed meanwhile) is queued when
+ * this returns 0.
+ *
+ * BC_BLOCK_JOB_ABORT_ASYNC: the same, but returns 0 at once; the event
+ * follows. A pivot asked after it is refused ("block job on disk 'P' is
+ * already ending", BC_ERR_OPERATION_INVALID).
+ *
+ * BC_BLOCK_JOB_ABORT_PIVOT (COPY job after MIRRORING): switch the disk to
+ * the destination. Synchronous: returns 0 once the switch is done — every
+ * write acknowledged before it is in the destination, flushed, every
+ * later one goes only there, bc_disk_path() names the destination — and
+ * the COMPLETED event has been queued; it is still delivered by the next
+ * bc_engine_dispatch(). Before MIRRORING: -1, BC_ERR_BLOCK_COPY_ACTIVE
+ * ("block copy still active: disk 'P' not ready for pivot yet"), and the
+ * job goes on. If the job fails during the pivot: -1 with the job's error,
+ * the disk stays on the source, FAILED follows. May be called from a
+ * MIRRORING callback.
+ *
+ * BC_BLOCK_JOB_ABORT_VERIFY (blockcopy extension, with PIVOT only): the
+ * pivot compares source and destination first; on a difference it
+ * returns -1 with BC_ERR_IO ("verification failed: 'S' and 'D' differ at
+ * offset N; pivot refused, mirroring goes on") and the job goes on.
+ *
+ * Other errors: BC_ERR_INVALID_ARG ("async and pivot flags are mutually
+ * exclusive", "verify only permitted with pivot", unknown flags),
+ * BC_ERR_OPERATION_INVALID ("disk 'P' does not have an active block job",
+ * "pivot of disk 'P' requires an active copy block job").
+ */
 BC_API int bc_block_job_abort(bc_disk *disk, unsigned int flags);
+/*
+ * libvirt's virDomainGetBlockJobInfo. Returns 1 and fills @info while the
+ * disk has a job (from the start call's return until the job ends, just
+ * before its final event is queued), 0 with @info zeroed when it has none,
+ * -1 on bad arguments (BC_ERR_INVALID_ARG). @info->cur and ->end are
+ * bytes: for a COPY, end = cur + what is still dirty or in flight, so it
+ * grows with guest writes and cur == end does not by itself mean
+ * MIRRORING (wait for the event); for a PULL, end is the disk size.
+ * @info->bandwidth is MiB/s rounded up (a limit below 1 MiB/s reads 1, not
+ * 0 = unlimited), or bytes/s with BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES.
+ */
 BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
 				 unsigned int flags);
 /*
- * Statistics of the disk's job, or of its last ended job. Returns 1 and
- * fills @stats, 0 when the disk never had a job, -1 on error.
+ * blockcopy extension: statistics of the disk's job, or of its last ended
+ * job (then active is 0 and status its final event). Returns 1 and fills
+ * @stats, 0 (@stats zeroed) when the disk never had a job, -1 on bad
+ * arguments (BC_ERR_INVALID_ARG; @flags must be 0).
  */
 BC_API int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
 				  unsigned int flags);
+/*
+ * libvirt's virDomainBlockJobSetSpeed: change the running job's bandwidth
+ * limit, at once (a job waiting out the old limit wakes up). @bandwidth is
+ * MiB/s, or bytes/s with BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES; 0 =
+ * unlimited. The limit applies to the copy loop, after MIRRORING too, but
+ * never to guest writes nor to the final sync of a pivot or abort.
+ * Returns 0, or -1: BC_ERR_OPERATION_INVALID ("disk 'P' does not have an
+ * active block job"), BC_ERR_INVALID_ARG.
+ */
 BC_API int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
 				  unsigned int flags);
+/*
+ * External snapshot: create @overlay, a new qcow2 image backed by the
+ * disk's current top (by absolute path, format recorded), and make it the
+ * disk's top; guest writes then go to it. The top is flushed first and
+ * guest requests wait while the chain changes. @flags must be 0. Returns
+ * 0, or -1: BC_ERR_BLOCK_COPY_ACTIVE while the disk has a job ("block copy
+ * still active: disk 'P' has an active block job"), BC_ERR_EXISTS (the
+ * overlay exists), BC_ERR_OPERATION_INVALID (read-only disk), BC_ERR_IO,
+ * BC_ERR_NO_SPACE; nothing changes on failure.
+ */
 BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
 			      unsigned int flags);
 
@@ -255,6 +561,20 @@ BC_API int bc_get_block_job_state(bc_disk *disk, int *state, bc_error *error,
  * @flags must be 0.
  */
 BC_API int bc_block_job_resume(bc_disk *disk, unsigned int flags);
+
+/* --- BC_1.1: block status of the guest view (NBD serving, issue 11) --- */
+/* Bits of bc_disk_block_status()'s *status. */
+#define BC_DISK_EXTENT_ZERO (1u << 0) /* the run reads as zeros */
+#define BC_DISK_EXTENT_HOLE (1u << 1) /* no layer of the chain allocates it */
+/*
+ * The run of the disk's guest view that starts at @off and is at most
+ * @len bytes long (@len > 0) with one state: returns its length (> 0)
+ * and sets *@status to BC_DISK_EXTENT_* bits (0 = data). What an NBD
+ * server reports as base:allocation. @flags must be 0. -1 on error.
+ */
+BC_API int64_t bc_disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+				    unsigned int *status, unsigned int flags);
+/* --- end BC_1.1 block status --- */
 
 #ifdef __cplusplus
 }

@@ -24,6 +24,8 @@ static const struct tool_cmd cmds[] = {
 	{"compare", cmd_compare, "compare the guest content of two images",
 	 tool_help_compare},
 	{"check", cmd_check, "check a qcow2 image's metadata", tool_help_check},
+	{"bitmap", cmd_bitmap, "add, remove, enable, disable or merge qcow2 dirty bitmaps",
+	 tool_help_bitmap},
 	{"copy", cmd_copy, "copy an image chain with a COPY job, then pivot",
 	 tool_help_copy},
 	{"pull", cmd_pull, "pull backing data into an image (block stream)",

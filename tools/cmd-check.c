@@ -142,6 +142,7 @@ int cmd_check(int argc, char **argv)
 	}
 	if (tool_one_image("check", argc, argv, format, &path) < 0)
 		return TOOL_EXIT_USAGE;
+	tool_json_errors(json);
 
 	bc_error_reset();
 	ret = fmt_open(path, format, FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img);
@@ -162,6 +163,7 @@ int cmd_check(int argc, char **argv)
 		fmt_close(img);
 		return EXIT_NOCHECK;
 	}
+	tool_json_errors(false); /* the report is on stdout */
 	if (json)
 		print_json(path, img->drv->name, &rep);
 	else
@@ -170,7 +172,7 @@ int cmd_check(int argc, char **argv)
 
 	if (rep.check_errors) {
 		fflush(stdout);
-		tool_error_file(path,
+		tool_error_file("internal", path,
 				"check failed: %" PRIu64
 				" internal errors while checking",
 				rep.check_errors);

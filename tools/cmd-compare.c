@@ -71,7 +71,7 @@ static int zero_status(struct side *s, uint64_t off, uint64_t len, bool *zero,
 		return ret;
 	}
 	if (ext.len == 0) {
-		tool_error_file(s->path, "block status returned a bad extent");
+		tool_error_file("internal", s->path, "block status returned a bad extent");
 		return -EIO;
 	}
 	*zero = ext.state != FMT_DATA;
@@ -209,7 +209,7 @@ static int open_side(struct side *s, const char *fmt)
 	}
 	s->buf = malloc(CHUNK);
 	if (!s->buf) {
-		fprintf(stderr, "blockcopy: out of memory\n");
+		tool_fail("no-memory", "out of memory");
 		return -ENOMEM;
 	}
 	return 0;

@@ -104,7 +104,7 @@ int cmd_copy(int argc, char **argv)
 {
 	bc_block_copy_params params = { 0 };
 	struct job_run run = { .pivot = true };
-	const char *format = NULL, *src, *dst;
+	const char *format = NULL, *src, *dst, *buf_size_arg = NULL;
 	bool quiet = false, json = false, raw = false, existed;
 	unsigned int flags = 0, dflags = BC_DISK_READONLY;
 	struct stat st;
@@ -133,14 +133,15 @@ int cmd_copy(int argc, char **argv)
 			params.bandwidth = v;
 			break;
 		case OPT_GRANULARITY:
-			if (tool_parse_size(optarg, &v) < 0 || v > UINT32_MAX)
-				return tool_usage_error("copy", "invalid granularity '%s'", optarg);
+			if (tool_parse_size(optarg, &v) < 0 || !tool_granularity_ok(v))
+				return tool_usage_error("copy", "invalid granularity '%s' (a power of two, 4K..64M)", optarg);
 			params.granularity = (unsigned int)v;
 			break;
 		case OPT_BUFSIZE:
 			if (tool_parse_size(optarg, &v) < 0)
 				return tool_usage_error("copy", "invalid buffer size '%s'", optarg);
 			params.buf_size = v;
+			buf_size_arg = optarg;
 			break;
 		case OPT_DIRECT:
 			dflags |= BC_DISK_DIRECT;
@@ -176,6 +177,12 @@ int cmd_copy(int argc, char **argv)
 		return tool_usage_error("copy", "--progress and --quiet are mutually exclusive");
 	if (argc - optind != 2)
 		return tool_usage_error("copy", "expected SRC and DST");
+	if (params.buf_size && !tool_buf_size_ok(params.buf_size, params.granularity))
+		return tool_usage_error("copy", "invalid buffer size '%s' (from the granularity, 64K by default, to 1G)",
+					buf_size_arg);
+	if (format && !tool_format_known(format))
+		return tool_usage_error("copy", "unknown format '%s'", format);
+	tool_json_errors(json);
 	src = argv[optind];
 	dst = argv[optind + 1];
 	existed = stat(dst, &st) == 0;
@@ -190,7 +197,7 @@ int cmd_copy(int argc, char **argv)
 		tool_report(src, -EIO);
 		goto out_engine;
 	}
-	job_run_signals();
+	tool_signals_install();
 	if (raw) {
 		/* COPY_RAW exists on the rebase entry point only (libvirt's). */
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |
@@ -219,11 +226,11 @@ int cmd_copy(int argc, char **argv)
 	}
 	if (job_run_wait(&run) < 0) {
 		if (run.interrupted)
-			tool_error_file(dst, "copy interrupted");
+			tool_error_file("interrupted", dst, "copy interrupted");
 		else if (run.err.code)
-			fprintf(stderr, "blockcopy: %s\n", run.err.message);
+			tool_report_error(&run.err);
 		else
-			tool_error_file(dst, "copy did not complete");
+			tool_error_file("incomplete", dst, "copy did not complete");
 		if (!existed)
 			(void)unlink(dst);
 		goto out_disk;

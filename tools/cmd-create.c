@@ -134,7 +134,7 @@ static int parse_options(const char *arg, struct fmt_create_opts *opts,
 	int ret;
 
 	if (!copy) {
-		fprintf(stderr, "blockcopy: out of memory\n");
+		tool_fail("no-memory", "out of memory");
 		return TOOL_EXIT_FAILURE;
 	}
 	for (kv = strtok_r(copy, ",", &save); kv;
@@ -159,7 +159,7 @@ static int open_backing(const char *img, const char *backing, const char *fmt,
 	int ret;
 
 	if (!path) {
-		fprintf(stderr, "blockcopy: out of memory\n");
+		tool_fail("no-memory", "out of memory");
 		return TOOL_EXIT_FAILURE;
 	}
 	bc_error_reset();
@@ -171,7 +171,7 @@ static int open_backing(const char *img, const char *backing, const char *fmt,
 	*probed = strdup(b->drv->name);
 	fmt_close(b);
 	if (!*probed) {
-		fprintf(stderr, "blockcopy: out of memory\n");
+		tool_fail("no-memory", "out of memory");
 		return TOOL_EXIT_FAILURE;
 	}
 	return 0;
@@ -258,7 +258,7 @@ int cmd_create(int argc, char **argv)
 
 	/* fmt_create refuses too; checking first keeps the message exact. */
 	if (lstat(img, &st) == 0) {
-		tool_error_file(img, "file exists");
+		tool_error_file("exists", img, "file exists");
 		return TOOL_EXIT_FAILURE;
 	}
 	if (backing) {
@@ -273,7 +273,7 @@ int cmd_create(int argc, char **argv)
 	ret = fmt_create(img, &opts);
 	if (ret < 0) {
 		if (ret == -EEXIST && !bc_error_is_set())
-			tool_error_file(img, "file exists");
+			tool_error_file("exists", img, "file exists");
 		else
 			tool_report(img, ret);
 		return TOOL_EXIT_FAILURE;

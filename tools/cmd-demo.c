@@ -23,7 +23,7 @@
 #include <unistd.h>
 
 #include "formats/fmt.h"
-#include "guest.h"
+#include "live-run.h"
 #include "lib/blockcopy.h"
 
 const char tool_help_demo[] =
@@ -186,29 +186,27 @@ static int make_layer(bc_engine *eng, struct demo *d, unsigned int l,
 	return 0;
 }
 
-/* live_run's init: the chain reads as the layers were written. */
-static int check_initial(struct guest *g, void *arg, char *err, size_t len)
+/*
+ * The guest's starting content (shadow_initial_fn): the top layer that
+ * holds each chunk, or zeros. The guest checks that the chain reads so
+ * before it writes anything, and every block it never writes at the end.
+ */
+static void chain_content(void *arg, uint64_t off, uint8_t *buf, size_t len)
 {
 	const struct demo *d = arg;
-	const uint8_t *sh = guest_shadow(g);
-	uint64_t i, pos;
+	uint64_t pos = off, end = off + len;
 
-	for (i = 0; i < NCHUNKS; i++) {
+	while (pos < end) {
+		uint64_t i = pos / d->chunk, word = pos & ~7ull, v;
 		int l = layer_has(2, i) ? 2 : layer_has(1, i) ? 1 : layer_has(0, i) ? 0 : -1;
+		size_t skip = (size_t)(pos - word), n = 8 - skip;
 
-		for (pos = i * d->chunk; pos < (i + 1) * d->chunk; pos += 8) {
-			uint64_t want = l < 0 ? 0 : pattern_word((unsigned int)l, pos), have;
-
-			memcpy(&have, sh + pos, 8);
-			if (have != want) {
-				snprintf(err, len, "%s: the chain does not read as written at offset %"
-					 PRIu64 " (want %s data)", d->paths[2], pos,
-					 l < 0 ? "zero" : layer_names[l]);
-				return -1;
-			}
-		}
+		if (n > end - pos)
+			n = (size_t)(end - pos);
+		v = l < 0 ? 0 : pattern_word((unsigned int)l, word);
+		memcpy(buf + (pos - off), (uint8_t *)&v + skip, n);
+		pos += n;
 	}
-	return 0;
 }
 
 /* DIR must be empty or absent; creates it. Returns 0 or -1 (reported). */
@@ -231,12 +229,69 @@ static int prepare_dir(const char *dir)
 	while ((e = readdir(dp))) {
 		if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
 			closedir(dp);
-			tool_error_file(dir, "directory is not empty");
+			tool_error_file("exists", dir, "directory is not empty");
 			return -1;
 		}
 	}
 	closedir(dp);
 	return 0;
+}
+
+/* Bytes the files in @d's directory take on disk now. */
+static uint64_t disk_used(const struct demo *d)
+{
+	uint64_t n = 0;
+	struct stat st;
+	unsigned int l;
+
+	for (l = 0; l < 3; l++)
+		if (d->paths[l] && stat(d->paths[l], &st) == 0)
+			n += (uint64_t)st.st_blocks * 512;
+	if (d->dst && stat(d->dst, &st) == 0)
+		n += (uint64_t)st.st_blocks * 512;
+	return n;
+}
+
+/* The copy's default bytes in flight (bc_block_copy_params.buf_size). */
+#define COPY_BUF_SIZE (16ull << 20)
+
+/*
+ * What the run will take, said before it starts: memory (the guest's
+ * record of its disk, the copy's buffers, the guest's and the checks'
+ * buffers) and the most disk it can fill (the chain's data, the guest's
+ * writes, a copy as large as the disk).
+ */
+static void print_footprint(const struct demo *d, const struct live_opts *o,
+			    bool temp, bool keep)
+{
+	unsigned int threads = o->guest.threads ? o->guest.threads : 4;
+	uint64_t shadow = shadow_footprint(d->size, false);
+	/* 8 MiB: the program, its libraries and I/O rings (measured ~6). */
+	uint64_t mem = shadow + COPY_BUF_SIZE + threads * 512ull * 1024 +
+		       (1u << 20) + (8u << 20);
+	uint64_t chain = (layer_chunks(0) + layer_chunks(1) + layer_chunks(2)) * d->chunk;
+	double secs = o->before_s + o->duration_s + o->after_s;
+	uint64_t guest = o->guest.rate ? (uint64_t)((double)o->guest.rate * secs) : d->size;
+	char m[32], sh[32], dk[32], ch[32], gw[32], sz[32];
+
+	if (guest > d->size)
+		guest = d->size;
+	tool_human_size(mem, m, sizeof(m));
+	tool_human_size(shadow, sh, sizeof(sh));
+	tool_human_size(chain + guest + d->size, dk, sizeof(dk));
+	tool_human_size(chain, ch, sizeof(ch));
+	tool_human_size(guest, gw, sizeof(gw));
+	tool_human_size(d->size, sz, sizeof(sz));
+	printf("uses:   about %s of memory (the guest's record of what it wrote, %s,\n"
+	       "        one generation number per 4 KiB block; the copy's 16 MiB of buffers;\n"
+	       "        the program's own 8 MiB)\n"
+	       "        and up to %s of disk in %s: the chain's %s of data,\n"
+	       "        what the guest writes (at most %s) and a copy of up to %s;\n"
+	       "        %s\n",
+	       m, sh, dk, d->dir, ch, gw, sz,
+	       temp && !keep ? "all removed at the end (--keep keeps them)"
+			     : "kept at the end");
+	fflush(stdout);
 }
 
 static void remove_files(struct demo *d)
@@ -328,6 +383,7 @@ int cmd_demo(int argc, char **argv)
 		o.before_s = o.duration_s / 2;
 		o.after_s = o.duration_s / 2;
 	}
+	tool_json_errors(json); /* until the run's own result is printed */
 	temp = argc == optind;
 	if (temp) {
 		if (!mkdtemp(tmpl)) {
@@ -355,9 +411,13 @@ int cmd_demo(int argc, char **argv)
 		tool_report(d.dir, -EIO);
 		goto out;
 	}
+	if (!json)
+		print_footprint(&d, &o, temp, keep);
 	for (l = 0; l < 3; l++)
 		if (make_layer(eng, &d, l, buf) < 0)
 			goto out;
+	free(buf); /* the guest needs no copy of the chain */
+	buf = NULL;
 	o.src = d.paths[2];
 	o.dst = d.dst;
 
@@ -372,9 +432,12 @@ int cmd_demo(int argc, char **argv)
 		       layer_chunks(2) * d.chunk >> 20, sz);
 		fflush(stdout);
 	}
-	c = live_run(eng, &o, check_initial, &d, res);
+	c = live_run(eng, &o, chain_content, &d, res);
+	tool_json_errors(false);
 	if (json) {
-		int n = snprintf(extra, sizeof(extra), "\"dir\": ");
+		int n = snprintf(extra, sizeof(extra),
+				 "\"kept\": %s, \"disk_bytes\": %" PRIu64 ", \"dir\": ",
+				 temp && !keep ? "false" : "true", disk_used(&d));
 
 		if (n > 0 && (size_t)n < sizeof(extra)) {
 			FILE *f = fmemopen(extra + n, sizeof(extra) - (size_t)n, "w");
@@ -390,7 +453,8 @@ int cmd_demo(int argc, char **argv)
 		live_print_text(stdout, &o, res);
 	}
 	if (c < 0) {
-		fprintf(stderr, "blockcopy: %s\n", res->error);
+		tool_fail(res->interrupted ? "interrupted" : "verify-failed", "%s",
+			  res->error);
 		goto out;
 	}
 	if (!json)
@@ -400,10 +464,15 @@ int cmd_demo(int argc, char **argv)
 out:
 	if (eng)
 		bc_engine_free(eng);
+	if (d.dir && !json) {
+		char used[32];
+
+		tool_human_size(disk_used(&d), used, sizeof(used));
+		printf("%s %s (%s on disk)\n", temp && !keep ? "removed:" : "kept:   ",
+		       d.dir, used);
+	}
 	if (d.dir && temp && !keep)
 		remove_files(&d);
-	else if (d.dir && !json && ret == TOOL_EXIT_OK)
-		printf("kept:   %s\n", d.dir);
 	for (l = 0; l < 3; l++)
 		free(d.paths[l]);
 	free(d.dst);

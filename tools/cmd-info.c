@@ -55,6 +55,7 @@ static const char *bool_str(bool b)
 }
 
 static void print_human(const char *name, const struct fmt_image *img,
+			const struct fmt_bitmap_info *bm, size_t nbm,
 			const struct fmt_info *info, const char *full_backing)
 {
 	char vsize[32], dsize[32];
@@ -87,6 +88,24 @@ static void print_human(const char *name, const struct fmt_image *img,
 	if (info->version >= 3)
 		printf("    lazy refcounts: %s\n",
 		       bool_str(info->lazy_refcounts));
+	if (nbm) {
+		size_t i;
+
+		printf("    bitmaps:\n");
+		for (i = 0; i < nbm; i++) {
+			int k = 0;
+
+			printf("        [%zu]:\n", i);
+			printf("            flags:\n");
+			if (bm[i].in_use)
+				printf("                [%d]: in-use\n", k++);
+			if (bm[i].enabled)
+				printf("                [%d]: auto\n", k++);
+			printf("            name: %s\n", bm[i].name);
+			printf("            granularity: %" PRIu64 "\n",
+			       bm[i].granularity);
+		}
+	}
 	printf("    refcount bits: %d\n", info->refcount_bits);
 	if (info->version >= 3) {
 		printf("    corrupt: %s\n", bool_str(info->corrupt));
@@ -102,6 +121,7 @@ static void json_key(int ind, bool *first, const char *key)
 }
 
 static void print_json(int ind, const char *name, const struct fmt_image *img,
+		       const struct fmt_bitmap_info *bm, size_t nbm,
 		       const struct fmt_info *info, const char *full_backing)
 {
 	bool first = true, dfirst = true;
@@ -148,6 +168,29 @@ static void print_json(int ind, const char *name, const struct fmt_image *img,
 			json_key(in + 8, &dfirst, "lazy-refcounts");
 			printf("%s", bool_str(info->lazy_refcounts));
 		}
+		if (nbm) {
+			size_t i;
+
+			json_key(in + 8, &dfirst, "bitmaps");
+			printf("[");
+			for (i = 0; i < nbm; i++) {
+				int bi = in + 16;
+
+				printf("%s\n%*s{\n%*s\"flags\": [", i ? "," : "",
+				       in + 12, "", bi, "");
+				if (bm[i].in_use)
+					printf("\n%*s\"in-use\"%s", bi + 4, "",
+					       bm[i].enabled ? "," : "");
+				if (bm[i].enabled)
+					printf("\n%*s\"auto\"", bi + 4, "");
+				printf("\n%*s],\n%*s\"name\": ", bi, "", bi, "");
+				tool_json_string(stdout, bm[i].name);
+				printf(",\n%*s\"granularity\": %" PRIu64
+				       "\n%*s}",
+				       bi, "", bm[i].granularity, in + 12, "");
+			}
+			printf("\n%*s]", in + 8, "");
+		}
 		json_key(in + 8, &dfirst, "refcount-bits");
 		printf("%d", info->refcount_bits);
 		if (info->version >= 3) {
@@ -167,6 +210,8 @@ int cmd_info(int argc, char **argv)
 	bool chain = false, json = false;
 	struct fmt_image *top = NULL, *img;
 	char *name = NULL, *next_name;
+	struct fmt_bitmap_info *bm = NULL;
+	size_t nbm = 0;
 	int c, ret, status = TOOL_EXIT_FAILURE;
 
 	opterr = 0;
@@ -195,6 +240,7 @@ int cmd_info(int argc, char **argv)
 	}
 	if (tool_one_image("info", argc, argv, format, &path) < 0)
 		return TOOL_EXIT_USAGE;
+	tool_json_errors(json);
 
 	bc_error_reset();
 	ret = fmt_open(path, format, chain ? 0 : FMT_OPEN_NO_BACKING, &top);
@@ -205,6 +251,8 @@ int cmd_info(int argc, char **argv)
 	name = strdup(path);
 	if (!name)
 		goto out_oom;
+	/* From here stdout holds the result: a failure is stderr's alone. */
+	tool_json_errors(false);
 	if (chain && json)
 		printf("[\n");
 	for (img = top; img; img = chain ? img->backing : NULL) {
@@ -224,16 +272,29 @@ int cmd_info(int argc, char **argv)
 			free(next_name);
 			goto out_close;
 		}
+		if (info.version) {
+			ret = fmt_bitmap_list(img, &bm, &nbm);
+			if (ret < 0) {
+				fflush(stdout);
+				tool_report(img->filename, ret);
+				free(next_name);
+				goto out_close;
+			}
+		}
 		if (json) {
-			print_json(chain ? 4 : 0, name, img, &info, next_name);
+			print_json(chain ? 4 : 0, name, img, bm, nbm, &info,
+				   next_name);
 			if (chain && img->backing)
 				putchar(',');
 			putchar('\n');
 		} else {
 			if (img != top)
 				putchar('\n');
-			print_human(name, img, &info, next_name);
+			print_human(name, img, bm, nbm, &info, next_name);
 		}
+		fmt_bitmap_list_free(bm, nbm);
+		bm = NULL;
+		nbm = 0;
 		free(name);
 		name = next_name;
 	}
@@ -243,8 +304,9 @@ int cmd_info(int argc, char **argv)
 	goto out_close;
 
 out_oom:
-	fprintf(stderr, "blockcopy: out of memory\n");
+	tool_fail("no-memory", "out of memory");
 out_close:
+	fmt_bitmap_list_free(bm, nbm);
 	free(name);
 	fmt_close(top);
 	return status;

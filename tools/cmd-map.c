@@ -177,7 +177,7 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 		if (ext.len == 0 || ext.len > top->size - off ||
 		    ext.depth < 0 || ext.depth >= n_layers) {
 			fflush(stdout);
-			tool_error_file(path,
+			tool_error_file("internal", path,
 					"block status returned a bad extent");
 			return TOOL_EXIT_FAILURE;
 		}
@@ -206,7 +206,7 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 
 out_compressed:
 	fflush(stdout);
-	tool_error_file(names[cur.depth],
+	tool_error_file("unsupported", names[cur.depth],
 			"compressed data has no offset to show; use --json");
 	return TOOL_EXIT_FAILURE;
 }
@@ -242,6 +242,7 @@ int cmd_map(int argc, char **argv)
 	}
 	if (tool_one_image("map", argc, argv, format, &path) < 0)
 		return TOOL_EXIT_USAGE;
+	tool_json_errors(json);
 
 	bc_error_reset();
 	ret = fmt_open(path, format, 0, &top);
@@ -251,10 +252,12 @@ int cmd_map(int argc, char **argv)
 	}
 	names = layer_names(path, top, &n);
 	if (!names) {
-		fprintf(stderr, "blockcopy: out of memory\n");
+		tool_fail("no-memory", "out of memory");
 		fmt_close(top);
 		return TOOL_EXIT_FAILURE;
 	}
+	/* From here stdout holds the result: a failure is stderr's alone. */
+	tool_json_errors(false);
 	ret = walk(path, top, json, names, n);
 	free_names(names, n);
 	fmt_close(top);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "guest.h"
+#include "live-run.h"
 #include "lib/blockcopy.h"
 
 const char tool_help_mirror[] =
@@ -188,7 +188,8 @@ int cmd_mirror(int argc, char **argv)
 	else
 		live_print_text(stdout, &o, res);
 	if (ret < 0) {
-		fprintf(stderr, "blockcopy: %s\n", res->error);
+		tool_fail(res->interrupted ? "interrupted" : "verify-failed", "%s",
+			  res->error);
 	} else if (!json) {
 		printf("verified: %s matches the guest's %llu writes\n",
 		       o.pivot ? o.dst : o.src, (unsigned long long)res->writes);

@@ -95,7 +95,10 @@ int cmd_pull(int argc, char **argv)
 		return tool_usage_error("pull", "--relative needs --base");
 	if (argc - optind != 1)
 		return tool_usage_error("pull", "expected one image");
+	if (format && !tool_format_known(format))
+		return tool_usage_error("pull", "unknown format '%s'", format);
 	img = argv[optind];
+	tool_json_errors(json);
 
 	run.eng = bc_engine_new(0);
 	if (!run.eng) {
@@ -107,18 +110,18 @@ int cmd_pull(int argc, char **argv)
 		tool_report(img, -EIO);
 		goto out_engine;
 	}
-	job_run_signals();
+	tool_signals_install();
 	if (bc_block_rebase(run.disk, base, (unsigned long)bw, flags) < 0) {
 		tool_report(img, -EIO);
 		goto out_disk;
 	}
 	if (job_run_wait(&run) < 0) {
 		if (run.interrupted)
-			tool_error_file(img, "pull interrupted (the image is valid; its backing file is unchanged)");
+			tool_error_file("interrupted", img, "pull interrupted (the image is valid; its backing file is unchanged)");
 		else if (run.err.code)
-			fprintf(stderr, "blockcopy: %s\n", run.err.message);
+			tool_report_error(&run.err);
 		else
-			tool_error_file(img, "pull did not complete");
+			tool_error_file("incomplete", img, "pull did not complete");
 		goto out_disk;
 	}
 	if (json) {

@@ -3,6 +3,7 @@
  */
 #include "job-run.h"
 
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,27 +13,23 @@
 
 #include "tool.h"
 
-static volatile sig_atomic_t stop_requested;
+/* --on-error stop: SIGUSR1 asks job_run_wait() to resume a paused job. */
 static volatile sig_atomic_t resume_requested;
 
-static void on_signal(int sig)
+static void on_resume_signal(int sig)
 {
-	if (sig == SIGUSR1)
-		resume_requested = 1;
-	else
-		stop_requested = 1;
+	(void)sig;
+	resume_requested = 1;
 }
 
-void job_run_signals(void)
+static void install_resume_signal(void)
 {
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
+	sa.sa_handler = on_resume_signal;
 	sigemptyset(&sa.sa_mask);
-	(void)sigaction(SIGINT, &sa, NULL);
-	(void)sigaction(SIGTERM, &sa, NULL);
-	(void)sigaction(SIGUSR1, &sa, NULL); /* resume a paused job */
+	(void)sigaction(SIGUSR1, &sa, NULL);
 }
 
 static double now_s(void)
@@ -69,17 +66,48 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		run->err = *bc_last_error();
 }
 
-static void show_progress(struct job_run *run, double elapsed, bool tty,
-			  bool final)
+/* What the job is doing, as the progress line names it. */
+enum run_phase { PHASE_COPYING, PHASE_PULLING, PHASE_MIRRORING, PHASE_PIVOTING,
+		 PHASE_FINISHING, PHASE_DONE };
+
+static const char *phase_name(enum run_phase p)
+{
+	switch (p) {
+	case PHASE_COPYING:
+		return "copying";
+	case PHASE_PULLING:
+		return "pulling";
+	case PHASE_MIRRORING:
+		return "mirroring";
+	case PHASE_PIVOTING:
+		return "pivoting";
+	case PHASE_FINISHING:
+		return "finishing";
+	case PHASE_DONE:
+		return "done";
+	}
+	return "?";
+}
+
+/*
+ * One progress line: the phase, a bar, percent, bytes, rate, and the
+ * time left while there is some (never "--:--": no estimate, no ETA;
+ * the final line says how long it took instead). On a terminal the line
+ * is redrawn in place with \r and cleared to its end (ESC [K), so a
+ * shorter line leaves no debris; elsewhere (a log) it is a plain line
+ * per second with no control characters.
+ */
+static void show_progress(struct job_run *run, enum run_phase phase,
+			  double elapsed, bool tty)
 {
 	bc_block_job_info info;
-	char done[32], total[32], rate_s[32];
+	char done[32], total[32], rate_s[32], when[48] = "";
 	double frac, rate;
 	int width = 30, filled;
 
 	if (bc_get_block_job_info(run->disk, &info,
 				  BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES) != 1) {
-		if (!final)
+		if (phase != PHASE_DONE)
 			return;
 		info.cur = info.end = run->bytes;
 	}
@@ -88,42 +116,48 @@ static void show_progress(struct job_run *run, double elapsed, bool tty,
 	tool_human_size(info.cur, done, sizeof(done));
 	tool_human_size(info.end, total, sizeof(total));
 	tool_human_size((uint64_t)rate, rate_s, sizeof(rate_s));
-	filled = (int)(frac * width);
-	if (tty) {
-		char eta[32] = "--:--";
+	if (phase == PHASE_DONE && elapsed < 60) {
+		snprintf(when, sizeof(when), " in %.1f s", elapsed);
+	} else if (phase == PHASE_DONE) {
+		snprintf(when, sizeof(when), " in %d:%02d", (int)elapsed / 60,
+			 (int)elapsed % 60);
+	} else if (rate > 0 && info.end > info.cur) {
+		/* Rounded up: "0:00" would read as done. */
+		int left = (int)ceil((double)(info.end - info.cur) / rate);
 
-		if (rate > 0 && info.end > info.cur) {
-			double left = (double)(info.end - info.cur) / rate;
-
-			snprintf(eta, sizeof(eta), "%d:%02d", (int)left / 60,
-				 (int)left % 60);
-		}
-		fprintf(stderr, "\r[%.*s%*s] %5.1f%% %s/%s %s/s ETA %s ",
-			filled, "##############################",
-			width - filled, "", frac * 100, done, total, rate_s,
-			eta);
-		if (final)
-			fputc('\n', stderr);
-	} else {
-		fprintf(stderr, "progress: %.1f%% %s/%s %s/s\n", frac * 100,
-			done, total, rate_s);
+		snprintf(when, sizeof(when), " ETA %d:%02d", left / 60,
+			 left % 60);
 	}
+	if (!tty) {
+		fprintf(stderr, "progress: %s %.1f%% %s/%s %s/s%s\n",
+			phase_name(phase), frac * 100, done, total, rate_s, when);
+		return;
+	}
+	filled = (int)(frac * width);
+	fprintf(stderr, "\r%-9s [%.*s%*s] %5.1f%% %s/%s %s/s%s\033[K",
+		phase_name(phase), filled, "##############################",
+		width - filled, "", frac * 100, done, total, rate_s, when);
+	if (phase == PHASE_DONE)
+		fputc('\n', stderr);
 }
 
 int job_run_wait(struct job_run *run)
 {
-	bool tty = isatty(STDERR_FILENO);
+	bool tty = isatty(STDERR_FILENO), shown = false;
 	double start = now_s(), last_shown = 0;
 	bool pivot_sent = false, cancel_sent = false;
+	enum run_phase phase = PHASE_COPYING;
 	int fd;
 
 	run->status = -1;
 	run->mirroring_s = -1;
+	install_resume_signal();
 	if (bc_engine_event_register(run->eng, on_event, run) < 0)
 		return -1;
 	fd = bc_engine_event_fd(run->eng);
 	while (run->status < 0) {
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		bc_block_job_info info;
 		double t;
 
 		(void)poll(&pfd, 1, 100);
@@ -131,24 +165,30 @@ int job_run_wait(struct job_run *run)
 		if (bc_engine_dispatch(run->eng, 0) < 0)
 			return -1;
 		t = now_s() - start;
-		{
-			bc_block_job_info info;
-
-			if (bc_get_block_job_info(run->disk, &info, 0) == 1)
-				run->bytes = info.end;
+		if (bc_get_block_job_info(run->disk, &info, 0) == 1) {
+			run->bytes = info.end;
+			if (phase == PHASE_COPYING &&
+			    info.type == BC_BLOCK_JOB_TYPE_PULL)
+				phase = PHASE_PULLING;
 		}
 		if (resume_requested) {
 			resume_requested = 0;
 			if (bc_block_job_resume(run->disk, 0) == 0)
 				fprintf(stderr, "blockcopy: copy resumed\n");
 		}
-		if (stop_requested && !cancel_sent) {
+		if (tool_stop_requested() && !cancel_sent) {
 			run->interrupted = true;
 			cancel_sent = true;
 			(void)bc_block_job_abort(run->disk, BC_BLOCK_JOB_ABORT_ASYNC);
 		}
 		if (run->mirroring_s >= 0 && !pivot_sent && !cancel_sent) {
 			pivot_sent = true;
+			/* The pivot is synchronous: say so before it blocks. */
+			phase = run->pivot ? PHASE_PIVOTING : PHASE_FINISHING;
+			if (run->progress) {
+				show_progress(run, phase, t, tty);
+				shown = true;
+			}
 			if (bc_block_job_abort(run->disk, run->pivot ?
 					       BC_BLOCK_JOB_ABORT_PIVOT : 0) < 0) {
 				run->err = *bc_last_error();
@@ -158,16 +198,22 @@ int job_run_wait(struct job_run *run)
 				run->status = BC_BLOCK_JOB_FAILED;
 				break;
 			}
+			phase = PHASE_FINISHING;
 			continue;
 		}
+		if (run->mirroring_s >= 0 && phase == PHASE_COPYING)
+			phase = PHASE_MIRRORING;
 		if (run->progress && t - last_shown >= (tty ? 0.2 : 1.0)) {
-			show_progress(run, t, tty, false);
+			show_progress(run, phase, t, tty);
+			shown = true;
 			last_shown = t;
 		}
 	}
 	run->seconds = now_s() - start;
-	if (run->progress && run->status != BC_BLOCK_JOB_FAILED)
-		show_progress(run, run->seconds, tty, true);
+	if (run->progress && run->status == BC_BLOCK_JOB_COMPLETED)
+		show_progress(run, PHASE_DONE, run->seconds, tty);
+	else if (run->progress && tty && shown)
+		fputc('\n', stderr); /* keep where it stopped; the error follows */
 	return run->status == BC_BLOCK_JOB_COMPLETED ||
 			       (!run->pivot && run->status == BC_BLOCK_JOB_CANCELED &&
 				!run->interrupted && pivot_sent)

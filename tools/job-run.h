@@ -1,7 +1,7 @@
 /*
  * Running a block job from the tool: wait for its events on the engine's
  * event fd, show progress, pivot a copy at MIRRORING, and stop it cleanly
- * on SIGINT/SIGTERM.
+ * on SIGINT/SIGTERM (tool_signals_install()).
  */
 #ifndef BC_TOOLS_JOB_RUN_H
 #define BC_TOOLS_JOB_RUN_H
@@ -30,8 +30,5 @@ struct job_run {
  * -1 otherwise (run->status / run->err / run->interrupted say why).
  */
 int job_run_wait(struct job_run *run);
-
-/* Install SIGINT/SIGTERM handlers that ask job_run_wait() to cancel. */
-void job_run_signals(void);
 
 #endif /* BC_TOOLS_JOB_RUN_H */

@@ -1,6 +1,6 @@
 /*
- * Argument parsing, error lines and JSON output shared by the blockcopy
- * subcommands. See tool.h.
+ * Argument parsing and JSON/size output shared by the blockcopy
+ * subcommands (failure reporting is tool-report.c). See tool.h.
  */
 #include "tool.h"
 
@@ -116,74 +116,6 @@ int tool_parse_bool(const char *s, bool *out)
 	return -EINVAL;
 }
 
-int tool_usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("blockcopy: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	if (cmd)
-		fprintf(stderr, " (try 'blockcopy help %s')\n", cmd);
-	else
-		fputs(" (try 'blockcopy --help')\n", stderr);
-	return TOOL_EXIT_USAGE;
-}
-
-int tool_getopt_error(const char *cmd, int c, char **argv)
-{
-	/* getopt leaves optind past the offending argument. */
-	const char *arg = optind > 0 ? argv[optind - 1] : "";
-	bool is_long = arg[0] == '-' && arg[1] == '-';
-
-	if (c == ':') {
-		if (is_long)
-			return tool_usage_error(
-				cmd, "option '%s' needs an argument", arg);
-		return tool_usage_error(cmd, "option '-%c' needs an argument",
-					optopt);
-	}
-	if (is_long)
-		return tool_usage_error(cmd, "unknown option '%s'", arg);
-	return tool_usage_error(cmd, "unknown option '-%c'", optopt);
-}
-
-void tool_report(const char *file, int neg_errno)
-{
-	const bc_error *e = bc_last_error();
-	char buf[256];
-
-	if (e->code && e->message[0]) {
-		fprintf(stderr, "blockcopy: %s\n", e->message);
-		return;
-	}
-	fprintf(stderr, "blockcopy: %s: %s\n", file,
-		strerror_r(-neg_errno, buf, sizeof(buf)));
-}
-
-void tool_error_file(const char *file, const char *fmt, ...)
-{
-	va_list ap;
-
-	fprintf(stderr, "blockcopy: %s: ", file);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
-void tool_warn(const char *fmt, ...)
-{
-	va_list ap;
-
-	fputs("blockcopy: warning: ", stderr);
-	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
-	va_end(ap);
-	fputc('\n', stderr);
-}
-
 void tool_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
@@ -282,7 +214,7 @@ int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
 		tool_usage_error(cmd, "unexpected argument '%s'", argv[optind + 1]);
 		return -1;
 	}
-	if (format && strcmp(format, "qcow2") && strcmp(format, "raw")) {
+	if (format && !tool_format_known(format)) {
 		tool_usage_error(cmd, "unknown format '%s'", format);
 		return -1;
 	}
@@ -314,4 +246,30 @@ int tool_parse_threads(const char *s, unsigned int *out)
 		return -EINVAL;
 	*out = (unsigned int)v;
 	return 0;
+}
+
+/*
+ * The limits bc_block_copy_params documents (lib/blockcopy.h), checked
+ * here so that a value out of range is a usage error of the tool, worded
+ * with its options, rather than a failure of the library call.
+ */
+#define GRANULARITY_MIN	    (4u << 10)
+#define GRANULARITY_MAX	    (64u << 20)
+#define GRANULARITY_DEFAULT (64u << 10)
+#define BUF_SIZE_MAX	    (1ull << 30)
+
+bool tool_granularity_ok(uint64_t v)
+{
+	return v >= GRANULARITY_MIN && v <= GRANULARITY_MAX && !(v & (v - 1));
+}
+
+bool tool_buf_size_ok(uint64_t v, uint64_t granularity)
+{
+	return v >= (granularity ? granularity : GRANULARITY_DEFAULT) &&
+	       v <= BUF_SIZE_MAX;
+}
+
+bool tool_format_known(const char *format)
+{
+	return !strcmp(format, "qcow2") || !strcmp(format, "raw");
 }

@@ -37,6 +37,7 @@ int cmd_copy(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_demo(int argc, char **argv);
 int cmd_mirror(int argc, char **argv);
+int cmd_bitmap(int argc, char **argv);
 
 /* Help texts, defined next to each command. */
 extern const char tool_help_create[];
@@ -48,6 +49,7 @@ extern const char tool_help_copy[];
 extern const char tool_help_pull[];
 extern const char tool_help_demo[];
 extern const char tool_help_mirror[];
+extern const char tool_help_bitmap[];
 
 /* Prints the help of subcommand @name on stdout. */
 void tool_print_help(const char *name);
@@ -91,6 +93,15 @@ int tool_parse_output(const char *cmd, const char *arg, bool *json);
 int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
 		   const char **path);
 
+/* A --granularity bc_block_copy accepts: a power of two, 4K..64M. */
+bool tool_granularity_ok(uint64_t v);
+
+/* A --buf-size bc_block_copy accepts with @granularity (0: default). */
+bool tool_buf_size_ok(uint64_t v, uint64_t granularity);
+
+/* -f FMT names a format the tool knows (qcow2, raw). */
+bool tool_format_known(const char *format);
+
 /* Parses on|off|true|false|yes|no. Returns 0 or -EINVAL. */
 int tool_parse_bool(const char *s, bool *out);
 
@@ -109,18 +120,45 @@ tool_usage_error(const char *cmd, const char *fmt, ...);
 int tool_getopt_error(const char *cmd, int c, char **argv);
 
 /*
- * Reports the failure @neg_errno of an operation on @file: the message
- * recorded in bc_last_error() when there is one (formats name the file
- * themselves), else "<file>: <strerror>". One line on stderr.
+ * Failures (tool-report.c). Each prints one line "blockcopy: <reason>" on
+ * stderr, library flag names reworded as the tool's options; after
+ * tool_json_errors(true) also {"error": {"code": C, "message": M}} on
+ * stdout. C is the BC_ERR_* code in words ("exists", "io-error", ...) or
+ * one of the tool's own ("interrupted", "incomplete", "no-memory").
+ */
+void tool_json_errors(bool on);
+
+/* Rewrites @msg with the tool's option names into @out of @len. */
+void tool_wording(const char *msg, char *out, size_t len);
+
+__attribute__((format(printf, 2, 3))) void tool_fail(const char *code,
+						     const char *fmt, ...);
+
+/*
+ * The failure @neg_errno of an operation on @file: the message recorded
+ * in bc_last_error() when there is one (formats name the file
+ * themselves), else "<file>: <strerror>".
  */
 void tool_report(const char *file, int neg_errno);
 
-/* Prints "blockcopy: <file>: <message>" on stderr. */
-__attribute__((format(printf, 2, 3))) void
-tool_error_file(const char *file, const char *fmt, ...);
+/* A job's error as delivered with its FAILED event. */
+struct bc_error;
+void tool_report_error(const struct bc_error *e);
+
+/* "blockcopy: <file>: <message>". */
+__attribute__((format(printf, 3, 4))) void
+tool_error_file(const char *code, const char *file, const char *fmt, ...);
 
 /* Prints "blockcopy: warning: <message>" on stderr. */
 __attribute__((format(printf, 1, 2))) void tool_warn(const char *fmt, ...);
+
+/*
+ * SIGINT/SIGTERM (tool-signal.c): one handler for the whole tool, which
+ * only records the request; job loops poll tool_stop_requested() and
+ * end their job cleanly.
+ */
+void tool_signals_install(void);
+bool tool_stop_requested(void);
 
 /* Writes @s as a JSON string literal, quotes included, to @f. */
 void tool_json_string(FILE *f, const char *s);

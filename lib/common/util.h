@@ -96,6 +96,12 @@ static inline bool bc_is_aligned(uint64_t x, uint64_t a)
 	return (x & (a - 1)) == 0;
 }
 
+/* x / d rounded up, without overflow near UINT64_MAX; @d > 0. */
+static inline uint64_t bc_div_round_up(uint64_t x, uint64_t d)
+{
+	return x / d + (x % d != 0);
+}
+
 /* Big-endian loads/stores through memcpy (no unaligned casts). */
 static inline uint16_t bc_get_be16(const void *p)
 {

@@ -111,18 +111,21 @@ static void walk(enum iob_op op, int err)
 	ck_assert_uint_lt(nth, 1000);
 }
 
+/* R7, R20 */
 START_TEST(walk_read_eio)
 {
 	walk(IOB_READ, EIO);
 }
 END_TEST
 
+/* R7, R20 */
 START_TEST(walk_write_eio)
 {
 	walk(IOB_WRITE, EIO);
 }
 END_TEST
 
+/* R7, R20 */
 START_TEST(walk_write_enospc)
 {
 	walk(IOB_WRITE, ENOSPC);

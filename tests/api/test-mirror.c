@@ -125,6 +125,7 @@ static void start_copy_under_hammer(struct hammer *h, unsigned int flags)
 		      "%s", bc_last_error()->message);
 }
 
+/* R27 */
 START_TEST(background_does_not_converge_under_heavy_writes)
 {
 	bc_block_job_stats st;
@@ -150,6 +151,7 @@ START_TEST(background_does_not_converge_under_heavy_writes)
 }
 END_TEST
 
+/* R28, R31 */
 START_TEST(write_blocking_converges_under_heavy_writes)
 {
 	bc_block_job_stats st;
@@ -176,6 +178,7 @@ START_TEST(write_blocking_converges_under_heavy_writes)
 }
 END_TEST
 
+/* R29 */
 START_TEST(auto_converge_switches_and_converges)
 {
 	bc_block_job_stats st;
@@ -203,6 +206,7 @@ END_TEST
  * to a granule already in sync is not in the destination when the write
  * returns in background mode (it is dirty, waiting for the copy loop).
  */
+/* R27 */
 START_TEST(background_write_is_not_in_destination_at_ack)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -238,6 +242,7 @@ START_TEST(background_write_is_not_in_destination_at_ack)
 }
 END_TEST
 
+/* R28 */
 START_TEST(write_blocking_write_is_in_destination_at_ack)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -269,6 +274,7 @@ START_TEST(write_blocking_write_is_in_destination_at_ack)
 }
 END_TEST
 
+/* R30 */
 START_TEST(verify_refuses_pivot_to_corrupted_destination)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -309,6 +315,7 @@ START_TEST(verify_refuses_pivot_to_corrupted_destination)
 }
 END_TEST
 
+/* R30 */
 START_TEST(verify_needs_pivot)
 {
 	fx_open_chain(&fx, 1);
@@ -318,6 +325,7 @@ START_TEST(verify_needs_pivot)
 }
 END_TEST
 
+/* R31 */
 START_TEST(stats_of_finished_job)
 {
 	bc_block_job_stats st;

@@ -117,6 +117,7 @@ static void check_file_equals(const char *path, const uint8_t *want,
  * another thread while the pivot runs -- dangles. Under ASan this is a
  * heap-use-after-free report; without it the freed chunk is reused below.
  */
+/* R25 */
 START_TEST(regress_disk_path_pointer_freed_by_pivot)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -151,6 +152,7 @@ END_TEST
  * refuses this (image locking: 'Failed to get "write" lock'); nothing in
  * job.c open_destination() compares the destination with the chain.
  */
+/* R15 */
 START_TEST(regress_copy_into_own_chain_is_accepted)
 {
 	int i;
@@ -180,6 +182,7 @@ END_TEST
  * and the whole job FAILS. The source side checks the alignment and
  * falls back to the driver (slot_start); the destination side does not.
  */
+/* R18 */
 START_TEST(regress_direct_copy_of_unaligned_size_fails)
 {
 	const uint64_t size = (1u << 20) + 1000;
@@ -202,6 +205,7 @@ END_TEST
  * limited job must never read as unlimited: round up to whole MiB/s
  * (I believe libvirt's qemu driver does the same; not verified here).
  */
+/* R21 */
 START_TEST(regress_info_reports_small_limit_as_unlimited)
 {
 	bc_block_copy_params p = { .bandwidth = 1000 };
@@ -224,6 +228,7 @@ END_TEST
  * (pull.c) always rewrites the backing pointer, which a raw image cannot
  * hold, so the job ends FAILED with "raw images have no backing file".
  */
+/* R9 */
 START_TEST(regress_pull_of_raw_disk_fails)
 {
 	uint8_t *want = open_raw_pattern(1u << 20, 0);
@@ -264,6 +269,7 @@ static void *snapshot_thread(void *arg)
  * Both calls racing must leave either the snapshot refused or a copy of
  * what the guest wrote.
  */
+/* R8 */
 START_TEST(regress_snapshot_racing_copy_loses_writes)
 {
 	int iter, both = 0;
@@ -316,9 +322,10 @@ END_TEST
  * charges every extent, whatever slot_start() then does with it), so a
  * mostly empty disk copied into a REUSE_EXT destination crawls at the
  * limit through its holes. QEMU charges only copied data
- * (mirror_iteration: io_bytes_acct = 0 for zero/discard), DESIGN.md says
- * "a token bucket on copied bytes", and pull.c charges only copied data.
+ * (mirror_iteration: io_bytes_acct = 0 for zero/discard), docs/rules.md
+ * R22 says the limit counts copied data, and pull.c charges only that.
  */
+/* R22 */
 START_TEST(regress_throttle_charges_zero_writes)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -372,6 +379,7 @@ static void close_again(bc_engine *eng, bc_disk *disk, const char *path,
  * frees the disk and the dispatcher's free_event() then unlocks and
  * unrefs freed memory (ASan: heap-use-after-free in disk_unref).
  */
+/* R26 */
 START_TEST(regress_second_close_from_callback_frees_disk)
 {
 	fx_open_chain(&fx, 1);
@@ -417,6 +425,7 @@ static void *discard_racer(void *arg)
  * 64 KiB granule inside) on fresh regions, records what the source
  * reads, then pivots and compares.
  */
+/* R18, R28 */
 START_TEST(regress_sync_write_racing_discard_diverges)
 {
 	bc_block_copy_params p = { .granularity = 65536 };
@@ -489,6 +498,7 @@ static void *verify_pivot_thread(void *arg)
  * resets job->req to NONE, so the job goes on mirroring. An ASYNC abort
  * never gets its CANCELED event; a synchronous one waits forever.
  */
+/* R30 */
 START_TEST(regress_abort_during_refused_verify_pivot_is_lost)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -580,6 +590,7 @@ static void pivot_then_close(bc_engine *eng, bc_disk *disk, const char *path,
 	}
 }
 
+/* R24 */
 START_TEST(pivot_from_mirroring_callback_and_close_from_completed)
 {
 	struct cb_state s = { .dst = fx_path(&fx, "dst.qcow2"), .close_ret = -2 };
@@ -604,6 +615,7 @@ START_TEST(pivot_from_mirroring_callback_and_close_from_completed)
 END_TEST
 
 /* Events never dispatched still hold disk references: freed, not leaked. */
+/* R24 */
 START_TEST(engine_free_with_undelivered_events)
 {
 	struct pollfd pfd;
@@ -623,6 +635,7 @@ START_TEST(engine_free_with_undelivered_events)
 END_TEST
 
 /* A new job right after the previous one ended (pivot), then a second pivot. */
+/* R18 */
 START_TEST(second_copy_right_after_pivot)
 {
 	const char *dst1 = fx_path(&fx, "dst1.qcow2");
@@ -648,6 +661,7 @@ END_TEST
 /* --- libvirt semantics ------------------------------------------------------ */
 
 /* ASYNC abort after MIRRORING: returns at once, CANCELED follows, copy consistent. */
+/* R19 */
 START_TEST(abort_async_after_mirroring_leaves_consistent_copy)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -669,10 +683,11 @@ START_TEST(abort_async_after_mirroring_leaves_consistent_copy)
 END_TEST
 
 /*
- * The limit applies after MIRRORING (DESIGN.md: QEMU's does not), a
+ * The limit applies after MIRRORING (docs/rules.md R22; not in QEMU), a
  * set-speed takes effect at once, and the final sync of a pivot is not
  * throttled: the guest stall depends on the dirty data only.
  */
+/* R22 */
 START_TEST(throttle_after_mirroring_and_unthrottled_pivot)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -712,6 +727,7 @@ START_TEST(throttle_after_mirroring_and_unthrottled_pivot)
 END_TEST
 
 /* Raising the speed wakes a job waiting out a very low limit at once. */
+/* R22 */
 START_TEST(set_speed_wakes_a_slow_job_at_once)
 {
 	bc_block_copy_params p = { .bandwidth = 4096 };
@@ -734,6 +750,7 @@ END_TEST
  * Progress: cur never decreases, end never drops below cur, and with no
  * guest writes cur == end once MIRRORING was reached.
  */
+/* R16 */
 START_TEST(progress_is_monotonic_under_writes)
 {
 	bc_block_copy_params p = { .bandwidth = 4u << 20 };
@@ -763,6 +780,7 @@ START_TEST(progress_is_monotonic_under_writes)
 END_TEST
 
 /* Snapshot first, then a full copy of the stitched chain: exact after pivot. */
+/* R18 */
 START_TEST(copy_after_snapshot_pivots_exact)
 {
 	const char *ov = fx_path(&fx, "ov.qcow2");
@@ -893,18 +911,21 @@ static void sync_writes_under_load(unsigned int flags, bool pivot)
 		fx_check_image_equals_shadow(&fx, fx.top, NULL);
 }
 
+/* R18, R28 */
 START_TEST(sync_writes_full_pivot_under_load)
 {
 	sync_writes_under_load(0, true);
 }
 END_TEST
 
+/* R18 */
 START_TEST(sync_writes_shallow_pivot_under_load)
 {
 	sync_writes_under_load(BC_BLOCK_COPY_SHALLOW, true);
 }
 END_TEST
 
+/* R19 */
 START_TEST(sync_writes_full_abort_under_load)
 {
 	sync_writes_under_load(0, false);
@@ -914,6 +935,7 @@ END_TEST
 /* --- sizes ------------------------------------------------------------------- */
 
 /* A size that is no multiple of the granularity nor of 512: every byte arrives. */
+/* R18 */
 START_TEST(unaligned_size_copy_pivots_exact)
 {
 	const uint64_t size = (1u << 20) + 1000;
@@ -954,6 +976,7 @@ static void copy_with_params(const bc_block_copy_params *p)
 	fx_check_image_equals_shadow(&fx, dst, "qcow2");
 }
 
+/* R18 */
 START_TEST(granule_larger_than_disk)
 {
 	bc_block_copy_params p = { .granularity = 64u << 20 };
@@ -962,6 +985,7 @@ START_TEST(granule_larger_than_disk)
 }
 END_TEST
 
+/* R18 */
 START_TEST(small_granule_single_slot)
 {
 	bc_block_copy_params p = { .granularity = 4096, .buf_size = 4096 };
@@ -978,6 +1002,7 @@ static void reopen_direct(void)
 	ck_assert_msg(fx.disk, "%s", bc_last_error()->message);
 }
 
+/* R9 */
 START_TEST(pull_with_direct_io)
 {
 	int st;
@@ -993,6 +1018,7 @@ START_TEST(pull_with_direct_io)
 }
 END_TEST
 
+/* R18 */
 START_TEST(copy_with_direct_io)
 {
 	char dst[PATH_MAX];
@@ -1012,6 +1038,7 @@ START_TEST(copy_with_direct_io)
 END_TEST
 
 /* QEMU: a zero-length image is READY at once. */
+/* R16 */
 START_TEST(zero_length_disk_copy_mirrors)
 {
 	const char *src = fx_path(&fx, "empty.raw");

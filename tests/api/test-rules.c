@@ -1,5 +1,5 @@
 /*
- * One test per rule of DESIGN.md "Rules the seed fixes": return value,
+ * The rules of docs/rules.md, each test naming its rule: return value,
  * bc_last_error() code and exact message, events in order, job info.
  *
  * Fixtures are made through the formats layer (no qemu-img needed); the
@@ -37,6 +37,7 @@ static void teardown(void)
 
 /* --- argument and flag rules ------------------------------------------ */
 
+/* R1 */
 START_TEST(copy_without_base_is_refused)
 {
 	fx_open_chain(&fx, 1);
@@ -47,6 +48,7 @@ START_TEST(copy_without_base_is_refused)
 }
 END_TEST
 
+/* R2 */
 START_TEST(shallow_without_copy_is_refused)
 {
 	fx_open_chain(&fx, 2);
@@ -58,6 +60,7 @@ START_TEST(shallow_without_copy_is_refused)
 }
 END_TEST
 
+/* R2 */
 START_TEST(reuse_ext_without_copy_is_refused)
 {
 	fx_open_chain(&fx, 2);
@@ -68,6 +71,7 @@ START_TEST(reuse_ext_without_copy_is_refused)
 }
 END_TEST
 
+/* R3 */
 START_TEST(abort_async_with_pivot_is_refused)
 {
 	fx_open_chain(&fx, 1);
@@ -80,6 +84,7 @@ START_TEST(abort_async_with_pivot_is_refused)
 }
 END_TEST
 
+/* R4 */
 START_TEST(unknown_flags_are_refused)
 {
 	fx_open_chain(&fx, 1);
@@ -93,6 +98,7 @@ START_TEST(unknown_flags_are_refused)
 }
 END_TEST
 
+/* R7 */
 START_TEST(abort_without_job_is_refused)
 {
 	fx_open_chain(&fx, 1);
@@ -103,6 +109,7 @@ START_TEST(abort_without_job_is_refused)
 }
 END_TEST
 
+/* R5 */
 START_TEST(block_copy_granularity_is_checked)
 {
 	bc_block_copy_params p = { .granularity = 3000 };
@@ -136,6 +143,7 @@ static void count_cb(bc_engine *eng, bc_disk *disk, const char *path, int type,
 	counted++;
 }
 
+/* R23 */
 START_TEST(deregistered_callback_is_not_called)
 {
 	int id;
@@ -157,6 +165,7 @@ START_TEST(deregistered_callback_is_not_called)
 END_TEST
 
 /* The event fd is readable exactly while events are queued. */
+/* R23 */
 START_TEST(event_fd_readable_while_events_queued)
 {
 	struct pollfd pfd = { .fd = -1, .events = POLLIN };
@@ -176,6 +185,7 @@ END_TEST
 
 /* --- pull --------------------------------------------------------------- */
 
+/* R9 */
 START_TEST(pull_completes_and_drops_backing)
 {
 	struct fmt_image *img;
@@ -193,6 +203,7 @@ START_TEST(pull_completes_and_drops_backing)
 }
 END_TEST
 
+/* R9 */
 START_TEST(pull_to_base_keeps_base)
 {
 	struct fmt_image *img;
@@ -215,6 +226,7 @@ START_TEST(pull_to_base_keeps_base)
 }
 END_TEST
 
+/* R9 */
 START_TEST(pull_relative_keeps_relative_name)
 {
 	struct fmt_image *img;
@@ -230,6 +242,7 @@ START_TEST(pull_relative_keeps_relative_name)
 }
 END_TEST
 
+/* R10 */
 START_TEST(pull_unknown_base_is_refused)
 {
 	fx_open_chain(&fx, 2);
@@ -241,6 +254,7 @@ START_TEST(pull_unknown_base_is_refused)
 }
 END_TEST
 
+/* R11, R21 */
 START_TEST(pull_abort_cancels)
 {
 	fx_open_chain(&fx, 3);
@@ -257,6 +271,7 @@ START_TEST(pull_abort_cancels)
 }
 END_TEST
 
+/* R11 */
 START_TEST(pull_abort_async_returns_then_event)
 {
 	fx_open_chain(&fx, 3);
@@ -268,6 +283,7 @@ START_TEST(pull_abort_async_returns_then_event)
 }
 END_TEST
 
+/* R6 */
 START_TEST(second_job_is_refused)
 {
 	fx_open_chain(&fx, 3);
@@ -285,6 +301,7 @@ END_TEST
 
 /* --- copy --------------------------------------------------------------- */
 
+/* R12, R16, R18 */
 START_TEST(full_copy_mirrors_then_pivots)
 {
 	struct fmt_image *img;
@@ -316,6 +333,7 @@ START_TEST(full_copy_mirrors_then_pivots)
 }
 END_TEST
 
+/* R12, R18 */
 START_TEST(shallow_copy_keeps_backing)
 {
 	struct fmt_image *img;
@@ -340,6 +358,7 @@ START_TEST(shallow_copy_keeps_backing)
 }
 END_TEST
 
+/* R12 */
 START_TEST(copy_raw_makes_raw_destination)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -359,6 +378,7 @@ START_TEST(copy_raw_makes_raw_destination)
 }
 END_TEST
 
+/* R13 */
 START_TEST(existing_destination_is_refused_untouched)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -384,6 +404,7 @@ START_TEST(existing_destination_is_refused_untouched)
 }
 END_TEST
 
+/* R14 */
 START_TEST(reuse_ext_requires_destination)
 {
 	const char *dst = fx_path(&fx, "missing.qcow2");
@@ -396,6 +417,7 @@ START_TEST(reuse_ext_requires_destination)
 }
 END_TEST
 
+/* R14 */
 START_TEST(reuse_ext_keeps_relative_backing)
 {
 	struct fmt_create_opts co = { .format = "qcow2", .size = FX_SIZE,
@@ -422,6 +444,7 @@ START_TEST(reuse_ext_keeps_relative_backing)
 }
 END_TEST
 
+/* R17, R21, R22 */
 START_TEST(pivot_before_mirroring_is_refused_and_job_goes_on)
 {
 	bc_block_copy_params p = { .bandwidth = 1u << 20 };
@@ -448,6 +471,7 @@ START_TEST(pivot_before_mirroring_is_refused_and_job_goes_on)
 }
 END_TEST
 
+/* R19 */
 START_TEST(abort_after_mirroring_leaves_consistent_copy)
 {
 	const char *dst = fx_path(&fx, "dst.qcow2");
@@ -467,6 +491,7 @@ START_TEST(abort_after_mirroring_leaves_consistent_copy)
 }
 END_TEST
 
+/* R19 */
 START_TEST(abort_before_mirroring_cancels)
 {
 	bc_block_copy_params p = { .bandwidth = 1u << 20 };
@@ -481,6 +506,7 @@ START_TEST(abort_before_mirroring_cancels)
 }
 END_TEST
 
+/* R8 */
 START_TEST(snapshot_and_close_refused_during_copy)
 {
 	fx_open_chain(&fx, 2);
@@ -504,6 +530,7 @@ START_TEST(snapshot_and_close_refused_during_copy)
 }
 END_TEST
 
+/* R20 */
 START_TEST(read_error_fails_job_guest_unharmed)
 {
 	const char *dst = fx_path(&fx, "dst.raw");
@@ -522,6 +549,7 @@ START_TEST(read_error_fails_job_guest_unharmed)
 }
 END_TEST
 
+/* R20 */
 START_TEST(full_destination_fails_job)
 {
 	const char *dst = fx_path(&fx, "dst.raw");

@@ -205,6 +205,7 @@ static void teardown(void)
 	fx_teardown(&fx);
 }
 
+/* R18 */
 START_TEST(qcow2_full_pivot)
 {
 	fx_open_chain(&fx, 3);
@@ -212,6 +213,7 @@ START_TEST(qcow2_full_pivot)
 }
 END_TEST
 
+/* R18 */
 START_TEST(qcow2_shallow_pivot)
 {
 	fx_open_chain(&fx, 3);
@@ -220,6 +222,7 @@ START_TEST(qcow2_shallow_pivot)
 }
 END_TEST
 
+/* R19 */
 START_TEST(qcow2_full_abort)
 {
 	fx_open_chain(&fx, 2);
@@ -227,6 +230,7 @@ START_TEST(qcow2_full_abort)
 }
 END_TEST
 
+/* R18 */
 START_TEST(raw_full_pivot)
 {
 	open_raw_source();
@@ -234,6 +238,7 @@ START_TEST(raw_full_pivot)
 }
 END_TEST
 
+/* R19 */
 START_TEST(raw_full_abort)
 {
 	open_raw_source();
@@ -241,6 +246,7 @@ START_TEST(raw_full_abort)
 }
 END_TEST
 
+/* R9 */
 START_TEST(pull_under_load)
 {
 	struct load l;

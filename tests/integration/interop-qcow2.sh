@@ -2,7 +2,7 @@
 # qcow2 images written by qemu-img/qemu-io read identically in blockcopy:
 # compare against qemu-img's raw conversion, map/info/check against
 # qemu-img's own answers. One fixture per feature of the interop matrix
-# (DESIGN.md "Formats"); patterns sit at unaligned and cluster-straddling
+# (docs/design.md §9); patterns sit at unaligned and cluster-straddling
 # offsets so that an off-by-one in the mapping shows in the content.
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh

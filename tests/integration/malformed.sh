@@ -14,7 +14,7 @@ python3 "$FIXTURES_DIR/make-malformed.py" "$M" >"$T/cases" || die "make-malforme
 
 # Expected exit codes per subcommand, in this order:
 #   info  info--backing-chain  map  map--json  compare-with-other  check
-# "a|b" accepts either (where DESIGN.md leaves it open, e.g. whether
+# "a|b" accepts either (where docs/qcow2.md leaves it open, e.g. whether
 # plain info opens the backing chain).
 O="1 1 1 1 2 1"          # refused at open: invalid or unsupported header
 # Header fine, backing chain cannot be opened. check: qemu-img check

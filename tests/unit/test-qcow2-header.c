@@ -1,7 +1,7 @@
 /*
  * Unit tests for qcow2 header parsing and validation (formats/qcow2.c):
  * headers built in memory, each invalid field checked for the exact
- * return code and message (notes/qcow2.md §9, QEMU iotest 080).
+ * return code and message (docs/qcow2.md §3, QEMU iotest 080).
  */
 #include <check.h>
 #include <errno.h>

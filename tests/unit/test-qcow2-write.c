@@ -759,7 +759,11 @@ END_TEST
  * with a persistent bitmap opened read-write but not written stays as it
  * was; after a write QEMU sees the bitmaps as inconsistent.
  */
-START_TEST(autoclear_cleared_at_first_write)
+/*
+ * A bitmap made by qemu-img survives our writes: still consistent (the
+ * autoclear bit kept), recording the write, no cluster leaked.
+ */
+START_TEST(bitmaps_kept_at_first_write)
 {
 	struct fmt_image *img;
 	uint8_t buf[512];
@@ -770,18 +774,13 @@ START_TEST(autoclear_cleared_at_first_write)
 	memset(buf, 3, sizeof(buf));
 	tu_sh("qemu-img create -q -f qcow2 t.qcow2 1M && qemu-img bitmap --add t.qcow2 bm0");
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
 	fmt_close(img);
 	assert_qemu_check("t.qcow2");
 	out = tu_out("qemu-img info t.qcow2 2>&1");
 	ck_assert_ptr_nonnull(strstr(out, "name: bm0"));
 	ck_assert_ptr_null(strstr(out, "inconsistent"));
-	free(out);
-	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
-	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
-	fmt_close(img);
-	out = tu_out("qemu-img info t.qcow2 2>&1");
-	ck_assert_ptr_nonnull(
-		strstr(out, "all bitmaps are now considered inconsistent"));
+	ck_assert_ptr_null(strstr(out, "in-use"));
 	free(out);
 }
 END_TEST
@@ -916,7 +915,7 @@ static Suite *write_suite(void)
 	tcase_add_loop_test(tc, create_preallocated, 0, 6);
 	tcase_add_test(tc, dirty_image_refcounts_rebuilt);
 	tcase_add_test(tc, refusals_have_exact_errors);
-	tcase_add_test(tc, autoclear_cleared_at_first_write);
+	tcase_add_test(tc, bitmaps_kept_at_first_write);
 	tcase_add_test(tc, killed_lazy_writer_leaves_repairable_image);
 	suite_add_tcase(s, tc);
 	return s;
