@@ -39,6 +39,7 @@ void job_unref(struct job *job)
 	dbm_free(job->dirty);
 	dbm_free(job->inflight);
 	fmt_close(job->dest);
+	free(job->scan_bits);
 	free(job->dest_path);
 	free(job->base_name);
 	free(job->base_fmt);
@@ -330,10 +331,11 @@ static int open_destination(struct job *job, const char *dest)
 	struct stat st;
 	int ret;
 
-	if (fmt_is_nbd_uri(dest))
+	if (fmt_is_nbd_uri(dest)) {
+		/* The export's own write-behind (formats/nbd.c) is the data path. */
+		copy_method_record(job, COPY_METHOD_NBD);
 		return open_nbd_destination(job, dest);
-	if (job->disk->flags & BC_DISK_DIRECT)
-		oflags |= FMT_OPEN_DIRECT;
+	}
 
 	if (stat(dest, &st) == 0) {
 		struct fmt_image *l;
@@ -404,7 +406,10 @@ static int open_destination(struct job *job, const char *dest)
 		job->dest_fresh = true;
 	}
 
-	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	/* The data path decides whether the destination is opened O_DIRECT. */
+	ret = copy_method_choose(job, dest, &job->method, &oflags);
+	if (ret == 0)
+		ret = fmt_open(dest, fmt, oflags, &job->dest);
 	if (ret < 0) {
 		if (job->dest_fresh)
 			(void)unlink(dest);
@@ -461,12 +466,28 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	/*
+	 * An incremental copy's bitmap is read once tracking is on (a write
+	 * from now on is the job's) and before the destination is made, so
+	 * that a missing or inconsistent bitmap leaves nothing behind.
+	 */
+	if (opts->bitmap) {
+		ret = fmt_bitmap_read(disk->top, opts->bitmap, &job->scan_bits,
+				      &job->scan_nbits, &job->scan_gran_bits);
+		if (ret < 0) {
+			job_detach(job);
+			goto err_unref;
+		}
+	}
+	job->opts.bitmap = NULL; /* the caller's string: not kept */
 	ret = open_destination(job, dest);
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unref;
 	}
 	ret = mirror_scan(job);
+	free(job->scan_bits);
+	job->scan_bits = NULL;
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unlink;

@@ -62,6 +62,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/copy-method.h"
 #include "engine/dbm.h"
 #include "engine/internal.h"
 #include "engine/throttle.h"
@@ -125,6 +126,11 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
+	uint8_t *scan_bits;           /* incremental copy: the bitmap's bits,
+					 used by mirror_scan() then freed */
+	uint64_t scan_nbits;
+	uint32_t scan_gran_bits;
+	enum copy_method method;      /* data path, chosen at start */
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;

@@ -68,7 +68,7 @@ U=$(uri "$D/q.sock")
 bc copy "$D/src.qcow2" "$U"
 assert_rc 1 "copy to an NBD export without --reuse-external"
 [ "$(wc -l <"$T/err")" -eq 1 ] || fail "refusal is not one line: $(bc_said)"
-grep -qF "destination '$U' is an NBD export: it must exist, use REUSE_EXT" "$T/err" ||
+grep -qF "destination '$U' is an NBD export: it must exist, use --reuse-external" "$T/err" ||
 	fail "refusal message: $(bc_said)"
 bc copy --reuse-external "$D/src.qcow2" "$U"
 assert_rc 0 "copy to qemu-nbd (qcow2)"
