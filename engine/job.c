@@ -127,9 +127,16 @@ bool job_target_error(struct job *job, int ret)
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
+	} else if (job->opts.on_target_error == JOB_TARGET_STOP &&
+		   job->state == JOB_CANCELING) {
+		/*
+		 * Requests in flight when the job paused (or was canceled)
+		 * fail like the first: the cancel stays a cancel.
+		 */
+		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
 		   job->state != JOB_PAUSED) {
-		/* Ending (or canceled): errors fail the job whatever the policy. */
+		/* Ending: errors fail the job whatever the policy. */
 	} else if (job->opts.on_target_error == JOB_TARGET_STOP) {
 		if (job->state != JOB_PAUSED) {
 			job->paused_from = job->state;
