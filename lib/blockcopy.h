@@ -159,8 +159,10 @@ enum {
  * virConnectDomainEventBlockJobStatus: the status argument of a job event.
  * A COPY job queues MIRRORING once (source and destination in sync; the
  * job goes on) and then exactly one of COMPLETED (pivoted), CANCELED or
- * FAILED; FAILED may also come before MIRRORING. A PULL job queues one of
- * COMPLETED, CANCELED or FAILED.
+ * FAILED; FAILED may also come before MIRRORING. With
+ * BC_BLOCK_COPY_ON_TARGET_ERROR_STOP it may also queue BC_BLOCK_JOB_PAUSED
+ * (below), once per pause. A PULL job queues one of COMPLETED, CANCELED
+ * or FAILED.
  */
 enum {
 	BC_BLOCK_JOB_COMPLETED = 0,
@@ -223,8 +225,9 @@ typedef struct bc_block_copy_params {
  * the event was queued (after a pivot, the destination's), valid for the
  * call only. @type is BC_BLOCK_JOB_TYPE_*, @status BC_BLOCK_JOB_* (the
  * event). For FAILED, bc_last_error() returns the job's first error while
- * the callback runs (code, errno, message); for other events its code is
- * 0. @opaque is the pointer given to bc_engine_event_register().
+ * the callback runs (code, errno, message), for PAUSED the error that
+ * paused the job; for other events its code is 0. @opaque is the pointer
+ * given to bc_engine_event_register().
  */
 typedef void (*bc_block_job_cb)(bc_engine *engine, bc_disk *disk,
 				const char *disk_path, int type, int status,
@@ -285,7 +288,10 @@ BC_API int bc_engine_event_fd(bc_engine *engine);
 BC_API int bc_engine_dispatch(bc_engine *engine, int timeout_ms);
 
 /*
- * Open the backing chain whose top image is @path as a guest disk.
+ * Open the backing chain whose top image is @path as a guest disk. @path
+ * may also be an NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://,
+ * nbd+vsock://, nbds+vsock://) in a build with libnbd: the export's guest
+ * data, one layer, @format NULL or "raw" (else BC_ERR_UNSUPPORTED).
  * @format is "qcow2", "raw" or NULL; NULL probes the top image by its
  * magic (a raw image whose guest wrote a qcow2 header would be misread:
  * give the format whenever it is known). Backing images always take the
@@ -413,26 +419,33 @@ BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
  * chain is copied and a created destination has no backing file; with it
  * only the top's data is copied and the destination is backed by the
  * source top's backing file. A destination that is an image of the
- * disk's own chain is refused (BC_ERR_INVALID_ARG). If this call fails, a
- * destination it created is removed; once it returned 0, a job that ends
- * CANCELED or FAILED leaves the destination in place (removing it is the
- * caller's choice).
+ * disk's own chain is refused (BC_ERR_INVALID_ARG). @dest may be an NBD
+ * URI (see bc_disk_open()): the export must exist and REUSE_EXT be given
+ * ("destination 'D' is an NBD export: it must exist, use REUSE_EXT"); its
+ * metadata is its server's. A source that is an NBD export is copied to a
+ * raw destination. If this call fails, a destination it created is
+ * removed; once it returned 0, a job that ends CANCELED or FAILED leaves
+ * the destination in place (removing it is the caller's choice).
  *
  * @params: NULL for defaults; bandwidth in bytes/s (0 = unlimited),
  * granularity (power of two 4096..67108864, 0 = 64 KiB), buf_size (bytes
  * in flight, granularity..1 GiB, 0 = 16 MiB). @flags: SHALLOW, REUSE_EXT,
- * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE.
+ * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, and one of
+ * ON_TARGET_ERROR_STOP / ON_TARGET_ERROR_IGNORE (below; default: a
+ * destination error fails the job).
  *
  * Returns 0 once the job runs (bc_get_block_job_info() returns 1), or -1:
  * BC_ERR_INVALID_ARG (NULL disk or dest, unknown flags, "granularity must
  * be a power of two between 4096 and 67108864", "buf-size must be
  * between the granularity and 1073741824 bytes", "synchronous writes and
- * auto-converge are mutually exclusive", size mismatch with REUSE_EXT),
+ * auto-converge are mutually exclusive", "on-target-error stop and ignore
+ * are mutually exclusive", size mismatch with REUSE_EXT),
  * BC_ERR_OPERATION_INVALID (a job already runs, or a snapshot is being
  * taken), BC_ERR_EXISTS, BC_ERR_NO_SUCH_FILE, BC_ERR_IO, BC_ERR_NO_SPACE.
  *
  * Events: MIRRORING when source and destination are first in sync (the
- * job goes on mirroring), then COMPLETED (pivoted), CANCELED or FAILED.
+ * job goes on mirroring), then COMPLETED (pivoted), CANCELED or FAILED;
+ * PAUSED with ON_TARGET_ERROR_STOP.
  */
 BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 			 const bc_block_copy_params *params,
@@ -440,8 +453,8 @@ BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 /*
  * libvirt's virDomainBlockJobAbort: end the disk's job.
  *
- * @flags 0: a PULL job, or a COPY job before MIRRORING, is canceled (a
- * copy's destination content is then undefined); a COPY job after
+ * @flags 0: a PULL job, a COPY job before MIRRORING, or a PAUSED job, is
+ * canceled (a copy's destination content is then undefined); a COPY job after
  * MIRRORING is finished: the guest is briefly held, what is still dirty
  * is copied and the destination flushed, so it equals the source at that
  * moment. The disk stays on the source. Waits until the job has ended;
@@ -459,7 +472,9 @@ BC_API int bc_block_copy(bc_disk *disk, const char *dest,
  * the COMPLETED event has been queued; it is still delivered by the next
  * bc_engine_dispatch(). Before MIRRORING: -1, BC_ERR_BLOCK_COPY_ACTIVE
  * ("block copy still active: disk 'P' not ready for pivot yet"), and the
- * job goes on. If the job fails during the pivot: -1 with the job's error,
+ * job goes on. A PAUSED job is not pivoted (BC_ERR_OPERATION_INVALID,
+ * "block job on disk 'P' is paused after an error: resume or abort it").
+ * If the job fails during the pivot: -1 with the job's error,
  * the disk stays on the source, FAILED follows. May be called from a
  * MIRRORING callback.
  *

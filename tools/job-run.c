@@ -5,32 +5,12 @@
 
 #include <math.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tool.h"
-
-/* --on-error stop: SIGUSR1 asks job_run_wait() to resume a paused job. */
-static volatile sig_atomic_t resume_requested;
-
-static void on_resume_signal(int sig)
-{
-	(void)sig;
-	resume_requested = 1;
-}
-
-static void install_resume_signal(void)
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_resume_signal;
-	sigemptyset(&sa.sa_mask);
-	(void)sigaction(SIGUSR1, &sa, NULL);
-}
 
 static double now_s(void)
 {
@@ -151,7 +131,6 @@ int job_run_wait(struct job_run *run)
 
 	run->status = -1;
 	run->mirroring_s = -1;
-	install_resume_signal();
 	if (bc_engine_event_register(run->eng, on_event, run) < 0)
 		return -1;
 	fd = bc_engine_event_fd(run->eng);
@@ -171,11 +150,9 @@ int job_run_wait(struct job_run *run)
 			    info.type == BC_BLOCK_JOB_TYPE_PULL)
 				phase = PHASE_PULLING;
 		}
-		if (resume_requested) {
-			resume_requested = 0;
-			if (bc_block_job_resume(run->disk, 0) == 0)
-				fprintf(stderr, "blockcopy: copy resumed\n");
-		}
+		if (tool_resume_requested() &&
+		    bc_block_job_resume(run->disk, 0) == 0)
+			fprintf(stderr, "blockcopy: copy resumed\n");
 		if (tool_stop_requested() && !cancel_sent) {
 			run->interrupted = true;
 			cancel_sent = true;

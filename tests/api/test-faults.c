@@ -192,12 +192,14 @@ static void truncated_source_fails(const char *format)
 	fx_teardown(&fx);
 }
 
+/* R20 */
 START_TEST(raw_source_truncated_fails)
 {
 	truncated_source_fails("raw");
 }
 END_TEST
 
+/* R20 */
 START_TEST(qcow2_source_truncated_fails)
 {
 	truncated_source_fails("qcow2");
@@ -262,12 +264,14 @@ static void unlinked_source_completes(const char *format)
 	fx_teardown(&fx);
 }
 
+/* R20 */
 START_TEST(raw_source_unlinked_completes)
 {
 	unlinked_source_completes("raw");
 }
 END_TEST
 
+/* R20 */
 START_TEST(qcow2_source_unlinked_completes)
 {
 	unlinked_source_completes("qcow2");
