@@ -127,11 +127,11 @@ bool job_target_error(struct job *job, int ret)
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
-	} else if (job->opts.on_target_error == JOB_TARGET_STOP &&
-		   job->state == JOB_CANCELING) {
+	} else if (job->state == JOB_CANCELING) {
 		/*
-		 * Requests in flight when the job paused (or was canceled)
-		 * fail like the first: the cancel stays a cancel.
+		 * Canceled: the destination is left as it is, so a request
+		 * still in flight that fails no longer matters (the job ends
+		 * CANCELED, not FAILED: the user asked for the end).
 		 */
 		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&

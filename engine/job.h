@@ -39,12 +39,12 @@
  *
  * Any error that is not handled by the target-error policy records the
  * job's first error and leads to CONCLUDING with status FAILED. The
- * policy (COPY only, destination errors in RUNNING and READY; in the
- * ending states an error always fails the job): REPORT fails the job;
- * STOP re-dirties the range and enters PAUSED (destination errors of
- * requests still in flight while PAUSED or CANCELING change nothing more:
- * a cancel of a paused job stays a cancel); IGNORE re-dirties the
- * range and retries it after a back-off, failing the job after
+ * policy (COPY only, destination errors in RUNNING and READY; while
+ * pivoting or finishing an error always fails the job; after a cancel a
+ * destination error changes nothing): REPORT fails the job; STOP
+ * re-dirties the range and enters PAUSED (destination errors of requests
+ * still in flight while PAUSED change nothing more); IGNORE re-dirties
+ * the range and retries it after a back-off, failing the job after
  * JOB_TARGET_RETRY_MAX rounds of destination errors without a success.
  *
  * The pivot protocol lives in mirror.c (pivot_or_finish): quiesce the

@@ -406,14 +406,16 @@ static void run_random(bc_queue *q, unsigned int nreq, unsigned int seed)
 	uint64_t nstripes = FX_SIZE / STRIPE;
 	bool *busy = calloc(nstripes, sizeof(*busy));
 	uint8_t *bufs = aligned((size_t)DEPTH * STRIPE);
-	struct slot {
+	/* Static: the test is single-threaded and the frame stays small. */
+	static struct slot {
 		int kind;
 		uint64_t stripe;
 		uint8_t *buf;
 	} slots[DEPTH];
-	int free_slots[DEPTH], nfree = DEPTH, inflight = 0;
+	static int free_slots[DEPTH];
+	static bc_completion c[DEPTH];
+	int nfree = DEPTH, inflight = 0;
 	unsigned int issued = 0;
-	bc_completion c[DEPTH];
 	int i;
 
 	fprintf(stderr, "# seed %u\n", seed);
