@@ -387,23 +387,23 @@ ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
  * it or mark it dirty) — always before the guest hears about it.
  */
 static int guest_write(bc_disk *disk, struct guest_req *req,
-		       enum active_kind kind, const void *buf, uint64_t off,
+		       enum guest_write_kind kind, const void *buf, uint64_t off,
 		       uint64_t len, unsigned int flags)
 {
-	struct active_write aw = { .claimed = false };
+	struct write_claim aw = { .claimed = false };
 	int ret;
 
 	pthread_rwlock_rdlock(&disk->write_gate);
 	if (req->job && len)
-		mirror_active_begin(req->job, kind, off, len, &aw);
+		mirror_guest_write_begin(req->job, kind, off, len, &aw);
 	switch (kind) {
-	case ACTIVE_DATA:
+	case GUEST_WRITE_DATA:
 		ret = fmt_pwrite(req->top, buf, (size_t)len, off);
 		break;
-	case ACTIVE_ZEROES:
+	case GUEST_WRITE_ZEROES:
 		ret = fmt_write_zeroes(req->top, off, len, flags);
 		break;
-	case ACTIVE_DISCARD:
+	case GUEST_WRITE_DISCARD:
 		ret = fmt_discard(req->top, off, len);
 		/* A discard is a hint: where the format cannot, nothing happened. */
 		if (ret == -ENOTSUP) {
@@ -414,7 +414,7 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 	}
 	/* Even a failed write may have changed part of the range. */
 	if (req->job && len)
-		mirror_active_end(req->job, kind, buf, off, len, flags, ret, &aw);
+		mirror_guest_write_end(req->job, kind, buf, off, len, flags, ret, &aw);
 	pthread_rwlock_unlock(&disk->write_gate);
 	return ret;
 }
@@ -422,23 +422,23 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 int disk_guest_pwrite(bc_disk *disk, struct guest_req *req, const void *buf,
 		      uint64_t off, uint64_t len)
 {
-	return guest_write(disk, req, ACTIVE_DATA, buf, off, len, 0);
+	return guest_write(disk, req, GUEST_WRITE_DATA, buf, off, len, 0);
 }
 
 int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
 			    uint64_t off, uint64_t len, unsigned int flags)
 {
-	return guest_write(disk, req, ACTIVE_ZEROES, NULL, off, len, flags);
+	return guest_write(disk, req, GUEST_WRITE_ZEROES, NULL, off, len, flags);
 }
 
 int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
 		       uint64_t len)
 {
-	return guest_write(disk, req, ACTIVE_DISCARD, NULL, off, len, 0);
+	return guest_write(disk, req, GUEST_WRITE_DISCARD, NULL, off, len, 0);
 }
 
 /* A synchronous write: check, enter, write, leave. */
-static int sync_write(bc_disk *disk, enum active_kind kind, const void *buf,
+static int sync_write(bc_disk *disk, enum guest_write_kind kind, const void *buf,
 		      uint64_t off, uint64_t len, unsigned int flags)
 {
 	struct guest_req req;
@@ -458,7 +458,7 @@ static int sync_write(bc_disk *disk, enum active_kind kind, const void *buf,
 
 ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 {
-	int ret = sync_write(disk, ACTIVE_DATA, buf, off, n, 0);
+	int ret = sync_write(disk, GUEST_WRITE_DATA, buf, off, n, 0);
 
 	return ret < 0 ? ret : (ssize_t)n;
 }
@@ -466,13 +466,13 @@ ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
-	return sync_write(disk, ACTIVE_ZEROES, NULL, off, len,
+	return sync_write(disk, GUEST_WRITE_ZEROES, NULL, off, len,
 			  flags ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 {
-	return sync_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
+	return sync_write(disk, GUEST_WRITE_DISCARD, NULL, off, len, 0);
 }
 
 int disk_guest_flush(struct guest_req *req)

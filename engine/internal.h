@@ -35,7 +35,7 @@
 #include "engine/engine.h"
 #include "formats/fmt.h"
 
-struct dbm;
+struct dirty_bitmap;
 struct job;
 struct bc_queue;
 

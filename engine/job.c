@@ -36,8 +36,8 @@ void job_unref(struct job *job)
 {
 	if (atomic_fetch_sub(&job->refs, 1) != 1)
 		return;
-	dbm_free(job->dirty);
-	dbm_free(job->inflight);
+	dirty_bitmap_free(job->dirty);
+	dirty_bitmap_free(job->inflight);
 	fmt_close(job->dest);
 	free(job->scan_bits);
 	free(job->dest_path);
@@ -84,7 +84,7 @@ void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
 {
 	BC_LOCK_GUARD(&job->lock);
 	if (job->dirty && job_is_tracking_locked(job)) {
-		dbm_set(job->dirty, off, len);
+		dirty_bitmap_set(job->dirty, off, len);
 		pthread_cond_signal(&job->cond);
 	}
 }
@@ -136,7 +136,7 @@ bool job_target_error(struct job *job, int ret)
 		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
 		   job->state != JOB_PAUSED) {
-		/* Ending (or canceled): errors fail the job whatever the policy. */
+		/* Ending: errors fail the job whatever the policy. */
 	} else if (job->opts.on_target_error == JOB_TARGET_STOP) {
 		if (job->state != JOB_PAUSED) {
 			job->paused_from = job->state;
@@ -454,13 +454,13 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		goto err_unref;
 	}
 
-	ret = dbm_new(disk->size, job->opts.granularity, &job->dirty);
+	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->dirty);
 	if (ret < 0)
 		goto err_unref;
-	ret = dbm_new(disk->size, job->opts.granularity, &job->inflight);
+	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->inflight);
 	if (ret < 0)
 		goto err_unref;
-	thr_init(&job->thr, job->bandwidth, NULL, NULL);
+	throttle_init(&job->throttle, job->bandwidth, NULL, NULL);
 
 	/*
 	 * Attach first: the check for another job (or a snapshot) and the
@@ -533,7 +533,7 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 	if (!job)
 		return -ENOMEM;
 	job->bandwidth = bandwidth;
-	thr_init(&job->thr, bandwidth, NULL, NULL);
+	throttle_init(&job->throttle, bandwidth, NULL, NULL);
 	job->end_fixed = disk->size;
 
 	if (base) {
@@ -790,7 +790,7 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	info->cur = job->cur;
 	if (job->type == BC_BLOCK_JOB_TYPE_COPY)
 		info->end = job->cur + job->inflight_bytes +
-			    dbm_count_bytes(job->dirty);
+			    dirty_bitmap_count_bytes(job->dirty);
 	else
 		info->end = job->end_fixed;
 	if (bytes)
@@ -816,14 +816,14 @@ void job_fill_stats(struct job *job, bc_block_job_stats *st)
 	st->ready = was_ready_locked(job);
 	st->cur = job->cur;
 	if (job->type == BC_BLOCK_JOB_TYPE_COPY) {
-		st->dirty_bytes = dbm_count_bytes(job->dirty);
+		st->dirty_bytes = dirty_bitmap_count_bytes(job->dirty);
 		st->end = job->cur + job->inflight_bytes + st->dirty_bytes;
 	} else {
 		st->end = job->end_fixed;
 	}
 	st->bytes_copied = job->bytes_copied;
 	st->bytes_zeroed = job->bytes_zeroed;
-	st->active_writes = job->active_writes;
+	st->active_writes = job->blocking_writes;
 	st->mirroring_ns = job->mirroring_ns;
 	st->mode_switch_ns = job->mode_switch_ns;
 	st->pivot_stall_ns = job->stall_ns;
@@ -861,7 +861,7 @@ int job_set_speed(bc_disk *disk, uint64_t bandwidth)
 		return -EINVAL;
 	pthread_mutex_lock(&job->lock);
 	job->bandwidth = bandwidth;
-	thr_set_rate(&job->thr, bandwidth);
+	throttle_set_rate(&job->throttle, bandwidth);
 	pthread_cond_broadcast(&job->cond);
 	pthread_mutex_unlock(&job->lock);
 	job_unref(job);

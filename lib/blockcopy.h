@@ -131,8 +131,6 @@ BC_API const bc_error *bc_last_error(void);
 #define BC_BLOCK_COPY_SHALLOW             (1u << 0)
 #define BC_BLOCK_COPY_REUSE_EXT           (1u << 1)
 #define BC_BLOCK_COPY_TRANSIENT_JOB       (1u << 2)
-/* libvirt's name for write-blocking mode: guest writes reach the
- * destination before they are acknowledged (BC_BLOCK_JOB_MODE_WRITE_BLOCKING). */
 #define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
 #define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
 /*
@@ -201,7 +199,8 @@ typedef struct bc_block_job_stats {
 	uint64_t dirty_bytes;    /* not yet in sync */
 	uint64_t bytes_copied;   /* data the copy loop wrote to the destination */
 	uint64_t bytes_zeroed;   /* ranges it wrote as zeroes */
-	uint64_t active_writes;  /* guest writes mirrored before acknowledgement */
+	uint64_t active_writes;  /* guest writes mirrored before acknowledgement
+				    (write-blocking mode) */
 	uint64_t mirroring_ns;   /* start → MIRRORING */
 	uint64_t mode_switch_ns; /* start → switch to write-blocking (auto-converge) */
 	uint64_t pivot_stall_ns; /* guest requests held by the pivot or finish */

@@ -256,15 +256,15 @@ int cmd_copy(int argc, char **argv)
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |
 				      BC_BLOCK_REBASE_BANDWIDTH_BYTES;
 
+		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
+			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
+			goto out_disk;
+		}
 		if (params.granularity || params.buf_size || bitmap ||
 		    (flags & ~(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |
 			       BC_BLOCK_COPY_DIRECT))) {
 			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size, --bitmap, --buffered, --copy-file-range or --reflink");
-			goto out_disk;
-		}
-		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
-			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
-			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
 			goto out_disk;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)
