@@ -12,6 +12,10 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 for t in qemu-img qemu-io python3; do
 	command -v "$t" >/dev/null || { echo "$t not installed: no seeds"; exit 77; }
 done
+# The harnesses run in parallel and share the seeds: one maker at a time.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
 [ -f "$out/.done" ] && exit 0
 rm -rf "$out"
 mkdir -p "$out"

@@ -214,7 +214,7 @@ done
 # 3 cannot even load the shared libraries; from 4 up each start-up step
 # (source, destination, ring or AIO context, eventfds) runs out in turn.
 nfail=0
-for n in 4 5 6 7 8 9 10 12 16; do
+for n in 4 5 6 7 8 12; do
 	desc="ulimit -n $n"
 	rm -f "$T/fd-dst.qcow2"
 	RC=0
