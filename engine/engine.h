@@ -37,9 +37,37 @@ int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags);
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len);
 int disk_flush(bc_disk *disk);
+/*
+ * Block status of the guest view at @off (at most @len bytes): the run's
+ * length and BC_DISK_EXTENT_* bits in *@status; -errno on error.
+ */
+int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+			  unsigned int *status);
 int disk_snapshot_create(bc_disk *disk, const char *overlay);
 
 /* --- job.c: block jobs ------------------------------------------------ */
+
+/* The copy's data path the caller asks for (engine/copy-method.c). */
+enum job_copy_path {
+	JOB_PATH_AUTO = 0,    /* the engine chooses per source/destination pair */
+	JOB_PATH_DIRECT,      /* O_DIRECT destination, refused where unsupported */
+	JOB_PATH_BUFFERED,    /* page cache with write-behind */
+	JOB_PATH_FILE_RANGE,  /* copy_file_range: raw → raw on one filesystem */
+};
+
+/* Whether data may be shared with the source instead of copied (cp's --reflink). */
+enum job_reflink {
+	JOB_REFLINK_NEVER = 0,
+	JOB_REFLINK_AUTO,     /* where the filesystem can, else copy */
+	JOB_REFLINK_ALWAYS,   /* refused where it cannot */
+};
+
+/* What a COPY job does on a destination error (engine/job.h). */
+enum job_target_policy {
+	JOB_TARGET_REPORT = 0, /* fail the job (default) */
+	JOB_TARGET_STOP,       /* pause; resume continues from the bitmap */
+	JOB_TARGET_IGNORE,     /* re-dirty, retry, bounded */
+};
 
 struct job_copy_opts {
 	uint64_t bandwidth;   /* bytes/s, 0 = unlimited */
@@ -48,8 +76,17 @@ struct job_copy_opts {
 	bool shallow;
 	bool reuse_ext;
 	bool dest_raw;        /* COPY_RAW: raw destination whatever the source */
-	bool sync_writes;     /* write-blocking mode */
+	bool write_blocking;  /* SYNCHRONOUS_WRITES: write-blocking mode */
 	bool auto_converge;
+	enum job_copy_path path;
+	enum job_reflink reflink;
+	enum job_target_policy on_target_error;
+	/*
+	 * Copy only what this persistent bitmap of the source's top image
+	 * records (an incremental copy), NULL = everything. Read while
+	 * job_start_copy() runs; not kept.
+	 */
+	const char *bitmap;
 };
 
 int job_start_copy(bc_disk *disk, const char *dest,
@@ -62,7 +99,17 @@ int job_abort(bc_disk *disk, bool async, bool pivot, bool verify);
 /* 1 and fills @info while a job exists, 0 when none. */
 int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes);
 int job_set_speed(bc_disk *disk, uint64_t bandwidth);
+/* A PAUSED job continues from its bitmap; -EINVAL if not paused. */
+int job_resume(bc_disk *disk);
+/*
+ * 1 and fills @state (BC_BLOCK_JOB_STATE_*) and @err (the error that
+ * paused the job, code 0 otherwise; may be NULL) while a job exists, 0
+ * when none.
+ */
+int job_get_state(bc_disk *disk, int *state, bc_error *err);
 /* 1 and fills @st (current job or the last ended one), 0 if none ever. */
 int job_get_stats(bc_disk *disk, bc_block_job_stats *st);
+/* Name of the data path of the disk's copy job, or of its last one; NULL if none. */
+const char *job_copy_method(bc_disk *disk);
 
 #endif /* BC_ENGINE_ENGINE_H */

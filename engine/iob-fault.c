@@ -1,7 +1,8 @@
 /*
- * Fault injection for tests: a backend that forwards every request to an
- * inner context, except the one its rule designates, which completes with
- * -err without reaching the device.
+ * Fault injection for tests (TEST-ONLY: see iob-fault.h; never linked
+ * into libblockcopy): a backend that forwards every request to an inner
+ * context, except the ones its rule designates, which complete with -err
+ * without reaching the device.
  *
  * The inner context is driven through the public iob_* calls with the
  * injector's slot number as user_data, so its completions come back
@@ -10,12 +11,12 @@
  *
  * A rule is either the injector's own (iob_fault_set) or the process-wide
  * plan (iob_fault_global), shared by every context iob_new() created while
- * the plan was armed. Matches are counted with an atomic increment, so
+ * the plan was armed (tests link with --wrap=iob_new for that). Matches are counted with an atomic increment, so
  * exactly one request in the process gets the @nth number even when
  * several threads prepare requests; the rule's other fields are written
  * only while no context uses it (arm the plan before starting the job).
  */
-#include "iob.h"
+#include "iob-fault.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -28,6 +29,7 @@ struct fault_rule {
 	enum iob_op op;	     /* IOB_ANY: every kind */
 	int fd;		     /* -1: every fd */
 	unsigned nth;	     /* 1-based; 0: disarmed */
+	bool from_nth;	     /* fail every match from the nth on, not just it */
 	int err;	     /* positive errno to inject */
 	atomic_uint matched; /* matching requests seen */
 };
@@ -52,6 +54,8 @@ static bool hit(struct fault_rule *r, enum iob_op op, int fd)
 	if (!r->nth || (r->op != IOB_ANY && r->op != op) ||
 	    (r->fd >= 0 && r->fd != fd))
 		return false;
+	if (r->from_nth)
+		return atomic_fetch_add(&r->matched, 1) + 1 >= r->nth;
 	return atomic_fetch_add(&r->matched, 1) + 1 == r->nth;
 }
 
@@ -148,6 +152,7 @@ void iob_fault_set(struct iob *iob, enum iob_op op, int fd, unsigned nth,
 	f->own.op = op;
 	f->own.fd = fd;
 	f->own.nth = nth;
+	f->own.from_nth = false;
 	f->own.err = err;
 	atomic_store(&f->own.matched, 0);
 	f->rule = &f->own;
@@ -159,13 +164,25 @@ unsigned iob_fault_matched(struct iob *iob)
 	return atomic_load(&to_fault(iob)->rule->matched);
 }
 
-void iob_fault_global(enum iob_op op, int fd, unsigned nth, int err)
+static void set_global(enum iob_op op, int fd, unsigned nth, bool from_nth,
+		       int err)
 {
 	global_rule.op = op;
 	global_rule.fd = fd;
 	global_rule.nth = nth;
+	global_rule.from_nth = from_nth;
 	global_rule.err = err;
 	atomic_store(&global_rule.matched, 0);
+}
+
+void iob_fault_global(enum iob_op op, int fd, unsigned nth, int err)
+{
+	set_global(op, fd, nth, false, err);
+}
+
+void iob_fault_global_from(enum iob_op op, int fd, unsigned nth, int err)
+{
+	set_global(op, fd, nth, true, err);
 }
 
 unsigned iob_fault_global_matched(void)
@@ -173,17 +190,21 @@ unsigned iob_fault_global_matched(void)
 	return atomic_load(&global_rule.matched);
 }
 
-int iob_fault_apply_global(struct iob **iob)
+int __wrap_iob_new(unsigned depth, unsigned flags, struct iob **out)
 {
 	struct iob *wrapped;
 	int ret;
 
-	if (!global_rule.nth)
-		return 0;
-	ret = iob_fault_wrap(*iob, &wrapped);
-	if (ret < 0)
+	ret = __real_iob_new(depth, flags, out);
+	if (ret < 0 || !global_rule.nth)
 		return ret;
+	ret = iob_fault_wrap(*out, &wrapped);
+	if (ret < 0) {
+		iob_free(*out);
+		*out = NULL;
+		return ret;
+	}
 	to_fault(wrapped)->rule = &global_rule;
-	*iob = wrapped;
+	*out = wrapped;
 	return 0;
 }

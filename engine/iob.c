@@ -11,7 +11,7 @@
  * the libaio event ring are sized from it and can never overflow.
  *
  * Completions made without the kernel (libaio fsync, submissions the
- * kernel refused, injected faults) wait in a FIFO of @depth entries and
+ * kernel refused, injected faults in test builds) wait in a FIFO of @depth entries and
  * are returned first by iob_wait().
  */
 #include "iob.h"
@@ -150,11 +150,6 @@ int iob_new(unsigned depth, unsigned flags, struct iob **out)
 	}
 	if (ret < 0)
 		return ret;
-	ret = iob_fault_apply_global(&iob);
-	if (ret < 0) {
-		iob_free(iob);
-		return ret;
-	}
 	*out = iob;
 	return 0;
 }

@@ -47,7 +47,7 @@
 
 struct iob;
 
-/* Kinds of request; IOB_ANY only filters fault injection (iob_fault_set). */
+/* Kinds of request; IOB_ANY only filters fault injection (iob-fault.h). */
 enum iob_op {
 	IOB_READ,
 	IOB_WRITE,
@@ -147,41 +147,6 @@ unsigned iob_in_flight(struct iob *iob);
 int iob_register_buffers(struct iob *iob, const struct iovec *iov, unsigned n);
 
 /*
- * Test-only fault injection (iob-fault.c), chosen only by these calls.
- *
- * iob_fault_wrap() puts a fault injector in front of @inner and takes
- * ownership of it (iob_free(*@out) frees both). Requests pass through,
- * except the one iob_fault_set() designates, which completes with -err
- * without reaching the device. Returns 0 or -ENOMEM.
- */
-int iob_fault_wrap(struct iob *inner, struct iob **out);
-
-/*
- * Arms the injector @iob (from iob_fault_wrap): the @nth (1-based) request
- * prepared from now on that matches @op (IOB_ANY: any) and @fd (-1: any)
- * completes with -@err (e.g. EIO, ENOSPC); only that one. @nth = 0
- * disarms. Resets the match count.
- */
-void iob_fault_set(struct iob *iob, enum iob_op op, int fd, unsigned nth,
-		   int err);
-
-/* Matching requests the injector @iob has seen since iob_fault_set(). */
-unsigned iob_fault_matched(struct iob *iob);
-
-/*
- * Process-wide variant for tests that cannot reach the iob (the copy job
- * creates its own): from now on every iob_new() returns its context
- * wrapped in an injector, and all of them count matches together, in
- * prep order, so that exactly one request in the process (the @nth
- * matching one) fails with -@err. @nth = 0 disarms (later iob_new()
- * return plain contexts). Safe to count from several threads.
- */
-void iob_fault_global(enum iob_op op, int fd, unsigned nth, int err);
-
-/* Matching requests seen since iob_fault_global() armed the plan. */
-unsigned iob_fault_global_matched(void);
-
-/*
  * Backends. io_uring is always built; libaio only when meson found it
  * (BC_HAVE_LIBAIO), else these are stubs failing with -ENOTSUP.
  * Each records a message on failure. Return 0 or -errno.
@@ -277,12 +242,6 @@ void iob_fini(struct iob *iob);
 /* Records "<what>: <strerror>" with the BC_ERR_* code matching -@neg_errno. */
 __attribute__((cold, format(printf, 2, 3))) void
 iob_error(int neg_errno, const char *fmt, ...);
-
-/*
- * If iob_fault_global() armed a plan, replaces *@iob by an injector
- * wrapping it (iob_new calls this). Returns 0 or -ENOMEM (*@iob untouched).
- */
-int iob_fault_apply_global(struct iob **iob);
 
 /*
  * Completes @slot with @res without the kernel (aio fsync, refused

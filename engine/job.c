@@ -4,6 +4,7 @@
  */
 #include "engine/job.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
@@ -38,6 +39,7 @@ void job_unref(struct job *job)
 	dbm_free(job->dirty);
 	dbm_free(job->inflight);
 	fmt_close(job->dest);
+	free(job->scan_bits);
 	free(job->dest_path);
 	free(job->base_name);
 	free(job->base_fmt);
@@ -48,10 +50,40 @@ void job_unref(struct job *job)
 	free(job);
 }
 
+/* allowed[from][to]: the transitions of the table in job.h. */
+static const bool allowed[JOB_CONCLUDED + 1][JOB_CONCLUDED + 1] = {
+	[JOB_CREATED] = { [JOB_RUNNING] = true, [JOB_CANCELING] = true },
+	[JOB_RUNNING] = { [JOB_READY] = true, [JOB_PAUSED] = true,
+			  [JOB_CANCELING] = true, [JOB_CONCLUDING] = true },
+	[JOB_READY] = { [JOB_PAUSED] = true, [JOB_PIVOTING] = true,
+			[JOB_FINISHING] = true, [JOB_CONCLUDING] = true },
+	[JOB_PAUSED] = { [JOB_RUNNING] = true, [JOB_READY] = true,
+			 [JOB_CANCELING] = true, [JOB_CONCLUDING] = true },
+	[JOB_PIVOTING] = { [JOB_READY] = true, [JOB_FINISHING] = true,
+			   [JOB_CONCLUDING] = true },
+	[JOB_FINISHING] = { [JOB_CONCLUDING] = true },
+	[JOB_CANCELING] = { [JOB_CONCLUDING] = true },
+	[JOB_CONCLUDING] = { [JOB_CONCLUDED] = true },
+};
+
+void job_set_state_locked(struct job *job, enum job_state to)
+{
+	assert(allowed[job->state][to]);
+	job->state = to;
+	/* The job thread and every waiter re-check what they wait for. */
+	pthread_cond_broadcast(&job->cond);
+	pthread_cond_broadcast(&job->done_cond);
+}
+
+bool job_is_tracking_locked(const struct job *job)
+{
+	return job->state < JOB_CONCLUDING;
+}
+
 void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
 {
 	BC_LOCK_GUARD(&job->lock);
-	if (job->dirty && !job->detached) {
+	if (job->dirty && job_is_tracking_locked(job)) {
 		dbm_set(job->dirty, off, len);
 		pthread_cond_signal(&job->cond);
 	}
@@ -76,6 +108,64 @@ void job_set_error(struct job *job, int ret)
 	}
 	if (!job->end_ret)
 		job->end_ret = ret < 0 ? ret : -EIO;
+}
+
+/* IGNORE back-off before the nth consecutive round: 10 ms doubling, 1 s at most. */
+static uint64_t retry_backoff_ns(unsigned int n)
+{
+	return BC_MIN(10000000ull << BC_MIN(n - 1, 7u), 1000000000ull);
+}
+
+bool job_target_error(struct job *job, int ret)
+{
+	bool queue_paused = false, goes_on = false;
+	bc_error e;
+
+	if (!bc_error_is_set())
+		(void)bc_fail_errno(ret); /* a message from the errno */
+	e = *bc_last_error();
+	pthread_mutex_lock(&job->lock);
+	if (job->err.code) {
+		/* Already failing: the first error stays. */
+	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
+		   job->state != JOB_PAUSED) {
+		/* Ending (or canceled): errors fail the job whatever the policy. */
+	} else if (job->opts.on_target_error == JOB_TARGET_STOP) {
+		if (job->state != JOB_PAUSED) {
+			job->paused_from = job->state;
+			job->pause_err = e;
+			job_set_state_locked(job, JOB_PAUSED);
+			queue_paused = true;
+		}
+		goes_on = true;
+	} else if (job->opts.on_target_error == JOB_TARGET_IGNORE) {
+		uint64_t now = job_now_ns();
+
+		/*
+		 * One round of retries per back-off: the other requests of
+		 * the failed wave, completing meanwhile, count with it.
+		 */
+		if (now >= job->retry_at_ns) {
+			job->target_errors++;
+			job->retry_at_ns = now + retry_backoff_ns(job->target_errors);
+		}
+		goes_on = job->target_errors <= JOB_TARGET_RETRY_MAX;
+	}
+	pthread_mutex_unlock(&job->lock);
+	if (!goes_on) {
+		job_set_error(job, ret);
+		return false;
+	}
+	bc_error_reset();
+	if (queue_paused)
+		engine_queue_event(job->disk->eng, job->disk, job->type,
+				   BC_BLOCK_JOB_PAUSED, &e);
+	return true;
+}
+
+void job_target_ok_locked(struct job *job)
+{
+	job->target_errors = 0;
 }
 
 static struct job *job_alloc(bc_disk *disk, int type)
@@ -132,13 +222,17 @@ static void job_detach(struct job *job)
 	disk_unref_job(disk);
 }
 
-/* Start the attached job's thread; detaches it on failure. */
-static int job_run(struct job *job, void *(*body)(void *))
+/* Start the attached job's thread (CREATED → RUNNING); detaches it on failure. */
+static int job_start_thread(struct job *job, void *(*body)(void *))
 {
 	pthread_attr_t attr;
 	pthread_t tid;
 	int ret;
 
+	pthread_mutex_lock(&job->lock);
+	if (job->state == JOB_CREATED) /* else aborted meanwhile: CANCELING */
+		job_set_state_locked(job, JOB_RUNNING);
+	pthread_mutex_unlock(&job->lock);
 	job_ref(job); /* the thread's */
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
@@ -153,10 +247,11 @@ static int job_run(struct job *job, void *(*body)(void *))
 	return 0;
 }
 
-void job_stop_tracking(struct job *job)
+void job_conclude(struct job *job)
 {
 	BC_LOCK_GUARD(&job->lock);
-	job->detached = true;
+	if (job->state != JOB_CONCLUDING)
+		job_set_state_locked(job, JOB_CONCLUDING);
 }
 
 void job_finish(struct job *job, int status)
@@ -164,7 +259,7 @@ void job_finish(struct job *job, int status)
 	bc_disk *disk = job->disk;
 	bc_block_job_stats st;
 
-	job_stop_tracking(job);
+	job_conclude(job);
 	job_fill_stats(job, &st);
 	st.active = 0;
 	st.status = status;
@@ -179,8 +274,8 @@ void job_finish(struct job *job, int status)
 	engine_queue_event(disk->eng, disk, job->type, status,
 			   status == BC_BLOCK_JOB_FAILED ? &job->err : NULL);
 	pthread_mutex_lock(&job->lock);
-	job->finished = true;
-	pthread_cond_broadcast(&job->done_cond);
+	job->end_status = status;
+	job_set_state_locked(job, JOB_CONCLUDED);
 	pthread_mutex_unlock(&job->lock);
 
 	job_unref(job); /* the thread's */
@@ -194,16 +289,53 @@ void job_finish(struct job *job, int status)
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */
+/* --- NBD destination (issue 11) --- */
+/*
+ * A remote destination is never created here: the export must exist
+ * (REUSE_EXT) and its metadata, backing file included, is its server's.
+ * It is written as the guest data it presents.
+ */
+static int open_nbd_destination(struct job *job, const char *dest)
+{
+	int ret;
+
+	if (!job->opts.reuse_ext) {
+		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			     "destination '%s' is an NBD export: it must exist, use REUSE_EXT",
+			     dest);
+		return -EINVAL;
+	}
+	ret = fmt_open(dest, NULL, FMT_OPEN_RDWR, &job->dest);
+	if (ret < 0)
+		return ret;
+	if (job->dest->size != job->disk->top->size) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "destination '%s' size %llu differs from source size %llu",
+			     dest, (unsigned long long)job->dest->size,
+			     (unsigned long long)job->disk->top->size);
+		fmt_close(job->dest);
+		job->dest = NULL;
+		return -EINVAL;
+	}
+	return 0;
+}
+/* --- end NBD destination --- */
+
 static int open_destination(struct job *job, const char *dest)
 {
 	struct fmt_image *src = job->disk->top;
-	const char *fmt = job->opts.dest_raw ? "raw" : src->drv->name;
+	/* A source without a creatable format (an NBD export) copies to raw. */
+	bool raw = job->opts.dest_raw || !src->drv->create;
+	const char *fmt = raw ? "raw" : src->drv->name;
 	unsigned int oflags = FMT_OPEN_RDWR;
 	struct stat st;
 	int ret;
 
-	if (job->disk->flags & BC_DISK_DIRECT)
-		oflags |= FMT_OPEN_DIRECT;
+	if (fmt_is_nbd_uri(dest)) {
+		/* The export's own write-behind (formats/nbd.c) is the data path. */
+		copy_method_record(job, COPY_METHOD_NBD);
+		return open_nbd_destination(job, dest);
+	}
 
 	if (stat(dest, &st) == 0) {
 		struct fmt_image *l;
@@ -247,7 +379,7 @@ static int open_destination(struct job *job, const char *dest)
 		struct fmt_info info;
 		BC_AUTOFREE char *backing = NULL;
 
-		if (!job->opts.dest_raw) {
+		if (!raw) {
 			ret = fmt_get_info(src, &info);
 			if (ret < 0)
 				return ret;
@@ -274,7 +406,10 @@ static int open_destination(struct job *job, const char *dest)
 		job->dest_fresh = true;
 	}
 
-	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	/* The data path decides whether the destination is opened O_DIRECT. */
+	ret = copy_method_choose(job, dest, &job->method, &oflags);
+	if (ret == 0)
+		ret = fmt_open(dest, fmt, oflags, &job->dest);
 	if (ret < 0) {
 		if (job->dest_fresh)
 			(void)unlink(dest);
@@ -331,17 +466,33 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	/*
+	 * An incremental copy's bitmap is read once tracking is on (a write
+	 * from now on is the job's) and before the destination is made, so
+	 * that a missing or inconsistent bitmap leaves nothing behind.
+	 */
+	if (opts->bitmap) {
+		ret = fmt_bitmap_read(disk->top, opts->bitmap, &job->scan_bits,
+				      &job->scan_nbits, &job->scan_gran_bits);
+		if (ret < 0) {
+			job_detach(job);
+			goto err_unref;
+		}
+	}
+	job->opts.bitmap = NULL; /* the caller's string: not kept */
 	ret = open_destination(job, dest);
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unref;
 	}
 	ret = mirror_scan(job);
+	free(job->scan_bits);
+	job->scan_bits = NULL;
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unlink;
 	}
-	ret = job_run(job, mirror_main);
+	ret = job_start_thread(job, mirror_main);
 	if (ret < 0)
 		goto err_unlink;
 	job_unref(job);
@@ -424,7 +575,7 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
-	ret = job_run(job, pull_main);
+	ret = job_start_thread(job, pull_main);
 	if (ret < 0)
 		goto err_unref;
 	job_unref(job);
@@ -437,7 +588,8 @@ err_unref:
 
 /* --- control ---------------------------------------------------------- */
 
-static struct job *get_job(bc_disk *disk)
+/* The disk's job with a reference, or NULL. */
+static struct job *find_job(bc_disk *disk)
 {
 	struct job *job;
 
@@ -445,60 +597,108 @@ static struct job *get_job(bc_disk *disk)
 	job = disk->job;
 	if (job)
 		job_ref(job);
-	else
+	return job;
+}
+
+/* The disk's job with a reference; NULL with the error recorded. */
+static struct job *get_job(bc_disk *disk)
+{
+	struct job *job = find_job(disk);
+
+	if (!job)
 		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
 			     "disk '%s' does not have an active block job",
 			     disk->path);
 	return job;
 }
 
+/* Whether MIRRORING was reached (sticky; job->lock held). */
+static bool was_ready_locked(const struct job *job)
+{
+	return job->mirroring_ns != 0;
+}
+
+/* Post a pivot request (READY → PIVOTING); 0 or -errno, recorded. */
+static int request_pivot_locked(struct job *job, bool verify)
+{
+	bc_disk *disk = job->disk;
+
+	if (job->type != BC_BLOCK_JOB_TYPE_COPY) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "pivot of disk '%s' requires an active copy block job",
+			     disk->path);
+		return -EINVAL;
+	}
+	if (!was_ready_locked(job)) {
+		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+			     "block copy still active: disk '%s' not ready for pivot yet",
+			     disk->path);
+		return -EBUSY;
+	}
+	if (job->state == JOB_PAUSED) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "block job on disk '%s' is paused after an error: resume or abort it",
+			     disk->path);
+		return -EINVAL;
+	}
+	if (job->state != JOB_READY) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "block job on disk '%s' is already ending",
+			     disk->path);
+		return -EINVAL;
+	}
+	job->pivot_verify = verify;
+	job_set_state_locked(job, JOB_PIVOTING);
+	return 0;
+}
+
+/* Post an abort: cancel before READY (or when paused), finish after. */
+static void request_abort_locked(struct job *job)
+{
+	switch (job->state) {
+	case JOB_CREATED: /* attached, thread not started yet */
+	case JOB_RUNNING:
+	case JOB_PAUSED:
+		job_set_state_locked(job, JOB_CANCELING);
+		break;
+	case JOB_READY:
+		job_set_state_locked(job, JOB_FINISHING);
+		break;
+	case JOB_PIVOTING:
+		job->finish_after_pivot = true; /* applies if the pivot is refused */
+		break;
+	case JOB_FINISHING:
+	case JOB_CANCELING:
+	case JOB_CONCLUDING:
+	case JOB_CONCLUDED:
+		break; /* already ending */
+	}
+}
+
 int job_abort(bc_disk *disk, bool async, bool pivot, bool verify)
 {
 	struct job *job = get_job(disk);
+	unsigned int refusals;
 	int ret = 0;
 
 	if (!job)
 		return -EINVAL;
 	pthread_mutex_lock(&job->lock);
+	refusals = job->pivot_refusals;
 	if (pivot) {
-		if (job->type != BC_BLOCK_JOB_TYPE_COPY) {
-			bc_error_set(BC_ERR_OPERATION_INVALID, 0,
-				     "pivot of disk '%s' requires an active copy block job",
-				     disk->path);
-			ret = -EINVAL;
+		ret = request_pivot_locked(job, verify);
+		if (ret < 0)
 			goto out_unlock;
-		}
-		if (!job->ready) {
-			bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
-				     "block copy still active: disk '%s' not ready for pivot yet",
-				     disk->path);
-			ret = -EBUSY;
-			goto out_unlock;
-		}
-		if (job->req != JOB_REQ_NONE) {
-			bc_error_set(BC_ERR_OPERATION_INVALID, 0,
-				     "block job on disk '%s' is already ending",
-				     disk->path);
-			ret = -EINVAL;
-			goto out_unlock;
-		}
-		job->req = JOB_REQ_PIVOT;
-		job->verify = verify;
-		job->pivot_refused = false;
-	} else if (job->req == JOB_REQ_NONE) {
-		job->req = job->ready ? JOB_REQ_FINISH : JOB_REQ_CANCEL;
-	} else if (job->req == JOB_REQ_PIVOT) {
-		/* Applies if the pivot is refused (verification). */
-		job->req_after_pivot = JOB_REQ_FINISH;
+	} else {
+		request_abort_locked(job);
 	}
-	pthread_cond_broadcast(&job->cond);
 	if (async)
 		goto out_unlock;
-	while (!job->finished && !(pivot && job->pivot_refused))
+	while (job->state != JOB_CONCLUDED &&
+	       !(pivot && job->pivot_refusals != refusals))
 		pthread_cond_wait(&job->done_cond, &job->lock);
-	if (pivot && job->pivot_refused) {
+	if (pivot && job->pivot_refusals != refusals) {
 		/* The job goes on mirroring; the mismatch is being recopied. */
-		job->pivot_refused = false;
 		ret = -EIO;
 		bc_error_set(job->refuse_err.code, job->refuse_err.sys_errno,
 			     "%s", job->refuse_err.message);
@@ -513,15 +713,67 @@ out_unlock:
 	return ret;
 }
 
+int job_resume(bc_disk *disk)
+{
+	struct job *job = get_job(disk);
+	int ret = 0;
+
+	if (!job)
+		return -EINVAL;
+	pthread_mutex_lock(&job->lock);
+	if (job->state != JOB_PAUSED) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+			     "block job on disk '%s' is not paused", disk->path);
+		ret = -EINVAL;
+	} else {
+		memset(&job->pause_err, 0, sizeof(job->pause_err));
+		job->target_errors = 0;
+		job_set_state_locked(job, job->paused_from);
+	}
+	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return ret;
+}
+
+int job_get_state(bc_disk *disk, int *state, bc_error *err)
+{
+	struct job *job = find_job(disk);
+
+	if (err)
+		memset(err, 0, sizeof(*err));
+	if (!job)
+		return 0;
+	pthread_mutex_lock(&job->lock);
+	switch (job->state) {
+	case JOB_CREATED:
+	case JOB_RUNNING:
+		*state = BC_BLOCK_JOB_STATE_RUNNING;
+		break;
+	case JOB_READY:
+		*state = BC_BLOCK_JOB_STATE_READY;
+		break;
+	case JOB_PAUSED:
+		*state = BC_BLOCK_JOB_STATE_PAUSED;
+		if (err)
+			*err = job->pause_err;
+		break;
+	case JOB_PIVOTING:
+	case JOB_FINISHING:
+	case JOB_CANCELING:
+	case JOB_CONCLUDING:
+	case JOB_CONCLUDED:
+		*state = BC_BLOCK_JOB_STATE_ENDING;
+		break;
+	}
+	pthread_mutex_unlock(&job->lock);
+	job_unref(job);
+	return 1;
+}
+
 int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 {
-	struct job *job;
+	struct job *job = find_job(disk);
 
-	pthread_mutex_lock(&disk->lock);
-	job = disk->job;
-	if (job)
-		job_ref(job);
-	pthread_mutex_unlock(&disk->lock);
 	memset(info, 0, sizeof(*info));
 	if (!job)
 		return 0;
@@ -554,7 +806,7 @@ void job_fill_stats(struct job *job, bc_block_job_stats *st)
 	st->mode = job->write_blocking ? BC_BLOCK_JOB_MODE_WRITE_BLOCKING
 				       : BC_BLOCK_JOB_MODE_BACKGROUND;
 	st->auto_converge = job->opts.auto_converge;
-	st->ready = job->ready;
+	st->ready = was_ready_locked(job);
 	st->cur = job->cur;
 	if (job->type == BC_BLOCK_JOB_TYPE_COPY) {
 		st->dirty_bytes = dbm_count_bytes(job->dirty);

@@ -1,15 +1,58 @@
 /*
  * Block jobs (private to engine/job.c, mirror.c, pull.c).
  *
- * A job runs on its own thread. Requests from the API (cancel, finish,
- * pivot, set-speed) are posted under job->lock and wake the thread with
- * job->cond; callers that wait for the end sleep on job->done_cond.
+ * A job runs on its own thread. Requests from the API (abort, pivot,
+ * resume, set-speed) change the job's state under job->lock and wake the
+ * thread with job->cond; callers that wait for an outcome sleep on
+ * job->done_cond. The state is one enum, changed only by
+ * job_set_state_locked(), which asserts that the transition is in the
+ * table below.
  *
- * Life cycle of a COPY job: RUNNING (bulk phase) → ready (MIRRORING
- * event, sticky) → on pivot or abort: quiesce the guest, copy the
- * remainder, flush → COMPLETED (pivoted) or CANCELED; an error at any
- * point → FAILED with the source untouched and in use.
- * A PULL job: RUNNING → rewrite the top's backing pointer → COMPLETED.
+ *   state       what the job does                      leaves for
+ *   ----------  -------------------------------------  ----------------------
+ *   CREATED     attached (guest writes tracked),       RUNNING (thread starts),
+ *               destination opened, initial scan       CANCELING (aborted)
+ *   RUNNING     COPY: bulk copy; PULL: pulling         READY (COPY: in sync),
+ *                                                      PAUSED, CANCELING,
+ *                                                      CONCLUDING
+ *   READY       COPY: in sync once (MIRRORING queued); PAUSED, PIVOTING,
+ *               mirrors guest writes                   FINISHING, CONCLUDING
+ *   PAUSED      COPY, on-target-error=stop: stopped    RUNNING or READY
+ *               on a destination error; guest writes   (resume, back where it
+ *               are still tracked (PAUSED event)       was), CANCELING,
+ *                                                      CONCLUDING (a source
+ *                                                      error of a request
+ *                                                      still in flight)
+ *   PIVOTING    COPY after READY, pivot requested:     CONCLUDING (switched,
+ *               quiesce, final sync, verify, switch    or failed), READY
+ *                                                      (verification refused),
+ *                                                      FINISHING (refused, and
+ *                                                      an abort came meanwhile)
+ *   FINISHING   COPY, abort after READY: quiesce,      CONCLUDING
+ *               final sync, flush, keep the source
+ *   CANCELING   abort before READY, of a PULL or of a  CONCLUDING
+ *               PAUSED job: stop now
+ *   CONCLUDING  outcome decided; guest writes no       CONCLUDED
+ *               longer tracked nor mirrored; drain
+ *   CONCLUDED   event queued, no longer the disk's     (final)
+ *               job; waiters wake
+ *
+ * Any error that is not handled by the target-error policy records the
+ * job's first error and leads to CONCLUDING with status FAILED. The
+ * policy (COPY only, destination errors in RUNNING and READY; in the
+ * ending states an error always fails the job): REPORT fails the job;
+ * STOP re-dirties the range and enters PAUSED; IGNORE re-dirties the
+ * range and retries it after a back-off, failing the job after
+ * JOB_TARGET_RETRY_MAX rounds of destination errors without a success.
+ *
+ * The pivot protocol lives in mirror.c (pivot_or_finish): quiesce the
+ * guest (new requests wait, in-flight ones drain), copy what is still
+ * dirty, flush, verify when asked, swap the disk's chain, conclude, and
+ * only then let the guest resume.
+ *
+ * Write-blocking mode (job->write_blocking) is a mode of RUNNING/READY,
+ * not a state: guest writes reach the destination before they are
+ * acknowledged.
  */
 #ifndef BC_ENGINE_JOB_H
 #define BC_ENGINE_JOB_H
@@ -19,16 +62,29 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/copy-method.h"
 #include "engine/dbm.h"
 #include "engine/internal.h"
 #include "engine/throttle.h"
 
-enum job_request {
-	JOB_REQ_NONE = 0,
-	JOB_REQ_CANCEL, /* stop now; destination content undefined */
-	JOB_REQ_FINISH, /* after MIRRORING: sync, flush, keep the source */
-	JOB_REQ_PIVOT,  /* after MIRRORING: sync, flush, switch to the copy */
+enum job_state {
+	JOB_CREATED,
+	JOB_RUNNING,
+	JOB_READY,
+	JOB_PAUSED,
+	JOB_PIVOTING,
+	JOB_FINISHING,
+	JOB_CANCELING,
+	JOB_CONCLUDING,
+	JOB_CONCLUDED,
 };
+
+/*
+ * IGNORE policy: rounds of retries before the job fails. A round is the
+ * destination errors of one back-off period; a successful destination
+ * write starts the count again.
+ */
+#define JOB_TARGET_RETRY_MAX 8
 
 struct job {
 	bc_disk *disk;                /* reference held for the job's life */
@@ -37,17 +93,21 @@ struct job {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;          /* wakes the job thread */
-	pthread_cond_t done_cond;     /* wakes callers waiting for the end */
-	enum job_request req;
-	enum job_request req_after_pivot; /* an abort that came during a pivot */
-	bool ready;                   /* MIRRORING reached (sticky) */
-	bool finished;                /* ended; disk->job is NULL */
-	bool verify;                  /* the pivot request asks for verification */
-	bool pivot_refused;           /* verification failed: pivot refused */
-	bc_error refuse_err;          /* ...and why, for the pivot caller */
-	bool detached;                /* no longer the disk's job: guest writes
-					 are neither tracked nor mirrored */
-	bool write_blocking;          /* guest writes reach the destination first */
+	pthread_cond_t done_cond;     /* wakes callers waiting for an outcome */
+	enum job_state state;         /* job_set_state_locked() only */
+	enum job_state paused_from;   /* PAUSED: RUNNING or READY, for resume */
+	bool pivot_verify;            /* PIVOTING: compare before switching */
+	bool finish_after_pivot;      /* PIVOTING: an abort came; applies if
+					 the pivot is refused */
+	unsigned int pivot_refusals;  /* verification refusals so far */
+	bc_error refuse_err;          /* ...the last one's reason */
+	bool write_blocking;          /* mode: guest writes reach the
+					 destination first */
+	enum job_target_policy on_target_error; /* COPY */
+	unsigned int target_errors;   /* IGNORE: consecutive rounds of errors */
+	uint64_t retry_at_ns;         /* IGNORE: no copy issued before this */
+	bc_error pause_err;           /* PAUSED: the error that paused it */
+	int end_status;               /* CONCLUDED: BC_BLOCK_JOB_* of the event */
 	int end_ret;                  /* 0, or -errno of the failure */
 	bc_error err;                 /* first error, code 0 when none */
 
@@ -66,6 +126,11 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
+	uint8_t *scan_bits;           /* incremental copy: the bitmap's bits,
+					 used by mirror_scan() then freed */
+	uint64_t scan_nbits;
+	uint32_t scan_gran_bits;
+	enum copy_method method;      /* data path, chosen at start */
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;
@@ -82,14 +147,28 @@ struct job {
 	char *base_fmt;
 };
 
+/* The one place the state changes; asserts the transition is allowed. */
+void job_set_state_locked(struct job *job, enum job_state to);
+/* Whether guest writes are tracked (marked dirty): before CONCLUDING. */
+bool job_is_tracking_locked(const struct job *job);
+
 /* Keep the first error: the calling thread's recorded one, or from @ret. */
 void job_set_error(struct job *job, int ret);
 /*
- * Later guest writes neither mark nor mirror (guests must be quiesced, or
- * it must be the end). Idempotent.
+ * A destination error @ret (recorded in the calling thread's error) on a
+ * range the caller has re-dirtied: applies the target-error policy
+ * (header comment). Returns true when the job goes on (paused, or to retry
+ * the range), false when it fails (the error is then the job's).
  */
-void job_stop_tracking(struct job *job);
-/* End the job: stop tracking, leave the disk, queue the event, wake
+bool job_target_error(struct job *job, int ret);
+/* A destination write succeeded: the IGNORE policy's count restarts. */
+void job_target_ok_locked(struct job *job);
+/*
+ * Outcome decided: CONCLUDING, so later guest writes neither mark nor
+ * mirror (guests must be quiesced, or it must be the end). Idempotent.
+ */
+void job_conclude(struct job *job);
+/* End the job: conclude, leave the disk, queue the event, CONCLUDED, wake
  * waiters, drop refs. */
 void job_finish(struct job *job, int status);
 

@@ -46,6 +46,8 @@
 #include "lib/common/util.h"
 
 #define CHUNK_MAX   (1u << 20)
+/* Chunks the kernel copies (copy_file_range, reflink): large, few calls. */
+#define OFFLOAD_CHUNK (64u << 20)
 #define SLOTS_MAX   64u
 /* Host runs one chunk may be written as (qcow2 clusters need not be
  * contiguous); past this the rest of the chunk goes through the driver. */
@@ -75,6 +77,8 @@ struct slot {
 	uint64_t len;
 	bool zero;     /* written as zeroes */
 	bool skipped;  /* nothing to write (shallow: held by the backing) */
+	const struct fmt_image *read_layer; /* asynchronous read: from this */
+	uint64_t read_host;                 /* ...file, at this offset */
 	uint8_t *buf;
 	struct slot_run runs[RUNS_MAX]; /* destination writes in flight */
 	unsigned int pending;           /* ...how many have not completed */
@@ -93,6 +97,7 @@ struct mirror {
 	uint64_t gran;
 	uint64_t cursor;     /* where the next dirty search starts */
 	bool dest_async;     /* destination writes go through the backend */
+	struct copy_path path; /* data path state (engine/copy-method.c) */
 	bool quiesced;
 	uint64_t quiesce_t0;
 	uint64_t last_flush_ns;
@@ -137,6 +142,14 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	m->nslots = (unsigned int)BC_MIN(SLOTS_MAX,
 					 BC_MAX(1, buf_size / m->chunk));
 	m->dest_async = m->dest->drv->map_for_overwrite != NULL;
+	ret = copy_path_open(&m->path, job->method, m->src, m->dest);
+	if (ret < 0)
+		return ret;
+	if (copy_path_offloads(&m->path)) {
+		/* No data passes through the slots: one, with a token buffer. */
+		m->chunk = BC_MAX(m->gran, OFFLOAD_CHUNK);
+		m->nslots = 1;
+	}
 
 	m->slots = calloc(m->nslots, sizeof(*m->slots));
 	m->cqes = calloc(m->nslots, sizeof(*m->cqes));
@@ -145,7 +158,9 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	for (i = 0; i < m->nslots; i++) {
 		void *p;
 
-		ret = posix_memalign(&p, BUF_ALIGN, m->chunk);
+		ret = posix_memalign(&p, BUF_ALIGN,
+				     copy_path_offloads(&m->path) ? BUF_ALIGN
+								  : m->chunk);
 		if (ret)
 			return -ret;
 		m->slots[i].buf = p;
@@ -153,7 +168,8 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	ret = iob_new(m->nslots * RUNS_MAX, 0, &m->iob);
 	if (ret < 0)
 		return ret;
-	register_slots(m);
+	if (!copy_path_offloads(&m->path))
+		register_slots(m);
 	return 0;
 }
 
@@ -169,6 +185,52 @@ static void mirror_teardown(struct mirror *m)
 	}
 	free(m->slots);
 	free(m->cqes);
+	copy_path_close(&m->path);
+}
+
+/*
+ * Incremental copy: the runs of granules the bitmap marks, whatever they
+ * hold now (a range that became zero must become zero in the copy too);
+ * for a shallow copy, only what the top layer holds within them.
+ */
+static int scan_bitmap(struct job *job)
+{
+	struct fmt_image *src = job->disk->top;
+	uint64_t size = src->size, i = 0, n = job->scan_nbits;
+	uint32_t g = job->scan_gran_bits;
+	int ret;
+
+	while (i < n) {
+		uint64_t j, off, end;
+
+		if (!(job->scan_bits[i / 8] & (1u << (i % 8)))) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && (job->scan_bits[j / 8] & (1u << (j % 8)));)
+			j++;
+		off = i << g;
+		end = BC_MIN(size, j << g);
+		i = j;
+		while (off < end) {
+			struct fmt_extent ext = { .len = end - off };
+			bool mark = true;
+
+			if (job->opts.shallow) {
+				ret = fmt_chain_block_status(src, off, end - off,
+							     &ext);
+				if (ret < 0)
+					return ret;
+				mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
+			}
+			if (mark) {
+				BC_LOCK_GUARD(&job->lock);
+				dbm_set(job->dirty, off, ext.len);
+			}
+			off += ext.len;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -182,6 +244,9 @@ int mirror_scan(struct job *job)
 	struct fmt_image *src = job->disk->top;
 	uint64_t off = 0, size = src->size;
 	int ret;
+
+	if (job->scan_bits)
+		return scan_bitmap(job);
 
 	while (off < size) {
 		struct fmt_extent ext;
@@ -212,8 +277,13 @@ static struct fmt_image *layer_at(struct fmt_image *top, int depth)
 	return top;
 }
 
-/* Chunk done (successfully or not): release its granules. */
-static void slot_release(struct mirror *m, struct slot *s, int ret)
+/*
+ * Chunk done (successfully or not): release its granules. A failed chunk
+ * is dirty again; @target says the destination failed, which the
+ * target-error policy handles (a source error fails the job).
+ */
+static void slot_release(struct mirror *m, struct slot *s, int ret,
+			 bool target)
 {
 	struct job *job = m->job;
 
@@ -225,15 +295,19 @@ static void slot_release(struct mirror *m, struct slot *s, int ret)
 		dbm_set(job->dirty, s->off, s->len); /* copy it again later */
 	} else {
 		job->cur += s->len;
-		if (!s->skipped)
+		if (!s->skipped) {
 			job->dest_unflushed = true;
+			job_target_ok_locked(job);
+		}
 		if (s->zero)
 			job->bytes_zeroed += s->len;
 		else if (!s->skipped)
 			job->bytes_copied += s->len;
 	}
 	pthread_mutex_unlock(&job->lock);
-	if (ret < 0)
+	if (ret < 0 && target)
+		(void)job_target_error(job, ret);
+	else if (ret < 0)
 		job_set_error(job, ret);
 	s->state = SLOT_FREE;
 	m->nbusy--;
@@ -260,11 +334,12 @@ static uint64_t run_tag(const struct mirror *m, const struct slot *s,
  */
 static void slot_write(struct mirror *m, struct slot *s)
 {
-	uint64_t done = 0, align = m->dest->request_align;
-	int ret = 0;
+	uint32_t align;
+	int ret = 0, fd = copy_path_write_fd(&m->path, m->dest, &align);
+	uint64_t done = 0;
 
 	if (bc_is_zero(s->buf, s->len)) {
-		slot_release(m, s, write_zeroes_dest(m, s));
+		slot_release(m, s, write_zeroes_dest(m, s), true);
 		return;
 	}
 	s->pending = 0;
@@ -285,23 +360,40 @@ static void slot_write(struct mirror *m, struct slot *s)
 			break;
 		if (!bc_is_aligned((uint64_t)ext.host_off | ext.len | done, align))
 			break; /* O_DIRECT alignment: the driver path copes */
+		if (copy_path_sync_writes(&m->path)) {
+			/* Page-cache writes on this thread, then write-behind. */
+			ret = fmt_pwrite_file(m->dest->fd, s->buf + done,
+					      ext.len, (uint64_t)ext.host_off);
+			if (ret == 0)
+				ret = copy_path_written(&m->path,
+							(uint64_t)ext.host_off,
+							ext.len);
+			if (ret < 0)
+				break;
+			done += ext.len;
+			continue;
+		}
 		r->buf_off = done;
 		r->host = (uint64_t)ext.host_off;
 		r->len = ext.len;
-		ret = iob_prep_write(m->iob, m->dest->fd, s->buf + done, ext.len,
+		ret = iob_prep_write(m->iob, fd, s->buf + done, ext.len,
 				     r->host, run_tag(m, s, s->pending));
 		if (ret < 0)
 			break;
 		s->pending++;
 		done += ext.len;
 	}
+	/*
+	 * NBD hook (issue 11): a remote destination takes the write behind,
+	 * so the loop reads on while it is on the wire; flush_dest() waits.
+	 */
 	if (ret == 0 && done < s->len)
-		ret = fmt_pwrite(m->dest, s->buf + done, s->len - done,
-				 s->off + done);
+		ret = fmt_pwrite_behind(m->dest, s->buf + done, s->len - done,
+					s->off + done);
 	if (ret < 0)
 		s->err = ret;
 	if (!s->pending)
-		slot_release(m, s, s->err);
+		slot_release(m, s, s->err, true);
 }
 
 /*
@@ -312,38 +404,66 @@ static void slot_start(struct mirror *m, struct slot *s,
 		       const struct fmt_extent *ext)
 {
 	struct fmt_image *layer;
-	int ret;
+	uint32_t align = 1;
+	int ret, fd = -1;
 
 	s->zero = false;
 	s->skipped = false;
 	if (m->job->opts.shallow && ext->depth > 0) {
 		/* The destination shares this backing: nothing to write. */
 		s->skipped = true;
-		slot_release(m, s, 0);
+		slot_release(m, s, 0, false);
 		return;
 	}
 	if (ext->state != FMT_DATA) {
-		slot_release(m, s, write_zeroes_dest(m, s));
+		slot_release(m, s, write_zeroes_dest(m, s), true);
+		return;
+	}
+	if (copy_path_offloads(&m->path)) {
+		/* Raw → raw: the kernel copies (or shares) the range. */
+		slot_release(m, s, copy_path_offload(&m->path, m->src, m->dest,
+						     s->off, s->len), true);
 		return;
 	}
 	layer = layer_at(m->src, ext->depth);
+	if (layer)
+		fd = copy_path_read_fd(&m->path, layer, ext->depth, &align);
 	if (ext->host_off >= 0 && layer &&
-	    bc_is_aligned((uint64_t)ext->host_off | s->len, layer->request_align)) {
+	    bc_is_aligned((uint64_t)ext->host_off | s->len, align)) {
 		s->state = SLOT_READING;
-		ret = iob_prep_read(m->iob, layer->fd, s->buf, s->len,
+		s->read_layer = layer;
+		s->read_host = (uint64_t)ext->host_off;
+		ret = iob_prep_read(m->iob, fd, s->buf, s->len,
 				    (uint64_t)ext->host_off,
 				    (uint64_t)(s - m->slots));
 		if (ret == 0)
 			return;
-		slot_release(m, s, ret);
+		slot_release(m, s, ret, false);
 		return;
 	}
 	ret = fmt_pread(m->src, s->buf, s->len, s->off);
 	if (ret < 0) {
-		slot_release(m, s, ret);
+		slot_release(m, s, ret, false);
 		return;
 	}
 	slot_write(m, s);
+}
+
+/*
+ * Record a failed asynchronous request the way the synchronous paths do
+ * ("<file>: write failed at offset <N>: <reason>", N in the file) and
+ * return @ret: the completion alone only has the errno.
+ */
+static __cold int io_failed(const struct fmt_image *img, const char *what,
+			    uint64_t host, int ret)
+{
+	char ebuf[128];
+
+	bc_error_set(bc_errno_to_code(-ret), -ret,
+		     "%s: %s failed at offset %llu: %s", img->filename, what,
+		     (unsigned long long)host,
+		     strerror_r(-ret, ebuf, sizeof(ebuf)));
+	return ret;
 }
 
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
@@ -354,18 +474,30 @@ static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 
 	if (s->state == SLOT_READING) {
 		if (c->res < 0) {
-			slot_release(m, s, (int)c->res);
+			slot_release(m, s, io_failed(s->read_layer, "read",
+						     s->read_host, (int)c->res),
+				     false);
 			return;
 		}
-		/* A layer file shorter than its data reads zeros beyond (raw). */
-		if ((uint64_t)c->res < s->len)
-			memset(s->buf + c->res, 0, s->len - (uint64_t)c->res);
+		/*
+		 * Short: the file ends inside the range. Whether that is a
+		 * legitimate tail (a qcow2 file ending inside its last
+		 * cluster) or a file truncated under us is the format's to
+		 * say: read the chunk again through the driver.
+		 */
+		if ((uint64_t)c->res < s->len) {
+			ret = fmt_pread(m->src, s->buf, s->len, s->off);
+			if (ret < 0) {
+				slot_release(m, s, ret, false);
+				return;
+			}
+		}
 		slot_write(m, s);
 		return;
 	}
 	r = &s->runs[c->user_data >> 16];
 	if (c->res < 0) {
-		ret = (int)c->res;
+		ret = io_failed(m->dest, "write", r->host, (int)c->res);
 	} else if ((uint64_t)c->res < r->len) {
 		/* Short write: finish synchronously to learn the real error. */
 		ret = fmt_pwrite_file(m->dest->fd, s->buf + r->buf_off + c->res,
@@ -375,7 +507,7 @@ static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 	if (ret < 0 && !s->err)
 		s->err = ret;
 	if (--s->pending == 0)
-		slot_release(m, s, s->err);
+		slot_release(m, s, s->err, true);
 }
 
 /* Reap completions; waits for at least one when @block. */
@@ -492,9 +624,31 @@ static struct slot *free_slot(struct mirror *m)
 	return NULL;
 }
 
+/* Whether the loop copies in this state (job->lock held). */
+static bool is_copying_locked(const struct job *job)
+{
+	if (job->err.code)
+		return false;
+	switch (job->state) {
+	case JOB_RUNNING:
+	case JOB_READY:
+	case JOB_PIVOTING:
+	case JOB_FINISHING:
+		return true;
+	case JOB_CREATED:
+	case JOB_PAUSED:
+	case JOB_CANCELING:
+	case JOB_CONCLUDING:
+	case JOB_CONCLUDED:
+		return false;
+	}
+	return false;
+}
+
 /*
- * Issue as many chunks as slots and the throttle allow. Returns the
- * throttle delay in ns when it stopped issuing because of it, else 0.
+ * Issue as many chunks as slots, the throttle and the IGNORE policy's
+ * back-off allow. Returns the delay in ns when it stopped issuing because
+ * of either, else 0.
  */
 static uint64_t issue(struct mirror *m)
 {
@@ -503,12 +657,17 @@ static uint64_t issue(struct mirror *m)
 
 	while (m->nbusy < m->nslots) {
 		struct fmt_extent ext;
-		uint64_t off, len;
+		uint64_t off, len, now;
 		struct slot *s;
 		int ret;
 
 		pthread_mutex_lock(&job->lock);
-		if (job->err.code || job->req == JOB_REQ_CANCEL) {
+		if (!is_copying_locked(job)) {
+			pthread_mutex_unlock(&job->lock);
+			break;
+		}
+		if (job->retry_at_ns && (now = job_now_ns()) < job->retry_at_ns) {
+			delay = job->retry_at_ns - now;
 			pthread_mutex_unlock(&job->lock);
 			break;
 		}
@@ -535,7 +694,7 @@ static uint64_t issue(struct mirror *m)
 		s->len = len;
 		m->nbusy++;
 		if (ret < 0) {
-			slot_release(m, s, ret);
+			slot_release(m, s, ret, false);
 			break;
 		}
 		/* The limit counts data copied; zero ranges and skips are free. */
@@ -563,8 +722,8 @@ void mirror_active_begin(struct job *job, enum active_kind kind,
 	if (job->type != BC_BLOCK_JOB_TYPE_COPY)
 		return;
 	BC_LOCK_GUARD(&job->lock);
-	if (!job->write_blocking || job->detached || job->err.code ||
-	    job->req == JOB_REQ_CANCEL)
+	/* Not while paused: the destination failed, the bitmap keeps the write. */
+	if (!job->write_blocking || !is_copying_locked(job))
 		return;
 	gran = dbm_granularity(job->dirty);
 	size = dbm_size(job->dirty);
@@ -641,7 +800,7 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 		else
 			ret = mirror_discard(job, off, len);
 		if (ret < 0)
-			job_set_error(job, ret);
+			(void)job_target_error(job, ret);
 	}
 	pthread_mutex_lock(&job->lock);
 	if (ret < 0 || !aw->mirror) {
@@ -657,6 +816,7 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 		/* Granules covered whole now hold the same bytes on both sides. */
 		if (b > a)
 			dbm_clear(job->dirty, a, b - a);
+		job_target_ok_locked(job);
 		job->active_writes++;
 		job->dest_unflushed = true;
 	}
@@ -766,11 +926,11 @@ static void refuse_pivot(struct mirror *m)
 
 	pthread_mutex_lock(&job->lock);
 	job->refuse_err = *bc_last_error();
-	job->pivot_refused = true;
-	job->req = job->req_after_pivot;
-	job->req_after_pivot = JOB_REQ_NONE;
-	job->verify = false;
-	pthread_cond_broadcast(&job->done_cond);
+	job->pivot_refusals++;
+	job->pivot_verify = false;
+	job_set_state_locked(job, job->finish_after_pivot ? JOB_FINISHING
+							  : JOB_READY);
+	job->finish_after_pivot = false;
 	pthread_mutex_unlock(&job->lock);
 	bc_error_reset();
 	disk_resume(job->disk);
@@ -834,6 +994,137 @@ static void pivot_swap(struct mirror *m)
 	fmt_close(old);
 }
 
+/* What one pass of the loop acts on, read under one lock. */
+struct pass {
+	enum job_state state;
+	bool failed;  /* the job has an error */
+	bool clean;   /* nothing dirty (the loop has nothing in flight) */
+	bool verify;  /* PIVOTING: compare before switching */
+};
+
+static void read_pass(struct job *job, struct pass *p)
+{
+	BC_LOCK_GUARD(&job->lock);
+	p->state = job->state;
+	p->failed = job->err.code != 0;
+	p->clean = dbm_count_bytes(job->dirty) == 0;
+	p->verify = job->pivot_verify;
+}
+
+/*
+ * The pivot protocol, and the finish (abort after MIRRORING) that shares
+ * it: flush with guests running; quiesce them (new requests wait,
+ * in-flight ones drain); the loop copies what they dirtied; once clean,
+ * flush again, verify when asked. Returns true with *status set when the
+ * outcome is decided (mirror_main then concludes, swaps on COMPLETED and
+ * resumes the guests), false to go on looping.
+ */
+static bool pivot_or_finish(struct mirror *m, const struct pass *p,
+			    int *status)
+{
+	struct job *job = m->job;
+	int ret;
+
+	if (!m->quiesced) {
+		/* Flush first, guests running: the quiesced flush is short. */
+		ret = flush_dest(m);
+		if (ret < 0) {
+			job_set_error(job, ret);
+			return false;
+		}
+		m->quiesce_t0 = job_now_ns();
+		disk_quiesce(job->disk);
+		m->quiesced = true;
+		return false; /* copy what the drained writes dirtied */
+	}
+	if (!p->clean)
+		return false;
+	/* Everything written is flushed by the time this returns. */
+	ret = flush_dest(m);
+	if (ret < 0) {
+		job_set_error(job, ret);
+		return false;
+	}
+	if (p->state == JOB_PIVOTING && p->verify) {
+		ret = verify_copy(m);
+		if (ret == -EIO) {
+			refuse_pivot(m);
+			return false;
+		}
+		if (ret < 0) {
+			job_set_error(job, ret);
+			return false;
+		}
+	}
+	*status = p->state == JOB_PIVOTING ? BC_BLOCK_JOB_COMPLETED
+					   : BC_BLOCK_JOB_CANCELED;
+	return true;
+}
+
+/*
+ * Clean while RUNNING or READY: flush (at once the first time, then at
+ * most every FLUSH_INTERVAL_NS) and, the first time, enter READY and
+ * queue MIRRORING. Returns true when it queued the event.
+ */
+static bool reached_sync(struct mirror *m, const struct pass *p)
+{
+	struct job *job = m->job;
+	bool queue_ready = false;
+	int ret;
+
+	if (p->state == JOB_RUNNING ||
+	    job_now_ns() - m->last_flush_ns >= FLUSH_INTERVAL_NS) {
+		ret = flush_dest(m);
+		if (ret < 0) {
+			/* Not durable yet: flushed again on the next pass. */
+			(void)job_target_error(job, ret);
+			return false;
+		}
+	}
+	pthread_mutex_lock(&job->lock);
+	if (job->state == JOB_RUNNING && !job->err.code &&
+	    dbm_count_bytes(job->dirty) == 0) {
+		job->mirroring_ns = BC_MAX(job_now_ns() - job->t0_ns, 1);
+		job_set_state_locked(job, JOB_READY);
+		queue_ready = true;
+	}
+	pthread_mutex_unlock(&job->lock);
+	if (queue_ready)
+		engine_queue_event(job->disk->eng, job->disk, job->type,
+				   BC_BLOCK_JOB_MIRRORING, NULL);
+	return queue_ready;
+}
+
+/*
+ * Nothing in flight and nothing to issue now: sleep until a guest write,
+ * a request, the throttle's or back-off's @delay, or the next periodic
+ * flush, unless the state changed since @p was read.
+ */
+static void wait_for_work(struct mirror *m, const struct pass *p,
+			  uint64_t delay)
+{
+	struct job *job = m->job;
+
+	BC_LOCK_GUARD(&job->lock);
+	if (job->state != p->state || job->err.code)
+		return;
+	if (job->state == JOB_PAUSED)
+		pthread_cond_wait(&job->cond, &job->lock);
+	else if (delay)
+		wait_ns_locked(job, delay);
+	else if (dbm_count_bytes(job->dirty) != 0)
+		return;
+	else if (job->dest_unflushed)
+		wait_ns_locked(job, FLUSH_INTERVAL_NS);
+	else
+		pthread_cond_wait(&job->cond, &job->lock);
+}
+
+/*
+ * The COPY job's thread: issue dirty chunks, reap completions, and act on
+ * the state (job.h) once nothing is in flight, until the outcome is
+ * decided; then conclude.
+ */
 void *mirror_main(void *arg)
 {
 	struct job *job = arg;
@@ -845,7 +1136,7 @@ void *mirror_main(void *arg)
 	bc_error_reset();
 	ret = mirror_setup(&m, job);
 	pthread_mutex_lock(&job->lock);
-	job->write_blocking = job->opts.sync_writes; /* job->dest is open now */
+	job->write_blocking = job->opts.write_blocking; /* job->dest is open now */
 	pthread_mutex_unlock(&job->lock);
 	if (ret < 0) {
 		job_set_error(job, ret);
@@ -853,9 +1144,8 @@ void *mirror_main(void *arg)
 	}
 
 	for (;;) {
+		struct pass p;
 		uint64_t delay;
-		enum job_request req;
-		bool clean, failed;
 
 		check_converge(job, &cv);
 		delay = issue(&m);
@@ -874,79 +1164,21 @@ void *mirror_main(void *arg)
 			continue;
 		}
 
-		pthread_mutex_lock(&job->lock);
-		req = job->req;
-		failed = job->err.code != 0;
-		clean = dbm_count_bytes(job->dirty) == 0;
-		pthread_mutex_unlock(&job->lock);
-
-		if (failed || req == JOB_REQ_CANCEL)
+		read_pass(job, &p);
+		if (p.failed)
 			break;
-		if ((req == JOB_REQ_PIVOT || req == JOB_REQ_FINISH) && !m.quiesced) {
-			/* Flush first, guests running: the quiesced flush is short. */
-			ret = flush_dest(&m);
-			if (ret < 0) {
-				job_set_error(job, ret);
-				continue;
-			}
-			m.quiesce_t0 = job_now_ns();
-			disk_quiesce(job->disk);
-			m.quiesced = true;
-			continue; /* copy what the drained writes dirtied */
+		if (p.state == JOB_CANCELING) {
+			status = BC_BLOCK_JOB_CANCELED;
+			break;
 		}
-		if (clean) {
-			bool queue_ready = false;
-
-			if (!job->ready || m.quiesced ||
-			    job_now_ns() - m.last_flush_ns >= FLUSH_INTERVAL_NS) {
-				/* Everything written is flushed by the time this returns. */
-				ret = flush_dest(&m);
-				if (ret < 0) {
-					job_set_error(job, ret);
-					continue;
-				}
-			}
-			if (m.quiesced && req == JOB_REQ_PIVOT && job->verify) {
-				ret = verify_copy(&m);
-				if (ret == -EIO) {
-					refuse_pivot(&m);
-					continue;
-				}
-				if (ret < 0) {
-					job_set_error(job, ret);
-					continue;
-				}
-			}
-			if (m.quiesced) {
-				status = req == JOB_REQ_PIVOT ? BC_BLOCK_JOB_COMPLETED
-							      : BC_BLOCK_JOB_CANCELED;
+		if (p.state == JOB_PIVOTING || p.state == JOB_FINISHING) {
+			if (pivot_or_finish(&m, &p, &status))
 				break;
-			}
-			pthread_mutex_lock(&job->lock);
-			if (!job->ready && dbm_count_bytes(job->dirty) == 0) {
-				job->ready = true;
-				job->mirroring_ns = job_now_ns() - job->t0_ns;
-				queue_ready = true;
-			}
-			pthread_mutex_unlock(&job->lock);
-			if (queue_ready) {
-				engine_queue_event(job->disk->eng, job->disk,
-						   job->type,
-						   BC_BLOCK_JOB_MIRRORING, NULL);
-				continue;
-			}
+			continue;
 		}
-		pthread_mutex_lock(&job->lock);
-		if (job->req == req && !job->err.code &&
-		    (dbm_count_bytes(job->dirty) == 0 || delay)) {
-			if (delay)
-				wait_ns_locked(job, delay);
-			else if (!m.quiesced && job->dest_unflushed)
-				wait_ns_locked(job, FLUSH_INTERVAL_NS);
-			else if (!m.quiesced)
-				pthread_cond_wait(&job->cond, &job->lock);
-		}
-		pthread_mutex_unlock(&job->lock);
+		if (p.clean && p.state != JOB_PAUSED && reached_sync(&m, &p))
+			continue;
+		wait_for_work(&m, &p, delay);
 	}
 
 out:
@@ -972,23 +1204,15 @@ out:
 	 * The job stays the disk's job until job_finish(): no snapshot or new
 	 * job slips in between.
 	 */
-	if (m.quiesced)
-		job_stop_tracking(job);
+	job_conclude(job);
 	if (status == BC_BLOCK_JOB_COMPLETED)
 		pivot_swap(&m);
 	if (m.quiesced) {
 		pthread_mutex_lock(&job->lock);
 		job->stall_ns = job_now_ns() - m.quiesce_t0;
 		pthread_mutex_unlock(&job->lock);
-	}
-	if (status == BC_BLOCK_JOB_FAILED) {
-		pthread_mutex_lock(&job->lock);
-		if (job->req == JOB_REQ_CANCEL && !job->err.code)
-			status = BC_BLOCK_JOB_CANCELED;
-		pthread_mutex_unlock(&job->lock);
-	}
-	if (m.quiesced)
 		disk_resume(job->disk);
+	}
 	mirror_teardown(&m);
 	job_finish(job, status);
 	return NULL;

@@ -69,7 +69,7 @@ static bool throttle(struct job *job, uint64_t len)
 		struct timespec ts;
 		uint64_t t;
 
-		if (job->req != JOB_REQ_NONE)
+		if (job->state != JOB_RUNNING) /* CANCELING */
 			return false;
 		delay = thr_delay_ns(&job->thr, len);
 		if (!delay)

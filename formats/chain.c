@@ -305,6 +305,41 @@ static int open_backing(struct fmt_image *ov, int depth, unsigned int flags,
 	return 0;
 }
 
+/* The top image is an NBD export: one layer, through fmt_nbd_driver. */
+static int open_nbd(const char *uri, const char *format, unsigned int flags,
+		    struct fmt_image **out)
+{
+	struct fmt_image *img;
+	int ret;
+
+	if (format && strcmp(format, "raw")) {
+		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			     "%s: format '%s' over NBD is not supported: the server exports guest data (raw)",
+			     uri, format);
+		return -ENOTSUP;
+	}
+	img = calloc(1, sizeof(*img));
+	if (!img)
+		return -ENOMEM;
+	img->filename = strdup(uri);
+	if (!img->filename) {
+		free(img);
+		return -ENOMEM;
+	}
+	img->drv = &fmt_nbd_driver;
+	img->fd = -1;
+	img->flags = flags & ~FMT_OPEN_DIRECT;
+	img->request_align = 1;
+	ret = img->drv->open(img);
+	if (ret < 0) {
+		free(img->filename);
+		free(img);
+		return ret;
+	}
+	*out = img;
+	return 0;
+}
+
 int fmt_open(const char *path, const char *format, unsigned int flags,
 	     struct fmt_image **out)
 {
@@ -329,6 +364,8 @@ int fmt_open(const char *path, const char *format, unsigned int flags,
 			return -EINVAL;
 		}
 	}
+	if (fmt_is_nbd_uri(path))
+		return open_nbd(path, format, flags, out);
 	name = strdup(path);
 	if (!name)
 		return -ENOMEM;

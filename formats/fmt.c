@@ -36,6 +36,21 @@ const struct fmt_driver *fmt_driver_find(const char *name)
 	return NULL;
 }
 
+bool fmt_is_nbd_uri(const char *name)
+{
+	static const char *const schemes[] = {
+		"nbd://", "nbds://", "nbd+unix://", "nbds+unix://",
+		"nbd+vsock://", "nbds+vsock://",
+	};
+	size_t i;
+
+	for (i = 0; i < BC_ARRAY_SIZE(schemes); i++) {
+		if (!strncmp(name, schemes[i], strlen(schemes[i])))
+			return true;
+	}
+	return false;
+}
+
 const char *fmt_probe_buf(const uint8_t *buf, size_t len)
 {
 	/*
@@ -223,6 +238,41 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off)
 	return 0;
 }
 
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
+{
+	char name[PATH_MAX];
+	struct stat st;
+
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+	    (uint64_t)st.st_size >= known_end)
+		return 0;
+	fd_name(fd, name, sizeof(name));
+	bc_error_set(BC_ERR_IO, EIO,
+		     "%s: read failed at offset %llu: the file ends at %llu, short of its known size %llu (truncated while open?)",
+		     name, (unsigned long long)BC_MAX(off, (uint64_t)st.st_size),
+		     (unsigned long long)st.st_size,
+		     (unsigned long long)known_end);
+	return -EIO;
+}
+
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end)
+{
+	size_t done;
+	int ret;
+
+	ret = read_upto(fd, buf, n, off, &done);
+	if (ret < 0)
+		return ret;
+	if (done < n && off + done < known_end) {
+		ret = fmt_file_shrunk(fd, off + done, known_end);
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
+}
+
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *p = buf;
@@ -294,6 +344,21 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	if (!n)
 		return 0;
 	return img->drv->pwrite(img, buf, n, off);
+}
+
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off)
+{
+	int ret;
+
+	if (!img->drv->pwrite_behind)
+		return fmt_pwrite(img, buf, n, off);
+	ret = check_writable(img);
+	if (ret == 0)
+		ret = check_range(img, off, n);
+	if (ret < 0 || !n)
+		return ret;
+	return img->drv->pwrite_behind(img, buf, n, off);
 }
 
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
@@ -529,7 +594,13 @@ int fmt_get_info(struct fmt_image *img, struct fmt_info *info)
 
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 {
-	memset(rep, 0, sizeof(*rep));
+	return fmt_check_noted(img, rep, NULL, NULL);
+}
+
+int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
+		    void (*note)(void *opaque, const char *line), void *opaque)
+{
+	*rep = (struct fmt_check_report){ .note = note, .note_opaque = opaque };
 	if (!img->drv->check) {
 		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' does not support checks",

@@ -145,6 +145,13 @@ struct fmt_check_report {
 	uint64_t fragmented_clusters;
 	uint64_t compressed_clusters;
 	uint64_t image_end_offset;
+	/*
+	 * From fmt_check_noted() (NULL from fmt_check()): called once per
+	 * finding with one line in qemu-img check's words, e.g.
+	 * "ERROR cluster 5 refcount=0 reference=1".
+	 */
+	void (*note)(void *opaque, const char *line);
+	void *note_opaque;
 };
 
 /*
@@ -192,6 +199,9 @@ struct fmt_driver {
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
+	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
+	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
+			     uint64_t off);
 };
 
 struct fmt_image {
@@ -210,6 +220,20 @@ struct fmt_image {
 
 extern const struct fmt_driver fmt_raw_driver;
 extern const struct fmt_driver fmt_qcow2_driver;
+/*
+ * An NBD export (formats/nbd.c, through libnbd; without libnbd a stub
+ * whose open fails with -ENOTSUP). Not found by fmt_driver_find(): only
+ * fmt_open() of an NBD URI uses it. The image has img->fd == -1.
+ */
+extern const struct fmt_driver fmt_nbd_driver;
+
+/*
+ * Whether @name is an NBD URI (nbd://, nbds://, nbd+unix://,
+ * nbds+unix://, nbd+vsock://, nbds+vsock://): fmt_open() opens such a
+ * top image through fmt_nbd_driver. Backing names never reach it: they
+ * are refused as protocols before.
+ */
+bool fmt_is_nbd_uri(const char *name);
 
 /* Driver by name ("raw", "qcow2"); NULL if unknown. */
 const struct fmt_driver *fmt_driver_find(const char *name);
@@ -220,6 +244,9 @@ const struct fmt_driver *fmt_driver_find(const char *name);
  * backing names resolved against the overlay's directory. Refuses loops,
  * chains deeper than FMT_CHAIN_MAX_DEPTH, protocol prefixes ("json:",
  * "nbd:", ...) in backing names. On success *out owns the whole chain.
+ * A top-level @path that is an NBD URI (fmt_is_nbd_uri) opens the export
+ * with fmt_nbd_driver: @format must be NULL or "raw" (the server presents
+ * guest data), and there is no chain below it.
  * Returns 0 or -errno.
  */
 int fmt_open(const char *path, const char *format, unsigned int flags,
@@ -231,6 +258,17 @@ void fmt_close(struct fmt_image *img);
 /* Range-checked wrappers over the driver. Return 0 or -errno. */
 int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off);
 int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
+/*
+ * A write that may still be in flight when this returns (@buf is copied
+ * first, so the caller may reuse it): for a copy's destination, whose
+ * writer flushes before relying on it. Its failure is returned by a later
+ * call on @img (fmt_flush() always waits for every such write); no later
+ * call on @img overtakes it. Drivers without it (files: the copy loop
+ * maps them and uses the I/O backend) write synchronously. Returns 0 or
+ * -errno.
+ */
+int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
+		      uint64_t off);
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags);
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len);
@@ -278,6 +316,9 @@ int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt);
 int fmt_get_info(struct fmt_image *img, struct fmt_info *info);
 /* -ENOTSUP when the format has no metadata to check. */
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep);
+/* fmt_check(), calling @note with each finding (fmt_check_report.note). */
+int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
+		    void (*note)(void *opaque, const char *line), void *opaque);
 
 /*
  * Persistent dirty bitmaps (qcow2). -ENOTSUP with a message naming the
@@ -309,6 +350,22 @@ const char *fmt_probe_buf(const uint8_t *buf, size_t len);
  * are zero-filled by fmt_pread_file_zfill only. */
 int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off);
 int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
+/*
+ * Data read of a file whose size the format knows (@known_end: the size at
+ * open, or the end it extended the file to itself): bytes at or past
+ * @known_end read as zeros (a file may legitimately end inside its last
+ * cluster or I/O block); a read that comes back short before @known_end
+ * means the file shrank under us and fails with -EIO naming the file and
+ * the offset, never zeros.
+ */
+int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
+			  uint64_t known_end);
+/*
+ * Whether the regular file behind @fd now ends before @known_end (it was
+ * truncated under us): then records "<file>: read failed at offset <N>:
+ * the file ends at ..." and returns -EIO; else 0.
+ */
+int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end);
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
 
 #endif /* BC_FORMATS_FMT_H */

@@ -218,7 +218,7 @@ int qcow2_bitmaps_load(struct qcow2 *q, const struct qcow2_exts *exts)
 		return -ENOMEM;
 	}
 	ret = qcow2_file_pread(q, dir, exts->bitmaps_dir_size,
-			       exts->bitmaps_dir_off);
+			       exts->bitmaps_dir_off, q->file_size);
 	for (i = 0; ret == 0 && i < exts->bitmaps_nb; i++) {
 		uint64_t len = 0;
 
@@ -264,7 +264,8 @@ static int read_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 		return -ENOMEM;
 	}
 	if (tbytes)
-		ret = qcow2_file_pread(q, table, tbytes, b->table_off);
+		ret = qcow2_file_pread(q, table, tbytes, b->table_off,
+				       q->file_size);
 	for (j = 0; ret == 0 && j < b->table_size; j++) {
 		uint64_t e = bc_get_be64(table + j * 8);
 		uint64_t off = e & QCOW2_BTE_OFFSET_MASK;
@@ -280,7 +281,8 @@ static int read_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 			break;
 		}
 		if (off)
-			ret = qcow2_file_pread(q, bits + j * cs, cs, off);
+			ret = qcow2_file_pread(q, bits + j * cs, cs, off,
+					       q->file_size);
 		else if (e & QCOW2_BTE_ALL_ONES)
 			memset(bits + j * cs, 0xff, cs);
 	}
@@ -406,7 +408,8 @@ static void free_table(struct qcow2 *q, uint64_t table_off, uint32_t size)
 	if (!table_off || !size)
 		return;
 	table = malloc(tbytes);
-	if (table && qcow2_file_pread(q, table, tbytes, table_off) == 0) {
+	if (table &&
+	    qcow2_file_pread(q, table, tbytes, table_off, q->file_size) == 0) {
 		for (j = 0; j < size; j++) {
 			uint64_t off = bc_get_be64(table + j * 8) &
 				       QCOW2_BTE_OFFSET_MASK;

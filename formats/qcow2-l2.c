@@ -97,14 +97,16 @@ static void *io_bounce(const struct qcow2 *q, uint64_t n, uint64_t off,
 	return bounce;
 }
 
-int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
+		     uint64_t known_end)
 {
 	uint64_t start, end;
 	void *bounce;
 	int ret;
 
 	if (io_is_aligned(q, buf, n, off)) {
-		ret = fmt_pread_file_zfill(q->img->fd, buf, (size_t)n, off);
+		ret = fmt_pread_file_within(q->img->fd, buf, (size_t)n, off,
+					    known_end);
 		if (ret < 0)
 			io_error(q, ret, "read", off);
 		return ret;
@@ -112,8 +114,8 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off)
 	bounce = io_bounce(q, n, off, &start, &end);
 	if (!bounce)
 		return -ENOMEM;
-	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
-				   start);
+	ret = fmt_pread_file_within(q->img->fd, bounce, (size_t)(end - start),
+				    start, known_end);
 	if (ret < 0)
 		io_error(q, ret, "read", off);
 	else
@@ -178,7 +180,8 @@ int qcow2_l1_load(struct qcow2 *q)
 		free(l1);
 		return -ENOMEM;
 	}
-	ret = qcow2_file_pread(q, raw, rounded, q->hdr.l1_table_offset);
+	ret = qcow2_file_pread(q, raw, rounded, q->hdr.l1_table_offset,
+			       q->file_size);
 	if (ret < 0)
 		goto out_free;
 	for (i = 0; i < q->l1_size; i++) {
@@ -279,7 +282,8 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 		victim->data = p;
 	}
 	victim->offset = 0;
-	ret = qcow2_file_pread(q, victim->data, q->cluster_size, l2_off);
+	ret = qcow2_file_pread(q, victim->data, q->cluster_size, l2_off,
+			       q->file_size);
 	if (ret < 0)
 		return ret;
 	q->l2_loads++;

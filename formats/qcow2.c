@@ -721,6 +721,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	struct qcow2 *q = img->priv;
 	uint8_t *p = buf;
+	uint64_t known_end;
 	int ret = 0;
 
 	while (n) {
@@ -729,6 +730,7 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 
 		pthread_mutex_lock(&q->lock);
 		ret = qcow2_map_ext_locked(q, off, n, &m);
+		known_end = q->file_size;
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			break;
@@ -742,8 +744,12 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 			memset(p, 0, run);
 			break;
 		case QCOW2_CLUSTER_NORMAL:
-			/* A file may end inside its last cluster: zeros there. */
-			ret = qcow2_file_pread(q, p, run, m.host_off);
+			/*
+			 * A file may end inside its last cluster: zeros past
+			 * its known end; short before it is an error.
+			 */
+			ret = qcow2_file_pread(q, p, run, m.host_off,
+					       known_end);
 			break;
 		case QCOW2_CLUSTER_COMPRESSED:
 			ret = qcow2_compressed_pread(

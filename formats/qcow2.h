@@ -527,10 +527,14 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 /*
  * Read [off, off+n) of the image file into @buf: directly when offset,
  * length and buffer suit the O_DIRECT alignment (or there is none), else
- * through an aligned bounce buffer. Bytes past the end of the file read
- * as zeros. Records the error. Returns 0 or -errno.
+ * through an aligned bounce buffer. Bytes at or past @known_end (the
+ * file's end as the driver knew it, q->file_size read under q->lock) read
+ * as zeros; a read that ends short before it means the file was truncated
+ * under us: -EIO naming the file and offset (fmt_pread_file_within).
+ * Records the error. Returns 0 or -errno.
  */
-int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off);
+int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
+		     uint64_t known_end);
 
 /* Free every L2 cache buffer (close). */
 void qcow2_l2_cache_free(struct qcow2 *q);

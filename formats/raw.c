@@ -135,7 +135,8 @@ static int read_bounced(struct fmt_image *img, uint8_t *buf, size_t n,
 					     (uint64_t)RAW_CHUNK);
 		size_t take = BC_MIN(span - head, n);
 
-		ret = fmt_pread_file_zfill(img->fd, bounce, span, start);
+		ret = fmt_pread_file_within(img->fd, bounce, span, start,
+					    img->size);
 		if (ret < 0)
 			break;
 		memcpy(buf, bounce + head, take);
@@ -151,8 +152,11 @@ static int raw_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	if (!is_aligned_req(img, buf, n, off))
 		return read_bounced(img, buf, n, off);
-	/* Past the end of the file (block device shorter than told) reads 0. */
-	return fmt_pread_file_zfill(img->fd, buf, n, off);
+	/*
+	 * The file was img->size bytes at open: a short read inside that
+	 * means it was truncated under us, an error, never zeros.
+	 */
+	return fmt_pread_file_within(img->fd, buf, n, off, img->size);
 }
 
 /* Cut the file back to the image size after a whole-block write. */
@@ -313,7 +317,16 @@ static int raw_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	data = lseek(img->fd, (off_t)off, SEEK_DATA);
 	if (data < 0) {
 		if (errno == ENXIO) {
-			/* No data from off to the end of the file. */
+			/*
+			 * No data from off to the end of the file: zeros, if
+			 * the file still has the size it had at open. A file
+			 * truncated under us must fail the reader, never
+			 * read as zeros.
+			 */
+			int ret = fmt_file_shrunk(img->fd, off, img->size);
+
+			if (ret < 0)
+				return ret;
 			ext->state = FMT_ZERO;
 			ext->len = len;
 			return 0;

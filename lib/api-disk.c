@@ -110,6 +110,26 @@ int bc_disk_discard(bc_disk *disk, uint64_t off, uint64_t len,
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }
 
+/* --- BC_1.1 block status (issue 11) --- */
+int64_t bc_disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
+			     unsigned int *status, unsigned int flags)
+{
+	int64_t ret;
+
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__) ||
+	    api_null(status, "status", __func__))
+		return -1;
+	if (flags)
+		return bc_fail(BC_ERR_INVALID_ARG, 0, "unsupported flags 0x%x",
+			       flags);
+	if (!len)
+		return bc_fail(BC_ERR_INVALID_ARG, 0, "len must not be 0");
+	ret = disk_block_status(disk, off, len, status);
+	return ret < 0 ? bc_fail_errno((int)ret) : ret;
+}
+/* --- end block status --- */
+
 int bc_disk_flush(bc_disk *disk)
 {
 	int ret;

@@ -18,7 +18,7 @@
 #include <unistd.h>
 
 #include "tests/check-main.h"
-#include "engine/iob.h"
+#include "engine/iob-fault.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
 #include "tests/api/helpers.h"

@@ -10,7 +10,7 @@
  * Random offsets come from a seed printed as "# seed N"; IOB_TEST_SEED=N
  * replays a run.
  */
-#include "engine/iob.h"
+#include "engine/iob-fault.h"
 
 #include <check.h>
 #include <errno.h>
