@@ -138,9 +138,14 @@ static __cold int cmd_fail(const struct fmt_image *img, const char *what,
 {
 	char ebuf[128];
 
-	bc_error_set(bc_errno_to_code(err), err,
-		     "%s: %s failed at offset %llu: %s", img->filename, what,
-		     (unsigned long long)off, strerror_r(err, ebuf, sizeof(ebuf)));
+	if (!strcmp(what, "flush"))
+		bc_error_set(bc_errno_to_code(err), err, "%s: flush failed: %s",
+			     img->filename, strerror_r(err, ebuf, sizeof(ebuf)));
+	else
+		bc_error_set(bc_errno_to_code(err), err,
+			     "%s: %s failed at offset %llu: %s", img->filename,
+			     what, (unsigned long long)off,
+			     strerror_r(err, ebuf, sizeof(ebuf)));
 	return -err;
 }
 
