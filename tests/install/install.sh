@@ -23,15 +23,13 @@ export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$tmp/dest
 libdir=$(dirname "$(dirname "$pc")")
 cflags=$(pkg-config --cflags blockcopy) || exit 1
 libs=$(pkg-config --libs blockcopy) || exit 1
-slibs=$(pkg-config --static --libs blockcopy) || exit 1
+# The static archive, the libraries under it shared (a fully static
+# program would need static builds of libnbd's own dependencies, which
+# its .pc file does not list).
+slibs=$(pkg-config --static --libs blockcopy | sed 's/-lblockcopy/-Wl,-Bstatic -lblockcopy -Wl,-Bdynamic/') || exit 1
 CC=${CC:-cc}
 W="-std=c11 -Wall -Wextra -Werror"
 [ "$san" != none ] && W="$W -fsanitize=$san"
-# No fully static link: the sanitizers' runtimes, or libnbd (its TLS
-# library's dependencies, p11-kit and libunistring, have no archives).
-static_skip=
-[ "$san" != none ] && static_skip="sanitizer build"
-grep -qw -- -lnbd <<<"$slibs" && static_skip="built with libnbd"
 
 # The installed header is the only one the programs see.
 [ -f "$tmp/dest$(pkg-config --variable=includedir blockcopy | sed "s|^$tmp/dest||")/blockcopy.h" ] &&
@@ -50,12 +48,13 @@ for prog in examples/copy-pivot.c tests/install/clash.c; do
 	else
 		cat "$tmp/cc.log"; bad "$name builds against the shared library"
 	fi
-	if [ -n "$static_skip" ]; then
-		echo "ok - $name builds statically # SKIP $static_skip"
-	elif $CC $W -static $cflags "$src/$prog" -o "$tmp/$name-static" $slibs 2>"$tmp/cc.log"; then
-		ok "$name builds statically"
+	if [ "$san" != none ]; then
+		echo "ok - $name builds against the static archive # SKIP sanitizer build"
+	elif $CC $W $cflags "$src/$prog" -o "$tmp/$name-static" $slibs 2>"$tmp/cc.log" &&
+	     ! ldd "$tmp/$name-static" | grep -q libblockcopy; then
+		ok "$name builds against the static archive"
 	else
-		cat "$tmp/cc.log"; bad "$name builds statically"
+		cat "$tmp/cc.log"; bad "$name builds against the static archive"
 	fi
 done
 
@@ -66,14 +65,14 @@ run() { # name, expected output line, command...
 	if [ $? -eq 0 ] && grep -qxF "$want" <<<"$out"; then ok "$name"; else echo "$out"; bad "$name"; fi
 }
 run "clash runs (shared)" "clash: ok" env LD_LIBRARY_PATH="$libdir" "$tmp/clash-shared"
-[ -z "$static_skip" ] && run "clash runs (static)" "clash: ok" "$tmp/clash-static"
+[ "$san" = none ] && run "clash runs (static)" "clash: ok" "$tmp/clash-static"
 # The shared program really uses the installed library.
 ldd_out=$(LD_LIBRARY_PATH="$libdir" ldd "$tmp/copy-pivot-shared" | grep libblockcopy)
 grep -q "$libdir" <<<"$ldd_out" && ok "copy-pivot loads the installed libblockcopy.so" ||
 	bad "copy-pivot loads the installed libblockcopy.so: $ldd_out"
 
 kinds="shared static"
-[ -n "$static_skip" ] && kinds=shared
+[ "$san" != none ] && kinds=shared
 for kind in $kinds; do
 	img=$tmp/src-$kind.qcow2 dst=$tmp/dst-$kind.qcow2
 	"$build/tools/blockcopy" create -f qcow2 "$img" 64M >/dev/null || exit 1
