@@ -81,6 +81,12 @@ struct job_copy_opts {
 	enum job_copy_path path;
 	enum job_reflink reflink;
 	enum job_target_policy on_target_error;
+	/*
+	 * Copy only what this persistent bitmap of the source's top image
+	 * records (an incremental copy), NULL = everything. Read while
+	 * job_start_copy() runs; not kept.
+	 */
+	const char *bitmap;
 };
 
 int job_start_copy(bc_disk *disk, const char *dest,

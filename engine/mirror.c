@@ -189,6 +189,51 @@ static void mirror_teardown(struct mirror *m)
 }
 
 /*
+ * Incremental copy: the runs of granules the bitmap marks, whatever they
+ * hold now (a range that became zero must become zero in the copy too);
+ * for a shallow copy, only what the top layer holds within them.
+ */
+static int scan_bitmap(struct job *job)
+{
+	struct fmt_image *src = job->disk->top;
+	uint64_t size = src->size, i = 0, n = job->scan_nbits;
+	uint32_t g = job->scan_gran_bits;
+	int ret;
+
+	while (i < n) {
+		uint64_t j, off, end;
+
+		if (!(job->scan_bits[i / 8] & (1u << (i % 8)))) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && (job->scan_bits[j / 8] & (1u << (j % 8)));)
+			j++;
+		off = i << g;
+		end = BC_MIN(size, j << g);
+		i = j;
+		while (off < end) {
+			struct fmt_extent ext = { .len = end - off };
+			bool mark = true;
+
+			if (job->opts.shallow) {
+				ret = fmt_chain_block_status(src, off, end - off,
+							     &ext);
+				if (ret < 0)
+					return ret;
+				mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
+			}
+			if (mark) {
+				BC_LOCK_GUARD(&job->lock);
+				dbm_set(job->dirty, off, ext.len);
+			}
+			off += ext.len;
+		}
+	}
+	return 0;
+}
+
+/*
  * Initial bitmap from block status. Full copy: data anywhere in the chain,
  * plus zero/unallocated ranges when the destination may hold old data.
  * Shallow copy: what the top layer holds (data or zero). Runs after the
@@ -199,6 +244,9 @@ int mirror_scan(struct job *job)
 	struct fmt_image *src = job->disk->top;
 	uint64_t off = 0, size = src->size;
 	int ret;
+
+	if (job->scan_bits)
+		return scan_bitmap(job);
 
 	while (off < size) {
 		struct fmt_extent ext;

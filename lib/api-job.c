@@ -140,16 +140,16 @@ static bool copy_path_flags(unsigned int flags, struct job_copy_opts *opts)
 	return true;
 }
 
-int bc_block_copy(bc_disk *disk, const char *dest,
-		  const bc_block_copy_params *params, unsigned int flags)
+/* bc_block_copy and bc_block_copy_bitmap (@bitmap NULL for the former). */
+static int start_copy(bc_disk *disk, const char *dest, const char *bitmap,
+		      const bc_block_copy_params *params, unsigned int flags,
+		      const char *func)
 {
-	struct job_copy_opts opts = { 0 };
+	struct job_copy_opts opts = { .bitmap = bitmap };
 	int ret;
 
-	bc_error_reset();
-	if (api_null(disk, "disk", __func__) ||
-	    api_null(dest, "dest", __func__) ||
-	    api_bad_flags(flags, COPY_MASK, __func__))
+	if (api_null(disk, "disk", func) || api_null(dest, "dest", func) ||
+	    api_bad_flags(flags, COPY_MASK, func))
 		return -1;
 	if (params) {
 		unsigned int g = params->granularity;
@@ -189,6 +189,23 @@ int bc_block_copy(bc_disk *disk, const char *dest,
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
 	ret = job_start_copy(disk, dest, &opts);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_block_copy(bc_disk *disk, const char *dest,
+		  const bc_block_copy_params *params, unsigned int flags)
+{
+	bc_error_reset();
+	return start_copy(disk, dest, NULL, params, flags, __func__);
+}
+
+int bc_block_copy_bitmap(bc_disk *disk, const char *dest, const char *bitmap,
+			 const bc_block_copy_params *params,
+			 unsigned int flags)
+{
+	bc_error_reset();
+	if (api_null(bitmap, "bitmap", __func__))
+		return -1;
+	return start_copy(disk, dest, bitmap, params, flags, __func__);
 }
 
 int bc_block_job_abort(bc_disk *disk, unsigned int flags)

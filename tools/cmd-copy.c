@@ -33,6 +33,9 @@ const char tool_help_copy[] =
 	"      --shallow          copy only the top image, share its backing\n"
 	"      --reuse-external   DST exists: keep its metadata, write data\n"
 	"      --raw              make DST raw whatever SRC's format\n"
+	"      --bitmap=NAME      copy only what SRC's persistent dirty bitmap NAME\n"
+	"                         records (incremental; with --reuse-external into\n"
+	"                         the previous copy, DST ends equal to SRC)\n"
 	"      --bandwidth=RATE   limit; bare number MiB/s, or K/M/G/T per second\n"
 	"      --granularity=N    dirty-bitmap granularity, power of two 4K..64M\n"
 	"      --buf-size=N       bytes in flight (default 16M)\n"
@@ -45,6 +48,10 @@ const char tool_help_copy[] =
 	"      --reflink[=WHEN]   share the source's extents: always (bare option;\n"
 	"                         fails where the filesystem cannot, e.g. ext4),\n"
 	"                         auto (where it can, else copy), never (default)\n"
+	"      --on-error=ACTION  on a DST write error: report (fail, the\n"
+	"                         default), stop (pause; send SIGUSR1 to resume,\n"
+	"                         e.g. after freeing space, SIGINT to cancel) or\n"
+	"                         ignore (retry with back-off, give up after ~2 s)\n"
 	"      --progress         progress bar with rate and ETA on stderr\n"
 	"  -q, --quiet            print nothing on success\n"
 	"      --json             print the result as a JSON object\n"
@@ -72,6 +79,8 @@ enum {
 	OPT_REFLINK,
 	OPT_PROGRESS,
 	OPT_JSON,
+	OPT_BITMAP,
+	OPT_ON_ERROR,
 };
 
 static const struct option long_opts[] = {
@@ -86,9 +95,11 @@ static const struct option long_opts[] = {
 	{"buffered", no_argument, NULL, OPT_BUFFERED},
 	{"copy-file-range", no_argument, NULL, OPT_FILE_RANGE},
 	{"reflink", optional_argument, NULL, OPT_REFLINK},
+	{"on-error", required_argument, NULL, OPT_ON_ERROR},
 	{"progress", no_argument, NULL, OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
 	{"json", no_argument, NULL, OPT_JSON},
+	{"bitmap", required_argument, NULL, OPT_BITMAP},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -123,6 +134,7 @@ int cmd_copy(int argc, char **argv)
 	bc_block_copy_params params = { 0 };
 	struct job_run run = { .pivot = true };
 	const char *format = NULL, *src, *dst, *buf_size_arg = NULL;
+	const char *bitmap = NULL;
 	bool quiet = false, json = false, raw = false, existed;
 	unsigned int flags = 0, dflags = BC_DISK_READONLY;
 	struct stat st;
@@ -144,6 +156,9 @@ int cmd_copy(int argc, char **argv)
 			break;
 		case OPT_RAW:
 			raw = true;
+			break;
+		case OPT_BITMAP:
+			bitmap = optarg;
 			break;
 		case OPT_BANDWIDTH:
 			if (tool_parse_rate(optarg, &v) < 0)
@@ -179,6 +194,17 @@ int cmd_copy(int argc, char **argv)
 				flags |= BC_BLOCK_COPY_REFLINK;
 			else if (strcmp(optarg, "never"))
 				return tool_usage_error("copy", "invalid --reflink '%s' (expected auto, always or never)", optarg);
+			break;
+		case OPT_ON_ERROR:
+			flags &= ~(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+				   BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE);
+			if (!strcmp(optarg, "stop"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_STOP;
+			else if (!strcmp(optarg, "ignore"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE;
+			else if (strcmp(optarg, "report") != 0)
+				return tool_usage_error("copy", "invalid --on-error '%s' (expected report, stop or ignore)",
+							optarg);
 			break;
 		case OPT_PROGRESS:
 			run.progress = true;
@@ -230,10 +256,15 @@ int cmd_copy(int argc, char **argv)
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |
 				      BC_BLOCK_REBASE_BANDWIDTH_BYTES;
 
-		if (params.granularity || params.buf_size ||
+		if (params.granularity || params.buf_size || bitmap ||
 		    (flags & ~(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |
 			       BC_BLOCK_COPY_DIRECT))) {
-			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size, --buffered, --copy-file-range or --reflink");
+			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size, --bitmap, --buffered, --copy-file-range or --reflink");
+			goto out_disk;
+		}
+		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
+			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
 			goto out_disk;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)
@@ -241,6 +272,8 @@ int cmd_copy(int argc, char **argv)
 		if (flags & BC_BLOCK_COPY_REUSE_EXT)
 			rflags |= BC_BLOCK_REBASE_REUSE_EXT;
 		c = bc_block_rebase(run.disk, dst, (unsigned long)params.bandwidth, rflags);
+	} else if (bitmap) {
+		c = bc_block_copy_bitmap(run.disk, dst, bitmap, &params, flags);
 	} else {
 		c = bc_block_copy(run.disk, dst, &params, flags);
 	}
