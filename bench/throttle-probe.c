@@ -1,19 +1,23 @@
 /*
  * throttle-probe: run one COPY job with a bandwidth limit and print the
  * job's progress every 10 ms, so that bench/run can judge the throttle
- * over 1-second windows. The progress counter is only reachable through
- * the API (bc_get_block_job_info), which is why this is a program and not
- * a sampling of the destination file's size.
+ * over 1-second windows: the job's own counter (bc_get_block_job_info)
+ * and, measured from outside, the destination file's allocated bytes
+ * (st_blocks), read every 100 ms.
  *
  * Usage: throttle-probe [--direct] SRC DST RATE_BYTES_PER_S
- * Output: one line "t_seconds cur end" per sample, then "mirroring T" and
- * "completed T" lines. Exit 0 when the job pivoted, 1 otherwise.
+ * Without --direct the engine chooses the data path (the default path);
+ * with it the source disk and the destination are O_DIRECT.
+ * Output: one line "t_seconds cur end" per sample, one line
+ * "alloc t_seconds bytes" per 100 ms, then "method NAME", "mirroring T"
+ * and "completed T" lines. Exit 0 when the job pivoted, 1 otherwise.
  */
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "lib/blockcopy.h"
@@ -42,17 +46,19 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 int main(int argc, char **argv)
 {
 	bc_block_copy_params params = { 0 };
-	unsigned int dflags = BC_DISK_READONLY;
+	unsigned int dflags = BC_DISK_READONLY, copy_flags = 0;
 	bool pivot_sent = false;
 	bc_engine *eng;
 	bc_disk *disk;
-	double start;
+	double start, next_alloc = 0;
 	int i = 1, fd;
 
 	if (argc > 1 && !strcmp(argv[1], "--direct")) {
 		dflags |= BC_DISK_DIRECT;
 		i++;
 	}
+	if (argc - i == 3 && (dflags & BC_DISK_DIRECT))
+		copy_flags = BC_BLOCK_COPY_DIRECT;
 	if (argc - i != 3) {
 		fprintf(stderr, "usage: throttle-probe [--direct] SRC DST RATE\n");
 		return 2;
@@ -70,7 +76,7 @@ int main(int argc, char **argv)
 		return 1;
 	fd = bc_engine_event_fd(eng);
 	start = now_s();
-	if (bc_block_copy(disk, argv[i + 1], &params, 0) < 0) {
+	if (bc_block_copy(disk, argv[i + 1], &params, copy_flags) < 0) {
 		fprintf(stderr, "copy: %s\n", bc_last_error()->message);
 		return 1;
 	}
@@ -78,15 +84,27 @@ int main(int argc, char **argv)
 		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		bc_block_job_info info;
 
+		double t;
+
 		(void)poll(&pfd, 1, 10);
 		if (bc_engine_dispatch(eng, 0) < 0)
 			return 1;
+		t = now_s() - start;
+		if (t >= next_alloc) {
+			struct stat st;
+
+			if (stat(argv[i + 1], &st) == 0)
+				printf("alloc %.6f %llu\n", t,
+				       (unsigned long long)st.st_blocks * 512);
+			next_alloc += 0.1;
+		}
 		if (bc_get_block_job_info(disk, &info,
 					  BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES) == 1)
 			printf("%.6f %llu %llu\n", now_s() - start,
 			       (unsigned long long)info.cur,
 			       (unsigned long long)info.end);
 		if (last_status == BC_BLOCK_JOB_MIRRORING && !pivot_sent) {
+			printf("method %s\n", bc_block_job_copy_method(disk));
 			printf("mirroring %.6f\n", now_s() - start);
 			pivot_sent = true;
 			if (bc_block_job_abort(disk, BC_BLOCK_JOB_ABORT_PIVOT) < 0) {

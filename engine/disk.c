@@ -9,10 +9,13 @@
  */
 #include "engine/internal.h"
 #include "engine/job.h"
+#include "engine/queue.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/common/error.h"
@@ -50,6 +53,7 @@ int disk_open(bc_engine *eng, const char *path, const char *format,
 	disk->refs = 1;
 	disk->eng = eng;
 	pthread_mutex_init(&disk->lock, NULL);
+	pthread_mutex_init(&disk->queues_lock, NULL);
 	pthread_cond_init(&disk->cond, NULL);
 	/* Writer preference: a pull chunk must not starve behind guests. */
 	pthread_rwlockattr_init(&attr);
@@ -106,6 +110,9 @@ static void disk_free(bc_disk *disk)
 	free(disk->old_paths);
 	pthread_rwlock_destroy(&disk->write_gate);
 	pthread_cond_destroy(&disk->cond);
+	assert(!disk->nqueues); /* each queue holds a reference */
+	free(disk->queues);
+	pthread_mutex_destroy(&disk->queues_lock);
 	pthread_mutex_destroy(&disk->lock);
 	free(disk);
 	engine_unref(eng);
@@ -129,7 +136,7 @@ int disk_set_path_locked(bc_disk *disk, char *path)
 int disk_close(bc_disk *disk)
 {
 	pthread_mutex_lock(&disk->lock);
-	if (disk->closed) {
+	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
 		/* Only detectable while another reference keeps it alive. */
 		pthread_mutex_unlock(&disk->lock);
 		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
@@ -143,12 +150,13 @@ int disk_close(bc_disk *disk)
 			     disk->path);
 		return -EBUSY;
 	}
-	disk->closed = true;
+	/* Open queues keep the disk alive; they refuse new requests now. */
+	__atomic_store_n(&disk->closed, true, __ATOMIC_RELEASE);
 	/*
 	 * A job that has ended may still be on its way out holding the disk:
 	 * wait, so that the images are closed (flushed, their header and
 	 * bitmaps written back) when this returns, unless the caller still
-	 * holds undelivered events of the disk.
+	 * holds undelivered events of the disk (or an open bc_queue).
 	 */
 	while (disk->job_holds)
 		pthread_cond_wait(&disk->cond, &disk->lock);
@@ -168,12 +176,75 @@ const char *disk_path(bc_disk *disk)
 	return disk->path;
 }
 
+int disk_add_queue(bc_disk *disk, struct bc_queue *q)
+{
+	struct bc_queue **n;
+
+	BC_LOCK_GUARD(&disk->queues_lock);
+	n = reallocarray(disk->queues, disk->nqueues + 1, sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	disk->queues = n;
+	disk->queues[disk->nqueues++] = q;
+	return 0;
+}
+
+void disk_remove_queue(bc_disk *disk, struct bc_queue *q)
+{
+	size_t i;
+
+	BC_LOCK_GUARD(&disk->queues_lock);
+	for (i = 0; i < disk->nqueues; i++) {
+		if (disk->queues[i] == q) {
+			disk->queues[i] = disk->queues[--disk->nqueues];
+			return;
+		}
+	}
+	assert(false); /* every queue registers itself on its disk */
+}
+
+/*
+ * Collect the kernel completions of every queue on the disk, so that
+ * requests whose owner is not reaping (it may be the thread waiting for
+ * this very quiesce) still leave the disk. Returns the number of queues.
+ */
+static size_t harvest_queues(bc_disk *disk)
+{
+	size_t i;
+
+	BC_LOCK_GUARD(&disk->queues_lock);
+	for (i = 0; i < disk->nqueues; i++)
+		queue_harvest(disk->queues[i]);
+	return disk->nqueues;
+}
+
 void disk_quiesce(bc_disk *disk)
 {
-	BC_LOCK_GUARD(&disk->lock);
+	pthread_mutex_lock(&disk->lock);
 	disk->quiesce = true;
-	while (disk->guest_inflight)
-		pthread_cond_wait(&disk->cond, &disk->lock);
+	while (disk->guest_inflight) {
+		struct timespec ts;
+		size_t nq;
+
+		pthread_mutex_unlock(&disk->lock);
+		nq = harvest_queues(disk);
+		pthread_mutex_lock(&disk->lock);
+		if (!disk->guest_inflight)
+			break;
+		if (!nq) {
+			pthread_cond_wait(&disk->cond, &disk->lock);
+			continue;
+		}
+		/* Kernel completions do not signal disk->cond: look again soon. */
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&disk->cond, &disk->lock, &ts);
+	}
+	pthread_mutex_unlock(&disk->lock);
 }
 
 void disk_resume(bc_disk *disk)
@@ -183,31 +254,65 @@ void disk_resume(bc_disk *disk)
 	pthread_cond_broadcast(&disk->cond);
 }
 
-/* A guest request's view of the disk, taken at entry. */
-struct guest_req {
-	struct fmt_image *top;
-	struct job *job;
-};
+/* Fills @req from the disk; caller holds disk->lock. Takes @n job refs. */
+static void take_view_locked(bc_disk *disk, unsigned int n,
+			     struct guest_req *req)
+{
+	struct job *job = disk->job;
+	unsigned int i;
 
-static void enter(bc_disk *disk, struct guest_req *req)
+	req->top = disk->top;
+	req->job = job;
+	req->fast_read = disk->top->drv == &fmt_raw_driver;
+	req->fast_write = req->fast_read;
+	if (!job)
+		return;
+	for (i = 0; i < n; i++)
+		job_ref(job);
+	if (req->fast_write) {
+		/*
+		 * Only a background copy is happy with "dirty after the
+		 * write", which is all a direct write can give it (a pull
+		 * never writes a raw top, but its gate is not taken here).
+		 */
+		BC_LOCK_GUARD(&job->lock);
+		req->fast_write = job->type == BC_BLOCK_JOB_TYPE_COPY &&
+				  !job->write_blocking;
+	}
+}
+
+bool disk_guest_try_enter(bc_disk *disk, unsigned int n, struct guest_req *req)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	if (disk->quiesce)
+		return false;
+	disk->guest_inflight += n;
+	take_view_locked(disk, n, req);
+	return true;
+}
+
+void disk_guest_enter(bc_disk *disk, struct guest_req *req)
 {
 	BC_LOCK_GUARD(&disk->lock);
 	while (disk->quiesce)
 		pthread_cond_wait(&disk->cond, &disk->lock);
 	disk->guest_inflight++;
-	req->top = disk->top;
-	req->job = disk->job;
-	if (req->job)
-		job_ref(req->job);
+	take_view_locked(disk, 1, req);
 }
 
-static void leave(bc_disk *disk, struct guest_req *req)
+void disk_guest_leave(bc_disk *disk, struct guest_req *req)
 {
 	if (req->job)
 		job_unref(req->job);
 	BC_LOCK_GUARD(&disk->lock);
 	if (--disk->guest_inflight == 0 && disk->quiesce)
 		pthread_cond_broadcast(&disk->cond);
+}
+
+void disk_guest_note_write(struct guest_req *req, uint64_t off, uint64_t len)
+{
+	if (req->job && len)
+		job_note_guest_write(req->job, off, len);
 }
 
 static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
@@ -234,6 +339,28 @@ static int check_writable(bc_disk *disk)
 	return 0;
 }
 
+int disk_guest_check(bc_disk *disk, bool write, uint64_t off, uint64_t len)
+{
+	int ret;
+
+	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
+		bc_error_set(BC_ERR_OPERATION_INVALID, 0, "disk '%s' is closed",
+			     disk_path(disk));
+		return -ESHUTDOWN;
+	}
+	if (write) {
+		ret = check_writable(disk);
+		if (ret < 0)
+			return ret;
+	}
+	return check_range(disk, off, len);
+}
+
+int disk_guest_read(struct guest_req *req, void *buf, size_t n, uint64_t off)
+{
+	return fmt_pread(req->top, buf, n, off);
+}
+
 ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
 {
 	struct guest_req req;
@@ -242,23 +369,74 @@ ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
 	ret = check_range(disk, off, n);
 	if (ret < 0)
 		return ret;
-	enter(disk, &req);
-	ret = fmt_pread(req.top, buf, n, off);
-	leave(disk, &req);
+	disk_guest_enter(disk, &req);
+	ret = disk_guest_read(&req, buf, n, off);
+	disk_guest_leave(disk, &req);
 	return ret < 0 ? ret : (ssize_t)n;
 }
 
 /*
- * The common shape of the three writing calls: the gate keeps a pull
- * chunk and a guest write from interleaving; the job sees the write before
- * the source is written (to order it against copies in write-blocking
- * mode) and after (to mirror it or mark it dirty) — always before the
- * guest hears about it.
+ * The common shape of the three writing calls, for a request that has
+ * entered: the gate keeps a pull chunk and a guest write from
+ * interleaving; the job sees the write before the source is written (to
+ * order it against copies in write-blocking mode) and after (to mirror
+ * it or mark it dirty) — always before the guest hears about it.
  */
-static int guest_write(bc_disk *disk, enum active_kind kind, const void *buf,
-		       uint64_t off, uint64_t len, unsigned int flags)
+static int guest_write(bc_disk *disk, struct guest_req *req,
+		       enum active_kind kind, const void *buf, uint64_t off,
+		       uint64_t len, unsigned int flags)
 {
 	struct active_write aw = { .claimed = false };
+	int ret;
+
+	pthread_rwlock_rdlock(&disk->write_gate);
+	if (req->job && len)
+		mirror_active_begin(req->job, kind, off, len, &aw);
+	switch (kind) {
+	case ACTIVE_DATA:
+		ret = fmt_pwrite(req->top, buf, (size_t)len, off);
+		break;
+	case ACTIVE_ZEROES:
+		ret = fmt_write_zeroes(req->top, off, len, flags);
+		break;
+	case ACTIVE_DISCARD:
+		ret = fmt_discard(req->top, off, len);
+		/* A discard is a hint: where the format cannot, nothing happened. */
+		if (ret == -ENOTSUP) {
+			bc_error_reset();
+			ret = 0;
+		}
+		break;
+	}
+	/* Even a failed write may have changed part of the range. */
+	if (req->job && len)
+		mirror_active_end(req->job, kind, buf, off, len, flags, ret, &aw);
+	pthread_rwlock_unlock(&disk->write_gate);
+	return ret;
+}
+
+int disk_guest_pwrite(bc_disk *disk, struct guest_req *req, const void *buf,
+		      uint64_t off, uint64_t len)
+{
+	return guest_write(disk, req, ACTIVE_DATA, buf, off, len, 0);
+}
+
+int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
+			    uint64_t off, uint64_t len, unsigned int flags)
+{
+	return guest_write(disk, req, ACTIVE_ZEROES, NULL, off, len, flags);
+}
+
+int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
+		       uint64_t len)
+{
+	return guest_write(disk, req, ACTIVE_DISCARD, NULL, off, len, 0);
+}
+
+/* A synchronous write: check, enter, write, leave. */
+static int sync_write(bc_disk *disk, enum active_kind kind, const void *buf,
+		      uint64_t off, uint64_t len, unsigned int flags)
+{
 	struct guest_req req;
 	int ret;
 
@@ -268,37 +446,15 @@ static int guest_write(bc_disk *disk, enum active_kind kind, const void *buf,
 	ret = check_range(disk, off, len);
 	if (ret < 0)
 		return ret;
-	enter(disk, &req);
-	pthread_rwlock_rdlock(&disk->write_gate);
-	if (req.job && len)
-		mirror_active_begin(req.job, kind, off, len, &aw);
-	switch (kind) {
-	case ACTIVE_DATA:
-		ret = fmt_pwrite(req.top, buf, (size_t)len, off);
-		break;
-	case ACTIVE_ZEROES:
-		ret = fmt_write_zeroes(req.top, off, len, flags);
-		break;
-	case ACTIVE_DISCARD:
-		ret = fmt_discard(req.top, off, len);
-		/* A discard is a hint: where the format cannot, nothing happened. */
-		if (ret == -ENOTSUP) {
-			bc_error_reset();
-			ret = 0;
-		}
-		break;
-	}
-	/* Even a failed write may have changed part of the range. */
-	if (req.job && len)
-		mirror_active_end(req.job, kind, buf, off, len, flags, ret, &aw);
-	pthread_rwlock_unlock(&disk->write_gate);
-	leave(disk, &req);
+	disk_guest_enter(disk, &req);
+	ret = guest_write(disk, &req, kind, buf, off, len, flags);
+	disk_guest_leave(disk, &req);
 	return ret;
 }
 
 ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 {
-	int ret = guest_write(disk, ACTIVE_DATA, buf, off, n, 0);
+	int ret = sync_write(disk, ACTIVE_DATA, buf, off, n, 0);
 
 	return ret < 0 ? ret : (ssize_t)n;
 }
@@ -306,13 +462,18 @@ ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
-	return guest_write(disk, ACTIVE_ZEROES, NULL, off, len,
-			   flags ? FMT_ZERO_MAY_UNMAP : 0);
+	return sync_write(disk, ACTIVE_ZEROES, NULL, off, len,
+			  flags ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 {
-	return guest_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
+	return sync_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
+}
+
+int disk_guest_flush(struct guest_req *req)
+{
+	return fmt_flush(req->top);
 }
 
 /* --- block status of the guest view (issue 11) --- */
@@ -326,9 +487,9 @@ int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 	ret = check_range(disk, off, len);
 	if (ret < 0)
 		return ret;
-	enter(disk, &req);
+	disk_guest_enter(disk, &req);
 	ret = fmt_chain_block_status(req.top, off, len, &ext);
-	leave(disk, &req);
+	disk_guest_leave(disk, &req);
 	if (ret < 0)
 		return ret;
 	switch (ext.state) {
@@ -351,9 +512,9 @@ int disk_flush(bc_disk *disk)
 	struct guest_req req;
 	int ret;
 
-	enter(disk, &req);
-	ret = fmt_flush(req.top);
-	leave(disk, &req);
+	disk_guest_enter(disk, &req);
+	ret = disk_guest_flush(&req);
+	disk_guest_leave(disk, &req);
 	return ret;
 }
 

@@ -47,6 +47,21 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay);
 
 /* --- job.c: block jobs ------------------------------------------------ */
 
+/* The copy's data path the caller asks for (engine/copy-method.c). */
+enum job_copy_path {
+	JOB_PATH_AUTO = 0,    /* the engine chooses per source/destination pair */
+	JOB_PATH_DIRECT,      /* O_DIRECT destination, refused where unsupported */
+	JOB_PATH_BUFFERED,    /* page cache with write-behind */
+	JOB_PATH_FILE_RANGE,  /* copy_file_range: raw → raw on one filesystem */
+};
+
+/* Whether data may be shared with the source instead of copied (cp's --reflink). */
+enum job_reflink {
+	JOB_REFLINK_NEVER = 0,
+	JOB_REFLINK_AUTO,     /* where the filesystem can, else copy */
+	JOB_REFLINK_ALWAYS,   /* refused where it cannot */
+};
+
 /* What a COPY job does on a destination error (engine/job.h). */
 enum job_target_policy {
 	JOB_TARGET_REPORT = 0, /* fail the job (default) */
@@ -63,7 +78,15 @@ struct job_copy_opts {
 	bool dest_raw;        /* COPY_RAW: raw destination whatever the source */
 	bool write_blocking;  /* SYNCHRONOUS_WRITES: write-blocking mode */
 	bool auto_converge;
+	enum job_copy_path path;
+	enum job_reflink reflink;
 	enum job_target_policy on_target_error;
+	/*
+	 * Copy only what this persistent bitmap of the source's top image
+	 * records (an incremental copy), NULL = everything. Read while
+	 * job_start_copy() runs; not kept.
+	 */
+	const char *bitmap;
 };
 
 int job_start_copy(bc_disk *disk, const char *dest,
@@ -86,5 +109,7 @@ int job_resume(bc_disk *disk);
 int job_get_state(bc_disk *disk, int *state, bc_error *err);
 /* 1 and fills @st (current job or the last ended one), 0 if none ever. */
 int job_get_stats(bc_disk *disk, bc_block_job_stats *st);
+/* Name of the data path of the disk's copy job, or of its last one; NULL if none. */
+const char *job_copy_method(bc_disk *disk);
 
 #endif /* BC_ENGINE_ENGINE_H */

@@ -4,6 +4,8 @@
  * Objects and locks, outermost first (a thread holding one may take the
  * ones below it, never the reverse):
  *
+ *   disk->queues_lock  the list of asynchronous queues (quiesce harvests)
+ *   q->lock      an asynchronous queue's completions (engine/queue.c)
  *   disk->lock   the disk's chain pointer, its job pointer, guest request
  *                accounting and the quiesce flag
  *   job->lock    the job's state, dirty and in-flight bitmaps, throttle,
@@ -35,6 +37,7 @@
 
 struct dbm;
 struct job;
+struct bc_queue;
 
 struct engine_event {
 	struct engine_event *next;
@@ -64,7 +67,8 @@ struct bc_disk {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;            /* quiesce and drain */
 	int refs;                       /* user + job + queued events */
-	bool closed;                    /* bc_disk_close was called */
+	bool closed;                    /* bc_disk_close was called (atomic
+					   access: queues read it unlocked) */
 	unsigned int flags;             /* BC_DISK_* */
 	struct fmt_image *top;          /* current chain; swapped at pivot */
 	char *path;                     /* current top's path */
@@ -79,8 +83,15 @@ struct bc_disk {
 	bool quiesce;                   /* new guest requests wait */
 	pthread_rwlock_t write_gate;    /* guest writes shared, pull chunks exclusive */
 	struct job *job;                /* the disk's job, NULL when none */
+	/* Asynchronous queues (engine/queue.c) open on the disk, so that a
+	 * quiesce can collect their kernel completions. */
+	pthread_mutex_t queues_lock;    /* above every other lock */
+	struct bc_queue **queues;       /* [nqueues] (queues_lock) */
+	size_t nqueues;
 	bool has_last_stats;            /* a job has ended on this disk */
 	bc_block_job_stats last_stats;  /* ...and these were its statistics */
+	const char *copy_method;        /* data path of the current or last copy
+					   job (static string), NULL if none */
 };
 
 /* Engine events and references. */
@@ -115,6 +126,62 @@ int disk_set_path_locked(bc_disk *disk, char *path);
  */
 void disk_quiesce(bc_disk *disk);
 void disk_resume(bc_disk *disk);
+
+/*
+ * The guest data path in pieces, for asynchronous requests (queue.c) that
+ * enter the disk on one thread, run on another and leave on a third.
+ * Synchronous calls use the same pieces in one go.
+ */
+
+/* A guest request's view of the disk, taken at entry. */
+struct guest_req {
+	struct fmt_image *top; /* the chain it works on */
+	struct job *job;       /* reference held until disk_guest_leave */
+	bool fast_read;        /* top is raw: reads and flushes may go to its
+				  fd directly */
+	bool fast_write;       /* ...and writes too: no job, or a copy job in
+				  background mode (the write is then only
+				  noted dirty, disk_guest_note_write) */
+};
+
+/*
+ * Checks a request before it is queued: the disk is not closed, a write
+ * is allowed (@write), [off, off+len) is inside the disk. Records the
+ * error. Returns 0, -ESHUTDOWN (closed), -EROFS or -EINVAL.
+ */
+int disk_guest_check(bc_disk *disk, bool write, uint64_t off, uint64_t len);
+
+/*
+ * Enters the disk for @n requests sharing one view, without waiting:
+ * false (nothing done) while the disk is quiesced. Each of the @n
+ * requests must later call disk_guest_leave() with a copy of @req.
+ */
+bool disk_guest_try_enter(bc_disk *disk, unsigned int n,
+			  struct guest_req *req);
+/* Enters the disk for one request, waiting while it is quiesced. */
+void disk_guest_enter(bc_disk *disk, struct guest_req *req);
+/* Leaves the disk: drops the job reference, wakes a waiting quiesce. */
+void disk_guest_leave(bc_disk *disk, struct guest_req *req);
+
+/* The bodies of the guest calls, for a request that has entered. */
+int disk_guest_read(struct guest_req *req, void *buf, size_t n, uint64_t off);
+int disk_guest_flush(struct guest_req *req);
+int disk_guest_pwrite(bc_disk *disk, struct guest_req *req, const void *buf,
+		      uint64_t off, uint64_t len);
+/* @flags: FMT_ZERO_*. */
+int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
+			    uint64_t off, uint64_t len, unsigned int flags);
+int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
+		       uint64_t len);
+/*
+ * A write that went to the raw top directly (fast_write) has completed:
+ * the job marks it dirty. Before its completion is reported.
+ */
+void disk_guest_note_write(struct guest_req *req, uint64_t off, uint64_t len);
+
+/* Registers/unregisters an asynchronous queue (disk_quiesce harvests it). */
+int disk_add_queue(bc_disk *disk, struct bc_queue *q);
+void disk_remove_queue(bc_disk *disk, struct bc_queue *q);
 
 /* Job hooks called from the guest data path. */
 void job_ref(struct job *job);

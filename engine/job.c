@@ -39,6 +39,7 @@ void job_unref(struct job *job)
 	dbm_free(job->dirty);
 	dbm_free(job->inflight);
 	fmt_close(job->dest);
+	free(job->scan_bits);
 	free(job->dest_path);
 	free(job->base_name);
 	free(job->base_fmt);
@@ -109,7 +110,7 @@ void job_set_error(struct job *job, int ret)
 		job->end_ret = ret < 0 ? ret : -EIO;
 }
 
-/* IGNORE back-off before the nth consecutive retry: 10 ms doubling, 1 s at most. */
+/* IGNORE back-off before the nth consecutive round: 10 ms doubling, 1 s at most. */
 static uint64_t retry_backoff_ns(unsigned int n)
 {
 	return BC_MIN(10000000ull << BC_MIN(n - 1, 7u), 1000000000ull);
@@ -126,6 +127,13 @@ bool job_target_error(struct job *job, int ret)
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
+	} else if (job->state == JOB_CANCELING) {
+		/*
+		 * Canceled: the destination is left as it is, so a request
+		 * still in flight that fails no longer matters (the job ends
+		 * CANCELED, not FAILED: the user asked for the end).
+		 */
+		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
 		   job->state != JOB_PAUSED) {
 		/* Ending (or canceled): errors fail the job whatever the policy. */
@@ -137,12 +145,18 @@ bool job_target_error(struct job *job, int ret)
 			queue_paused = true;
 		}
 		goes_on = true;
-	} else if (job->opts.on_target_error == JOB_TARGET_IGNORE &&
-		   job->target_errors < JOB_TARGET_RETRY_MAX) {
-		job->target_errors++;
-		job->retry_at_ns = job_now_ns() +
-				   retry_backoff_ns(job->target_errors);
-		goes_on = true;
+	} else if (job->opts.on_target_error == JOB_TARGET_IGNORE) {
+		uint64_t now = job_now_ns();
+
+		/*
+		 * One round of retries per back-off: the other requests of
+		 * the failed wave, completing meanwhile, count with it.
+		 */
+		if (now >= job->retry_at_ns) {
+			job->target_errors++;
+			job->retry_at_ns = now + retry_backoff_ns(job->target_errors);
+		}
+		goes_on = job->target_errors <= JOB_TARGET_RETRY_MAX;
 	}
 	pthread_mutex_unlock(&job->lock);
 	if (!goes_on) {
@@ -324,10 +338,11 @@ static int open_destination(struct job *job, const char *dest)
 	struct stat st;
 	int ret;
 
-	if (fmt_is_nbd_uri(dest))
+	if (fmt_is_nbd_uri(dest)) {
+		/* The export's own write-behind (formats/nbd.c) is the data path. */
+		copy_method_record(job, COPY_METHOD_NBD);
 		return open_nbd_destination(job, dest);
-	if (job->disk->flags & BC_DISK_DIRECT)
-		oflags |= FMT_OPEN_DIRECT;
+	}
 
 	if (stat(dest, &st) == 0) {
 		struct fmt_image *l;
@@ -398,7 +413,10 @@ static int open_destination(struct job *job, const char *dest)
 		job->dest_fresh = true;
 	}
 
-	ret = fmt_open(dest, fmt, oflags, &job->dest);
+	/* The data path decides whether the destination is opened O_DIRECT. */
+	ret = copy_method_choose(job, dest, &job->method, &oflags);
+	if (ret == 0)
+		ret = fmt_open(dest, fmt, oflags, &job->dest);
 	if (ret < 0) {
 		if (job->dest_fresh)
 			(void)unlink(dest);
@@ -455,12 +473,28 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	/*
+	 * An incremental copy's bitmap is read once tracking is on (a write
+	 * from now on is the job's) and before the destination is made, so
+	 * that a missing or inconsistent bitmap leaves nothing behind.
+	 */
+	if (opts->bitmap) {
+		ret = fmt_bitmap_read(disk->top, opts->bitmap, &job->scan_bits,
+				      &job->scan_nbits, &job->scan_gran_bits);
+		if (ret < 0) {
+			job_detach(job);
+			goto err_unref;
+		}
+	}
+	job->opts.bitmap = NULL; /* the caller's string: not kept */
 	ret = open_destination(job, dest);
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unref;
 	}
 	ret = mirror_scan(job);
+	free(job->scan_bits);
+	job->scan_bits = NULL;
 	if (ret < 0) {
 		job_detach(job);
 		goto err_unlink;

@@ -46,6 +46,8 @@
 #include "lib/common/util.h"
 
 #define CHUNK_MAX   (1u << 20)
+/* Chunks the kernel copies (copy_file_range, reflink): large, few calls. */
+#define OFFLOAD_CHUNK (64u << 20)
 #define SLOTS_MAX   64u
 /* Host runs one chunk may be written as (qcow2 clusters need not be
  * contiguous); past this the rest of the chunk goes through the driver. */
@@ -95,6 +97,7 @@ struct mirror {
 	uint64_t gran;
 	uint64_t cursor;     /* where the next dirty search starts */
 	bool dest_async;     /* destination writes go through the backend */
+	struct copy_path path; /* data path state (engine/copy-method.c) */
 	bool quiesced;
 	uint64_t quiesce_t0;
 	uint64_t last_flush_ns;
@@ -139,6 +142,14 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	m->nslots = (unsigned int)BC_MIN(SLOTS_MAX,
 					 BC_MAX(1, buf_size / m->chunk));
 	m->dest_async = m->dest->drv->map_for_overwrite != NULL;
+	ret = copy_path_open(&m->path, job->method, m->src, m->dest);
+	if (ret < 0)
+		return ret;
+	if (copy_path_offloads(&m->path)) {
+		/* No data passes through the slots: one, with a token buffer. */
+		m->chunk = BC_MAX(m->gran, OFFLOAD_CHUNK);
+		m->nslots = 1;
+	}
 
 	m->slots = calloc(m->nslots, sizeof(*m->slots));
 	m->cqes = calloc(m->nslots, sizeof(*m->cqes));
@@ -147,7 +158,9 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	for (i = 0; i < m->nslots; i++) {
 		void *p;
 
-		ret = posix_memalign(&p, BUF_ALIGN, m->chunk);
+		ret = posix_memalign(&p, BUF_ALIGN,
+				     copy_path_offloads(&m->path) ? BUF_ALIGN
+								  : m->chunk);
 		if (ret)
 			return -ret;
 		m->slots[i].buf = p;
@@ -155,7 +168,8 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	ret = iob_new(m->nslots * RUNS_MAX, 0, &m->iob);
 	if (ret < 0)
 		return ret;
-	register_slots(m);
+	if (!copy_path_offloads(&m->path))
+		register_slots(m);
 	return 0;
 }
 
@@ -171,6 +185,52 @@ static void mirror_teardown(struct mirror *m)
 	}
 	free(m->slots);
 	free(m->cqes);
+	copy_path_close(&m->path);
+}
+
+/*
+ * Incremental copy: the runs of granules the bitmap marks, whatever they
+ * hold now (a range that became zero must become zero in the copy too);
+ * for a shallow copy, only what the top layer holds within them.
+ */
+static int scan_bitmap(struct job *job)
+{
+	struct fmt_image *src = job->disk->top;
+	uint64_t size = src->size, i = 0, n = job->scan_nbits;
+	uint32_t g = job->scan_gran_bits;
+	int ret;
+
+	while (i < n) {
+		uint64_t j, off, end;
+
+		if (!(job->scan_bits[i / 8] & (1u << (i % 8)))) {
+			i++;
+			continue;
+		}
+		for (j = i + 1; j < n && (job->scan_bits[j / 8] & (1u << (j % 8)));)
+			j++;
+		off = i << g;
+		end = BC_MIN(size, j << g);
+		i = j;
+		while (off < end) {
+			struct fmt_extent ext = { .len = end - off };
+			bool mark = true;
+
+			if (job->opts.shallow) {
+				ret = fmt_chain_block_status(src, off, end - off,
+							     &ext);
+				if (ret < 0)
+					return ret;
+				mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
+			}
+			if (mark) {
+				BC_LOCK_GUARD(&job->lock);
+				dbm_set(job->dirty, off, ext.len);
+			}
+			off += ext.len;
+		}
+	}
+	return 0;
 }
 
 /*
@@ -184,6 +244,9 @@ int mirror_scan(struct job *job)
 	struct fmt_image *src = job->disk->top;
 	uint64_t off = 0, size = src->size;
 	int ret;
+
+	if (job->scan_bits)
+		return scan_bitmap(job);
 
 	while (off < size) {
 		struct fmt_extent ext;
@@ -271,8 +334,9 @@ static uint64_t run_tag(const struct mirror *m, const struct slot *s,
  */
 static void slot_write(struct mirror *m, struct slot *s)
 {
-	uint64_t done = 0, align = m->dest->request_align;
-	int ret = 0;
+	uint32_t align;
+	int ret = 0, fd = copy_path_write_fd(&m->path, m->dest, &align);
+	uint64_t done = 0;
 
 	if (bc_is_zero(s->buf, s->len)) {
 		slot_release(m, s, write_zeroes_dest(m, s), true);
@@ -296,10 +360,23 @@ static void slot_write(struct mirror *m, struct slot *s)
 			break;
 		if (!bc_is_aligned((uint64_t)ext.host_off | ext.len | done, align))
 			break; /* O_DIRECT alignment: the driver path copes */
+		if (copy_path_sync_writes(&m->path)) {
+			/* Page-cache writes on this thread, then write-behind. */
+			ret = fmt_pwrite_file(m->dest->fd, s->buf + done,
+					      ext.len, (uint64_t)ext.host_off);
+			if (ret == 0)
+				ret = copy_path_written(&m->path,
+							(uint64_t)ext.host_off,
+							ext.len);
+			if (ret < 0)
+				break;
+			done += ext.len;
+			continue;
+		}
 		r->buf_off = done;
 		r->host = (uint64_t)ext.host_off;
 		r->len = ext.len;
-		ret = iob_prep_write(m->iob, m->dest->fd, s->buf + done, ext.len,
+		ret = iob_prep_write(m->iob, fd, s->buf + done, ext.len,
 				     r->host, run_tag(m, s, s->pending));
 		if (ret < 0)
 			break;
@@ -327,7 +404,8 @@ static void slot_start(struct mirror *m, struct slot *s,
 		       const struct fmt_extent *ext)
 {
 	struct fmt_image *layer;
-	int ret;
+	uint32_t align = 1;
+	int ret, fd = -1;
 
 	s->zero = false;
 	s->skipped = false;
@@ -341,13 +419,21 @@ static void slot_start(struct mirror *m, struct slot *s,
 		slot_release(m, s, write_zeroes_dest(m, s), true);
 		return;
 	}
+	if (copy_path_offloads(&m->path)) {
+		/* Raw → raw: the kernel copies (or shares) the range. */
+		slot_release(m, s, copy_path_offload(&m->path, m->src, m->dest,
+						     s->off, s->len), true);
+		return;
+	}
 	layer = layer_at(m->src, ext->depth);
+	if (layer)
+		fd = copy_path_read_fd(&m->path, layer, ext->depth, &align);
 	if (ext->host_off >= 0 && layer &&
-	    bc_is_aligned((uint64_t)ext->host_off | s->len, layer->request_align)) {
+	    bc_is_aligned((uint64_t)ext->host_off | s->len, align)) {
 		s->state = SLOT_READING;
 		s->read_layer = layer;
 		s->read_host = (uint64_t)ext->host_off;
-		ret = iob_prep_read(m->iob, layer->fd, s->buf, s->len,
+		ret = iob_prep_read(m->iob, fd, s->buf, s->len,
 				    (uint64_t)ext->host_off,
 				    (uint64_t)(s - m->slots));
 		if (ret == 0)

@@ -20,7 +20,11 @@
 	(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |                   \
 	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
 	 BC_BLOCK_COPY_AUTO_CONVERGE | BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |   \
-	 BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)
+	 BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE | COPY_PATH_MASK |              \
+	 BC_BLOCK_COPY_REFLINK | BC_BLOCK_COPY_REFLINK_ALWAYS)
+#define COPY_PATH_MASK                                                       \
+	(BC_BLOCK_COPY_DIRECT | BC_BLOCK_COPY_BUFFERED |                     \
+	 BC_BLOCK_COPY_FILE_RANGE)
 #define ABORT_MASK                                                           \
 	(BC_BLOCK_JOB_ABORT_ASYNC | BC_BLOCK_JOB_ABORT_PIVOT |               \
 	 BC_BLOCK_JOB_ABORT_VERIFY)
@@ -107,16 +111,45 @@ int bc_block_pull(bc_disk *disk, unsigned long bandwidth, unsigned int flags)
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }
 
-int bc_block_copy(bc_disk *disk, const char *dest,
-		  const bc_block_copy_params *params, unsigned int flags)
+/* The data-path flags of bc_block_copy into @opts; false (recorded) if they clash. */
+static bool copy_path_flags(unsigned int flags, struct job_copy_opts *opts)
 {
-	struct job_copy_opts opts = { 0 };
+	unsigned int path = flags & COPY_PATH_MASK;
+
+	if (path & (path - 1)) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "direct, buffered and file-range data paths are mutually exclusive");
+		return false;
+	}
+	if ((flags & BC_BLOCK_COPY_REFLINK) &&
+	    (flags & BC_BLOCK_COPY_REFLINK_ALWAYS)) {
+		bc_error_set(BC_ERR_INVALID_ARG, 0,
+			     "reflink and reflink-always are mutually exclusive");
+		return false;
+	}
+	if (path == BC_BLOCK_COPY_DIRECT)
+		opts->path = JOB_PATH_DIRECT;
+	else if (path == BC_BLOCK_COPY_BUFFERED)
+		opts->path = JOB_PATH_BUFFERED;
+	else if (path == BC_BLOCK_COPY_FILE_RANGE)
+		opts->path = JOB_PATH_FILE_RANGE;
+	if (flags & BC_BLOCK_COPY_REFLINK)
+		opts->reflink = JOB_REFLINK_AUTO;
+	else if (flags & BC_BLOCK_COPY_REFLINK_ALWAYS)
+		opts->reflink = JOB_REFLINK_ALWAYS;
+	return true;
+}
+
+/* bc_block_copy and bc_block_copy_bitmap (@bitmap NULL for the former). */
+static int start_copy(bc_disk *disk, const char *dest, const char *bitmap,
+		      const bc_block_copy_params *params, unsigned int flags,
+		      const char *func)
+{
+	struct job_copy_opts opts = { .bitmap = bitmap };
 	int ret;
 
-	bc_error_reset();
-	if (api_null(disk, "disk", __func__) ||
-	    api_null(dest, "dest", __func__) ||
-	    api_bad_flags(flags, COPY_MASK, __func__))
+	if (api_null(disk, "disk", func) || api_null(dest, "dest", func) ||
+	    api_bad_flags(flags, COPY_MASK, func))
 		return -1;
 	if (params) {
 		unsigned int g = params->granularity;
@@ -148,12 +181,31 @@ int bc_block_copy(bc_disk *disk, const char *dest,
 		opts.on_target_error = JOB_TARGET_STOP;
 	else if (flags & BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)
 		opts.on_target_error = JOB_TARGET_IGNORE;
+	if (!copy_path_flags(flags, &opts))
+		return -1;
 	opts.write_blocking = flags & BC_BLOCK_COPY_SYNCHRONOUS_WRITES;
 	opts.auto_converge = flags & BC_BLOCK_COPY_AUTO_CONVERGE;
 	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
 	ret = job_start_copy(disk, dest, &opts);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+int bc_block_copy(bc_disk *disk, const char *dest,
+		  const bc_block_copy_params *params, unsigned int flags)
+{
+	bc_error_reset();
+	return start_copy(disk, dest, NULL, params, flags, __func__);
+}
+
+int bc_block_copy_bitmap(bc_disk *disk, const char *dest, const char *bitmap,
+			 const bc_block_copy_params *params,
+			 unsigned int flags)
+{
+	bc_error_reset();
+	if (api_null(bitmap, "bitmap", __func__))
+		return -1;
+	return start_copy(disk, dest, bitmap, params, flags, __func__);
 }
 
 int bc_block_job_abort(bc_disk *disk, unsigned int flags)
@@ -238,4 +290,12 @@ int bc_block_job_resume(bc_disk *disk, unsigned int flags)
 		return -1;
 	ret = job_resume(disk);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
+}
+
+const char *bc_block_job_copy_method(bc_disk *disk)
+{
+	bc_error_reset();
+	if (api_null(disk, "disk", __func__))
+		return NULL;
+	return job_copy_method(disk);
 }

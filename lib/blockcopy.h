@@ -135,6 +135,18 @@ BC_API const bc_error *bc_last_error(void);
  * destination before they are acknowledged (BC_BLOCK_JOB_MODE_WRITE_BLOCKING). */
 #define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
 #define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
+/*
+ * blockcopy: the copy's data path. Without these the engine chooses per
+ * source and destination (O_DIRECT where the destination's filesystem
+ * takes it, else the page cache with write-behind) and
+ * bc_block_job_copy_method() says what it chose. At most one of DIRECT,
+ * BUFFERED and FILE_RANGE; REFLINK and REFLINK_ALWAYS exclude each other.
+ */
+#define BC_BLOCK_COPY_DIRECT          (1u << 24) /* O_DIRECT destination; refused where unsupported */
+#define BC_BLOCK_COPY_BUFFERED        (1u << 25) /* page cache, with write-behind */
+#define BC_BLOCK_COPY_FILE_RANGE      (1u << 26) /* copy_file_range: raw → raw, one filesystem */
+#define BC_BLOCK_COPY_REFLINK         (1u << 27) /* share extents where possible (cp --reflink=auto) */
+#define BC_BLOCK_COPY_REFLINK_ALWAYS  (1u << 28) /* share extents or fail (cp --reflink=always) */
 
 /* virDomainBlockJobType. */
 enum {
@@ -147,8 +159,10 @@ enum {
  * virConnectDomainEventBlockJobStatus: the status argument of a job event.
  * A COPY job queues MIRRORING once (source and destination in sync; the
  * job goes on) and then exactly one of COMPLETED (pivoted), CANCELED or
- * FAILED; FAILED may also come before MIRRORING. A PULL job queues one of
- * COMPLETED, CANCELED or FAILED.
+ * FAILED; FAILED may also come before MIRRORING. With
+ * BC_BLOCK_COPY_ON_TARGET_ERROR_STOP it may also queue BC_BLOCK_JOB_PAUSED
+ * (below), once per pause. A PULL job queues one of COMPLETED, CANCELED
+ * or FAILED.
  */
 enum {
 	BC_BLOCK_JOB_COMPLETED = 0,
@@ -211,8 +225,9 @@ typedef struct bc_block_copy_params {
  * the event was queued (after a pivot, the destination's), valid for the
  * call only. @type is BC_BLOCK_JOB_TYPE_*, @status BC_BLOCK_JOB_* (the
  * event). For FAILED, bc_last_error() returns the job's first error while
- * the callback runs (code, errno, message); for other events its code is
- * 0. @opaque is the pointer given to bc_engine_event_register().
+ * the callback runs (code, errno, message), for PAUSED the error that
+ * paused the job; for other events its code is 0. @opaque is the pointer
+ * given to bc_engine_event_register().
  */
 typedef void (*bc_block_job_cb)(bc_engine *engine, bc_disk *disk,
 				const char *disk_path, int type, int status,
@@ -273,7 +288,10 @@ BC_API int bc_engine_event_fd(bc_engine *engine);
 BC_API int bc_engine_dispatch(bc_engine *engine, int timeout_ms);
 
 /*
- * Open the backing chain whose top image is @path as a guest disk.
+ * Open the backing chain whose top image is @path as a guest disk. @path
+ * may also be an NBD URI (nbd://, nbds://, nbd+unix://, nbds+unix://,
+ * nbd+vsock://, nbds+vsock://) in a build with libnbd: the export's guest
+ * data, one layer, @format NULL or "raw" (else BC_ERR_UNSUPPORTED).
  * @format is "qcow2", "raw" or NULL; NULL probes the top image by its
  * magic (a raw image whose guest wrote a qcow2 header would be misread:
  * give the format whenever it is known). Backing images always take the
@@ -401,26 +419,33 @@ BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
  * chain is copied and a created destination has no backing file; with it
  * only the top's data is copied and the destination is backed by the
  * source top's backing file. A destination that is an image of the
- * disk's own chain is refused (BC_ERR_INVALID_ARG). If this call fails, a
- * destination it created is removed; once it returned 0, a job that ends
- * CANCELED or FAILED leaves the destination in place (removing it is the
- * caller's choice).
+ * disk's own chain is refused (BC_ERR_INVALID_ARG). @dest may be an NBD
+ * URI (see bc_disk_open()): the export must exist and REUSE_EXT be given
+ * ("destination 'D' is an NBD export: it must exist, use REUSE_EXT"); its
+ * metadata is its server's. A source that is an NBD export is copied to a
+ * raw destination. If this call fails, a destination it created is
+ * removed; once it returned 0, a job that ends CANCELED or FAILED leaves
+ * the destination in place (removing it is the caller's choice).
  *
  * @params: NULL for defaults; bandwidth in bytes/s (0 = unlimited),
  * granularity (power of two 4096..67108864, 0 = 64 KiB), buf_size (bytes
  * in flight, granularity..1 GiB, 0 = 16 MiB). @flags: SHALLOW, REUSE_EXT,
- * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE.
+ * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, and one of
+ * ON_TARGET_ERROR_STOP / ON_TARGET_ERROR_IGNORE (below; default: a
+ * destination error fails the job).
  *
  * Returns 0 once the job runs (bc_get_block_job_info() returns 1), or -1:
  * BC_ERR_INVALID_ARG (NULL disk or dest, unknown flags, "granularity must
  * be a power of two between 4096 and 67108864", "buf-size must be
  * between the granularity and 1073741824 bytes", "synchronous writes and
- * auto-converge are mutually exclusive", size mismatch with REUSE_EXT),
+ * auto-converge are mutually exclusive", "on-target-error stop and ignore
+ * are mutually exclusive", size mismatch with REUSE_EXT),
  * BC_ERR_OPERATION_INVALID (a job already runs, or a snapshot is being
  * taken), BC_ERR_EXISTS, BC_ERR_NO_SUCH_FILE, BC_ERR_IO, BC_ERR_NO_SPACE.
  *
  * Events: MIRRORING when source and destination are first in sync (the
- * job goes on mirroring), then COMPLETED (pivoted), CANCELED or FAILED.
+ * job goes on mirroring), then COMPLETED (pivoted), CANCELED or FAILED;
+ * PAUSED with ON_TARGET_ERROR_STOP.
  */
 BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 			 const bc_block_copy_params *params,
@@ -428,8 +453,8 @@ BC_API int bc_block_copy(bc_disk *disk, const char *dest,
 /*
  * libvirt's virDomainBlockJobAbort: end the disk's job.
  *
- * @flags 0: a PULL job, or a COPY job before MIRRORING, is canceled (a
- * copy's destination content is then undefined); a COPY job after
+ * @flags 0: a PULL job, a COPY job before MIRRORING, or a PAUSED job, is
+ * canceled (a copy's destination content is then undefined); a COPY job after
  * MIRRORING is finished: the guest is briefly held, what is still dirty
  * is copied and the destination flushed, so it equals the source at that
  * moment. The disk stays on the source. Waits until the job has ended;
@@ -447,7 +472,9 @@ BC_API int bc_block_copy(bc_disk *disk, const char *dest,
  * the COMPLETED event has been queued; it is still delivered by the next
  * bc_engine_dispatch(). Before MIRRORING: -1, BC_ERR_BLOCK_COPY_ACTIVE
  * ("block copy still active: disk 'P' not ready for pivot yet"), and the
- * job goes on. If the job fails during the pivot: -1 with the job's error,
+ * job goes on. A PAUSED job is not pivoted (BC_ERR_OPERATION_INVALID,
+ * "block job on disk 'P' is paused after an error: resume or abort it").
+ * If the job fails during the pivot: -1 with the job's error,
  * the disk stays on the source, FAILED follows. May be called from a
  * MIRRORING callback.
  *
@@ -483,6 +510,12 @@ BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
  */
 BC_API int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
 				  unsigned int flags);
+/*
+ * The data path of the disk's copy job, or of its last one: "direct",
+ * "buffered+write-behind", "copy_file_range" or "reflink" (a static
+ * string); NULL (no error recorded) when the disk never had a copy job.
+ */
+BC_API const char *bc_block_job_copy_method(bc_disk *disk);
 /*
  * libvirt's virDomainBlockJobSetSpeed: change the running job's bandwidth
  * limit, at once (a job waiting out the old limit wakes up). @bandwidth is
@@ -524,9 +557,10 @@ BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
  *   what was never written successfully is copied again. An abort
  *   without flags cancels a paused job (CANCELED); a pivot is refused.
  * ON_TARGET_ERROR_IGNORE: the failed range is marked dirty again and
- *   retried after a back-off (10 ms, doubling, at most 1 s); after 8
- *   consecutive destination errors (no successful destination write in
- *   between) the job fails as with report.
+ *   retried after a back-off (10 ms, doubling, at most 1 s; the errors of
+ *   one back-off period are one round); when the 9th round in a row fails
+ *   (about 2.3 s of retries, no successful destination write in between)
+ *   the job fails as with report.
  * Source errors, and any error while pivoting or finishing (guests held),
  * always fail the job.
  */
@@ -574,6 +608,157 @@ BC_API int bc_block_job_resume(bc_disk *disk, unsigned int flags);
 BC_API int64_t bc_disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 				    unsigned int *status, unsigned int flags);
 /* --- end BC_1.1 block status --- */
+
+/*
+ * --- blockcopy 1.1: incremental copy (extension) ----------------------
+ *
+ * bc_block_copy() that copies only the ranges the persistent dirty bitmap
+ * @bitmap of the disk's top image records (qcow2 "bitmaps" extension:
+ * made with `blockcopy bitmap --add` or `qemu-img bitmap --add`, enabled,
+ * recording every write since), then mirrors like any COPY job: guest
+ * writes made once the call has started are the job's own. With
+ * BC_BLOCK_COPY_REUSE_EXT into the image that holds the previous copy,
+ * this is an incremental backup: the destination ends equal to the
+ * source. A fresh destination holds only the recorded ranges. With
+ * SHALLOW, only what the top image holds within them. Flags, params,
+ * events and errors as bc_block_copy(), and: BC_ERR_INVALID_ARG "...:
+ * bitmap 'NAME' not found", BC_ERR_IMAGE_CORRUPT when the bitmap is
+ * inconsistent (its writer died), BC_ERR_UNSUPPORTED for a raw top. The
+ * bitmap itself is left as it is (clear it with `blockcopy bitmap
+ * --clear` after a successful offline copy to start the next increment).
+ */
+BC_API int bc_block_copy_bitmap(bc_disk *disk, const char *dest,
+				const char *bitmap,
+				const bc_block_copy_params *params,
+				unsigned int flags);
+
+/*
+ * ---- Asynchronous guest I/O (BC_1.1) ----------------------------------
+ *
+ * A bc_queue submits guest requests without blocking and reports their
+ * completions later, so that one thread can keep many requests in flight
+ * (libblkio's blkioq and io_uring's SQ/CQ split are the model):
+ *
+ *   bc_queue_read/write/write_zeroes/discard/flush   queue a request
+ *   bc_queue_submit                                  start what is queued
+ *   bc_queue_completion_fd                           poll it (readable while
+ *                                                    completions wait)
+ *   bc_queue_reap                                    collect completions
+ *
+ * Every request carries the caller's @tag, returned in its completion.
+ * Requests in flight are unordered, as with the kernel's interfaces: a
+ * flush covers the writes whose completion was reaped before the flush
+ * was queued. Buffers are used in place: from queueing until its
+ * completion is reaped, a request's buffer belongs to the queue.
+ *
+ * Threads: a queue belongs to one thread at a time. Calls on one queue
+ * must not overlap (use one queue per thread); queues of one disk run in
+ * parallel. bc_queue_completion_fd() may be polled from any thread.
+ *
+ * Depth: a queue holds up to @depth requests (1..4096) from queueing
+ * until their completion is reaped. A request beyond that fails at once
+ * with BC_ERR_OPERATION_INVALID (sys_errno EAGAIN): reap, then retry. No
+ * call blocks except bc_queue_reap (up to its timeout) and bc_queue_free
+ * (until the requests in flight are done).
+ *
+ * Guarantees: an asynchronous request is a guest request like those of
+ * bc_disk_pread/pwrite: a copy job tracks every write before its
+ * completion is reported, write-blocking mode (SYNCHRONOUS_WRITES)
+ * reports a write only once the source and the destination hold it, a
+ * pivot or pull waits for the requests in flight and holds the ones
+ * submitted while it runs (they complete afterwards, on the new chain).
+ *
+ * Data path: on a raw image, reads, writes and flushes go to the kernel
+ * from the caller's buffers without a copy (io_uring; with
+ * BLOCKCOPY_IO=aio or without io_uring, libaio for reads and writes of a
+ * BC_DISK_DIRECT disk); writes do so too while a copy job runs in
+ * background mode. Everything else (qcow2, write-zeroes, discard,
+ * write-blocking mode, a pull) runs on the queue's worker threads (up to
+ * 16, started on demand) through the same code as the synchronous calls.
+ * With BC_DISK_DIRECT, a buffer, offset or length that is not aligned to
+ * the disk's logical block size is accepted and bounced (copied) on a
+ * worker thread, as the synchronous calls do.
+ */
+typedef struct bc_queue bc_queue;
+
+/* One finished request, as bc_queue_reap() returns it. */
+typedef struct bc_completion {
+	void *tag;                 /* the caller's tag */
+	int64_t ret;               /* bytes (read, write), 0 (write-zeroes,
+				      discard, flush), or -errno */
+	int error_code;            /* BC_ERR_*; BC_ERR_OK when ret >= 0 */
+	const char *error_message; /* "" when ret >= 0; valid until the next
+				      call on the queue */
+} bc_completion;
+
+/* Largest depth bc_queue_new() accepts. */
+#define BC_QUEUE_MAX_DEPTH 4096u
+
+/*
+ * Creates a queue on @disk for up to @depth requests (1..4096). @flags
+ * must be 0. The queue keeps the disk alive: bc_disk_close() succeeds
+ * while queues are open, after which they refuse new requests
+ * (BC_ERR_OPERATION_INVALID "disk '...' is closed") and the disk is
+ * freed with its last queue. Returns NULL on error (BC_ERR_INVALID_ARG,
+ * BC_ERR_OPERATION_INVALID on a closed disk, BC_ERR_NO_MEMORY,
+ * BC_ERR_UNSUPPORTED when BLOCKCOPY_IO=uring and io_uring is unusable).
+ */
+BC_API bc_queue *bc_queue_new(bc_disk *disk, unsigned int depth,
+			      unsigned int flags);
+
+/*
+ * Queue a read of @n bytes at @off into @buf. Nothing happens until
+ * bc_queue_submit(). @flags must be 0. Returns 0, or -1: bad arguments
+ * or a range past the end of the disk (BC_ERR_INVALID_ARG), a full queue
+ * or a closed disk (BC_ERR_OPERATION_INVALID).
+ */
+BC_API int bc_queue_read(bc_queue *q, void *buf, size_t n, uint64_t off,
+			 void *tag, unsigned int flags);
+/* Queue a write; as bc_queue_read, and a read-only disk is refused
+ * (BC_ERR_OPERATION_INVALID). */
+BC_API int bc_queue_write(bc_queue *q, const void *buf, size_t n,
+			  uint64_t off, void *tag, unsigned int flags);
+/* Queue a write of zeroes; @flags: BC_DISK_ZEROES_MAY_UNMAP. As
+ * bc_queue_write. */
+BC_API int bc_queue_write_zeroes(bc_queue *q, uint64_t off, uint64_t len,
+				 void *tag, unsigned int flags);
+/* Queue a discard (a hint, as bc_disk_discard); @flags must be 0. */
+BC_API int bc_queue_discard(bc_queue *q, uint64_t off, uint64_t len,
+			    void *tag, unsigned int flags);
+/* Queue a flush of the disk; @flags must be 0. */
+BC_API int bc_queue_flush(bc_queue *q, void *tag, unsigned int flags);
+
+/*
+ * Starts every queued request; never blocks. @flags must be 0. Returns
+ * how many were started (0 when none was queued) or -1. A request that
+ * fails after queueing (an I/O error) reports it in its completion.
+ */
+BC_API int bc_queue_submit(bc_queue *q, unsigned int flags);
+
+/*
+ * A file descriptor that is readable (POLLIN) while completions wait to
+ * be reaped. It belongs to the queue: do not read or close it. Returns
+ * the fd or -1 (@q NULL).
+ */
+BC_API int bc_queue_completion_fd(bc_queue *q);
+
+/*
+ * Collects completions into @out: waits until at least @min are
+ * available or @timeout_ms passed (< 0: no limit, 0: never wait), then
+ * returns up to @max of them (0 <= @min <= @max). @min must not exceed
+ * the requests submitted and not yet reaped (else BC_ERR_INVALID_ARG:
+ * waiting could never end). @flags must be 0. Returns the number written
+ * to @out (fewer than @min after a timeout) or -1.
+ */
+BC_API int bc_queue_reap(bc_queue *q, bc_completion *out, int min, int max,
+			 int timeout_ms, unsigned int flags);
+
+/*
+ * Waits for the requests in flight to finish, drops their completions
+ * and the requests queued but not submitted, and frees the queue. NULL
+ * is a no-op. Using @q afterwards is undefined, as with free().
+ */
+BC_API void bc_queue_free(bc_queue *q);
 
 #ifdef __cplusplus
 }

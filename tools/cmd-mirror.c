@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "formats/fmt.h"
 #include "live-run.h"
 #include "lib/blockcopy.h"
 
@@ -170,6 +171,12 @@ int cmd_mirror(int argc, char **argv)
 		return tool_usage_error("mirror", "expected SRC and DST");
 	o.src = argv[optind];
 	o.dst = argv[optind + 1];
+	/* NBD (issue 11): say it before the guest starts, in the job's words. */
+	if (fmt_is_nbd_uri(o.dst) && !(o.copy_flags & BC_BLOCK_COPY_REUSE_EXT)) {
+		fprintf(stderr, "blockcopy: destination '%s' is an NBD export: it must exist, use --reuse-external\n",
+			o.dst);
+		return TOOL_EXIT_FAILURE;
+	}
 	if (o.duration_s < 2 * o.before_s) {
 		o.before_s = o.duration_s / 2;
 		o.after_s = o.duration_s / 2;

@@ -23,7 +23,10 @@ export PKG_CONFIG_PATH=$(dirname "$pc") PKG_CONFIG_SYSROOT_DIR=$tmp/dest
 libdir=$(dirname "$(dirname "$pc")")
 cflags=$(pkg-config --cflags blockcopy) || exit 1
 libs=$(pkg-config --libs blockcopy) || exit 1
-slibs=$(pkg-config --static --libs blockcopy) || exit 1
+# The static archive, the libraries under it shared (a fully static
+# program would need static builds of libnbd's own dependencies, which
+# its .pc file does not list).
+slibs=$(pkg-config --static --libs blockcopy | sed 's/-lblockcopy/-Wl,-Bstatic -lblockcopy -Wl,-Bdynamic/') || exit 1
 CC=${CC:-cc}
 W="-std=c11 -Wall -Wextra -Werror"
 [ "$san" != none ] && W="$W -fsanitize=$san"
@@ -46,11 +49,12 @@ for prog in examples/copy-pivot.c tests/install/clash.c; do
 		cat "$tmp/cc.log"; bad "$name builds against the shared library"
 	fi
 	if [ "$san" != none ]; then
-		echo "ok - $name builds statically # SKIP sanitizer build"
-	elif $CC $W -static $cflags "$src/$prog" -o "$tmp/$name-static" $slibs 2>"$tmp/cc.log"; then
-		ok "$name builds statically"
+		echo "ok - $name builds against the static archive # SKIP sanitizer build"
+	elif $CC $W $cflags "$src/$prog" -o "$tmp/$name-static" $slibs 2>"$tmp/cc.log" &&
+	     ! ldd "$tmp/$name-static" | grep -q libblockcopy; then
+		ok "$name builds against the static archive"
 	else
-		cat "$tmp/cc.log"; bad "$name builds statically"
+		cat "$tmp/cc.log"; bad "$name builds against the static archive"
 	fi
 done
 

@@ -100,4 +100,25 @@ qimg bitmap --add dst.qcow2 track
 run 0 "copy --reuse-external into an image with bitmaps" timeout 60 "$BC" copy --quiet --reuse-external top.qcow2 dst.qcow2
 check_clean dst.qcow2
 expect "bitmap kept and not left in use after the copy" "track:auto:65536" "$(bitmaps dst.qcow2)"
+# Incremental copy: a full copy, then QEMU writes to the source (its
+# enabled bitmap records them), then `copy --bitmap` into the previous copy
+# makes it equal again, writing only the recorded ranges.
+qimg create -q -f qcow2 vm.qcow2 64M
+qio -c 'write -P 0x51 0 8M' -c 'write -P 0x52 30M 2M' vm.qcow2
+run 0 "bitmap --add on the source" "$BC" bitmap --add vm.qcow2 inc
+run 0 "full copy" timeout 60 "$BC" copy --quiet vm.qcow2 backup.qcow2
+qio -c 'write -P 0x53 2M 64k' -c 'write -z 31M 64k' -c 'write -P 0x54 50M 128k' vm.qcow2
+run 0 "incremental copy into the previous copy" timeout 60 "$BC" copy --json --reuse-external --bitmap inc vm.qcow2 backup.qcow2
+if qemu-img compare -q vm.qcow2 backup.qcow2; then ok "incremental copy equals the source"; else fail "incremental copy differs from the source"; fi
+copied=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["bytes"])' "$OUT" 2>/dev/null)
+expect "incremental copy took only the 4 recorded granules (256 KiB, job counter)" 262144 "$copied"
+check_clean backup.qcow2
+run 0 "incremental copy into a fresh image" timeout 60 "$BC" copy --quiet --bitmap inc vm.qcow2 inc.qcow2
+expect "a fresh incremental copy holds only the recorded data" "2097152+65536,52428800+131072" \
+	"$(qemu-img map --output=json inc.qcow2 | python3 -c 'import json,sys; print(",".join("%d+%d" % (e["start"], e["length"]) for e in json.load(sys.stdin) if e["data"]))')"
+run 1 "--bitmap with a missing bitmap" "$BC" copy --bitmap nope vm.qcow2 nothing.qcow2
+expect "missing bitmap message" "blockcopy: vm.qcow2: bitmap 'nope' not found" "$ERR"
+expect "no destination left behind" "" "$(ls nothing.qcow2 2>/dev/null)"
+run 1 "--bitmap on a raw source" "$BC" copy --bitmap inc r.raw nothing.raw
+expect "raw source message" "blockcopy: r.raw: format 'raw' does not support persistent bitmaps" "$ERR"
 finish
