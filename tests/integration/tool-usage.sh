@@ -245,17 +245,18 @@ expect_out want "copy --json on a missing source"
 
 # Progress off a terminal: a plain line per second naming the phase, the
 # last one "done ... in N s", no control characters, no ETA at 100 %.
-"$BC" create -f raw prog.raw 8M
-python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.write(b"\x5a"*(8<<20))' prog.raw
+# 16 MiB at 8 MiB/s: about 2 s, so a line comes before the pivot.
+"$BC" create -f raw prog.raw 16M
+python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.write(b"\x5a"*(16<<20))' prog.raw
 run "$BC" copy --progress --bandwidth 8M prog.raw prog-copy.raw
 expect_rc 0 "copy --progress"
 grep -Eq '^progress: copying [0-9.]+% ' err || fail "progress: no copying line: $(cat err)"
-grep -Eqx 'progress: done 100\.0% 8 MiB/8 MiB [0-9.]+ [KMG]?i?B/s in [0-9.]+ s' err ||
+grep -Eqx 'progress: done 100\.0% 16 MiB/16 MiB [0-9.]+ [KMG]?i?B/s in [0-9.]+ s' err ||
 	fail "progress: no final line: $(cat err)"
 grep -q "$(printf '\r\|\033')" err && fail "progress off a terminal has control characters"
 grep '100\.0%' err | grep -q ETA && fail "progress shows an ETA at 100 %: $(cat err)"
 grep -q -- '--:--' err && fail "progress shows --:--: $(cat err)"
-grep -Eqx 'Copied prog.raw to prog-copy.raw: 8 MiB in [0-9.]+ s \([0-9.]+ [KMG]?i?B/s, [a-z_+-]+\)' out ||
+grep -Eqx 'Copied prog.raw to prog-copy.raw: 16 MiB in [0-9.]+ s \([0-9.]+ [KMG]?i?B/s, [a-z_+-]+\)' out ||
 	fail "copy result line: $(cat out)"
 
 # On a terminal (script gives a pty): one line redrawn with \r, each
@@ -278,7 +279,7 @@ for f in draws:
     assert "--:--" not in f, f
     if "100.0%" in f:
         assert "ETA" not in f, f
-assert re.search(r"done +\[#{30}\] 100\.0% 8 MiB/8 MiB .* in [0-9.]+ s\x1b\[K", s), "final frame"
+assert re.search(r"done +\[#{30}\] 100\.0% 16 MiB/16 MiB .* in [0-9.]+ s\x1b\[K", s), "final frame"
 EOF
 fi
 
