@@ -110,7 +110,7 @@ void job_set_error(struct job *job, int ret)
 		job->end_ret = ret < 0 ? ret : -EIO;
 }
 
-/* IGNORE back-off before the nth consecutive retry: 10 ms doubling, 1 s at most. */
+/* IGNORE back-off before the nth consecutive round: 10 ms doubling, 1 s at most. */
 static uint64_t retry_backoff_ns(unsigned int n)
 {
 	return BC_MIN(10000000ull << BC_MIN(n - 1, 7u), 1000000000ull);
@@ -138,12 +138,18 @@ bool job_target_error(struct job *job, int ret)
 			queue_paused = true;
 		}
 		goes_on = true;
-	} else if (job->opts.on_target_error == JOB_TARGET_IGNORE &&
-		   job->target_errors < JOB_TARGET_RETRY_MAX) {
-		job->target_errors++;
-		job->retry_at_ns = job_now_ns() +
-				   retry_backoff_ns(job->target_errors);
-		goes_on = true;
+	} else if (job->opts.on_target_error == JOB_TARGET_IGNORE) {
+		uint64_t now = job_now_ns();
+
+		/*
+		 * One round of retries per back-off: the other requests of
+		 * the failed wave, completing meanwhile, count with it.
+		 */
+		if (now >= job->retry_at_ns) {
+			job->target_errors++;
+			job->retry_at_ns = now + retry_backoff_ns(job->target_errors);
+		}
+		goes_on = job->target_errors <= JOB_TARGET_RETRY_MAX;
 	}
 	pthread_mutex_unlock(&job->lock);
 	if (!goes_on) {

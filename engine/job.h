@@ -43,7 +43,7 @@
  * ending states an error always fails the job): REPORT fails the job;
  * STOP re-dirties the range and enters PAUSED; IGNORE re-dirties the
  * range and retries it after a back-off, failing the job after
- * JOB_TARGET_RETRY_MAX consecutive destination errors.
+ * JOB_TARGET_RETRY_MAX rounds of destination errors without a success.
  *
  * The pivot protocol lives in mirror.c (pivot_or_finish): quiesce the
  * guest (new requests wait, in-flight ones drain), copy what is still
@@ -79,7 +79,11 @@ enum job_state {
 	JOB_CONCLUDED,
 };
 
-/* IGNORE policy: consecutive destination errors before the job fails. */
+/*
+ * IGNORE policy: rounds of retries before the job fails. A round is the
+ * destination errors of one back-off period; a successful destination
+ * write starts the count again.
+ */
 #define JOB_TARGET_RETRY_MAX 8
 
 struct job {
@@ -100,7 +104,7 @@ struct job {
 	bool write_blocking;          /* mode: guest writes reach the
 					 destination first */
 	enum job_target_policy on_target_error; /* COPY */
-	unsigned int target_errors;   /* IGNORE: consecutive destination errors */
+	unsigned int target_errors;   /* IGNORE: consecutive rounds of errors */
 	uint64_t retry_at_ns;         /* IGNORE: no copy issued before this */
 	bc_error pause_err;           /* PAUSED: the error that paused it */
 	int end_status;               /* CONCLUDED: BC_BLOCK_JOB_* of the event */

@@ -594,7 +594,13 @@ int fmt_get_info(struct fmt_image *img, struct fmt_info *info)
 
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep)
 {
-	memset(rep, 0, sizeof(*rep));
+	return fmt_check_noted(img, rep, NULL, NULL);
+}
+
+int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
+		    void (*note)(void *opaque, const char *line), void *opaque)
+{
+	*rep = (struct fmt_check_report){ .note = note, .note_opaque = opaque };
 	if (!img->drv->check) {
 		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' does not support checks",

@@ -145,6 +145,13 @@ struct fmt_check_report {
 	uint64_t fragmented_clusters;
 	uint64_t compressed_clusters;
 	uint64_t image_end_offset;
+	/*
+	 * From fmt_check_noted() (NULL from fmt_check()): called once per
+	 * finding with one line in qemu-img check's words, e.g.
+	 * "ERROR cluster 5 refcount=0 reference=1".
+	 */
+	void (*note)(void *opaque, const char *line);
+	void *note_opaque;
 };
 
 /*
@@ -309,6 +316,9 @@ int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt);
 int fmt_get_info(struct fmt_image *img, struct fmt_info *info);
 /* -ENOTSUP when the format has no metadata to check. */
 int fmt_check(struct fmt_image *img, struct fmt_check_report *rep);
+/* fmt_check(), calling @note with each finding (fmt_check_report.note). */
+int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
+		    void (*note)(void *opaque, const char *line), void *opaque);
 
 /*
  * Persistent dirty bitmaps (qcow2). -ENOTSUP with a message naming the

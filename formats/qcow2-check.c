@@ -14,6 +14,8 @@
 #include "qcow2.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -28,11 +30,37 @@ struct refs {
 	struct fmt_check_report *rep;
 };
 
-/* A bad reference: counted when checking, fatal when rebuilding. */
-static int bad_ref(struct refs *r, const char *what, uint64_t off)
+/* One finding for the caller (fmt_check_report.note), one line. */
+__attribute__((format(printf, 2, 3))) static void
+note(const struct fmt_check_report *rep, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	if (!rep || !rep->note)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	rep->note(rep->note_opaque, line);
+}
+
+/*
+ * A bad reference: counted and noted (@fmt, qemu-img check's words)
+ * when checking, fatal when rebuilding.
+ */
+__attribute__((format(printf, 4, 5))) static int
+bad_ref(struct refs *r, const char *what, uint64_t off, const char *fmt, ...)
 {
 	if (r->rep) {
+		char line[256];
+		va_list ap;
+
+		va_start(ap, fmt);
+		vsnprintf(line, sizeof(line), fmt, ap);
+		va_end(ap);
 		r->rep->corruptions++;
+		note(r->rep, "%s", line);
 		return 0;
 	}
 	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
@@ -50,11 +78,15 @@ static int add_ref(struct refs *r, uint64_t off, uint64_t len)
 	if (!len)
 		return 0;
 	if (off >= (1ull << 56) || len > (1ull << 56) - off)
-		return bad_ref(r, "reference", off);
+		return bad_ref(r, "reference", off,
+			       "ERROR: invalid reference: offset 0x%llx size 0x%llx",
+			       (unsigned long long)off, (unsigned long long)len);
 	/* As qemu-img check: a cluster or more past the end is an error. */
 	if (off + len > q->file_size &&
 	    off + len - q->file_size >= q->cluster_size)
-		return bad_ref(r, "reference past the end of the file", off);
+		return bad_ref(r, "reference past the end of the file", off,
+			       "ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%llx size 0x%llx",
+			       (unsigned long long)off, (unsigned long long)len);
 	first = off >> q->cluster_bits;
 	last = (off + len - 1) >> q->cluster_bits;
 	if (last >= r->nb) {
@@ -81,6 +113,11 @@ static int read_meta(struct refs *r, void *buf, size_t n, uint64_t off)
 	if (ret < 0) {
 		if (r->rep) {
 			r->rep->check_errors++;
+			char eb[64];
+
+			note(r->rep, "ERROR reading metadata at offset 0x%llx (%zu bytes): %s",
+			     (unsigned long long)off, n,
+			     strerror_r(-ret, eb, sizeof(eb)));
 			return 1; /* skip this structure */
 		}
 		bc_error_set(bc_errno_to_code(-ret), -ret,
@@ -129,7 +166,9 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 			if (e & QCOW2_OFLAG_COPIED) {
 				ret = bad_ref(r,
 					      "compressed cluster with COPIED",
-					      coff);
+					      coff,
+					      "ERROR: coffset=0x%llx: Compressed cluster has the COPIED flag set",
+					      (unsigned long long)coff);
 				if (ret < 0)
 					break;
 			}
@@ -147,7 +186,9 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 			 (q->extended_l2 ? QCOW2_OFLAG_ZERO : 0))) {
 			/* As qemu-img check: an error, and the entry is not used. */
 			ret = bad_ref(r, "L2 entry with reserved bits set",
-				      l2_off + i * q->l2_entry_size);
+				      l2_off + i * q->l2_entry_size,
+				      "ERROR found l2 entry with reserved bits set: %016llx",
+				      (unsigned long long)e);
 			if (ret < 0)
 				break;
 			continue;
@@ -156,13 +197,17 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 		if (!host)
 			continue; /* unallocated or zero without a cluster */
 		if (q->extended_l2 && ((bm >> 32) & bm)) {
-			ret = bad_ref(r, "subcluster bitmap", l2_off + i * 16);
+			ret = bad_ref(r, "subcluster bitmap", l2_off + i * 16,
+				      "ERROR offset=%llx: Allocated cluster has corrupted subcluster allocation bitmap",
+				      (unsigned long long)host);
 			if (ret < 0)
 				break;
 		}
 		if (!bc_is_aligned(host, q->cluster_size)) {
 			/* Counted all the same, as qemu-img check does. */
-			ret = bad_ref(r, "unaligned data cluster", host);
+			ret = bad_ref(r, "unaligned data cluster", host,
+				      "ERROR offset=%llx: Data cluster is not properly aligned; L2 entry corrupted.",
+				      (unsigned long long)host);
 			if (ret < 0)
 				break;
 		}
@@ -183,6 +228,8 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 				ret = 0;
 			} else if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 				r->rep->corruptions++;
+				note(r->rep, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+				     (unsigned long long)e, (unsigned long long)rc);
 			}
 		}
 	}
@@ -201,7 +248,9 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 	if (!n)
 		return 0;
 	if (!bc_is_aligned(off, q->cluster_size))
-		return bad_ref(r, "L1 table", off);
+		return bad_ref(r, "L1 table", off,
+			       "ERROR: L1 table offset 0x%llx is not cluster aligned",
+			       (unsigned long long)off);
 	ret = add_ref(r, off, n * 8);
 	if (ret < 0)
 		return ret;
@@ -219,7 +268,9 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 
 		if (e & QCOW2_L1E_RESERVED) {
 			ret = bad_ref(r, "L1 entry with reserved bits set",
-				      off + i * 8);
+				      off + i * 8,
+				      "ERROR found L1 entry with reserved bits set: %016llx",
+				      (unsigned long long)e);
 			if (ret < 0)
 				break;
 			continue;
@@ -227,7 +278,9 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 		if (!l2)
 			continue;
 		if (!bc_is_aligned(l2, q->cluster_size)) {
-			ret = bad_ref(r, "L2 table", l2);
+			ret = bad_ref(r, "L2 table", l2,
+				      "ERROR l2_offset=%llx: Table is not cluster aligned; L1 entry corrupted",
+				      (unsigned long long)l2);
 			if (ret < 0)
 				break;
 			continue;
@@ -241,6 +294,9 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 				r->rep->check_errors++;
 			} else if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 				r->rep->corruptions++;
+				note(r->rep, "ERROR OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx refcount=%llu",
+				     (unsigned long long)i, (unsigned long long)e,
+				     (unsigned long long)rc);
 			}
 		}
 		if (r->rep && l2 >= q->file_size) {
@@ -266,7 +322,9 @@ static int walk_snapshots(struct refs *r)
 	if (!q->hdr.nb_snapshots)
 		return 0;
 	if (!bc_is_aligned(off, q->cluster_size) || off >= q->file_size)
-		return bad_ref(r, "snapshot table", off);
+		return bad_ref(r, "snapshot table", off,
+			       "ERROR: snapshot table at offset 0x%llx is invalid",
+			       (unsigned long long)off);
 	for (i = 0; i < q->hdr.nb_snapshots; i++) {
 		uint64_t l1_off, extra, id, name, len;
 		uint32_t l1_size;
@@ -281,13 +339,17 @@ static int walk_snapshots(struct refs *r)
 		extra = bc_get_be32(h + 36);
 		len = bc_align_up(40 + extra + id + name, 8);
 		if ((uint64_t)l1_size * 8 > QCOW2_MAX_L1_BYTES)
-			return bad_ref(r, "snapshot L1 table", l1_off);
+			return bad_ref(r, "snapshot L1 table", l1_off,
+				       "ERROR: snapshot L1 table at offset 0x%llx is too large",
+				       (unsigned long long)l1_off);
 		ret = walk_l1(r, l1_off, l1_size, false);
 		if (ret < 0)
 			return ret;
 		pos += len;
 		if (pos > (64ull << 20))
-			return bad_ref(r, "snapshot table", off);
+			return bad_ref(r, "snapshot table", off,
+			       "ERROR: snapshot table at offset 0x%llx is invalid",
+			       (unsigned long long)off);
 	}
 	return add_ref(r, off, pos);
 }
@@ -330,7 +392,9 @@ static int walk_bitmaps(struct refs *r)
 		return 0;
 	if (!bc_is_aligned(dir_off, q->cluster_size) ||
 	    dir_size > (64ull << 20))
-		return bad_ref(r, "bitmap directory", dir_off);
+		return bad_ref(r, "bitmap directory", dir_off,
+			       "ERROR: bitmap directory at offset 0x%llx is invalid",
+			       (unsigned long long)dir_off);
 	ret = add_ref(r, dir_off, dir_size);
 	if (ret < 0)
 		return ret;
@@ -358,7 +422,9 @@ static int walk_bitmaps(struct refs *r)
 				continue;
 			if (!bc_is_aligned(toff, q->cluster_size) ||
 			    (uint64_t)tsize * 8 > (64ull << 20)) {
-				ret = bad_ref(r, "bitmap table", toff);
+				ret = bad_ref(r, "bitmap table", toff,
+					      "ERROR: bitmap table at offset 0x%llx is invalid",
+					      (unsigned long long)toff);
 				if (ret < 0)
 					break;
 				continue;
@@ -440,7 +506,7 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 	bool any = false;
 	int ret;
 
-	memset(rep, 0, sizeof(*rep));
+	/* fmt_check() zeroed the counts. */
 	BC_LOCK_GUARD(&q->lock);
 	ret = qcow2_collect_refs_locked(q, true, &refs, &nb, rep);
 	if (ret < 0)
@@ -453,16 +519,25 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 		ret = qcow2_get_refcount_locked(q, c, &rc);
 		if (ret < 0) {
 			rep->check_errors++;
+			note(rep, "ERROR cannot get refcount of cluster %llu",
+			     (unsigned long long)c);
 			continue;
 		}
 		if (rc || want) {
 			highest = c;
 			any = true;
 		}
-		if (rc < want)
+		if (rc < want) {
 			rep->corruptions++;
-		else if (rc > want)
+			note(rep, "ERROR cluster %llu refcount=%llu reference=%llu",
+			     (unsigned long long)c, (unsigned long long)rc,
+			     (unsigned long long)want);
+		} else if (rc > want) {
 			rep->leaks++;
+			note(rep, "Leaked cluster %llu refcount=%llu reference=%llu",
+			     (unsigned long long)c, (unsigned long long)rc,
+			     (unsigned long long)want);
+		}
 	}
 	free(refs);
 	rep->total_clusters =

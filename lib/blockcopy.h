@@ -559,9 +559,10 @@ BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
  *   what was never written successfully is copied again. An abort
  *   without flags cancels a paused job (CANCELED); a pivot is refused.
  * ON_TARGET_ERROR_IGNORE: the failed range is marked dirty again and
- *   retried after a back-off (10 ms, doubling, at most 1 s); after 8
- *   consecutive destination errors (no successful destination write in
- *   between) the job fails as with report.
+ *   retried after a back-off (10 ms, doubling, at most 1 s; the errors of
+ *   one back-off period are one round); when the 9th round in a row fails
+ *   (about 2.3 s of retries, no successful destination write in between)
+ *   the job fails as with report.
  * Source errors, and any error while pivoting or finishing (guests held),
  * always fail the job.
  */

@@ -26,6 +26,9 @@ const char tool_help_check[] =
 	"\n"
 	"Check the metadata of IMG (not its backing chain) for corruption and\n"
 	"leaked clusters, as qemu-img check does, without repairing anything.\n"
+	"Each finding is one line on stderr in qemu-img's words (\"ERROR cluster\n"
+	"5 refcount=0 reference=1\", \"Leaked cluster 9 refcount=1 reference=0\");\n"
+	"the summary goes to stdout.\n"
 	"Opens IMG read-only. A raw image has no metadata: check prints\n"
 	"  blockcopy: IMG: raw images have no metadata to check\n"
 	"on stdout and exits 0 (qemu-img exits 63 there).\n"
@@ -48,6 +51,13 @@ static const struct option long_opts[] = {
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
+
+/* A finding, as qemu-img check prints it: one line on stderr. */
+static void print_finding(void *opaque, const char *line)
+{
+	(void)opaque;
+	fprintf(stderr, "%s\n", line);
+}
 
 static void print_human(const struct fmt_check_report *r)
 {
@@ -151,7 +161,7 @@ int cmd_check(int argc, char **argv)
 		return EXIT_NOCHECK;
 	}
 	bc_error_reset();
-	ret = fmt_check(img, &rep);
+	ret = fmt_check_noted(img, &rep, print_finding, NULL);
 	if (ret == -ENOTSUP) {
 		printf("blockcopy: %s: %s images have no metadata to check\n",
 		       path, img->drv->name);

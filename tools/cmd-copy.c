@@ -48,6 +48,10 @@ const char tool_help_copy[] =
 	"      --reflink[=WHEN]   share the source's extents: always (bare option;\n"
 	"                         fails where the filesystem cannot, e.g. ext4),\n"
 	"                         auto (where it can, else copy), never (default)\n"
+	"      --on-error=ACTION  on a DST write error: report (fail, the\n"
+	"                         default), stop (pause; send SIGUSR1 to resume,\n"
+	"                         e.g. after freeing space, SIGINT to cancel) or\n"
+	"                         ignore (retry with back-off, give up after ~2 s)\n"
 	"      --progress         progress bar with rate and ETA on stderr\n"
 	"  -q, --quiet            print nothing on success\n"
 	"      --json             print the result as a JSON object\n"
@@ -76,6 +80,7 @@ enum {
 	OPT_PROGRESS,
 	OPT_JSON,
 	OPT_BITMAP,
+	OPT_ON_ERROR,
 };
 
 static const struct option long_opts[] = {
@@ -90,6 +95,7 @@ static const struct option long_opts[] = {
 	{"buffered", no_argument, NULL, OPT_BUFFERED},
 	{"copy-file-range", no_argument, NULL, OPT_FILE_RANGE},
 	{"reflink", optional_argument, NULL, OPT_REFLINK},
+	{"on-error", required_argument, NULL, OPT_ON_ERROR},
 	{"progress", no_argument, NULL, OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
 	{"json", no_argument, NULL, OPT_JSON},
@@ -189,6 +195,17 @@ int cmd_copy(int argc, char **argv)
 			else if (strcmp(optarg, "never"))
 				return tool_usage_error("copy", "invalid --reflink '%s' (expected auto, always or never)", optarg);
 			break;
+		case OPT_ON_ERROR:
+			flags &= ~(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+				   BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE);
+			if (!strcmp(optarg, "stop"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_STOP;
+			else if (!strcmp(optarg, "ignore"))
+				flags |= BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE;
+			else if (strcmp(optarg, "report") != 0)
+				return tool_usage_error("copy", "invalid --on-error '%s' (expected report, stop or ignore)",
+							optarg);
+			break;
 		case OPT_PROGRESS:
 			run.progress = true;
 			break;
@@ -243,6 +260,11 @@ int cmd_copy(int argc, char **argv)
 		    (flags & ~(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |
 			       BC_BLOCK_COPY_DIRECT))) {
 			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size, --bitmap, --buffered, --copy-file-range or --reflink");
+			goto out_disk;
+		}
+		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
+			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
 			goto out_disk;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)

@@ -34,6 +34,13 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		run->mirroring_s = run->seconds; /* set by the loop */
 		return;
 	}
+	if (status == BC_BLOCK_JOB_PAUSED) {
+		/* --on-error stop: say why and how to go on; the job waits. */
+		fprintf(stderr,
+			"blockcopy: %s\nblockcopy: copy paused: send SIGUSR1 to process %ld to resume, SIGINT to cancel\n",
+			bc_last_error()->message, (long)getpid());
+		return;
+	}
 	run->status = status;
 	if (status == BC_BLOCK_JOB_FAILED)
 		run->err = *bc_last_error();
@@ -143,6 +150,9 @@ int job_run_wait(struct job_run *run)
 			    info.type == BC_BLOCK_JOB_TYPE_PULL)
 				phase = PHASE_PULLING;
 		}
+		if (tool_resume_requested() &&
+		    bc_block_job_resume(run->disk, 0) == 0)
+			fprintf(stderr, "blockcopy: copy resumed\n");
 		if (tool_stop_requested() && !cancel_sent) {
 			run->interrupted = true;
 			cancel_sent = true;

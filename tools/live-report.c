@@ -180,8 +180,9 @@ void live_print_text(FILE *f, const struct live_opts *o,
 				"        content before the write or the data written",
 				w->uncertain);
 		if (w->unverifiable)
-			fprintf(f, ";\n        %" PRIu64 " blocks were rewritten more than %u times while the disk switched\n"
-				"        (or the candidates could not be recorded) and were NOT checked",
+			fprintf(f, ";\n        %" PRIu64 " blocks were NOT checked: rewritten more than %u times while\n"
+				"        the disk switched, or holding a mix of writes and starting content\n"
+				"        that the guest knows only by its CRC",
 				w->unverifiable, SHADOW_CANDIDATES_MAX);
 		fputs("\n", f);
 	}

@@ -153,12 +153,14 @@ tool_error_file(const char *code, const char *file, const char *fmt, ...);
 __attribute__((format(printf, 1, 2))) void tool_warn(const char *fmt, ...);
 
 /*
- * SIGINT/SIGTERM (tool-signal.c): one handler for the whole tool, which
- * only records the request; job loops poll tool_stop_requested() and
- * end their job cleanly.
+ * SIGINT/SIGTERM and SIGUSR1 (tool-signal.c): one handler for the whole
+ * tool, which only records the request; job loops poll
+ * tool_stop_requested() and end their job cleanly, and
+ * tool_resume_requested() (true once per SIGUSR1) to resume a paused job.
  */
 void tool_signals_install(void);
 bool tool_stop_requested(void);
+bool tool_resume_requested(void);
 
 /* Writes @s as a JSON string literal, quotes included, to @f. */
 void tool_json_string(FILE *f, const char *s);

@@ -26,7 +26,7 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 	fx->events[fx->nevents].status = status;
 	snprintf(fx->events[fx->nevents].path, PATH_MAX, "%s", path);
 	fx->nevents++;
-	if (status == BC_BLOCK_JOB_FAILED)
+	if (status == BC_BLOCK_JOB_FAILED || status == BC_BLOCK_JOB_PAUSED)
 		fx->last_err = *bc_last_error();
 }
 

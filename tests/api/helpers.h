@@ -32,7 +32,7 @@ struct fx {
 	} events[FX_MAX_EVENTS];
 	int nevents;
 	int consumed;
-	bc_error last_err;           /* bc_last_error() inside a FAILED callback */
+	bc_error last_err;           /* bc_last_error() in a FAILED or PAUSED callback */
 };
 
 void fx_setup(struct fx *fx);

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tests/check-main.h"
@@ -277,6 +278,244 @@ START_TEST(qcow2_source_unlinked_completes)
 }
 END_TEST
 
+/* --- target-error policy ------------------------------------------- */
+
+/* Wait for MIRRORING, pivot, and check the destination holds the shadow. */
+static void pivot_and_check(const char *dst)
+{
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	ck_assert_msg(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT) == 0,
+		      "%s", bc_last_error()->message);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	fx_check_image_equals_shadow(&fx, dst, "qcow2");
+	fx_check_disk_equals_shadow(&fx);
+}
+
+/* Bytes the ended job wrote to the destination (data and zeroes). */
+static uint64_t bytes_written(void)
+{
+	bc_block_job_stats st;
+
+	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
+	ck_assert_int_eq(st.active, 0);
+	return st.bytes_copied + st.bytes_zeroed;
+}
+
+/* What a copy of the fixture chain writes when nothing fails. */
+static uint64_t clean_copy_bytes(void)
+{
+	const char *dst;
+	uint64_t n;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	dst = fx_path(&fx, "dst.qcow2");
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, 0), 0);
+	pivot_and_check(dst);
+	n = bytes_written();
+	fx_teardown(&fx);
+	return n;
+}
+
+/* A fixture chain of 2 and a copy of it with @flags; returns dst. */
+static const char *start_policy_copy(unsigned int flags)
+{
+	const char *dst = fx_path(&fx, "dst.qcow2");
+
+	ck_assert_msg(bc_block_copy(fx.disk, dst, NULL, flags) == 0, "%s",
+		      bc_last_error()->message);
+	return dst;
+}
+
+static void expect_paused_by(const char *dst, int err)
+{
+	bc_error e;
+	int state;
+
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_PAUSED);
+	check_io_message(&fx.last_err, dst, "write", err);
+	ck_assert_int_eq(fx.last_err.code,
+			 err == ENOSPC ? BC_ERR_NO_SPACE : BC_ERR_IO);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, &state, &e, 0), 1);
+	ck_assert_int_eq(state, BC_BLOCK_JOB_STATE_PAUSED);
+	ck_assert_int_eq(e.code, fx.last_err.code);
+	ck_assert_str_eq(e.message, fx.last_err.message);
+	/* Still the disk's job, with something left to copy. */
+	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 1);
+	ck_assert_uint_lt(fx.info.cur, fx.info.end);
+}
+
+/*
+ * STOP: the third destination write fails with ENOSPC; the job pauses
+ * (event, state, info), refuses a pivot, keeps tracking guest writes,
+ * and a resume copies only what was not written: the destination gets as
+ * many bytes as in a copy that never failed.
+ */
+START_TEST(stop_pauses_and_resume_copies_the_rest)
+{
+	uint64_t clean = clean_copy_bytes();
+	const char *dst;
+	int state;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	iob_fault_global(IOB_WRITE, -1, 3, ENOSPC);
+	dst = start_policy_copy(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP);
+	expect_paused_by(dst, ENOSPC);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_BLOCK_COPY_ACTIVE);
+	/* Nothing more happens while paused. */
+	ck_assert_int_eq(bc_engine_dispatch(fx.eng, 300), 0);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, &state, NULL, 0), 1);
+	ck_assert_int_eq(state, BC_BLOCK_JOB_STATE_PAUSED);
+
+	iob_fault_global(IOB_WRITE, -1, 0, 0); /* space freed */
+	ck_assert_int_eq(bc_block_job_resume(fx.disk, 0), 0);
+	ck_assert_int_eq(bc_block_job_resume(fx.disk, 0), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_OPERATION_INVALID);
+	ck_assert_str_eq(bc_last_error()->message,
+			 fx_fmt(&fx, "block job on disk '%s' is not paused", fx.top));
+	pivot_and_check(dst);
+	ck_assert_uint_eq(bytes_written(), clean);
+	fx_teardown(&fx);
+}
+END_TEST
+
+/*
+ * STOP after MIRRORING: a mirrored guest write that fails pauses the job;
+ * a pivot is refused as paused; resume goes back to mirroring (no second
+ * MIRRORING event) and the pivot then switches to an exact copy.
+ */
+START_TEST(stop_after_mirroring_refuses_pivot_until_resumed)
+{
+	const char *dst;
+	int state;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	iob_fault_global(IOB_WRITE, -1, 1000000, ENOSPC); /* wrap, not yet */
+	dst = start_policy_copy(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	iob_fault_global(IOB_WRITE, -1, 1, ENOSPC); /* the next write fails */
+	fx_guest_write(&fx, 1u << 20, 65536, 0xa5);
+	expect_paused_by(dst, ENOSPC);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_OPERATION_INVALID);
+	ck_assert_str_eq(bc_last_error()->message,
+			 fx_fmt(&fx, "block job on disk '%s' is paused after an error: resume or abort it",
+				fx.top));
+	fx_guest_write(&fx, 3u << 20, 4096, 0x5a); /* tracked while paused */
+	iob_fault_global(IOB_WRITE, -1, 0, 0);
+	ck_assert_int_eq(bc_block_job_resume(fx.disk, 0), 0);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, &state, NULL, 0), 1);
+	ck_assert(state == BC_BLOCK_JOB_STATE_READY);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_int_eq(fx.nevents, 3); /* MIRRORING, PAUSED, COMPLETED */
+	fx_check_image_equals_shadow(&fx, dst, "qcow2");
+	fx_teardown(&fx);
+}
+END_TEST
+
+/* An abort without flags cancels a paused job. */
+START_TEST(stop_then_abort_cancels)
+{
+	const char *dst;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	iob_fault_global_from(IOB_WRITE, -1, 1, EIO);
+	dst = start_policy_copy(BC_BLOCK_COPY_ON_TARGET_ERROR_STOP);
+	expect_paused_by(dst, EIO);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
+	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 0);
+	ck_assert_str_eq(bc_disk_path(fx.disk), fx.top);
+	iob_fault_global(IOB_WRITE, -1, 0, 0);
+	fx_guest_write(&fx, 4096, 4096, 0x11);
+	fx_check_disk_equals_shadow(&fx);
+	fx_teardown(&fx);
+}
+END_TEST
+
+/* IGNORE: a failed write is retried; the copy completes exactly. */
+START_TEST(ignore_retries_and_completes)
+{
+	uint64_t clean = clean_copy_bytes();
+	const char *dst;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	iob_fault_global(IOB_WRITE, -1, 3, EIO);
+	dst = start_policy_copy(BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE);
+	pivot_and_check(dst); /* MIRRORING first: no FAILED, no PAUSED */
+	ck_assert_uint_ge(iob_fault_global_matched(), 3);
+	ck_assert_uint_eq(bytes_written(), clean);
+	iob_fault_global(IOB_WRITE, -1, 0, 0);
+	fx_teardown(&fx);
+}
+END_TEST
+
+/*
+ * IGNORE is bounded: a destination that keeps failing fails the job
+ * after JOB_TARGET_RETRY_MAX (8) rounds of retries, about 2.3 s.
+ */
+START_TEST(ignore_gives_up_on_a_dead_destination)
+{
+	const char *dst;
+	struct timespec t0, t1;
+	double s;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 2);
+	iob_fault_global_from(IOB_WRITE, -1, 1, EIO);
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	dst = start_policy_copy(BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_FAILED);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+	check_io_message(&fx.last_err, dst, "write", EIO);
+	/* 10+20+...+640 ms + 1 s of back-off before the 9th round fails. */
+	ck_assert_msg(s >= 2.2 && s < 20, "gave up after %.2f s", s);
+	ck_assert_uint_gt(iob_fault_global_matched(), 9);
+	iob_fault_global(IOB_WRITE, -1, 0, 0);
+	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 0);
+	fx_teardown(&fx);
+}
+END_TEST
+
+START_TEST(policy_arguments)
+{
+	const char *dst;
+	int state = -7;
+
+	fx_setup(&fx);
+	fx_open_chain(&fx, 1);
+	dst = fx_path(&fx, "dst.qcow2");
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL,
+				       BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
+				       BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_str_eq(bc_last_error()->message,
+			 "on-target-error stop and ignore are mutually exclusive");
+	ck_assert_int_eq(access(dst, F_OK), -1);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, &state, NULL, 0), 0);
+	ck_assert_int_eq(bc_block_job_resume(fx.disk, 0), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_OPERATION_INVALID);
+	ck_assert_str_eq(bc_last_error()->message,
+			 fx_fmt(&fx, "disk '%s' does not have an active block job", fx.top));
+	ck_assert_int_eq(bc_block_job_resume(fx.disk, 1), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, NULL, NULL, 0), -1);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	/* Without a policy flag a job in progress reports RUNNING. */
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, 0), 0);
+	ck_assert_int_eq(bc_get_block_job_state(fx.disk, &state, NULL, 0), 1);
+	ck_assert(state == BC_BLOCK_JOB_STATE_RUNNING || state == BC_BLOCK_JOB_STATE_READY);
+	fx_teardown(&fx);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("faults");
@@ -295,6 +534,16 @@ int main(void)
 	tcase_add_test(tc, qcow2_file_ending_inside_last_cluster_copies);
 	tcase_add_test(tc, raw_source_unlinked_completes);
 	tcase_add_test(tc, qcow2_source_unlinked_completes);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("target-error");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, stop_pauses_and_resume_copies_the_rest);
+	tcase_add_test(tc, stop_after_mirroring_refuses_pivot_until_resumed);
+	tcase_add_test(tc, stop_then_abort_cancels);
+	tcase_add_test(tc, ignore_retries_and_completes);
+	tcase_add_test(tc, ignore_gives_up_on_a_dead_destination);
+	tcase_add_test(tc, policy_arguments);
 	suite_add_tcase(s, tc);
 	return bc_check_run(s);
 }

@@ -50,6 +50,22 @@ bc demo --size 64M --duration 1 --mode background
 assert_rc 0 "demo --mode background"
 grep -q "^verified: destination matches the guest's [0-9]* writes" "$T/out" &&
 	ok "demo --mode background prints verified" || fail "demo --mode background: $(bc_said)"
+# The report: its footprint first, the terms explained, what it removed.
+grep -q "^uses:   about [0-9.]* MiB of memory (the guest's record of what it wrote, 144 KiB,$" "$T/out" &&
+	ok "demo states its memory before it starts" || fail "demo footprint: $(bc_said)"
+grep -Eq "^        and up to [0-9.]+ MiB of disk in /tmp/blockcopy-demo\.[A-Za-z0-9]{6}: the chain's 28 MiB of data,$" "$T/out" &&
+	ok "demo states its disk use and where" || fail "demo disk footprint: $(bc_said)"
+[ "$(head -1 "$T/out" | cut -c1-8)" = "uses:   " ] && ok "the footprint comes first" || fail "footprint not first: $(bc_said)"
+grep -q "^        all removed at the end (--keep keeps them)$" "$T/out" &&
+	ok "demo says it will remove its files" || fail "demo removal notice: $(bc_said)"
+grep -q "^        pivot under load: the guest's requests were held [0-9.]* ms while its disk$" "$T/out" &&
+	grep -q "^        switched to the copy (the pivot stall);$" "$T/out" &&
+	ok "demo explains the pivot stall" || fail "pivot stall wording: $(bc_said)"
+grep -q "^        the source was checked against its content at the pivot: every block the$" "$T/out" &&
+	ok "demo says what the switch check compared" || fail "switch check wording: $(bc_said)"
+grep -q "skipped\|NOT checked" "$T/out" && fail "demo skipped blocks: $(bc_said)" || ok "demo checked every block"
+dir=$(sed -n 's/^removed: \(.*\) ([0-9.]* [KMG]iB on disk)$/\1/p' "$T/out")
+[ -n "$dir" ] && [ ! -e "$dir" ] && ok "demo removed $dir and said so" || fail "demo removal: '$dir' $(bc_said)"
 bc demo --size 64M --duration 1 --mode write-blocking --verify
 assert_rc 0 "demo --mode write-blocking --verify"
 grep -q "^verified: destination matches the guest's [0-9]* writes" "$T/out" &&
@@ -60,6 +76,18 @@ bc demo --size 64M --duration 1 --shallow --json
 assert_rc 0 "demo --shallow --json"
 expect_eq "$(json_get verified)" True "demo --shallow --json verified"
 expect_eq "$(json_get converged)" True "demo --shallow --json converged"
+expect_eq "$(json_get kept)" False "demo --json: kept false"
+expect_eq "$(json_get switch_check unchecked)" 0 "demo --json: no block left unchecked at the switch"
+[ "$(json_get switch_check changed_after)" -gt 0 ] 2>/dev/null && ok "demo --json: blocks changed after the pivot checked" ||
+	fail "switch_check.changed_after: $(bc_said)"
+expect_eq "$(json_get shadow_bytes)" 147456 "demo --json: the shadow of 64 MiB takes 144 KiB"
+[ ! -e "$(json_get dir)" ] && ok "demo --json removed its directory" || fail "demo --json left $(json_get dir)"
+# A failure before the run, with --json: the error object on stdout.
+mkdir full && : >full/x
+bc demo --json --size 64M full
+assert_rc 1 "demo --json into a non-empty DIR"
+expect_eq "$(cat "$T/out")" '{"error": {"code": "exists", "message": "full: directory is not empty"}}' \
+	"demo --json failure prints a JSON error object"
 
 # DIR given: used, kept; a non-empty one is refused and left alone.
 bc demo --size 64M --duration 1 --mode auto --shallow kept
@@ -69,6 +97,8 @@ grep -q "^verified: destination matches the guest's [0-9]* writes" "$T/out" &&
 for f in base snap1 snap2 copy; do
 	[ -f "kept/$f.qcow2" ] && ok "demo keeps $f.qcow2" || fail "demo DIR: no $f.qcow2"
 done
+grep -q "^        kept at the end$" "$T/out" && grep -q "^kept:    kept ([0-9.]* MiB on disk)$" "$T/out" &&
+	ok "demo into DIR says it kept it and how much" || fail "demo kept DIR: $(bc_said)"
 check_clean kept/snap2.qcow2
 check_clean kept/copy.qcow2
 expect_eq "$(qemu-img info --output=json kept/copy.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
@@ -147,6 +177,26 @@ mirror_ok m-abort "--abort" --abort --guest-rate 20M &&
 mirror_ok m-shallow "--shallow" --shallow --guest-rate 20M &&
 	expect_eq "$(qemu-img info --output=json m-shallow/dst.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin)["backing-filename"])')" \
 		"$T/m-shallow/mid.qcow2" "shallow mirror: backed by the source's backing"
+
+# --- a disk far larger than the guest's memory ------------------------------
+# The shadow is a generation per 4 KiB block, not a copy of the disk: a
+# 4 GiB chain mirrors in well under 200 MiB of RSS (it was 4 GiB).
+mkdir big
+qimg create -q -f qcow2 big/base.qcow2 4G
+qio -c 'write -P 0x11 0 8M' -c 'write -P 0x12 3G 8M' big/base.qcow2
+qimg create -q -f qcow2 -b base.qcow2 -F qcow2 big/top.qcow2
+rss=$(python3 - "$BLOCKCOPY" "$T/out" <<'EOF'
+import resource, subprocess, sys
+with open(sys.argv[2], "w") as out:
+    subprocess.run([sys.argv[1], "mirror", "--json", "--duration", "0.5", "--guest-rate", "20M",
+                    "big/top.qcow2", "big/dst.qcow2"], stdout=out, timeout=120)
+print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+EOF
+)
+expect_eq "$(json_get verified)" True "mirror of a 4 GiB chain verified"
+expect_eq "$(json_get shadow_bytes)" $((4 * 1024 * 1024 * 1024 / 4096 * 13)) "the 4 GiB shadow takes 13 bytes per block"
+[ "${rss:-999999}" -lt 204800 ] && ok "mirror of a 4 GiB chain: RSS ${rss} KiB" || fail "mirror of 4 GiB: RSS ${rss} KiB"
+rm -rf big
 
 # --- the checks can fail: a reused DST over another backing file -----------
 # --shallow --reuse-external copies only top's data into DST; DST's own

@@ -116,6 +116,20 @@ top_data=$(qemu-img map --output=json "$D/stop.qcow2" |
 [ "$top_data" -eq $((1 << 20)) ] && ok "shallow wrote only the top's data" ||
 	fail "shallow copy wrote $top_data bytes into the remote top, want 1 MiB"
 
+# --- blockcopy mirror: a live guest mirrored into an NBD export, pivot ------
+cp "$D/src.qcow2" "$D/live.qcow2"
+qimg create -q -f qcow2 "$D/mdst.qcow2" 64M
+serve "$D/mm.sock" qemu-nbd -t -f qcow2 -k "$D/mm.sock" "$D/mdst.qcow2"
+bc mirror "$D/live.qcow2" "$(uri "$D/mm.sock")"
+assert_rc 1 "mirror to an NBD export without --reuse-external"
+[ "$(wc -l <"$T/err")" -eq 1 ] && [ ! -s "$T/out" ] &&
+	grep -qF "is an NBD export: it must exist, use --reuse-external" "$T/err" ||
+	fail "mirror refusal: $(bc_said)"
+BC_TIMEOUT=120 bc mirror --reuse-external --duration 2 "$D/live.qcow2" "$(uri "$D/mm.sock")"
+assert_rc 0 "mirror with a pivot to qemu-nbd (the tool verifies every guest write)"
+stop
+qemu-img check -q "$D/mdst.qcow2" || fail "qemu-img check of the mirrored export's image"
+
 # --- qemu-nbd as the source (read-only) -----------------------------------
 serve "$D/ro.sock" qemu-nbd -t -r -f qcow2 -k "$D/ro.sock" "$D/src.qcow2"
 bc copy "$(uri "$D/ro.sock")" "$D/from-nbd.raw"

@@ -1,7 +1,9 @@
 #!/bin/bash
 # The blockcopy tool's offline subcommands: usage errors, size parsing,
 # create's refusal to overwrite, and info/map/compare/check output and
-# exit codes, checked against qemu-img on the same files.
+# exit codes, checked against qemu-img on the same files; what a user of
+# copy/pull meets: usage errors (exit 2), messages in the tool's words,
+# JSON error objects with --json, the progress line (plain, and on a pty).
 #
 # Env: BLOCKCOPY = the tool. The part needing qemu-img/qemu-io runs last;
 # without them the test exits 77 (skip) after the tool-only part.
@@ -195,6 +197,90 @@ expect_rc 2 "compare nosuch"
 expect_one_line "compare nosuch"
 grep -q 'nosuch.qcow2' err || fail "compare nosuch: $(cat err)"
 [ ! -e nosuch.qcow2 ] || fail "a read-only command created a file"
+
+########## copy and pull: usage, tool wording, JSON error objects, progress
+expect_usage copy --granularity 3000 q15.qcow2 c.qcow2
+grep -qx "blockcopy: invalid granularity '3000' (a power of two, 4K..64M) (try 'blockcopy help copy')" err ||
+	fail "granularity message: $(cat err)"
+expect_usage copy --granularity 128M q15.qcow2 c.qcow2
+expect_usage copy --buf-size 1 q15.qcow2 c.qcow2
+grep -qx "blockcopy: invalid buffer size '1' (from the granularity, 64K by default, to 1G) (try 'blockcopy help copy')" err ||
+	fail "buf-size message: $(cat err)"
+expect_usage copy --granularity 1M --buf-size 512K q15.qcow2 c.qcow2
+expect_usage copy --buf-size 2G q15.qcow2 c.qcow2
+expect_usage copy -f vmdk q15.qcow2 c.qcow2
+expect_usage copy --bandwidth 1Q q15.qcow2 c.qcow2
+expect_usage copy q15.qcow2
+expect_usage copy --json --progress --quiet q15.qcow2 c.qcow2
+expect_usage pull -f vmdk q15.qcow2
+expect_usage pull --relative q15.qcow2
+[ ! -e c.qcow2 ] || fail "a copy usage error created its destination"
+
+# An existing destination: the message names the tool's option.
+"$BC" create dst-exists.qcow2 1M
+before=$(sha dst-exists.qcow2)
+expect_err 1 "destination file 'dst-exists.qcow2' already exists; use --reuse-external to write into it" \
+	copy q15.qcow2 dst-exists.qcow2
+[ ! -s out ] || fail "copy failure printed on stdout without --json: $(cat out)"
+# With --json: the same line on stderr, and a JSON error object on stdout.
+expect_err 1 "destination file 'dst-exists.qcow2' already exists; use --reuse-external to write into it" \
+	copy --json q15.qcow2 dst-exists.qcow2
+printf '%s\n' '{"error": {"code": "exists", "message": "destination file '"'"'dst-exists.qcow2'"'"' already exists; use --reuse-external to write into it"}}' >want
+expect_out want "copy --json onto an existing destination"
+expect_err 1 "destination 'absent.qcow2' must exist with --reuse-external" \
+	copy --reuse-external q15.qcow2 absent.qcow2
+[ "$(sha dst-exists.qcow2)" = "$before" ] || fail "a refused copy changed the destination"
+[ ! -e absent.qcow2 ] || fail "a refused copy created absent.qcow2"
+
+# --json failures of the other commands: one object, the code in words.
+for cmd in info map check; do
+	expect_err 1 "nosuch.qcow2: No such file or directory" "$cmd" --json nosuch.qcow2
+	printf '%s\n' '{"error": {"code": "no-such-file", "message": "nosuch.qcow2: No such file or directory"}}' >want
+	expect_out want "$cmd --json on a missing file"
+done
+expect_err 1 "nosuch.qcow2: No such file or directory" pull --json nosuch.qcow2
+expect_out want "pull --json on a missing file"
+expect_err 1 "nosuch.qcow2: No such file or directory" copy --json nosuch.qcow2 c.qcow2
+expect_out want "copy --json on a missing source"
+
+# Progress off a terminal: a plain line per second naming the phase, the
+# last one "done ... in N s", no control characters, no ETA at 100 %.
+"$BC" create -f raw prog.raw 8M
+python3 -c 'import sys; f=open(sys.argv[1],"r+b"); f.write(b"\x5a"*(8<<20))' prog.raw
+run "$BC" copy --progress --bandwidth 8M prog.raw prog-copy.raw
+expect_rc 0 "copy --progress"
+grep -Eq '^progress: copying [0-9.]+% ' err || fail "progress: no copying line: $(cat err)"
+grep -Eqx 'progress: done 100\.0% 8 MiB/8 MiB [0-9.]+ [KMG]?i?B/s in [0-9.]+ s' err ||
+	fail "progress: no final line: $(cat err)"
+grep -q "$(printf '\r\|\033')" err && fail "progress off a terminal has control characters"
+grep '100\.0%' err | grep -q ETA && fail "progress shows an ETA at 100 %: $(cat err)"
+grep -q -- '--:--' err && fail "progress shows --:--: $(cat err)"
+grep -Eqx 'Copied prog.raw to prog-copy.raw: 8 MiB in [0-9.]+ s \(.*/s\)' out ||
+	fail "copy result line: $(cat out)"
+
+# On a terminal (script gives a pty): one line redrawn with \r, each
+# frame cleared to its end (ESC [K), the phase first, then "done".
+if command -v script >/dev/null; then
+	rm -f prog-copy.raw
+	script -qfc "'$BC' copy --progress --bandwidth 8M prog.raw prog-copy.raw" /dev/null >pty.out </dev/null ||
+		fail "copy --progress on a pty failed: $(cat -v pty.out)"
+	python3 - pty.out <<'EOF' || fail "progress on a terminal: $(cat -v pty.out)"
+import re, sys
+s = open(sys.argv[1], "rb").read().decode()
+frames = [f for f in s.split("\r") if f.strip()]
+draws = [f for f in frames if f.endswith("\x1b[K") or "\x1b[K\n" in f]
+assert draws, "no frame ends with ESC [K"
+phases = [re.match(r"(\w+) +\[", f).group(1) for f in draws]
+assert phases[0] == "copying", phases
+assert "pivoting" in phases, phases
+assert phases[-1] == "done", phases
+for f in draws:
+    assert "--:--" not in f, f
+    if "100.0%" in f:
+        assert "ETA" not in f, f
+assert re.search(r"done +\[#{30}\] 100\.0% 8 MiB/8 MiB .* in [0-9.]+ s\x1b\[K", s), "final frame"
+EOF
+fi
 
 ########## check on raw
 run "$BC" check r15.raw
@@ -405,6 +491,22 @@ same_json "check --json leak" check --json leak.qcow2 -- check --output=json lea
 same_as_qemu "check corrupt" check corrupt.qcow2 -- check corrupt.qcow2
 expect_rc 2 "check corrupt"
 grep -Eqx '[0-9]+ errors were found on the image.' out || fail "check corrupt: $(cat out)"
+# What it found, on stderr as qemu-img prints it (qemu-img reports the
+# OFLAG_COPIED line after the refcount lines; blockcopy during the walk).
+for i in leak corrupt; do
+	run "$BC" check "$i.qcow2"
+	qemu-img check "$i.qcow2" 2>want.err >/dev/null || true
+	if [ "$(sort err)" != "$(sort want.err)" ]; then
+		fail "check $i: findings '$(cat err)', qemu-img: '$(cat want.err)'"
+	fi
+done
+run "$BC" check leak.qcow2
+[ "$(cat err)" = "Leaked cluster 5 refcount=1 reference=0" ] || fail "check leak finding: $(cat err)"
+run "$BC" check corrupt.qcow2
+printf 'ERROR OFLAG_COPIED data cluster: l2_entry=8000000000050000 refcount=0\nERROR cluster 5 refcount=0 reference=1\n' >want
+diff -u want err >&2 || fail "check corrupt findings (above)"
+run "$BC" check --json leak.qcow2
+[ "$(cat err)" = "Leaked cluster 5 refcount=1 reference=0" ] || fail "check --json leak finding: $(cat err)"
 
 ########## read-only commands wrote nothing
 sha -c --quiet sums >&2 || fail "a read-only command changed an input"
