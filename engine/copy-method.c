@@ -330,10 +330,12 @@ int copy_path_open(struct copy_path *p, enum copy_method method,
 		p->write_fd = open_direct(dest, O_RDWR, &p->write_align);
 		if (p->write_fd < 0) {
 			int err = errno ? errno : EINVAL;
+			char ebuf[128];
 
 			bc_error_set(bc_errno_to_code(err), err,
-				     "cannot open destination '%s' with O_DIRECT",
-				     dest->filename);
+				     "cannot open destination '%s' with O_DIRECT: %s",
+				     dest->filename,
+				     strerror_r(err, ebuf, sizeof(ebuf)));
 			copy_path_close(p);
 			return -err;
 		}

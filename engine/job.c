@@ -127,6 +127,13 @@ bool job_target_error(struct job *job, int ret)
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
+	} else if (job->state == JOB_CANCELING) {
+		/*
+		 * Canceled: the destination is left as it is, so a request
+		 * still in flight that fails no longer matters (the job ends
+		 * CANCELED, not FAILED: the user asked for the end).
+		 */
+		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
 		   job->state != JOB_PAUSED) {
 		/* Ending (or canceled): errors fail the job whatever the policy. */

@@ -255,7 +255,7 @@ grep -Eqx 'progress: done 100\.0% 8 MiB/8 MiB [0-9.]+ [KMG]?i?B/s in [0-9.]+ s' 
 grep -q "$(printf '\r\|\033')" err && fail "progress off a terminal has control characters"
 grep '100\.0%' err | grep -q ETA && fail "progress shows an ETA at 100 %: $(cat err)"
 grep -q -- '--:--' err && fail "progress shows --:--: $(cat err)"
-grep -Eqx 'Copied prog.raw to prog-copy.raw: 8 MiB in [0-9.]+ s \(.*/s\)' out ||
+grep -Eqx 'Copied prog.raw to prog-copy.raw: 8 MiB in [0-9.]+ s \([0-9.]+ [KMG]?i?B/s, [a-z_+-]+\)' out ||
 	fail "copy result line: $(cat out)"
 
 # On a terminal (script gives a pty): one line redrawn with \r, each
