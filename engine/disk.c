@@ -254,8 +254,12 @@ void disk_resume(bc_disk *disk)
 	pthread_cond_broadcast(&disk->cond);
 }
 
-/* Fills @req from the disk; caller holds disk->lock. Takes @n job refs. */
-static void take_view_locked(bc_disk *disk, unsigned int n,
+/*
+ * Fills @req from the disk; caller holds disk->lock. Takes @n job refs.
+ * The fast_* routes only for @fast (asynchronous submissions): the
+ * synchronous calls do not pay for the job->lock it may take.
+ */
+static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 			     struct guest_req *req)
 {
 	struct job *job = disk->job;
@@ -263,7 +267,7 @@ static void take_view_locked(bc_disk *disk, unsigned int n,
 
 	req->top = disk->top;
 	req->job = job;
-	req->fast_read = disk->top->drv == &fmt_raw_driver;
+	req->fast_read = fast && disk->top->drv == &fmt_raw_driver;
 	req->fast_write = req->fast_read;
 	if (!job)
 		return;
@@ -287,7 +291,7 @@ bool disk_guest_try_enter(bc_disk *disk, unsigned int n, struct guest_req *req)
 	if (disk->quiesce)
 		return false;
 	disk->guest_inflight += n;
-	take_view_locked(disk, n, req);
+	take_view_locked(disk, n, true, req);
 	return true;
 }
 
@@ -297,7 +301,7 @@ void disk_guest_enter(bc_disk *disk, struct guest_req *req)
 	while (disk->quiesce)
 		pthread_cond_wait(&disk->cond, &disk->lock);
 	disk->guest_inflight++;
-	take_view_locked(disk, 1, req);
+	take_view_locked(disk, 1, false, req);
 }
 
 void disk_guest_leave(bc_disk *disk, struct guest_req *req)
@@ -383,23 +387,23 @@ ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off)
  * it or mark it dirty) — always before the guest hears about it.
  */
 static int guest_write(bc_disk *disk, struct guest_req *req,
-		       enum active_kind kind, const void *buf, uint64_t off,
+		       enum guest_write_kind kind, const void *buf, uint64_t off,
 		       uint64_t len, unsigned int flags)
 {
-	struct active_write aw = { .claimed = false };
+	struct write_claim aw = { .claimed = false };
 	int ret;
 
 	pthread_rwlock_rdlock(&disk->write_gate);
 	if (req->job && len)
-		mirror_active_begin(req->job, kind, off, len, &aw);
+		mirror_guest_write_begin(req->job, kind, off, len, &aw);
 	switch (kind) {
-	case ACTIVE_DATA:
+	case GUEST_WRITE_DATA:
 		ret = fmt_pwrite(req->top, buf, (size_t)len, off);
 		break;
-	case ACTIVE_ZEROES:
+	case GUEST_WRITE_ZEROES:
 		ret = fmt_write_zeroes(req->top, off, len, flags);
 		break;
-	case ACTIVE_DISCARD:
+	case GUEST_WRITE_DISCARD:
 		ret = fmt_discard(req->top, off, len);
 		/* A discard is a hint: where the format cannot, nothing happened. */
 		if (ret == -ENOTSUP) {
@@ -410,7 +414,7 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 	}
 	/* Even a failed write may have changed part of the range. */
 	if (req->job && len)
-		mirror_active_end(req->job, kind, buf, off, len, flags, ret, &aw);
+		mirror_guest_write_end(req->job, kind, buf, off, len, flags, ret, &aw);
 	pthread_rwlock_unlock(&disk->write_gate);
 	return ret;
 }
@@ -418,23 +422,23 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 int disk_guest_pwrite(bc_disk *disk, struct guest_req *req, const void *buf,
 		      uint64_t off, uint64_t len)
 {
-	return guest_write(disk, req, ACTIVE_DATA, buf, off, len, 0);
+	return guest_write(disk, req, GUEST_WRITE_DATA, buf, off, len, 0);
 }
 
 int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
 			    uint64_t off, uint64_t len, unsigned int flags)
 {
-	return guest_write(disk, req, ACTIVE_ZEROES, NULL, off, len, flags);
+	return guest_write(disk, req, GUEST_WRITE_ZEROES, NULL, off, len, flags);
 }
 
 int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
 		       uint64_t len)
 {
-	return guest_write(disk, req, ACTIVE_DISCARD, NULL, off, len, 0);
+	return guest_write(disk, req, GUEST_WRITE_DISCARD, NULL, off, len, 0);
 }
 
 /* A synchronous write: check, enter, write, leave. */
-static int sync_write(bc_disk *disk, enum active_kind kind, const void *buf,
+static int sync_write(bc_disk *disk, enum guest_write_kind kind, const void *buf,
 		      uint64_t off, uint64_t len, unsigned int flags)
 {
 	struct guest_req req;
@@ -454,7 +458,7 @@ static int sync_write(bc_disk *disk, enum active_kind kind, const void *buf,
 
 ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 {
-	int ret = sync_write(disk, ACTIVE_DATA, buf, off, n, 0);
+	int ret = sync_write(disk, GUEST_WRITE_DATA, buf, off, n, 0);
 
 	return ret < 0 ? ret : (ssize_t)n;
 }
@@ -462,13 +466,13 @@ ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off)
 int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
-	return sync_write(disk, ACTIVE_ZEROES, NULL, off, len,
+	return sync_write(disk, GUEST_WRITE_ZEROES, NULL, off, len,
 			  flags ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 {
-	return sync_write(disk, ACTIVE_DISCARD, NULL, off, len, 0);
+	return sync_write(disk, GUEST_WRITE_DISCARD, NULL, off, len, 0);
 }
 
 int disk_guest_flush(struct guest_req *req)

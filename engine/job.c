@@ -36,8 +36,8 @@ void job_unref(struct job *job)
 {
 	if (atomic_fetch_sub(&job->refs, 1) != 1)
 		return;
-	dbm_free(job->dirty);
-	dbm_free(job->inflight);
+	dirty_bitmap_free(job->dirty);
+	dirty_bitmap_free(job->inflight);
 	fmt_close(job->dest);
 	free(job->scan_bits);
 	free(job->dest_path);
@@ -84,7 +84,7 @@ void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
 {
 	BC_LOCK_GUARD(&job->lock);
 	if (job->dirty && job_is_tracking_locked(job)) {
-		dbm_set(job->dirty, off, len);
+		dirty_bitmap_set(job->dirty, off, len);
 		pthread_cond_signal(&job->cond);
 	}
 }
@@ -127,9 +127,16 @@ bool job_target_error(struct job *job, int ret)
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
+	} else if (job->state == JOB_CANCELING) {
+		/*
+		 * Canceled: the destination is left as it is, so a request
+		 * still in flight that fails no longer matters (the job ends
+		 * CANCELED, not FAILED: the user asked for the end).
+		 */
+		goes_on = true;
 	} else if (job->state != JOB_RUNNING && job->state != JOB_READY &&
 		   job->state != JOB_PAUSED) {
-		/* Ending (or canceled): errors fail the job whatever the policy. */
+		/* Ending: errors fail the job whatever the policy. */
 	} else if (job->opts.on_target_error == JOB_TARGET_STOP) {
 		if (job->state != JOB_PAUSED) {
 			job->paused_from = job->state;
@@ -289,6 +296,20 @@ void job_finish(struct job *job, int status)
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */
+/* The destination must be as large as the source; closes it if not. */
+static int check_dest_size(struct job *job, const char *dest)
+{
+	if (job->dest->size == job->disk->top->size)
+		return 0;
+	bc_error_set(BC_ERR_INVALID_ARG, 0,
+		     "destination '%s' size %llu differs from source size %llu",
+		     dest, (unsigned long long)job->dest->size,
+		     (unsigned long long)job->disk->top->size);
+	fmt_close(job->dest);
+	job->dest = NULL;
+	return -EINVAL;
+}
+
 /* --- NBD destination (issue 11) --- */
 /*
  * A remote destination is never created here: the export must exist
@@ -308,16 +329,7 @@ static int open_nbd_destination(struct job *job, const char *dest)
 	ret = fmt_open(dest, NULL, FMT_OPEN_RDWR, &job->dest);
 	if (ret < 0)
 		return ret;
-	if (job->dest->size != job->disk->top->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "destination '%s' size %llu differs from source size %llu",
-			     dest, (unsigned long long)job->dest->size,
-			     (unsigned long long)job->disk->top->size);
-		fmt_close(job->dest);
-		job->dest = NULL;
-		return -EINVAL;
-	}
-	return 0;
+	return check_dest_size(job, dest);
 }
 /* --- end NBD destination --- */
 
@@ -415,16 +427,7 @@ static int open_destination(struct job *job, const char *dest)
 			(void)unlink(dest);
 		return ret;
 	}
-	if (job->dest->size != src->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "destination '%s' size %llu differs from source size %llu",
-			     dest, (unsigned long long)job->dest->size,
-			     (unsigned long long)src->size);
-		fmt_close(job->dest);
-		job->dest = NULL;
-		return -EINVAL;
-	}
-	return 0;
+	return check_dest_size(job, dest);
 }
 
 int job_start_copy(bc_disk *disk, const char *dest,
@@ -447,13 +450,13 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		goto err_unref;
 	}
 
-	ret = dbm_new(disk->size, job->opts.granularity, &job->dirty);
+	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->dirty);
 	if (ret < 0)
 		goto err_unref;
-	ret = dbm_new(disk->size, job->opts.granularity, &job->inflight);
+	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->inflight);
 	if (ret < 0)
 		goto err_unref;
-	thr_init(&job->thr, job->bandwidth, NULL, NULL);
+	throttle_init(&job->throttle, job->bandwidth, NULL, NULL);
 
 	/*
 	 * Attach first: the check for another job (or a snapshot) and the
@@ -526,7 +529,7 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 	if (!job)
 		return -ENOMEM;
 	job->bandwidth = bandwidth;
-	thr_init(&job->thr, bandwidth, NULL, NULL);
+	throttle_init(&job->throttle, bandwidth, NULL, NULL);
 	job->end_fixed = disk->size;
 
 	if (base) {
@@ -783,7 +786,7 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	info->cur = job->cur;
 	if (job->type == BC_BLOCK_JOB_TYPE_COPY)
 		info->end = job->cur + job->inflight_bytes +
-			    dbm_count_bytes(job->dirty);
+			    dirty_bitmap_count_bytes(job->dirty);
 	else
 		info->end = job->end_fixed;
 	if (bytes)
@@ -809,14 +812,14 @@ void job_fill_stats(struct job *job, bc_block_job_stats *st)
 	st->ready = was_ready_locked(job);
 	st->cur = job->cur;
 	if (job->type == BC_BLOCK_JOB_TYPE_COPY) {
-		st->dirty_bytes = dbm_count_bytes(job->dirty);
+		st->dirty_bytes = dirty_bitmap_count_bytes(job->dirty);
 		st->end = job->cur + job->inflight_bytes + st->dirty_bytes;
 	} else {
 		st->end = job->end_fixed;
 	}
 	st->bytes_copied = job->bytes_copied;
 	st->bytes_zeroed = job->bytes_zeroed;
-	st->active_writes = job->active_writes;
+	st->active_writes = job->blocking_writes;
 	st->mirroring_ns = job->mirroring_ns;
 	st->mode_switch_ns = job->mode_switch_ns;
 	st->pivot_stall_ns = job->stall_ns;
@@ -854,7 +857,7 @@ int job_set_speed(bc_disk *disk, uint64_t bandwidth)
 		return -EINVAL;
 	pthread_mutex_lock(&job->lock);
 	job->bandwidth = bandwidth;
-	thr_set_rate(&job->thr, bandwidth);
+	throttle_set_rate(&job->throttle, bandwidth);
 	pthread_cond_broadcast(&job->cond);
 	pthread_mutex_unlock(&job->lock);
 	job_unref(job);

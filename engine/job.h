@@ -39,10 +39,12 @@
  *
  * Any error that is not handled by the target-error policy records the
  * job's first error and leads to CONCLUDING with status FAILED. The
- * policy (COPY only, destination errors in RUNNING and READY; in the
- * ending states an error always fails the job): REPORT fails the job;
- * STOP re-dirties the range and enters PAUSED; IGNORE re-dirties the
- * range and retries it after a back-off, failing the job after
+ * policy (COPY only, destination errors in RUNNING and READY; while
+ * pivoting or finishing an error always fails the job; after a cancel a
+ * destination error changes nothing): REPORT fails the job; STOP
+ * re-dirties the range and enters PAUSED (destination errors of requests
+ * still in flight while PAUSED change nothing more); IGNORE re-dirties
+ * the range and retries it after a back-off, failing the job after
  * JOB_TARGET_RETRY_MAX rounds of destination errors without a success.
  *
  * The pivot protocol lives in mirror.c (pivot_or_finish): quiesce the
@@ -63,7 +65,7 @@
 #include <stdint.h>
 
 #include "engine/copy-method.h"
-#include "engine/dbm.h"
+#include "engine/dirty-bitmap.h"
 #include "engine/internal.h"
 #include "engine/throttle.h"
 
@@ -111,11 +113,11 @@ struct job {
 	int end_ret;                  /* 0, or -errno of the failure */
 	bc_error err;                 /* first error, code 0 when none */
 
-	struct dbm *dirty;            /* granules to copy (job->lock) */
-	struct dbm *inflight;         /* granules being copied or written by an
+	struct dirty_bitmap *dirty;            /* granules to copy (job->lock) */
+	struct dirty_bitmap *inflight;         /* granules being copied or written by an
 					 active guest write (job->lock) */
 	pthread_cond_t inflight_cond; /* an in-flight range was released */
-	struct thr thr;               /* bandwidth limit (job->lock) */
+	struct throttle throttle;     /* bandwidth limit (job->lock) */
 	uint64_t bandwidth;           /* bytes/s, 0 = unlimited */
 	uint64_t cur;                 /* bytes done */
 	uint64_t inflight_bytes;
@@ -138,7 +140,8 @@ struct job {
 	uint64_t stall_ns;            /* guest stall of the pivot or finish */
 	uint64_t bytes_copied;
 	uint64_t bytes_zeroed;
-	uint64_t active_writes;
+	uint64_t blocking_writes;     /* guest writes mirrored in write-blocking
+					 mode (stats: active_writes) */
 	bool dest_unflushed;          /* written since the last flush */
 
 	/* PULL */
@@ -176,26 +179,32 @@ void job_finish(struct job *job, int status);
 void job_fill_stats(struct job *job, bc_block_job_stats *st);
 
 /*
- * Active mirroring (write-blocking mode) from the guest write path:
- * mirror_active_begin() before writing the source waits for in-flight
- * copies overlapping the range and claims it; mirror_active_end() after
- * the source write writes the destination too (when the range was
- * claimed) and updates the dirty bitmap, or just marks it dirty.
+ * Every guest write of a disk with a COPY job, from the guest write path:
+ * mirror_guest_write_begin() before writing the source, in write-blocking
+ * mode, waits for in-flight copies overlapping the range and claims it;
+ * mirror_guest_write_end() after the source write writes the destination
+ * too (when the range was claimed) and updates the dirty bitmap, or just
+ * marks the range dirty.
  */
-struct active_write {
+struct write_claim {
 	bool claimed;           /* granules held in flight */
 	bool mirror;            /* the destination gets the write too */
 	uint64_t g_off, g_end;  /* granule-aligned range held in flight */
 };
 
-enum active_kind { ACTIVE_DATA, ACTIVE_ZEROES, ACTIVE_DISCARD };
+enum guest_write_kind {
+	GUEST_WRITE_DATA,
+	GUEST_WRITE_ZEROES,
+	GUEST_WRITE_DISCARD,
+};
 
-void mirror_active_begin(struct job *job, enum active_kind kind,
-			 uint64_t off, uint64_t len, struct active_write *aw);
-void mirror_active_end(struct job *job, enum active_kind kind,
-		       const void *buf, uint64_t off, uint64_t len,
-		       unsigned int zflags, int src_ret,
-		       struct active_write *aw);
+void mirror_guest_write_begin(struct job *job, enum guest_write_kind kind,
+			      uint64_t off, uint64_t len,
+			      struct write_claim *wc);
+void mirror_guest_write_end(struct job *job, enum guest_write_kind kind,
+			    const void *buf, uint64_t off, uint64_t len,
+			    unsigned int zflags, int src_ret,
+			    struct write_claim *wc);
 
 /* Mark what a COPY job must copy first (before its thread starts). */
 int mirror_scan(struct job *job);

@@ -225,7 +225,7 @@ static int scan_bitmap(struct job *job)
 			}
 			if (mark) {
 				BC_LOCK_GUARD(&job->lock);
-				dbm_set(job->dirty, off, ext.len);
+				dirty_bitmap_set(job->dirty, off, ext.len);
 			}
 			off += ext.len;
 		}
@@ -261,7 +261,7 @@ int mirror_scan(struct job *job)
 			mark = ext.state == FMT_DATA || !job->dest_fresh;
 		if (mark) {
 			BC_LOCK_GUARD(&job->lock);
-			dbm_set(job->dirty, off, ext.len);
+			dirty_bitmap_set(job->dirty, off, ext.len);
 		}
 		off += ext.len;
 	}
@@ -288,11 +288,11 @@ static void slot_release(struct mirror *m, struct slot *s, int ret,
 	struct job *job = m->job;
 
 	pthread_mutex_lock(&job->lock);
-	dbm_clear(job->inflight, s->off, s->len);
+	dirty_bitmap_clear(job->inflight, s->off, s->len);
 	pthread_cond_broadcast(&job->inflight_cond);
 	job->inflight_bytes -= s->len;
 	if (ret < 0) {
-		dbm_set(job->dirty, s->off, s->len); /* copy it again later */
+		dirty_bitmap_set(job->dirty, s->off, s->len); /* copy it again later */
 	} else {
 		job->cur += s->len;
 		if (!s->skipped) {
@@ -538,13 +538,13 @@ static bool take_extent_locked(struct mirror *m, uint64_t *off, uint64_t *len)
 	 * Under a limit, chunks of about 1/100 s of it (whole granules): the
 	 * limit then holds over any 1-s window, not just on average.
 	 */
-	if (job->thr.rate && !m->quiesced)
-		max_len = BC_MIN(m->chunk, BC_MAX(m->gran, bc_align_up(job->thr.rate / 100,
+	if (job->throttle.rate && !m->quiesced)
+		max_len = BC_MIN(m->chunk, BC_MAX(m->gran, bc_align_up(job->throttle.rate / 100,
 								       m->gran)));
 	for (;;) {
 		int64_t nin;
 
-		if (!dbm_next_dirty_extent(job->dirty, from, max_len, &o, &l)) {
+		if (!dirty_bitmap_next_dirty_extent(job->dirty, from, max_len, &o, &l)) {
 			if (wrapped || from == 0)
 				return false;
 			wrapped = true;
@@ -553,8 +553,8 @@ static bool take_extent_locked(struct mirror *m, uint64_t *off, uint64_t *len)
 		}
 		if (wrapped && o >= m->cursor)
 			return false;
-		if (dbm_get(job->inflight, o)) {
-			int64_t c = dbm_next_clean(job->inflight, o);
+		if (dirty_bitmap_get(job->inflight, o)) {
+			int64_t c = dirty_bitmap_next_clean(job->inflight, o);
 
 			if (c < 0 || (uint64_t)c >= size) {
 				if (wrapped)
@@ -566,7 +566,7 @@ static bool take_extent_locked(struct mirror *m, uint64_t *off, uint64_t *len)
 			}
 			continue;
 		}
-		nin = dbm_next_dirty(job->inflight, o);
+		nin = dirty_bitmap_next_dirty(job->inflight, o);
 		if (nin >= 0 && (uint64_t)nin < o + l)
 			l = (uint64_t)nin - o;
 		break;
@@ -604,8 +604,8 @@ static int classify_extent(struct mirror *m, uint64_t off, uint64_t *len,
 	}
 	if (keep < *len) {
 		BC_LOCK_GUARD(&job->lock);
-		dbm_clear(job->inflight, off + keep, *len - keep);
-		dbm_set(job->dirty, off + keep, *len - keep);
+		dirty_bitmap_clear(job->inflight, off + keep, *len - keep);
+		dirty_bitmap_set(job->dirty, off + keep, *len - keep);
 		job->inflight_bytes -= *len - keep;
 	}
 	*len = keep;
@@ -676,15 +676,15 @@ static uint64_t issue(struct mirror *m)
 			break;
 		}
 		if (!m->quiesced) {
-			delay = thr_delay_ns(&job->thr, len);
+			delay = throttle_delay_ns(&job->throttle, len);
 			if (delay) {
 				m->cursor = off;
 				pthread_mutex_unlock(&job->lock);
 				break;
 			}
 		}
-		dbm_clear(job->dirty, off, len);
-		dbm_set(job->inflight, off, len);
+		dirty_bitmap_clear(job->dirty, off, len);
+		dirty_bitmap_set(job->inflight, off, len);
 		job->inflight_bytes += len;
 		pthread_mutex_unlock(&job->lock);
 
@@ -701,7 +701,7 @@ static uint64_t issue(struct mirror *m)
 		if (ext.state == FMT_DATA && !m->quiesced &&
 		    !(job->opts.shallow && ext.depth > 0)) {
 			pthread_mutex_lock(&job->lock);
-			thr_account(&job->thr, len);
+			throttle_account(&job->throttle, len);
 			pthread_mutex_unlock(&job->lock);
 		}
 		slot_start(m, s, &ext);
@@ -709,10 +709,10 @@ static uint64_t issue(struct mirror *m)
 	return delay;
 }
 
-/* --- active mirroring (guest write path) ------------------------------ */
+/* --- write-blocking mode (guest write path) --------------------------- */
 
-void mirror_active_begin(struct job *job, enum active_kind kind,
-			 uint64_t off, uint64_t len, struct active_write *aw)
+void mirror_guest_write_begin(struct job *job, enum guest_write_kind kind,
+			 uint64_t off, uint64_t len, struct write_claim *aw)
 {
 	uint64_t gran, size;
 	int64_t n;
@@ -725,8 +725,8 @@ void mirror_active_begin(struct job *job, enum active_kind kind,
 	/* Not while paused: the destination failed, the bitmap keeps the write. */
 	if (!job->write_blocking || !is_copying_locked(job))
 		return;
-	gran = dbm_granularity(job->dirty);
-	size = dbm_size(job->dirty);
+	gran = dirty_bitmap_granularity(job->dirty);
+	size = dirty_bitmap_size(job->dirty);
 	aw->g_off = bc_align_down(off, gran);
 	aw->g_end = BC_MIN(bc_align_up(off + len, gran), size);
 	/*
@@ -735,18 +735,18 @@ void mirror_active_begin(struct job *job, enum active_kind kind,
 	 * (or a copy) that changes the source there.
 	 */
 	for (;;) {
-		n = dbm_next_dirty(job->inflight, aw->g_off);
+		n = dirty_bitmap_next_dirty(job->inflight, aw->g_off);
 		if (n < 0 || (uint64_t)n >= aw->g_end)
 			break;
 		pthread_cond_wait(&job->inflight_cond, &job->lock);
 	}
-	dbm_set(job->inflight, aw->g_off, aw->g_end - aw->g_off);
+	dirty_bitmap_set(job->inflight, aw->g_off, aw->g_end - aw->g_off);
 	aw->claimed = true;
 	/*
 	 * Where every granule is still dirty the copy loop will carry the
 	 * write too: skip the destination.
 	 */
-	n = dbm_next_clean(job->dirty, aw->g_off);
+	n = dirty_bitmap_next_clean(job->dirty, aw->g_off);
 	aw->mirror = n >= 0 && (uint64_t)n < aw->g_end;
 }
 
@@ -780,10 +780,10 @@ static int mirror_discard(struct job *job, uint64_t off, uint64_t len)
 	return ret;
 }
 
-void mirror_active_end(struct job *job, enum active_kind kind,
+void mirror_guest_write_end(struct job *job, enum guest_write_kind kind,
 		       const void *buf, uint64_t off, uint64_t len,
 		       unsigned int zflags, int src_ret,
-		       struct active_write *aw)
+		       struct write_claim *aw)
 {
 	int ret = src_ret;
 
@@ -793,9 +793,9 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 	}
 	if (ret == 0 && aw->mirror) {
 		/* job->dest stays open while a claim is held: pivot drains us. */
-		if (kind == ACTIVE_DATA)
+		if (kind == GUEST_WRITE_DATA)
 			ret = fmt_pwrite(job->dest, buf, (size_t)len, off);
-		else if (kind == ACTIVE_ZEROES)
+		else if (kind == GUEST_WRITE_ZEROES)
 			ret = fmt_write_zeroes(job->dest, off, len, zflags);
 		else
 			ret = mirror_discard(job, off, len);
@@ -805,22 +805,22 @@ void mirror_active_end(struct job *job, enum active_kind kind,
 	pthread_mutex_lock(&job->lock);
 	if (ret < 0 || !aw->mirror) {
 		/* Marked before the claim is released: no one can clear it first. */
-		dbm_set(job->dirty, off, len);
+		dirty_bitmap_set(job->dirty, off, len);
 	} else {
-		uint64_t gran = dbm_granularity(job->dirty);
+		uint64_t gran = dirty_bitmap_granularity(job->dirty);
 		uint64_t a = bc_align_up(off, gran);
-		uint64_t b = off + len == dbm_size(job->dirty)
+		uint64_t b = off + len == dirty_bitmap_size(job->dirty)
 				     ? off + len
 				     : bc_align_down(off + len, gran);
 
 		/* Granules covered whole now hold the same bytes on both sides. */
 		if (b > a)
-			dbm_clear(job->dirty, a, b - a);
+			dirty_bitmap_clear(job->dirty, a, b - a);
 		job_target_ok_locked(job);
-		job->active_writes++;
+		job->blocking_writes++;
 		job->dest_unflushed = true;
 	}
-	dbm_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
+	dirty_bitmap_clear(job->inflight, aw->g_off, aw->g_end - aw->g_off);
 	pthread_cond_broadcast(&job->inflight_cond);
 	pthread_cond_signal(&job->cond);
 	pthread_mutex_unlock(&job->lock);
@@ -845,7 +845,7 @@ static void check_converge(struct job *job, struct converge *cv)
 	BC_LOCK_GUARD(&job->lock);
 	if (!job->opts.auto_converge || job->write_blocking)
 		return;
-	dirty = dbm_count_bytes(job->dirty) + job->inflight_bytes;
+	dirty = dirty_bitmap_count_bytes(job->dirty) + job->inflight_bytes;
 	/* Reaching clean (or a new low) is progress: a paced guest that the
 	 * copy keeps up with never triggers the switch. */
 	if (!cv->best_ns || dirty < cv->best_dirty || dirty == 0) {
@@ -907,7 +907,7 @@ static int verify_copy(struct mirror *m)
 				     m->src->filename, job->dest_path,
 				     (unsigned long long)(off + i));
 			pthread_mutex_lock(&job->lock);
-			dbm_set(job->dirty, off, len);
+			dirty_bitmap_set(job->dirty, off, len);
 			pthread_mutex_unlock(&job->lock);
 			return -EIO;
 		}
@@ -1007,7 +1007,7 @@ static void read_pass(struct job *job, struct pass *p)
 	BC_LOCK_GUARD(&job->lock);
 	p->state = job->state;
 	p->failed = job->err.code != 0;
-	p->clean = dbm_count_bytes(job->dirty) == 0;
+	p->clean = dirty_bitmap_count_bytes(job->dirty) == 0;
 	p->verify = job->pivot_verify;
 }
 
@@ -1083,7 +1083,7 @@ static bool reached_sync(struct mirror *m, const struct pass *p)
 	}
 	pthread_mutex_lock(&job->lock);
 	if (job->state == JOB_RUNNING && !job->err.code &&
-	    dbm_count_bytes(job->dirty) == 0) {
+	    dirty_bitmap_count_bytes(job->dirty) == 0) {
 		job->mirroring_ns = BC_MAX(job_now_ns() - job->t0_ns, 1);
 		job_set_state_locked(job, JOB_READY);
 		queue_ready = true;
@@ -1112,7 +1112,7 @@ static void wait_for_work(struct mirror *m, const struct pass *p,
 		pthread_cond_wait(&job->cond, &job->lock);
 	else if (delay)
 		wait_ns_locked(job, delay);
-	else if (dbm_count_bytes(job->dirty) != 0)
+	else if (dirty_bitmap_count_bytes(job->dirty) != 0)
 		return;
 	else if (job->dest_unflushed)
 		wait_ns_locked(job, FLUSH_INTERVAL_NS);

@@ -61,7 +61,7 @@ out:
  * Wait until the limit allows @len more bytes; false when the job was
  * asked to stop. The bytes are charged after the chunk, as copied.
  */
-static bool throttle(struct job *job, uint64_t len)
+static bool wait_for_budget(struct job *job, uint64_t len)
 {
 	BC_LOCK_GUARD(&job->lock);
 	for (;;) {
@@ -71,7 +71,7 @@ static bool throttle(struct job *job, uint64_t len)
 
 		if (job->state != JOB_RUNNING) /* CANCELING */
 			return false;
-		delay = thr_delay_ns(&job->thr, len);
+		delay = throttle_delay_ns(&job->throttle, len);
 		if (!delay)
 			break;
 		clock_gettime(CLOCK_REALTIME, &ts);
@@ -136,12 +136,12 @@ void *pull_main(void *arg)
 		uint64_t len = BC_MIN(PULL_CHUNK, size - off);
 		uint64_t done = 0, copied = 0;
 
-		if (!throttle(job, len))
+		if (!wait_for_budget(job, len))
 			break;
 		ret = pull_chunk(job, buf, off, len, &done, &copied);
 		off += done;
 		pthread_mutex_lock(&job->lock);
-		thr_account(&job->thr, copied);
+		throttle_account(&job->throttle, copied);
 		job->cur = off;
 		pthread_mutex_unlock(&job->lock);
 	}

@@ -32,7 +32,7 @@ static uint64_t monotonic_ns(void *opaque)
 	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
-static uint64_t now(const struct thr *t)
+static uint64_t now(const struct throttle *t)
 {
 	return t->now_ns(t->clock_opaque);
 }
@@ -57,7 +57,7 @@ static uint64_t sat_add(uint64_t a, uint64_t b)
 	return bc_add_overflow(a, b, &r) ? UINT64_MAX : r;
 }
 
-void thr_init(struct thr *t, uint64_t rate, uint64_t (*now_ns)(void *),
+void throttle_init(struct throttle *t, uint64_t rate, uint64_t (*now_ns)(void *),
 	      void *clock_opaque)
 {
 	t->rate = rate;
@@ -66,7 +66,7 @@ void thr_init(struct thr *t, uint64_t rate, uint64_t (*now_ns)(void *),
 	t->clock_opaque = clock_opaque;
 }
 
-void thr_set_rate(struct thr *t, uint64_t rate)
+void throttle_set_rate(struct throttle *t, uint64_t rate)
 {
 	uint64_t old = t->rate, n, debt_ns;
 	unsigned __int128 debt_bytes;
@@ -87,7 +87,7 @@ void thr_set_rate(struct thr *t, uint64_t rate)
 	t->tat_ns = n + BC_MIN(debt_ns, THR_BURST_NS);
 }
 
-uint64_t thr_delay_ns(const struct thr *t, uint64_t bytes)
+uint64_t throttle_delay_ns(const struct throttle *t, uint64_t bytes)
 {
 	uint64_t n, debt, cost, slack;
 
@@ -104,7 +104,7 @@ uint64_t thr_delay_ns(const struct thr *t, uint64_t bytes)
 	return debt > slack ? debt - slack : 0;
 }
 
-void thr_account(struct thr *t, uint64_t bytes)
+void throttle_account(struct throttle *t, uint64_t bytes)
 {
 	uint64_t n;
 

@@ -1,9 +1,9 @@
 /*
  * Bandwidth limit for the copy job: a token bucket on copied bytes.
  *
- * The copy loop asks thr_delay_ns() before issuing a request, waits that
+ * The copy loop asks throttle_delay_ns() before issuing a request, waits that
  * long (on its condition variable, so set-speed can wake it early and ask
- * again), issues the request and charges it with thr_account(). The
+ * again), issues the request and charges it with throttle_account(). The
  * clock is injected so tests run on simulated time.
  *
  * Model: every byte charged costs 1/rate seconds of "debt"; debt drains
@@ -34,7 +34,7 @@
 /* Burst a full bucket allows, in time at the current rate: 20 ms. */
 #define THR_BURST_NS 20000000ull
 
-struct thr {
+struct throttle {
 	uint64_t rate;	 /* bytes/s; 0 = unlimited */
 	uint64_t tat_ns; /* when all charged bytes are paid off (clock ns) */
 	uint64_t (*now_ns)(void *opaque); /* clock; NULL = CLOCK_MONOTONIC */
@@ -46,27 +46,27 @@ struct thr {
  * @now_ns returns the current time in nanoseconds on a monotonic scale;
  * NULL selects CLOCK_MONOTONIC. Nothing to free.
  */
-void thr_init(struct thr *t, uint64_t rate, uint64_t (*now_ns)(void *),
+void throttle_init(struct throttle *t, uint64_t rate, uint64_t (*now_ns)(void *),
 	      void *clock_opaque);
 
 /*
  * Changes the rate (bytes/s, 0 = unlimited), effective for the next
- * thr_delay_ns(): debt is repriced and capped as described above. A
+ * throttle_delay_ns(): debt is repriced and capped as described above. A
  * waiting copy loop must be woken to ask again.
  */
-void thr_set_rate(struct thr *t, uint64_t rate);
+void throttle_set_rate(struct throttle *t, uint64_t rate);
 
 /*
  * Returns how many nanoseconds to wait before sending @bytes now; 0 when
  * they may go at once (always, when unlimited). Changes nothing: call it
- * again after waking, then thr_account() what is actually sent.
+ * again after waking, then throttle_account() what is actually sent.
  */
-uint64_t thr_delay_ns(const struct thr *t, uint64_t bytes);
+uint64_t throttle_delay_ns(const struct throttle *t, uint64_t bytes);
 
 /*
  * Charges @bytes that were just sent (issue time, not completion, so
  * requests in flight count). Does nothing when unlimited.
  */
-void thr_account(struct thr *t, uint64_t bytes);
+void throttle_account(struct throttle *t, uint64_t bytes);
 
 #endif /* BC_ENGINE_THROTTLE_H */

@@ -131,8 +131,6 @@ BC_API const bc_error *bc_last_error(void);
 #define BC_BLOCK_COPY_SHALLOW             (1u << 0)
 #define BC_BLOCK_COPY_REUSE_EXT           (1u << 1)
 #define BC_BLOCK_COPY_TRANSIENT_JOB       (1u << 2)
-/* libvirt's name for write-blocking mode: guest writes reach the
- * destination before they are acknowledged (BC_BLOCK_JOB_MODE_WRITE_BLOCKING). */
 #define BC_BLOCK_COPY_SYNCHRONOUS_WRITES  (1u << 3)
 #define BC_BLOCK_COPY_AUTO_CONVERGE       (1u << 16)
 /*
@@ -201,7 +199,8 @@ typedef struct bc_block_job_stats {
 	uint64_t dirty_bytes;    /* not yet in sync */
 	uint64_t bytes_copied;   /* data the copy loop wrote to the destination */
 	uint64_t bytes_zeroed;   /* ranges it wrote as zeroes */
-	uint64_t active_writes;  /* guest writes mirrored before acknowledgement */
+	uint64_t active_writes;  /* guest writes mirrored before acknowledgement
+				    (write-blocking mode) */
 	uint64_t mirroring_ns;   /* start → MIRRORING */
 	uint64_t mode_switch_ns; /* start → switch to write-blocking (auto-converge) */
 	uint64_t pivot_stall_ns; /* guest requests held by the pivot or finish */
@@ -430,7 +429,9 @@ BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
  * @params: NULL for defaults; bandwidth in bytes/s (0 = unlimited),
  * granularity (power of two 4096..67108864, 0 = 64 KiB), buf_size (bytes
  * in flight, granularity..1 GiB, 0 = 16 MiB). @flags: SHALLOW, REUSE_EXT,
- * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, and one of
+ * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, a data path (DIRECT,
+ * BUFFERED, FILE_RANGE, REFLINK, REFLINK_ALWAYS above; default: the engine
+ * chooses, bc_block_job_copy_method() says what), and one of
  * ON_TARGET_ERROR_STOP / ON_TARGET_ERROR_IGNORE (below; default: a
  * destination error fails the job).
  *
@@ -700,8 +701,9 @@ typedef struct bc_completion {
  * while queues are open, after which they refuse new requests
  * (BC_ERR_OPERATION_INVALID "disk '...' is closed") and the disk is
  * freed with its last queue. Returns NULL on error (BC_ERR_INVALID_ARG,
- * BC_ERR_OPERATION_INVALID on a closed disk, BC_ERR_NO_MEMORY,
- * BC_ERR_UNSUPPORTED when BLOCKCOPY_IO=uring and io_uring is unusable).
+ * also for BLOCKCOPY_IO other than "uring" or "aio"; BC_ERR_OPERATION_INVALID
+ * on a closed disk; BC_ERR_NO_MEMORY; BC_ERR_UNSUPPORTED when
+ * BLOCKCOPY_IO=uring and io_uring is unusable).
  */
 BC_API bc_queue *bc_queue_new(bc_disk *disk, unsigned int depth,
 			      unsigned int flags);

@@ -69,7 +69,7 @@ struct send {
 };
 
 struct sim {
-	struct thr thr;
+	struct throttle thr;
 	uint64_t clock; /* ns */
 	struct send *sends;
 	size_t n, cap;
@@ -83,7 +83,7 @@ struct sim {
 static void sim_init(struct sim *sm, uint64_t rate, uint64_t salt)
 {
 	sm->clock = 0;
-	thr_init(&sm->thr, rate, fake_now, &sm->clock);
+	throttle_init(&sm->thr, rate, fake_now, &sm->clock);
 	sm->cap = 1024;
 	sm->n = 0;
 	sm->sends = malloc(sm->cap * sizeof(*sm->sends));
@@ -114,23 +114,23 @@ static void sim_run(struct sim *sm, uint64_t until)
 		uint64_t d;
 
 		for (;;) {
-			d = thr_delay_ns(&sm->thr, bytes);
+			d = throttle_delay_ns(&sm->thr, bytes);
 			/* Same answer when asked twice: no hidden state. */
-			require(thr_delay_ns(&sm->thr, bytes) == d,
+			require(throttle_delay_ns(&sm->thr, bytes) == d,
 				"delay changed without a charge");
 			if (sm->clock + d < sm->change_at)
 				break;
 			/* set-speed wakes the waiting loop, which asks again. */
 			sm->clock = sm->change_at;
 			sm->change_at = UINT64_MAX;
-			thr_set_rate(&sm->thr, sm->new_rate);
+			throttle_set_rate(&sm->thr, sm->new_rate);
 			sm->first_after = sm->n;
 		}
 		sm->clock += d;
-		require(thr_delay_ns(&sm->thr, bytes) == 0,
+		require(throttle_delay_ns(&sm->thr, bytes) == 0,
 			"still delayed after waiting");
 		sim_record(sm, bytes);
-		thr_account(&sm->thr, bytes);
+		throttle_account(&sm->thr, bytes);
 		/* Loop overhead and wake-up lateness. */
 		sm->clock += rnd_range(&sm->rng, 0, 20000);
 		if (sm->idle_pct && rnd_range(&sm->rng, 1, 100) <= sm->idle_pct)
@@ -317,71 +317,71 @@ END_TEST
 START_TEST(unlimited_never_delays)
 {
 	uint64_t clock = 0;
-	struct thr t;
+	struct throttle t;
 	unsigned int i;
 
-	thr_init(&t, 0, fake_now, &clock);
+	throttle_init(&t, 0, fake_now, &clock);
 	for (i = 0; i < 1000; i++) {
-		require(thr_delay_ns(&t, MAXREQ) == 0, "delayed at request %u",
+		require(throttle_delay_ns(&t, MAXREQ) == 0, "delayed at request %u",
 			i);
-		thr_account(&t, MAXREQ);
+		throttle_account(&t, MAXREQ);
 	}
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), 0);
-	thr_account(&t, UINT64_MAX);
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), 0);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), 0);
+	throttle_account(&t, UINT64_MAX);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), 0);
 
 	/* Limited with debt, then unlimited: no delay, debt dropped. */
-	thr_set_rate(&t, 1 * MiB);
-	thr_account(&t, 10 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), 10 * SEC);
-	thr_set_rate(&t, 0);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), 0);
-	thr_set_rate(&t, 1 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), 0);
+	throttle_set_rate(&t, 1 * MiB);
+	throttle_account(&t, 10 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), 10 * SEC);
+	throttle_set_rate(&t, 0);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), 0);
+	throttle_set_rate(&t, 1 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), 0);
 }
 END_TEST
 
 START_TEST(exact_delays)
 {
 	uint64_t clock = 5 * SEC;
-	struct thr t;
+	struct throttle t;
 
-	thr_init(&t, 10 * MiB, fake_now, &clock);
+	throttle_init(&t, 10 * MiB, fake_now, &clock);
 	/* An idle bucket passes any single request. */
-	ck_assert_uint_eq(thr_delay_ns(&t, 64 * MiB), 0);
-	thr_account(&t, 1 * MiB); /* 100 ms of debt */
+	ck_assert_uint_eq(throttle_delay_ns(&t, 64 * MiB), 0);
+	throttle_account(&t, 1 * MiB); /* 100 ms of debt */
 	/* Small request: debt may reach 20 ms + its own cost. */
-	ck_assert_uint_eq(thr_delay_ns(&t, 1024),
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1024),
 			  100 * MS - THR_BURST_NS + 97657);
 	/* Large request (> 20 ms of rate): waits for zero debt. */
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 100 * MS);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), 100 * MS);
 	clock += 100 * MS;
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 0);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), 0);
 	/* Debt does not go negative: idling earns no credit beyond 20 ms. */
 	clock += 10 * SEC;
-	thr_account(&t, 1 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 100 * MS);
+	throttle_account(&t, 1 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), 100 * MS);
 	/* Re-setting the same rate keeps the debt. */
-	thr_set_rate(&t, 10 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 100 * MS);
+	throttle_set_rate(&t, 10 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), 100 * MS);
 	/* 10x faster: 1 MiB of debt now costs 10 ms. */
-	thr_set_rate(&t, 100 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, 4 * MiB), 10 * MS);
+	throttle_set_rate(&t, 100 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 4 * MiB), 10 * MS);
 	/* 100x slower: 1 s of debt, capped at the burst time. */
-	thr_set_rate(&t, 1 * MiB);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), THR_BURST_NS);
+	throttle_set_rate(&t, 1 * MiB);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), THR_BURST_NS);
 }
 END_TEST
 
 START_TEST(default_clock_is_monotonic)
 {
-	struct thr t;
+	struct throttle t;
 	uint64_t d;
 
-	thr_init(&t, 1 * MiB, NULL, NULL);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1 * MiB), 0);
-	thr_account(&t, 1 * MiB);
-	d = thr_delay_ns(&t, 1 * MiB);
+	throttle_init(&t, 1 * MiB, NULL, NULL);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1 * MiB), 0);
+	throttle_account(&t, 1 * MiB);
+	d = throttle_delay_ns(&t, 1 * MiB);
 	ck_assert_uint_le(d, 1 * SEC);
 	ck_assert_uint_gt(d, SEC / 2);
 }
@@ -390,54 +390,54 @@ END_TEST
 START_TEST(rate_one_byte_per_second)
 {
 	uint64_t clock = 0;
-	struct thr t;
+	struct throttle t;
 
-	thr_init(&t, 1, fake_now, &clock);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), 0);
-	thr_account(&t, MAXREQ);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1), MAXREQ * SEC);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), MAXREQ * SEC);
+	throttle_init(&t, 1, fake_now, &clock);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), 0);
+	throttle_account(&t, MAXREQ);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1), MAXREQ * SEC);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), MAXREQ * SEC);
 	/* Debt beyond 2^64 ns saturates instead of wrapping to nothing. */
-	thr_account(&t, UINT64_MAX);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1), UINT64_MAX);
-	thr_account(&t, UINT64_MAX);
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), UINT64_MAX);
+	throttle_account(&t, UINT64_MAX);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1), UINT64_MAX);
+	throttle_account(&t, UINT64_MAX);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), UINT64_MAX);
 	clock = UINT64_MAX - 5;
-	ck_assert_uint_eq(thr_delay_ns(&t, 1), 5);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1), 5);
 	clock = 1000;
 	/* Repricing a saturated debt: no overflow, capped at the burst. */
-	thr_set_rate(&t, 2);
+	throttle_set_rate(&t, 2);
 	ck_assert_uint_eq(t.tat_ns, 1000 + THR_BURST_NS);
-	ck_assert_uint_eq(thr_delay_ns(&t, 1), THR_BURST_NS);
+	ck_assert_uint_eq(throttle_delay_ns(&t, 1), THR_BURST_NS);
 	/* 20 ms at 2 B/s is under one byte: nothing left to reprice. */
-	thr_set_rate(&t, UINT64_MAX);
+	throttle_set_rate(&t, UINT64_MAX);
 	ck_assert_uint_eq(t.tat_ns, 1000);
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), 0);
-	thr_set_rate(&t, 1);
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), 0);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), 0);
+	throttle_set_rate(&t, 1);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), 0);
 }
 END_TEST
 
 START_TEST(huge_rate)
 {
 	uint64_t clock = 7, rate = UINT64_MAX / 2;
-	struct thr t;
+	struct throttle t;
 	unsigned int i;
 
-	thr_init(&t, rate, fake_now, &clock);
+	throttle_init(&t, rate, fake_now, &clock);
 	/* 1 MiB costs 1 ns (rounded up): a million of them, 1 ms of debt. */
 	for (i = 0; i < 1000000; i++)
-		thr_account(&t, MAXREQ);
+		throttle_account(&t, MAXREQ);
 	ck_assert_uint_eq(t.tat_ns, 7 + 1000000);
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ), 0);
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ), 0);
 	/* UINT64_MAX bytes at UINT64_MAX / 2 per second: 2 s (+1 ns). */
-	thr_account(&t, UINT64_MAX);
+	throttle_account(&t, UINT64_MAX);
 	ck_assert_uint_eq(t.tat_ns, 7 + 1000000 + 2 * SEC + 1);
 	/* 1 MiB costs 1 ns, so it may go when the debt is 20 ms - 1 ns. */
-	ck_assert_uint_eq(thr_delay_ns(&t, MAXREQ),
+	ck_assert_uint_eq(throttle_delay_ns(&t, MAXREQ),
 			  1000000 + 2 * SEC + 1 - (THR_BURST_NS - 1));
-	thr_set_rate(&t, UINT64_MAX);
-	ck_assert_uint_eq(thr_delay_ns(&t, UINT64_MAX), THR_BURST_NS);
+	throttle_set_rate(&t, UINT64_MAX);
+	ck_assert_uint_eq(throttle_delay_ns(&t, UINT64_MAX), THR_BURST_NS);
 }
 END_TEST
 

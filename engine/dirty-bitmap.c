@@ -14,7 +14,7 @@
  * memory is size / granularity / 8 bytes plus about 1/63 of that for the
  * summaries (1 TiB @ 64 KiB: 2 MiB + 32.5 KiB).
  *
- * Invariants (checked by dbm_is_consistent()):
+ * Invariants (checked by dirty_bitmap_is_consistent()):
  *  - summary: level k + 1 bit i == (level k word i != 0), for every k;
  *  - padding: bits at or beyond a level's bit count are zero, so searches
  *    need no end checks inside a word;
@@ -37,7 +37,7 @@
  *
  * Locking: none; the owning job's lock serialises every call.
  */
-#include "engine/dbm.h"
+#include "engine/dirty-bitmap.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -48,18 +48,18 @@
 #include "lib/common/util.h"
 
 /* ceil(log64(2^54 granules)) + 1: INT64_MAX bytes at 512 B granules. */
-#define DBM_MAX_LEVELS 10
+#define DIRTY_BITMAP_MAX_LEVELS 10
 
-struct dbm {
+struct dirty_bitmap {
 	uint64_t size;		/* bytes covered */
 	uint64_t nbits;		/* granules: size / granularity, rounded up */
 	uint64_t count;		/* dirty granules (set bits of level 0) */
 	uint32_t granularity;	/* bytes, power of two */
 	unsigned int gran_bits; /* log2(granularity) */
-	unsigned int nlevels;	/* 1..DBM_MAX_LEVELS; the top is one word */
+	unsigned int nlevels;	/* 1..DIRTY_BITMAP_MAX_LEVELS; the top is one word */
 	size_t nwords;		/* words in @words, every level */
-	uint64_t level_bits[DBM_MAX_LEVELS]; /* valid bits per level */
-	uint64_t *level[DBM_MAX_LEVELS];     /* into @words; [0] = granules */
+	uint64_t level_bits[DIRTY_BITMAP_MAX_LEVELS]; /* valid bits per level */
+	uint64_t *level[DIRTY_BITMAP_MAX_LEVELS];     /* into @words; [0] = granules */
 	uint64_t *words;		     /* owned: all levels */
 };
 
@@ -87,23 +87,23 @@ static unsigned int ctz(uint64_t w)
 }
 
 /* Byte offset of granule @g; the size for @g == nbits (no overflow). */
-static uint64_t granule_off(const struct dbm *d, uint64_t g)
+static uint64_t granule_off(const struct dirty_bitmap *d, uint64_t g)
 {
 	return g < d->nbits ? g << d->gran_bits : d->size;
 }
 
-int dbm_new(uint64_t size, uint32_t granularity, struct dbm **out)
+int dirty_bitmap_new(uint64_t size, uint32_t granularity, struct dirty_bitmap **out)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t bits, total = 0, words;
 	unsigned int i;
 
-	if (!bc_is_pow2(granularity) || granularity < DBM_MIN_GRANULARITY ||
-	    granularity > DBM_MAX_GRANULARITY) {
+	if (!bc_is_pow2(granularity) || granularity < DIRTY_BITMAP_MIN_GRANULARITY ||
+	    granularity > DIRTY_BITMAP_MAX_GRANULARITY) {
 		bc_error_set(
 			BC_ERR_INVALID_ARG, 0,
 			"invalid bitmap granularity %u: must be a power of two from %u to %u",
-			granularity, DBM_MIN_GRANULARITY, DBM_MAX_GRANULARITY);
+			granularity, DIRTY_BITMAP_MIN_GRANULARITY, DIRTY_BITMAP_MAX_GRANULARITY);
 		return -EINVAL;
 	}
 	if (size > INT64_MAX) {
@@ -122,7 +122,7 @@ int dbm_new(uint64_t size, uint32_t granularity, struct dbm **out)
 
 	bits = d->nbits;
 	do {
-		assert(d->nlevels < DBM_MAX_LEVELS);
+		assert(d->nlevels < DIRTY_BITMAP_MAX_LEVELS);
 		words = words_for(bits);
 		d->level_bits[d->nlevels++] = bits;
 		total += words;
@@ -148,7 +148,7 @@ int dbm_new(uint64_t size, uint32_t granularity, struct dbm **out)
 	return 0;
 }
 
-void dbm_free(struct dbm *d)
+void dirty_bitmap_free(struct dirty_bitmap *d)
 {
 	if (!d)
 		return;
@@ -157,7 +157,7 @@ void dbm_free(struct dbm *d)
 }
 
 /* Sets bits @first..@last of level 0 and the summaries, keeps the count. */
-static void set_bits(struct dbm *d, uint64_t first, uint64_t last)
+static void set_bits(struct dirty_bitmap *d, uint64_t first, uint64_t last)
 {
 	unsigned int lv;
 
@@ -190,7 +190,7 @@ static void set_bits(struct dbm *d, uint64_t first, uint64_t last)
 }
 
 /* Clears bits @first..@last of level 0 and the summaries that emptied. */
-static void clear_bits(struct dbm *d, uint64_t first, uint64_t last)
+static void clear_bits(struct dirty_bitmap *d, uint64_t first, uint64_t last)
 {
 	unsigned int lv;
 
@@ -228,7 +228,7 @@ static void clear_bits(struct dbm *d, uint64_t first, uint64_t last)
 	}
 }
 
-void dbm_set(struct dbm *d, uint64_t off, uint64_t len)
+void dirty_bitmap_set(struct dirty_bitmap *d, uint64_t off, uint64_t len)
 {
 	uint64_t end;
 
@@ -238,7 +238,7 @@ void dbm_set(struct dbm *d, uint64_t off, uint64_t len)
 	set_bits(d, off >> d->gran_bits, (end - 1) >> d->gran_bits);
 }
 
-void dbm_clear(struct dbm *d, uint64_t off, uint64_t len)
+void dirty_bitmap_clear(struct dirty_bitmap *d, uint64_t off, uint64_t len)
 {
 	uint64_t end, first, stop;
 
@@ -252,19 +252,19 @@ void dbm_clear(struct dbm *d, uint64_t off, uint64_t len)
 		clear_bits(d, first, stop - 1);
 }
 
-void dbm_set_all(struct dbm *d)
+void dirty_bitmap_set_all(struct dirty_bitmap *d)
 {
 	if (d->nbits)
 		set_bits(d, 0, d->nbits - 1);
 }
 
-void dbm_clear_all(struct dbm *d)
+void dirty_bitmap_clear_all(struct dirty_bitmap *d)
 {
 	memset(d->words, 0, d->nwords * sizeof(uint64_t));
 	d->count = 0;
 }
 
-bool dbm_get(const struct dbm *d, uint64_t off)
+bool dirty_bitmap_get(const struct dirty_bitmap *d, uint64_t off)
 {
 	uint64_t g;
 
@@ -274,7 +274,7 @@ bool dbm_get(const struct dbm *d, uint64_t off)
 	return (d->level[0][g >> 6] >> (g & 63)) & 1;
 }
 
-uint64_t dbm_count_bytes(const struct dbm *d)
+uint64_t dirty_bitmap_count_bytes(const struct dirty_bitmap *d)
 {
 	uint64_t last;
 
@@ -293,7 +293,7 @@ uint64_t dbm_count_bytes(const struct dbm *d)
  * hand is empty to the right of the position, then descends along lowest
  * set bits; each word loaded is added to *@nread.
  */
-static int64_t find_set(const struct dbm *d, uint64_t g, uint64_t *nread)
+static int64_t find_set(const struct dirty_bitmap *d, uint64_t g, uint64_t *nread)
 {
 	unsigned int lv = 0;
 	uint64_t i = g, w;
@@ -323,7 +323,7 @@ static int64_t find_set(const struct dbm *d, uint64_t g, uint64_t *nread)
 }
 
 /* First clear level-0 bit in [@g, @limit), or @limit. */
-static uint64_t find_clear(const struct dbm *d, uint64_t g, uint64_t limit,
+static uint64_t find_clear(const struct dirty_bitmap *d, uint64_t g, uint64_t limit,
 			   uint64_t *nread)
 {
 	while (g < limit) {
@@ -339,7 +339,7 @@ static uint64_t find_clear(const struct dbm *d, uint64_t g, uint64_t limit,
 	return limit;
 }
 
-int64_t dbm_next_dirty(const struct dbm *d, uint64_t from)
+int64_t dirty_bitmap_next_dirty(const struct dirty_bitmap *d, uint64_t from)
 {
 	uint64_t nread = 0;
 	int64_t g;
@@ -352,7 +352,7 @@ int64_t dbm_next_dirty(const struct dbm *d, uint64_t from)
 	return (int64_t)BC_MAX(from, granule_off(d, (uint64_t)g));
 }
 
-int64_t dbm_next_clean(const struct dbm *d, uint64_t from)
+int64_t dirty_bitmap_next_clean(const struct dirty_bitmap *d, uint64_t from)
 {
 	uint64_t nread = 0, g;
 
@@ -364,7 +364,7 @@ int64_t dbm_next_clean(const struct dbm *d, uint64_t from)
 	return (int64_t)BC_MAX(from, granule_off(d, g));
 }
 
-bool dbm_next_dirty_extent_counted(const struct dbm *d, uint64_t from,
+bool dirty_bitmap_next_dirty_extent_counted(const struct dirty_bitmap *d, uint64_t from,
 				   uint64_t max_len, uint64_t *off,
 				   uint64_t *len, uint64_t *words_read)
 {
@@ -387,36 +387,36 @@ bool dbm_next_dirty_extent_counted(const struct dbm *d, uint64_t from,
 	return true;
 }
 
-bool dbm_next_dirty_extent(const struct dbm *d, uint64_t from, uint64_t max_len,
+bool dirty_bitmap_next_dirty_extent(const struct dirty_bitmap *d, uint64_t from, uint64_t max_len,
 			   uint64_t *off, uint64_t *len)
 {
 	uint64_t nread = 0;
 
-	return dbm_next_dirty_extent_counted(d, from, max_len, off, len,
+	return dirty_bitmap_next_dirty_extent_counted(d, from, max_len, off, len,
 					     &nread);
 }
 
-size_t dbm_memory_bytes(const struct dbm *d)
+size_t dirty_bitmap_memory_bytes(const struct dirty_bitmap *d)
 {
 	return sizeof(*d) + d->nwords * sizeof(uint64_t);
 }
 
-uint32_t dbm_granularity(const struct dbm *d)
+uint32_t dirty_bitmap_granularity(const struct dirty_bitmap *d)
 {
 	return d->granularity;
 }
 
-uint64_t dbm_size(const struct dbm *d)
+uint64_t dirty_bitmap_size(const struct dirty_bitmap *d)
 {
 	return d->size;
 }
 
-unsigned int dbm_levels(const struct dbm *d)
+unsigned int dirty_bitmap_levels(const struct dirty_bitmap *d)
 {
 	return d->nlevels;
 }
 
-bool dbm_is_consistent(const struct dbm *d)
+bool dirty_bitmap_is_consistent(const struct dirty_bitmap *d)
 {
 	uint64_t i, set = 0;
 	unsigned int lv;

@@ -1,11 +1,13 @@
 /*
- * Adversarial review of the engine through the public API.
+ * Regression tests for the defects an adversarial review of the engine
+ * found through the public API, and behaviour nobody had tested before.
  *
- * Tests named regress_* prove a defect of the engine as reviewed and fail
- * until it is fixed (the comment above each says why it is a bug and
- * where). The other tests pin down behaviour nobody tested before: API
- * calls from inside event callbacks, the throttle after MIRRORING and
- * during the final sync, progress accounting, unaligned sizes.
+ * Each regress_* test guards against one defect, now fixed: its name says
+ * what went wrong, the comment above it what the code did then (names of
+ * functions and fields as they were) and so what the test must keep
+ * failing on. The other tests pin down API calls from inside event
+ * callbacks, the throttle after MIRRORING and during the final sync,
+ * progress accounting and unaligned sizes.
  */
 #include <check.h>
 #include <errno.h>
@@ -416,8 +418,8 @@ static void *discard_racer(void *arg)
 /*
  * Write-blocking: a claimed guest write W clears the dirty bits of the
  * granules it covers after writing the destination (mirror.c
- * mirror_active_end), but a discard D of the same granule does not wait
- * for the claim (mirror_active_begin returns at once for ACTIVE_DISCARD).
+ * mirror_guest_write_end), but a discard D of the same granule does not wait
+ * for the claim (mirror_guest_write_begin returns at once for GUEST_WRITE_DISCARD).
  * When D discards the source after W wrote it and marks the granule
  * dirty before W clears it, the source reads zeros, the destination
  * holds W's data and nothing is dirty: the pivot changes what the guest
@@ -492,11 +494,12 @@ static void *verify_pivot_thread(void *arg)
 }
 
 /*
- * An abort requested while a verified pivot is pending is swallowed:
- * job_abort() leaves job->req alone when a request is already set, and
- * when the verification refuses the pivot refuse_pivot() (mirror.c)
- * resets job->req to NONE, so the job goes on mirroring. An ASYNC abort
- * never gets its CANCELED event; a synchronous one waits forever.
+ * An abort requested while a verified pivot is pending was swallowed:
+ * job_abort() left the pending pivot request alone, and when the
+ * verification refused the pivot, refuse_pivot() (mirror.c) reset the
+ * request to none, so the job went on mirroring: an ASYNC abort never got
+ * its CANCELED event, a synchronous one waited forever. Now the abort is
+ * kept (job->finish_after_pivot) and a refused pivot leads to FINISHING.
  */
 /* R30 */
 START_TEST(regress_abort_during_refused_verify_pivot_is_lost)
@@ -1061,9 +1064,9 @@ START_TEST(zero_length_disk_copy_mirrors)
 }
 END_TEST
 
-static Suite *review_suite(void)
+static Suite *regressions_suite(void)
 {
-	Suite *s = suite_create("review");
+	Suite *s = suite_create("regressions");
 	TCase *tc;
 
 	tc = tcase_create("bugs");
@@ -1107,5 +1110,5 @@ static Suite *review_suite(void)
 
 int main(void)
 {
-	return bc_check_run(review_suite());
+	return bc_check_run(regressions_suite());
 }

@@ -1,13 +1,13 @@
 /*
- * Unit tests for engine/dbm.c, the hierarchical dirty bitmap.
+ * Unit tests for engine/dirty-bitmap.c, the hierarchical dirty bitmap.
  *
  * The main check runs thousands of random operations on the bitmap and
  * on a naive reference (one byte per granule) and compares every answer
  * (QEMU tests/unit/test-hbitmap.c does the same). The seed is printed;
- * DBM_TEST_SEED=<n> repeats a run.
+ * DIRTY_BITMAP_TEST_SEED=<n> repeats a run.
  */
 #include "tests/check-main.h"
-#include "engine/dbm.h"
+#include "engine/dirty-bitmap.h"
 
 #include <check.h>
 #include <errno.h>
@@ -85,7 +85,7 @@ static void ref_set(struct ref *r, uint64_t off, uint64_t len)
 		r->b[g] = 1;
 }
 
-/* Clears granules lying entirely inside the range (see dbm_clear()). */
+/* Clears granules lying entirely inside the range (see dirty_bitmap_clear()). */
 static void ref_clear(struct ref *r, uint64_t off, uint64_t len)
 {
 	uint64_t end, g;
@@ -207,14 +207,14 @@ static uint64_t pick_len(uint64_t *s, const struct ref *r)
 	}
 }
 
-static void compare_all(const struct dbm *d, const struct ref *r,
+static void compare_all(const struct dirty_bitmap *d, const struct ref *r,
 			const char *what, unsigned int op)
 {
 	uint64_t g;
 
-	require(dbm_is_consistent(d), "%s: inconsistent after op %u", what, op);
+	require(dirty_bitmap_is_consistent(d), "%s: inconsistent after op %u", what, op);
 	for (g = 0; g < r->n; g++) {
-		require(dbm_get(d, g * r->gran) == (r->b[g] != 0),
+		require(dirty_bitmap_get(d, g * r->gran) == (r->b[g] != 0),
 			"%s: granule %" PRIu64 " after op %u", what, g, op);
 	}
 }
@@ -223,14 +223,14 @@ static void compare_all(const struct dbm *d, const struct ref *r,
 static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 		       uint64_t *s)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	struct ref r;
 	char what[96];
 	unsigned int op;
 
 	snprintf(what, sizeof(what), "size %" PRIu64 " gran %u seed %" PRIu64,
 		 size, gran, seed);
-	ck_assert_int_eq(dbm_new(size, gran, &d), 0);
+	ck_assert_int_eq(dirty_bitmap_new(size, gran, &d), 0);
 	ref_init(&r, size, gran);
 
 	for (op = 0; op < nops; op++) {
@@ -241,26 +241,26 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 		switch (rnd_below(s, 12)) {
 		case 0:
 		case 1:
-			dbm_set(d, off, len);
+			dirty_bitmap_set(d, off, len);
 			ref_set(&r, off, len);
 			break;
 		case 2:
-			dbm_clear(d, off, len);
+			dirty_bitmap_clear(d, off, len);
 			ref_clear(&r, off, len);
 			break;
 		case 3:
-			require(dbm_next_dirty(d, off) == ref_next(&r, off, 1),
+			require(dirty_bitmap_next_dirty(d, off) == ref_next(&r, off, 1),
 				"%s op %u next_dirty(%" PRIu64 ")", what, op,
 				off);
 			break;
 		case 4:
-			require(dbm_next_clean(d, off) == ref_next(&r, off, 0),
+			require(dirty_bitmap_next_clean(d, off) == ref_next(&r, off, 0),
 				"%s op %u next_clean(%" PRIu64 ")", what, op,
 				off);
 			break;
 		case 5:
 		case 6:
-			f1 = dbm_next_dirty_extent(d, off, len, &o1, &l1);
+			f1 = dirty_bitmap_next_dirty_extent(d, off, len, &o1, &l1);
 			f2 = ref_extent(&r, off, len, &o2, &l2);
 			require(f1 == f2 && (!f1 || (o1 == o2 && l1 == l2)),
 				"%s op %u extent(%" PRIu64 ", %" PRIu64
@@ -270,27 +270,27 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 			break;
 		case 7:
 			/* The copy loop: take an aligned extent and clear it. */
-			f1 = dbm_next_dirty_extent(
+			f1 = dirty_bitmap_next_dirty_extent(
 				d, off & ~(uint64_t)(gran - 1),
 				(rnd_below(s, 40) + 1) * gran, &o1, &l1);
 			if (f1) {
-				require(dbm_get(d, o1), "%s op %u", what, op);
-				dbm_clear(d, o1, l1);
+				require(dirty_bitmap_get(d, o1), "%s op %u", what, op);
+				dirty_bitmap_clear(d, o1, l1);
 				ref_clear(&r, o1, l1);
-				require(!dbm_get(d, o1), "%s op %u", what, op);
+				require(!dirty_bitmap_get(d, o1), "%s op %u", what, op);
 			}
 			break;
 		case 8:
-			require(dbm_get(d, off) == ref_get(&r, off),
+			require(dirty_bitmap_get(d, off) == ref_get(&r, off),
 				"%s op %u get(%" PRIu64 ")", what, op, off);
 			break;
 		case 9:
 			/* Rare whole-bitmap operations. */
 			if (rnd_below(s, 20) == 0) {
-				dbm_set_all(d);
+				dirty_bitmap_set_all(d);
 				ref_set(&r, 0, UINT64_MAX);
 			} else if (rnd_below(s, 20) == 0) {
-				dbm_clear_all(d);
+				dirty_bitmap_clear_all(d);
 				memset(r.b, 0, r.n);
 			}
 			break;
@@ -299,22 +299,22 @@ static void run_random(uint64_t size, uint32_t gran, unsigned int nops,
 			off &= ~(uint64_t)(gran - 1);
 			len = (rnd_below(s, 130) + 1) * gran;
 			if (rnd_below(s, 2)) {
-				dbm_set(d, off, len);
+				dirty_bitmap_set(d, off, len);
 				ref_set(&r, off, len);
 			} else {
-				dbm_clear(d, off, len);
+				dirty_bitmap_clear(d, off, len);
 				ref_clear(&r, off, len);
 			}
 			break;
 		}
-		require(dbm_count_bytes(d) == ref_count(&r),
+		require(dirty_bitmap_count_bytes(d) == ref_count(&r),
 			"%s op %u count %" PRIu64 " want %" PRIu64, what, op,
-			dbm_count_bytes(d), ref_count(&r));
+			dirty_bitmap_count_bytes(d), ref_count(&r));
 		if (op % 128 == 0)
 			compare_all(d, &r, what, op);
 	}
 	compare_all(d, &r, what, op);
-	dbm_free(d);
+	dirty_bitmap_free(d);
 	free(r.b);
 }
 
@@ -345,14 +345,14 @@ START_TEST(new_rejects_bad_granularity)
 	static const uint32_t bad[] = {0,	 1,	   256,	  511,
 				       513,	 3000,	   65537, 128u << 20,
 				       1u << 31, 96 * 1024};
-	struct dbm *d = NULL;
+	struct dirty_bitmap *d = NULL;
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		char msg[160];
 
 		bc_error_reset();
-		ck_assert_int_eq(dbm_new(1 * MiB, bad[i], &d), -EINVAL);
+		ck_assert_int_eq(dirty_bitmap_new(1 * MiB, bad[i], &d), -EINVAL);
 		ck_assert_ptr_null(d);
 		ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
 		snprintf(
@@ -361,7 +361,7 @@ START_TEST(new_rejects_bad_granularity)
 			bad[i]);
 		ck_assert_str_eq(bc_last_error()->message, msg);
 	}
-	ck_assert_int_eq(dbm_new((uint64_t)INT64_MAX + 1, 65536, &d), -EINVAL);
+	ck_assert_int_eq(dirty_bitmap_new((uint64_t)INT64_MAX + 1, 65536, &d), -EINVAL);
 	ck_assert_str_eq(
 		bc_last_error()->message,
 		"invalid bitmap size 9223372036854775808: larger than 9223372036854775807");
@@ -374,39 +374,39 @@ START_TEST(new_accepts_every_valid_granularity)
 	uint32_t g;
 
 	for (g = 512; g <= (64u << 20); g <<= 1) {
-		struct dbm *d;
+		struct dirty_bitmap *d;
 
-		ck_assert_int_eq(dbm_new(3 * g + 1, g, &d), 0);
-		ck_assert_uint_eq(dbm_granularity(d), g);
-		ck_assert_uint_eq(dbm_size(d), 3 * (uint64_t)g + 1);
-		ck_assert_uint_eq(dbm_count_bytes(d), 0);
-		dbm_set_all(d);
-		ck_assert_uint_eq(dbm_count_bytes(d), 3 * (uint64_t)g + 1);
-		dbm_free(d);
+		ck_assert_int_eq(dirty_bitmap_new(3 * g + 1, g, &d), 0);
+		ck_assert_uint_eq(dirty_bitmap_granularity(d), g);
+		ck_assert_uint_eq(dirty_bitmap_size(d), 3 * (uint64_t)g + 1);
+		ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+		dirty_bitmap_set_all(d);
+		ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 3 * (uint64_t)g + 1);
+		dirty_bitmap_free(d);
 	}
-	dbm_free(NULL);
+	dirty_bitmap_free(NULL);
 }
 END_TEST
 
 START_TEST(size_zero_is_always_clean)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t off = 7, len = 9;
 
-	ck_assert_int_eq(dbm_new(0, 4096, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 1);
-	dbm_set(d, 0, 4096);
-	dbm_set_all(d);
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
-	ck_assert(!dbm_get(d, 0));
-	ck_assert_int_eq(dbm_next_dirty(d, 0), -1);
-	ck_assert_int_eq(dbm_next_clean(d, 0), -1);
-	ck_assert(!dbm_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
+	ck_assert_int_eq(dirty_bitmap_new(0, 4096, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 1);
+	dirty_bitmap_set(d, 0, 4096);
+	dirty_bitmap_set_all(d);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+	ck_assert(!dirty_bitmap_get(d, 0));
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 0), -1);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, 0), -1);
+	ck_assert(!dirty_bitmap_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
 	ck_assert_uint_eq(off, 7);
 	ck_assert_uint_eq(len, 9);
-	dbm_clear_all(d);
-	ck_assert(dbm_is_consistent(d));
-	dbm_free(d);
+	dirty_bitmap_clear_all(d);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	dirty_bitmap_free(d);
 }
 END_TEST
 
@@ -416,84 +416,84 @@ END_TEST
 
 START_TEST(last_partial_granule)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t off, len;
 
-	ck_assert_int_eq(dbm_new(EDGE_SIZE, 4096, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 1);
-	dbm_set(d, EDGE_SIZE - 1, 1);
-	ck_assert_uint_eq(dbm_count_bytes(d), 100);
-	ck_assert(dbm_get(d, EDGE_LAST));
-	ck_assert(dbm_get(d, EDGE_SIZE - 1));
-	ck_assert(!dbm_get(d, EDGE_SIZE));
-	ck_assert(!dbm_get(d, EDGE_LAST - 1));
-	ck_assert_int_eq(dbm_next_dirty(d, 0), EDGE_LAST);
-	ck_assert_int_eq(dbm_next_dirty(d, EDGE_SIZE - 1), EDGE_SIZE - 1);
-	ck_assert_int_eq(dbm_next_dirty(d, EDGE_SIZE), -1);
-	ck_assert_int_eq(dbm_next_dirty(d, UINT64_MAX), -1);
-	ck_assert(dbm_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
+	ck_assert_int_eq(dirty_bitmap_new(EDGE_SIZE, 4096, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 1);
+	dirty_bitmap_set(d, EDGE_SIZE - 1, 1);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 100);
+	ck_assert(dirty_bitmap_get(d, EDGE_LAST));
+	ck_assert(dirty_bitmap_get(d, EDGE_SIZE - 1));
+	ck_assert(!dirty_bitmap_get(d, EDGE_SIZE));
+	ck_assert(!dirty_bitmap_get(d, EDGE_LAST - 1));
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 0), EDGE_LAST);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, EDGE_SIZE - 1), EDGE_SIZE - 1);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, EDGE_SIZE), -1);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, UINT64_MAX), -1);
+	ck_assert(dirty_bitmap_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
 	ck_assert_uint_eq(off, EDGE_LAST);
 	ck_assert_uint_eq(len, 100);
 
 	/* Partly covered: stays dirty, even when the range reaches the end. */
-	dbm_clear(d, EDGE_LAST, 50);
-	dbm_clear(d, EDGE_LAST + 1, 99);
-	ck_assert(dbm_get(d, EDGE_LAST));
-	dbm_clear(d, EDGE_LAST, 100);
-	ck_assert(!dbm_get(d, EDGE_LAST));
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
+	dirty_bitmap_clear(d, EDGE_LAST, 50);
+	dirty_bitmap_clear(d, EDGE_LAST + 1, 99);
+	ck_assert(dirty_bitmap_get(d, EDGE_LAST));
+	dirty_bitmap_clear(d, EDGE_LAST, 100);
+	ck_assert(!dirty_bitmap_get(d, EDGE_LAST));
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
 
-	dbm_set(d, EDGE_SIZE - 1, 1);
-	dbm_clear(d, EDGE_LAST, UINT64_MAX);
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
-	ck_assert(dbm_is_consistent(d));
-	dbm_free(d);
+	dirty_bitmap_set(d, EDGE_SIZE - 1, 1);
+	dirty_bitmap_clear(d, EDGE_LAST, UINT64_MAX);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	dirty_bitmap_free(d);
 }
 END_TEST
 
 START_TEST(zero_length_and_out_of_range)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 
-	ck_assert_int_eq(dbm_new(EDGE_SIZE, 4096, &d), 0);
-	dbm_set(d, 0, 0);
-	dbm_set(d, EDGE_SIZE, 1);
-	dbm_set(d, UINT64_MAX, UINT64_MAX);
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
-	dbm_set_all(d);
-	dbm_clear(d, 0, 0);
-	dbm_clear(d, EDGE_SIZE, 4096);
-	dbm_clear(d, UINT64_MAX, 1);
-	ck_assert_uint_eq(dbm_count_bytes(d), EDGE_SIZE);
+	ck_assert_int_eq(dirty_bitmap_new(EDGE_SIZE, 4096, &d), 0);
+	dirty_bitmap_set(d, 0, 0);
+	dirty_bitmap_set(d, EDGE_SIZE, 1);
+	dirty_bitmap_set(d, UINT64_MAX, UINT64_MAX);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+	dirty_bitmap_set_all(d);
+	dirty_bitmap_clear(d, 0, 0);
+	dirty_bitmap_clear(d, EDGE_SIZE, 4096);
+	dirty_bitmap_clear(d, UINT64_MAX, 1);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), EDGE_SIZE);
 	/* off + len overflows: clipped to the size. */
-	dbm_clear(d, 4096, UINT64_MAX);
-	ck_assert_uint_eq(dbm_count_bytes(d), 4096);
-	dbm_set(d, 1, UINT64_MAX);
-	ck_assert_uint_eq(dbm_count_bytes(d), EDGE_SIZE);
-	dbm_free(d);
+	dirty_bitmap_clear(d, 4096, UINT64_MAX);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 4096);
+	dirty_bitmap_set(d, 1, UINT64_MAX);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), EDGE_SIZE);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
 START_TEST(unaligned_clear_keeps_partial_granules)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 
-	ck_assert_int_eq(dbm_new(EDGE_SIZE, 4096, &d), 0);
-	dbm_set_all(d);
+	ck_assert_int_eq(dirty_bitmap_new(EDGE_SIZE, 4096, &d), 0);
+	dirty_bitmap_set_all(d);
 	/* Touches granules 0 and 1 but covers neither entirely. */
-	dbm_clear(d, 1, 4096);
-	ck_assert_uint_eq(dbm_count_bytes(d), EDGE_SIZE);
+	dirty_bitmap_clear(d, 1, 4096);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), EDGE_SIZE);
 	/* Covers granule 1 entirely, 0 and 2 partly. */
-	dbm_clear(d, 4095, 4096 + 2);
-	ck_assert(dbm_get(d, 0));
-	ck_assert(!dbm_get(d, 4096));
-	ck_assert(dbm_get(d, 8192));
-	ck_assert_uint_eq(dbm_count_bytes(d), EDGE_SIZE - 4096);
-	ck_assert_int_eq(dbm_next_clean(d, 0), 4096);
-	ck_assert_int_eq(dbm_next_clean(d, 5000), 5000);
-	ck_assert_int_eq(dbm_next_clean(d, 8192), -1);
-	ck_assert_int_eq(dbm_next_dirty(d, 4096), 8192);
-	dbm_free(d);
+	dirty_bitmap_clear(d, 4095, 4096 + 2);
+	ck_assert(dirty_bitmap_get(d, 0));
+	ck_assert(!dirty_bitmap_get(d, 4096));
+	ck_assert(dirty_bitmap_get(d, 8192));
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), EDGE_SIZE - 4096);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, 0), 4096);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, 5000), 5000);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, 8192), -1);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 4096), 8192);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
@@ -501,36 +501,36 @@ START_TEST(full_set_and_clear)
 {
 	/* 3 levels, a partial last word at every level, a partial granule. */
 	uint64_t size = (64 * 64 * 3 + 5) * 512ull + 17;
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t off, len;
 
-	ck_assert_int_eq(dbm_new(size, 512, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 3);
-	dbm_set_all(d);
-	ck_assert(dbm_is_consistent(d));
-	ck_assert_uint_eq(dbm_count_bytes(d), size);
-	ck_assert_int_eq(dbm_next_clean(d, 0), -1);
-	ck_assert_int_eq(dbm_next_dirty(d, size - 1), (int64_t)size - 1);
-	ck_assert(dbm_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
+	ck_assert_int_eq(dirty_bitmap_new(size, 512, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 3);
+	dirty_bitmap_set_all(d);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), size);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, 0), -1);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, size - 1), (int64_t)size - 1);
+	ck_assert(dirty_bitmap_next_dirty_extent(d, 0, UINT64_MAX, &off, &len));
 	ck_assert_uint_eq(off, 0);
 	ck_assert_uint_eq(len, size);
-	ck_assert(dbm_next_dirty_extent(d, 1000, 5000, &off, &len));
+	ck_assert(dirty_bitmap_next_dirty_extent(d, 1000, 5000, &off, &len));
 	ck_assert_uint_eq(off, 1000);
 	ck_assert_uint_eq(len, 5000);
-	ck_assert(!dbm_next_dirty_extent(d, 0, 0, &off, &len));
+	ck_assert(!dirty_bitmap_next_dirty_extent(d, 0, 0, &off, &len));
 
-	dbm_clear(d, 0, size);
-	ck_assert(dbm_is_consistent(d));
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
-	ck_assert_int_eq(dbm_next_dirty(d, 0), -1);
-	ck_assert_int_eq(dbm_next_clean(d, size - 1), (int64_t)size - 1);
+	dirty_bitmap_clear(d, 0, size);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 0), -1);
+	ck_assert_int_eq(dirty_bitmap_next_clean(d, size - 1), (int64_t)size - 1);
 
-	dbm_set(d, 0, size);
-	ck_assert_uint_eq(dbm_count_bytes(d), size);
-	dbm_clear_all(d);
-	ck_assert(dbm_is_consistent(d));
-	ck_assert_int_eq(dbm_next_dirty(d, 0), -1);
-	dbm_free(d);
+	dirty_bitmap_set(d, 0, size);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), size);
+	dirty_bitmap_clear_all(d);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 0), -1);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
@@ -538,47 +538,47 @@ START_TEST(for_each_visits_runs_in_order)
 {
 	static const uint64_t want[][2] = {
 		{4096, 8192}, {5 * UINT64_C(4096), 4096}, {EDGE_LAST, 100}};
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t off, len;
 	unsigned int n = 0;
 
-	ck_assert_int_eq(dbm_new(EDGE_SIZE, 4096, &d), 0);
-	dbm_set(d, 4096, 1);
-	dbm_set(d, 8191, 2);
-	dbm_set(d, 5 * 4096 + 7, 3);
-	dbm_set(d, EDGE_SIZE - 1, 1);
-	dbm_for_each_dirty (d, off, len) {
+	ck_assert_int_eq(dirty_bitmap_new(EDGE_SIZE, 4096, &d), 0);
+	dirty_bitmap_set(d, 4096, 1);
+	dirty_bitmap_set(d, 8191, 2);
+	dirty_bitmap_set(d, 5 * 4096 + 7, 3);
+	dirty_bitmap_set(d, EDGE_SIZE - 1, 1);
+	dirty_bitmap_for_each_dirty (d, off, len) {
 		ck_assert_uint_lt(n, 3);
 		ck_assert_uint_eq(off, want[n][0]);
 		ck_assert_uint_eq(len, want[n][1]);
-		dbm_clear(d, off, len);
+		dirty_bitmap_clear(d, off, len);
 		n++;
 	}
 	ck_assert_uint_eq(n, 3);
-	ck_assert_uint_eq(dbm_count_bytes(d), 0);
-	dbm_free(d);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 0);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
 START_TEST(memory_for_1tib)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	size_t m;
 
 	/* 2^24 granules: 2 MiB of bits, + 4096 + 64 + 1 summary words. */
-	ck_assert_int_eq(dbm_new(1 * TiB, 64 * 1024, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 4);
-	m = dbm_memory_bytes(d);
+	ck_assert_int_eq(dirty_bitmap_new(1 * TiB, 64 * 1024, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 4);
+	m = dirty_bitmap_memory_bytes(d);
 	printf("# 1 TiB @ 64 KiB: %zu bytes\n", m);
 	ck_assert_uint_ge(m, 2 * MiB + (4096 + 64 + 1) * UINT64_C(8));
 	ck_assert_uint_le(m, 2 * MiB + 2 * MiB / 63 + 512);
-	dbm_free(d);
+	dirty_bitmap_free(d);
 
-	ck_assert_int_eq(dbm_new(1 * TiB, 4096, &d), 0);
-	m = dbm_memory_bytes(d);
+	ck_assert_int_eq(dirty_bitmap_new(1 * TiB, 4096, &d), 0);
+	m = dirty_bitmap_memory_bytes(d);
 	ck_assert_uint_ge(m, 32 * MiB);
 	ck_assert_uint_le(m, 32 * MiB + 32 * MiB / 63 + 512);
-	dbm_free(d);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
@@ -591,17 +591,17 @@ START_TEST(search_reads_o_levels_words)
 	static const uint64_t where[] = {0, 700 * GiB + 3 * UINT64_C(65536),
 					 1 * TiB - 65536};
 	uint64_t off, len, words;
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	size_t i;
 
-	ck_assert_int_eq(dbm_new(1 * TiB, 64 * 1024, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 4);
+	ck_assert_int_eq(dirty_bitmap_new(1 * TiB, 64 * 1024, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 4);
 	for (i = 0; i < 3; i++) {
 		unsigned int runs = 0;
 
-		dbm_set(d, where[i], 1);
+		dirty_bitmap_set(d, where[i], 1);
 		off = len = words = 0;
-		while (dbm_next_dirty_extent_counted(d, off + len, UINT64_MAX,
+		while (dirty_bitmap_next_dirty_extent_counted(d, off + len, UINT64_MAX,
 						     &off, &len, &words)) {
 			ck_assert_uint_eq(off, where[i]);
 			ck_assert_uint_eq(len, 65536);
@@ -610,49 +610,49 @@ START_TEST(search_reads_o_levels_words)
 		ck_assert_uint_eq(runs, 1);
 		/* Find: 2 * 4 words, run end: 1, nothing after: 2 * 4. */
 		ck_assert_uint_le(words, 2 * 4 + 1 + 2 * 4);
-		dbm_clear(d, where[i], 65536);
+		dirty_bitmap_clear(d, where[i], 65536);
 	}
 	/* All dirty: a bounded extent reads what it covers, not the run. */
-	dbm_set_all(d);
+	dirty_bitmap_set_all(d);
 	words = 0;
-	ck_assert(dbm_next_dirty_extent_counted(d, 0, 4 * MiB, &off, &len,
+	ck_assert(dirty_bitmap_next_dirty_extent_counted(d, 0, 4 * MiB, &off, &len,
 						&words));
 	ck_assert_uint_eq(off, 0);
 	ck_assert_uint_eq(len, 4 * MiB);
 	ck_assert_uint_le(words, 2);
-	dbm_free(d);
+	dirty_bitmap_free(d);
 }
 END_TEST
 
 /* 64 GiB + 1 @ 512 B: 2^27 + 1 granules, 5 levels; whole-bitmap ops. */
 START_TEST(set_all_on_large_bitmap)
 {
-	struct dbm *d;
+	struct dirty_bitmap *d;
 	uint64_t off, len;
 
-	ck_assert_int_eq(dbm_new(64 * GiB + 1, 512, &d), 0);
-	ck_assert_uint_eq(dbm_levels(d), 5);
-	dbm_set(d, 64 * GiB, 1);
-	ck_assert_int_eq(dbm_next_dirty(d, 0), (int64_t)(64 * GiB));
-	ck_assert_uint_eq(dbm_count_bytes(d), 1);
-	dbm_set_all(d);
-	ck_assert_uint_eq(dbm_count_bytes(d), 64 * GiB + 1);
-	dbm_clear(d, 512, 64 * GiB - 1024);
-	ck_assert_uint_eq(dbm_count_bytes(d), 512 + 512 + 1);
-	ck_assert(dbm_next_dirty_extent(d, 1, UINT64_MAX, &off, &len));
+	ck_assert_int_eq(dirty_bitmap_new(64 * GiB + 1, 512, &d), 0);
+	ck_assert_uint_eq(dirty_bitmap_levels(d), 5);
+	dirty_bitmap_set(d, 64 * GiB, 1);
+	ck_assert_int_eq(dirty_bitmap_next_dirty(d, 0), (int64_t)(64 * GiB));
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 1);
+	dirty_bitmap_set_all(d);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 64 * GiB + 1);
+	dirty_bitmap_clear(d, 512, 64 * GiB - 1024);
+	ck_assert_uint_eq(dirty_bitmap_count_bytes(d), 512 + 512 + 1);
+	ck_assert(dirty_bitmap_next_dirty_extent(d, 1, UINT64_MAX, &off, &len));
 	ck_assert_uint_eq(off, 1);
 	ck_assert_uint_eq(len, 511);
-	ck_assert(dbm_next_dirty_extent(d, 512, UINT64_MAX, &off, &len));
+	ck_assert(dirty_bitmap_next_dirty_extent(d, 512, UINT64_MAX, &off, &len));
 	ck_assert_uint_eq(off, 64 * GiB - 512);
 	ck_assert_uint_eq(len, 513);
-	ck_assert(dbm_is_consistent(d));
-	dbm_free(d);
+	ck_assert(dirty_bitmap_is_consistent(d));
+	dirty_bitmap_free(d);
 }
 END_TEST
 
-static Suite *dbm_suite(void)
+static Suite *dirty_bitmap_suite(void)
 {
-	Suite *s = suite_create("dbm");
+	Suite *s = suite_create("dirty-bitmap");
 	TCase *tc;
 
 	tc = tcase_create("new");
@@ -686,12 +686,12 @@ static Suite *dbm_suite(void)
 
 int main(void)
 {
-	const char *env = getenv("DBM_TEST_SEED");
+	const char *env = getenv("DIRTY_BITMAP_TEST_SEED");
 
 	seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
-	printf("# dbm seed %" PRIu64 " (DBM_TEST_SEED=%" PRIu64
+	printf("# dirty-bitmap seed %" PRIu64 " (DIRTY_BITMAP_TEST_SEED=%" PRIu64
 	       " repeats this run)\n",
 	       seed, seed);
 	fflush(stdout);
-	return bc_check_run(dbm_suite());
+	return bc_check_run(dirty_bitmap_suite());
 }
