@@ -352,6 +352,14 @@ out_stop:
 	}
 	if (job_started && !ended)
 		goto out_guest; /* the job could not be ended: nothing to check */
+	if (res->interrupted) {
+		/*
+		 * Reading the whole disk again would keep an interrupted run
+		 * (SIGTERM from a timeout, say) alive for a long time.
+		 */
+		live_note(res, "not run: the run was interrupted");
+		goto out_guest;
+	}
 
 	/*
 	 * The checks run whenever the job ended, a failed convergence
