@@ -309,11 +309,13 @@ BC_API bc_disk *bc_disk_open(bc_engine *engine, const char *path,
 /*
  * Close the disk. Refused while it has a job, copy or pull (-1,
  * BC_ERR_BLOCK_COPY_ACTIVE, "block copy still active: disk 'P' has an
- * active block job"): end the job first. The images are closed when
- * the last reference goes; events still queued for the disk
- * keep it alive until they are delivered, and a second close of it then
- * fails with BC_ERR_OPERATION_INVALID ("disk 'P' is already closed").
- * Returns 0 or -1.
+ * active block job"): end the job first. The images are closed (flushed,
+ * headers and bitmaps written back) when this returns, unless events
+ * still queued for the disk or open bc_queue queues hold it: it then
+ * lives until the last is delivered or freed (the queues refuse new
+ * requests), and a second close of it fails with
+ * BC_ERR_OPERATION_INVALID ("disk 'P' is already closed"). Returns 0 or
+ * -1.
  */
 BC_API int bc_disk_close(bc_disk *disk);
 /* The guest-visible size in bytes; -1 (BC_ERR_INVALID_ARG) for NULL. */
