@@ -254,8 +254,12 @@ void disk_resume(bc_disk *disk)
 	pthread_cond_broadcast(&disk->cond);
 }
 
-/* Fills @req from the disk; caller holds disk->lock. Takes @n job refs. */
-static void take_view_locked(bc_disk *disk, unsigned int n,
+/*
+ * Fills @req from the disk; caller holds disk->lock. Takes @n job refs.
+ * The fast_* routes only for @fast (asynchronous submissions): the
+ * synchronous calls do not pay for the job->lock it may take.
+ */
+static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 			     struct guest_req *req)
 {
 	struct job *job = disk->job;
@@ -263,7 +267,7 @@ static void take_view_locked(bc_disk *disk, unsigned int n,
 
 	req->top = disk->top;
 	req->job = job;
-	req->fast_read = disk->top->drv == &fmt_raw_driver;
+	req->fast_read = fast && disk->top->drv == &fmt_raw_driver;
 	req->fast_write = req->fast_read;
 	if (!job)
 		return;
@@ -287,7 +291,7 @@ bool disk_guest_try_enter(bc_disk *disk, unsigned int n, struct guest_req *req)
 	if (disk->quiesce)
 		return false;
 	disk->guest_inflight += n;
-	take_view_locked(disk, n, req);
+	take_view_locked(disk, n, true, req);
 	return true;
 }
 
@@ -297,7 +301,7 @@ void disk_guest_enter(bc_disk *disk, struct guest_req *req)
 	while (disk->quiesce)
 		pthread_cond_wait(&disk->cond, &disk->lock);
 	disk->guest_inflight++;
-	take_view_locked(disk, 1, req);
+	take_view_locked(disk, 1, false, req);
 }
 
 void disk_guest_leave(bc_disk *disk, struct guest_req *req)

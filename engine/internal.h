@@ -158,7 +158,8 @@ int disk_guest_check(bc_disk *disk, bool write, uint64_t off, uint64_t len);
  */
 bool disk_guest_try_enter(bc_disk *disk, unsigned int n,
 			  struct guest_req *req);
-/* Enters the disk for one request, waiting while it is quiesced. */
+/* Enters the disk for one request, waiting while it is quiesced (its
+ * view has no fast route: it runs the synchronous code). */
 void disk_guest_enter(bc_disk *disk, struct guest_req *req);
 /* Leaves the disk: drops the job reference, wakes a waiting quiesce. */
 void disk_guest_leave(bc_disk *disk, struct guest_req *req);

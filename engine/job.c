@@ -296,6 +296,20 @@ void job_finish(struct job *job, int status)
  * source top (raw with COPY_RAW); full copy without backing, shallow copy
  * backed by the source top's backing file (absolute, format recorded).
  */
+/* The destination must be as large as the source; closes it if not. */
+static int check_dest_size(struct job *job, const char *dest)
+{
+	if (job->dest->size == job->disk->top->size)
+		return 0;
+	bc_error_set(BC_ERR_INVALID_ARG, 0,
+		     "destination '%s' size %llu differs from source size %llu",
+		     dest, (unsigned long long)job->dest->size,
+		     (unsigned long long)job->disk->top->size);
+	fmt_close(job->dest);
+	job->dest = NULL;
+	return -EINVAL;
+}
+
 /* --- NBD destination (issue 11) --- */
 /*
  * A remote destination is never created here: the export must exist
@@ -315,16 +329,7 @@ static int open_nbd_destination(struct job *job, const char *dest)
 	ret = fmt_open(dest, NULL, FMT_OPEN_RDWR, &job->dest);
 	if (ret < 0)
 		return ret;
-	if (job->dest->size != job->disk->top->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "destination '%s' size %llu differs from source size %llu",
-			     dest, (unsigned long long)job->dest->size,
-			     (unsigned long long)job->disk->top->size);
-		fmt_close(job->dest);
-		job->dest = NULL;
-		return -EINVAL;
-	}
-	return 0;
+	return check_dest_size(job, dest);
 }
 /* --- end NBD destination --- */
 
@@ -422,16 +427,7 @@ static int open_destination(struct job *job, const char *dest)
 			(void)unlink(dest);
 		return ret;
 	}
-	if (job->dest->size != src->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "destination '%s' size %llu differs from source size %llu",
-			     dest, (unsigned long long)job->dest->size,
-			     (unsigned long long)src->size);
-		fmt_close(job->dest);
-		job->dest = NULL;
-		return -EINVAL;
-	}
-	return 0;
+	return check_dest_size(job, dest);
 }
 
 int job_start_copy(bc_disk *disk, const char *dest,

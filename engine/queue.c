@@ -211,36 +211,33 @@ static void fail_req(struct qreq *r, int neg_errno, const bc_error *e)
 
 /*
  * The kernel moved fewer bytes than asked (rare: a signal, the end of a
- * device): do the rest here. Returns the request's result.
+ * device, a file truncated under us): do the rest with the formats'
+ * helpers, so that the outcome is the synchronous call's (a read short of
+ * the size at open fails, never reads zeros). Their error record lands in
+ * the request; the calling thread's own record is kept (it may be a job
+ * thread draining the disk). Returns the request's result.
  */
 static int64_t finish_short(struct qreq *r, uint64_t done)
 {
-	int fd = r->view.top->fd;
-	uint8_t *p = r->buf;
+	const struct fmt_image *top = r->view.top;
+	uint8_t *p = (uint8_t *)r->buf + done;
+	bc_error saved = *bc_last_error();
+	int ret;
 
-	while (done < r->len) {
-		ssize_t n;
-
-		if (r->op == QUEUE_READ)
-			n = pread(fd, p + done, r->len - done,
-				  (off_t)(r->off + done));
-		else
-			n = pwrite(fd, p + done, r->len - done,
-				   (off_t)(r->off + done));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0 && r->op == QUEUE_WRITE)
-			return -ENOSPC;
-		if (n == 0) {
-			/* Past the end of a device shorter than told: zeros. */
-			memset(p + done, 0, r->len - done);
-			break;
-		}
-		done += (uint64_t)n;
-	}
-	return (int64_t)r->len;
+	bc_error_reset();
+	if (r->op == QUEUE_READ)
+		ret = fmt_pread_file_within(top->fd, p, (size_t)(r->len - done),
+					    r->off + done, top->size);
+	else
+		ret = fmt_pwrite_file(top->fd, p, (size_t)(r->len - done),
+				      r->off + done);
+	if (ret < 0)
+		fail_req(r, ret, bc_last_error());
+	if (saved.code)
+		bc_error_set(saved.code, saved.sys_errno, "%s", saved.message);
+	else
+		bc_error_reset();
+	return ret < 0 ? ret : (int64_t)r->len;
 }
 
 /* A direct request's kernel completion: note, leave, post. */
@@ -252,8 +249,8 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 
 	iob_unpoison(r->buf, (size_t)r->len); /* the buffer is ours again */
 	if (res >= 0 && r->op != QUEUE_FLUSH && (uint64_t)res < r->len)
-		ret = finish_short(r, (uint64_t)res);
-	if (ret < 0)
+		ret = finish_short(r, (uint64_t)res); /* records its failure */
+	else if (ret < 0)
 		fail_req(r, (int)ret, NULL);
 	else
 		r->ret = r->op == QUEUE_FLUSH ? 0 : (int64_t)r->len;

@@ -9,36 +9,37 @@
  * Connections: one libnbd handle per connection, opened at open time.
  * When the server offers multi-conn (every connection sees every other
  * one's writes, and a flush on one covers all), NBD_CONNS connections
- * are opened; otherwise one. A request checks connections out of the
- * pool (at least one, more when it is large and they are free), so
- * concurrent callers (guest threads) never share a handle, and splits
- * itself into pieces issued with libnbd's asynchronous calls, several in
- * flight per connection. The caller's thread then drives those
- * connections itself: poll() on their descriptors in the direction
- * libnbd asks for, nbd_aio_notify_read/write, until every piece has
- * completed. No thread is started and none waits per request.
+ * are opened; otherwise one. Requests are spread over them round-robin.
+ *
+ * Every command is issued with libnbd's asynchronous calls (nbd_aio_*)
+ * and a completion callback. One driver thread per image (not one per
+ * request) polls the connections' descriptors in the direction libnbd
+ * asks for, plus an eventfd that callers write when they queue a
+ * command, and calls nbd_aio_notify_read/write: it is the only thread
+ * that moves the connections, so no two threads ever drive one handle.
+ * A caller queues the pieces of its request (data split into pieces so
+ * that several are on the wire at once) and sleeps on nbd->done until
+ * their callbacks have run.
  *
  * Write-behind (fmt_pwrite_behind, the copy loop's destination writes):
- * the data is copied into one of NBD_WB_BUFS buffers and the write is
- * issued with a completion callback; the call returns without waiting,
- * so the copy loop reads the next chunks while earlier ones are on the
- * wire (a single connection, as qemu-nbd gives, then carries many
- * requests at once). Whoever drives a connection next retires them; a
- * caller that needs a buffer, or an ordering, drives them itself. A
- * write-behind never overlaps another one in flight (it waits), and every
- * other entry point (reads, writes, zeroes, trims, flush, block status)
- * first waits for all of them, so no request passes one it follows. The
- * first failure is kept and returned by the next call that waits (flush
- * always does), naming the URI and offset.
+ * the data is copied into one of NBD_WB_BUFS buffers and the call returns
+ * once the write is queued, so the copy loop reads the next chunks while
+ * earlier ones are on the wire (a single connection, as qemu-nbd gives,
+ * then carries many requests at once). A write-behind never overlaps
+ * another one in flight (it waits), and every other entry point first
+ * waits for all of them, so no request passes one it follows. The first
+ * failure is kept and returned by the next call that waits (flush always
+ * does), naming the URI and offset.
  *
  * Block status uses the "base:allocation" meta context: holes and zero
  * runs are FMT_ZERO (the copy writes them as zero writes, which the
  * server may keep sparse), the rest FMT_DATA. A server without the
  * context reports everything as data.
  *
- * Errors name the URI and carry libnbd's message (which includes the
- * server's reason where it gave one). A connection that dies fails the
- * requests on it and every later one: the handle is not reconnected.
+ * Errors name the URI and the reason: libnbd's message where a call
+ * failed, the server's errno for a command it failed. A connection that
+ * dies fails the commands on it (libnbd completes them with an error)
+ * and every later one: the handle is not reconnected.
  */
 #include "fmt.h"
 
@@ -47,7 +48,8 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include <libnbd.h>
 
@@ -56,28 +58,19 @@
 
 /* Connections opened when the server offers multi-conn (nbdcopy: 4). */
 #define NBD_CONNS        4u
-/* Data pieces: a request larger than this is split so that its pieces
- * are in flight together, on one connection or several. */
+/* Data requests are split into pieces of this size, in flight together. */
 #define NBD_PIECE        (256u * 1024u)
 /* Largest data request when the server states no maximum. */
 #define NBD_DATA_MAX     (32u * 1024u * 1024u)
 /* Zero, trim and block status carry a 32-bit length. */
 #define NBD_RANGE_MAX    (1ull << 30)
-/* Pieces in flight per connection within one request. */
-#define NBD_DEPTH        8u
-/* Pieces one request tracks at a time. */
-#define NBD_SLOTS        (NBD_CONNS * NBD_DEPTH)
+/* Pieces one request has in flight at a time. */
+#define NBD_SLOTS        16u
 /* Write-behind: buffers (allocated on first use) and their size. */
 #define NBD_WB_BUFS      32u
 #define NBD_WB_SIZE      (1024u * 1024u)
-/* How long a waiter sleeps before looking again (another thread may be
- * driving the connections it waits for). */
-#define NBD_WB_POLL_MS   10
-
-struct nbd_conn {
-	struct nbd_handle *h;
-	bool busy; /* checked out by a request (nbd->lock) */
-};
+/* The driver's poll timeout: only bounds a lost wake-up. */
+#define NBD_POLL_MS      100
 
 struct nbd;
 
@@ -86,31 +79,36 @@ struct wb_buf {
 	struct nbd *nbd;
 	uint8_t *data;              /* NBD_WB_SIZE bytes, NULL until used */
 	uint64_t off, len;
-	bool busy;                  /* issued, not completed (nbd->wb_lock) */
+	bool busy;                  /* queued, callback not yet done (lock) */
 };
 
 struct nbd {
-	pthread_mutex_t lock;
-	pthread_cond_t freed;       /* a connection came back to the pool */
-	struct nbd_conn conns[NBD_CONNS];
+	struct fmt_image *img;
+	struct nbd_handle *conns[NBD_CONNS];
 	unsigned int nconns;
-	unsigned int nfree;         /* under lock */
 	uint64_t data_max;          /* largest pread/pwrite piece */
 	bool can_zero, can_fast_zero, can_trim, can_flush, has_alloc;
 	bool fast_zero_refused;     /* the server said no once: stop asking */
-	pthread_mutex_t wb_lock;    /* guards the wb_* fields */
-	pthread_cond_t wb_done;     /* a write-behind completed */
+	pthread_mutex_t lock;       /* guards what follows */
+	pthread_cond_t done;        /* a command completed, or work arrived */
+	unsigned int rr;            /* round-robin connection choice */
+	unsigned int ncmds;         /* commands queued, callback not done */
 	struct wb_buf wb[NBD_WB_BUFS];
 	unsigned int wb_busy;
 	int wb_err;                 /* first failed write-behind: errno */
 	uint64_t wb_err_off;        /* ...and its offset */
+	bool stop;                  /* the driver exits once ncmds is 0 */
+	pthread_t driver;
+	bool driver_running;
+	int efd;                    /* eventfd: a command was queued */
 };
 
-enum nbd_op { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM };
+enum nbd_op { OP_READ, OP_WRITE, OP_ZERO, OP_TRIM, OP_FLUSH, OP_STATUS };
 
 static const char *const op_names[] = {
 	[OP_READ] = "read", [OP_WRITE] = "write",
-	[OP_ZERO] = "write zeroes", [OP_TRIM] = "trim",
+	[OP_ZERO] = "write zeroes", [OP_TRIM] = "trim", [OP_FLUSH] = "flush",
+	[OP_STATUS] = "block status",
 };
 
 /* Records "<uri>: <what> ...: <libnbd's message>"; returns -errno. */
@@ -134,194 +132,226 @@ static __cold int nbd_fail(const struct fmt_image *img, const char *what,
 	return -err;
 }
 
-/* --- the pool --------------------------------------------------------- */
-
-/* Check out between 1 and @want connections; blocks until one is free. */
-static unsigned int checkout(struct nbd *nbd, unsigned int want,
-			     struct nbd_conn **out)
+/* A command the server (or a dead connection) failed: its errno. */
+static __cold int cmd_fail(const struct fmt_image *img, const char *what,
+			   uint64_t off, int err)
 {
-	unsigned int i, n = 0;
+	char ebuf[128];
 
-	BC_LOCK_GUARD(&nbd->lock);
-	while (!nbd->nfree)
-		pthread_cond_wait(&nbd->freed, &nbd->lock);
-	for (i = 0; i < nbd->nconns && n < want; i++) {
-		if (!nbd->conns[i].busy) {
-			nbd->conns[i].busy = true;
-			out[n++] = &nbd->conns[i];
+	if (!strcmp(what, "flush"))
+		bc_error_set(bc_errno_to_code(err), err, "%s: flush failed: %s",
+			     img->filename, strerror_r(err, ebuf, sizeof(ebuf)));
+	else
+		bc_error_set(bc_errno_to_code(err), err,
+			     "%s: %s failed at offset %llu: %s", img->filename,
+			     what, (unsigned long long)off,
+			     strerror_r(err, ebuf, sizeof(ebuf)));
+	return -err;
+}
+
+/* --- the driver --------------------------------------------------------- */
+
+static void wake(struct nbd *nbd)
+{
+	uint64_t one = 1;
+
+	if (write(nbd->efd, &one, sizeof(one)) < 0)
+		(void)0; /* the counter is full: the driver is awake anyway */
+}
+
+/*
+ * While commands are in flight, poll every connection in the direction
+ * libnbd wants, and the eventfd (a new command may need another
+ * direction), and let libnbd move. Completion callbacks run here.
+ */
+static void *driver_main(void *arg)
+{
+	struct nbd *nbd = arg;
+
+	for (;;) {
+		struct pollfd pfd[NBD_CONNS + 1];
+		unsigned int i, k = 1, map[NBD_CONNS];
+
+		pthread_mutex_lock(&nbd->lock);
+		while (!nbd->stop && !nbd->ncmds)
+			pthread_cond_wait(&nbd->done, &nbd->lock);
+		if (nbd->stop && !nbd->ncmds) {
+			pthread_mutex_unlock(&nbd->lock);
+			return NULL;
+		}
+		pthread_mutex_unlock(&nbd->lock);
+
+		pfd[0] = (struct pollfd){ .fd = nbd->efd, .events = POLLIN };
+		for (i = 0; i < nbd->nconns; i++) {
+			struct nbd_handle *h = nbd->conns[i];
+			unsigned int dir = nbd_aio_get_direction(h);
+			int fd = nbd_aio_get_fd(h);
+
+			if (fd < 0 || !dir)
+				continue;
+			pfd[k].fd = fd;
+			pfd[k].events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
+						((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0));
+			pfd[k].revents = 0;
+			map[k - 1] = i;
+			k++;
+		}
+		if (poll(pfd, k, NBD_POLL_MS) <= 0)
+			continue;
+		if (pfd[0].revents) {
+			uint64_t v;
+
+			if (read(nbd->efd, &v, sizeof(v)) < 0)
+				(void)0; /* EAGAIN: nothing to clear */
+		}
+		for (i = 1; i < k; i++) {
+			struct nbd_handle *h = nbd->conns[map[i - 1]];
+
+			/* A hang-up is read as the end of the stream. */
+			if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
+				(void)nbd_aio_notify_read(h);
+			if (pfd[i].revents & POLLOUT)
+				(void)nbd_aio_notify_write(h);
 		}
 	}
-	nbd->nfree -= n;
-	return n;
 }
 
-static void checkin(struct nbd *nbd, struct nbd_conn **conns, unsigned int n)
+static struct nbd_handle *pick(struct nbd *nbd)
 {
-	unsigned int i;
-
 	BC_LOCK_GUARD(&nbd->lock);
-	for (i = 0; i < n; i++)
-		conns[i]->busy = false;
-	nbd->nfree += n;
-	pthread_cond_broadcast(&nbd->freed);
+	return nbd->conns[nbd->rr++ % nbd->nconns];
 }
 
-/* --- one request, split and driven here -------------------------------- */
+/* --- one request, split into pieces ----------------------------------- */
+
+struct request;
 
 struct piece {
-	int64_t cookie;    /* 0 = slot free */
-	unsigned int conn; /* index into the request's connections */
+	struct request *rq;
 	uint64_t off;
+	bool busy;          /* queued, callback not done (nbd->lock) */
 };
 
 struct request {
-	struct fmt_image *img;
+	struct nbd *nbd;
 	enum nbd_op op;
-	uint8_t *buf;      /* OP_READ / OP_WRITE */
-	uint64_t off, end; /* what is left to issue: [off, end) */
+	uint8_t *buf;       /* OP_READ / OP_WRITE: data of [base, end) */
+	uint64_t base, off, end; /* what is left to queue: [off, end) */
 	uint64_t piece;
-	uint32_t flags;    /* LIBNBD_CMD_FLAG_* */
-	struct nbd_conn *conns[NBD_CONNS];
-	unsigned int nconns;
-	unsigned int depth[NBD_CONNS]; /* pieces in flight per connection */
-	struct piece slots[NBD_SLOTS];
-	unsigned int inflight;
-	int err;           /* first error, -errno; the message is recorded */
-	uint64_t err_off;
+	uint32_t flags;     /* LIBNBD_CMD_FLAG_* */
+	nbd_extent_callback extent; /* OP_STATUS */
+	struct piece pieces[NBD_SLOTS];
+	unsigned int inflight;     /* nbd->lock */
+	int err;            /* first failure, -errno; message recorded */
+	int cmd_err;        /* first command failure: errno (nbd->lock) */
+	uint64_t cmd_err_off;
 };
 
-static int64_t issue_piece(const struct request *rq, struct nbd_handle *h,
-			   uint8_t *p, uint64_t off, uint64_t len)
+static int piece_done(void *opaque, int *error)
 {
+	struct piece *p = opaque;
+	struct request *rq = p->rq;
+
+	BC_LOCK_GUARD(&rq->nbd->lock);
+	if (*error && !rq->cmd_err) {
+		rq->cmd_err = *error;
+		rq->cmd_err_off = p->off;
+	}
+	return 1; /* retire the command */
+}
+
+/* After the completion, or at once when the command was never queued. */
+static void piece_free(void *opaque)
+{
+	struct piece *p = opaque;
+	struct nbd *nbd = p->rq->nbd;
+
+	BC_LOCK_GUARD(&nbd->lock);
+	p->busy = false;
+	p->rq->inflight--;
+	nbd->ncmds--;
+	pthread_cond_broadcast(&nbd->done);
+}
+
+static int64_t queue_piece(struct request *rq, struct piece *p, uint64_t len)
+{
+	struct nbd_handle *h = pick(rq->nbd);
+	nbd_completion_callback cb = { .callback = piece_done, .user_data = p,
+				       .free = piece_free };
+	uint8_t *data = rq->buf ? rq->buf + (p->off - rq->base) : NULL;
+
 	switch (rq->op) {
 	case OP_READ:
-		return nbd_aio_pread(h, p, (size_t)len, off,
-				     NBD_NULL_COMPLETION, 0);
+		return nbd_aio_pread(h, data, (size_t)len, p->off, cb, 0);
 	case OP_WRITE:
-		return nbd_aio_pwrite(h, p, (size_t)len, off,
-				      NBD_NULL_COMPLETION, rq->flags);
+		return nbd_aio_pwrite(h, data, (size_t)len, p->off, cb, rq->flags);
 	case OP_ZERO:
-		return nbd_aio_zero(h, len, off, NBD_NULL_COMPLETION, rq->flags);
+		return nbd_aio_zero(h, len, p->off, cb, rq->flags);
 	case OP_TRIM:
-		return nbd_aio_trim(h, len, off, NBD_NULL_COMPLETION, 0);
+		return nbd_aio_trim(h, len, p->off, cb, 0);
+	case OP_FLUSH:
+		return nbd_aio_flush(h, cb, 0);
+	case OP_STATUS:
+		return nbd_aio_block_status(h, len, p->off, rq->extent, cb,
+					    LIBNBD_CMD_FLAG_REQ_ONE);
 	}
 	return -1;
 }
 
-/* Issue pieces while slots, connection depth and range allow. */
-static void fill(struct request *rq, uint64_t base)
-{
-	unsigned int s, c = 0;
-
-	for (s = 0; s < NBD_SLOTS && rq->off < rq->end && !rq->err; s++) {
-		struct piece *pc = &rq->slots[s];
-		uint64_t len = BC_MIN(rq->piece, rq->end - rq->off);
-		unsigned int tries;
-		int64_t cookie;
-
-		if (pc->cookie)
-			continue;
-		/* The least loaded connection of the request. */
-		for (tries = 0; tries < rq->nconns; tries++) {
-			if (rq->depth[c] < NBD_DEPTH)
-				break;
-			c = (c + 1) % rq->nconns;
-		}
-		if (rq->depth[c] >= NBD_DEPTH)
-			return;
-		cookie = issue_piece(rq, rq->conns[c]->h,
-				     rq->buf ? rq->buf + (rq->off - base) : NULL,
-				     rq->off, len);
-		if (cookie < 0) {
-			rq->err = nbd_fail(rq->img, op_names[rq->op], rq->off, true);
-			return;
-		}
-		pc->cookie = cookie;
-		pc->conn = c;
-		pc->off = rq->off;
-		rq->depth[c]++;
-		rq->inflight++;
-		rq->off += len;
-		c = (c + 1) % rq->nconns;
-	}
-}
-
-/* Retire completed pieces; records the first failure. */
-static void collect(struct request *rq)
-{
-	unsigned int s;
-
-	for (s = 0; s < NBD_SLOTS && rq->inflight; s++) {
-		struct piece *pc = &rq->slots[s];
-		int r;
-
-		if (!pc->cookie)
-			continue;
-		r = nbd_aio_command_completed(rq->conns[pc->conn]->h, pc->cookie);
-		if (r == 0)
-			continue;
-		if (r < 0 && !rq->err)
-			rq->err = nbd_fail(rq->img, op_names[rq->op], pc->off, true);
-		pc->cookie = 0;
-		rq->depth[pc->conn]--;
-		rq->inflight--;
-	}
-}
-
 /*
- * Wait for the request's connections to be ready and let libnbd move.
- * A connection that died completes its commands with an error (collect()
- * sees them); one with nothing to wait for is skipped.
+ * Queue every piece of the request (at most NBD_SLOTS at a time) and wait
+ * for all of them. Returns 0 or -errno with the message recorded.
  */
-static int drive(struct request *rq)
+static int run_request(struct request *rq)
 {
-	struct pollfd pfd[NBD_CONNS];
-	unsigned int i, n = 0, map[NBD_CONNS];
+	struct nbd *nbd = rq->nbd;
+	bool flush = rq->op == OP_FLUSH;
 
-	for (i = 0; i < rq->nconns; i++) {
-		struct nbd_handle *h = rq->conns[i]->h;
-		unsigned int dir = nbd_aio_get_direction(h);
-		int fd = nbd_aio_get_fd(h);
+	pthread_mutex_lock(&nbd->lock);
+	for (;;) {
+		unsigned int s;
+		bool queued = false;
 
-		if (!rq->depth[i] || fd < 0 || !dir)
-			continue;
-		pfd[n].fd = fd;
-		pfd[n].events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-					((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0));
-		pfd[n].revents = 0;
-		map[n++] = i;
-	}
-	if (!n) {
-		/* Pieces in flight on connections that cannot move: dead. */
-		bc_error_set(BC_ERR_IO, ENOTCONN,
-			     "%s: %s failed: connection to the server lost",
-			     rq->img->filename, op_names[rq->op]);
-		return -ENOTCONN;
-	}
-	if (poll(pfd, n, -1) < 0) {
-		if (errno == EINTR)
-			return 0;
-		return -errno;
-	}
-	for (i = 0; i < n; i++) {
-		struct nbd_handle *h = rq->conns[map[i]]->h;
-		short ev = pfd[i].revents;
+		while ((rq->off < rq->end || flush) && !rq->err && !rq->cmd_err &&
+		       rq->inflight < NBD_SLOTS) {
+			struct piece *p;
+			uint64_t len = BC_MIN(rq->piece, rq->end - rq->off);
+			int64_t cookie;
 
-		/* A hang-up is read as the end of the stream. */
-		if (ev & (POLLIN | POLLHUP | POLLERR))
-			(void)nbd_aio_notify_read(h);
-		if (ev & POLLOUT)
-			(void)nbd_aio_notify_write(h);
+			for (s = 0; rq->pieces[s].busy; s++)
+				;
+			p = &rq->pieces[s];
+			p->rq = rq;
+			p->off = rq->off;
+			p->busy = true;
+			rq->inflight++;
+			if (nbd->ncmds++ == 0)
+				pthread_cond_broadcast(&nbd->done); /* driver: work */
+			rq->off += len;
+			flush = false;
+			pthread_mutex_unlock(&nbd->lock);
+			cookie = queue_piece(rq, p, len);
+			/* On failure piece_free has run already. */
+			if (cookie < 0)
+				rq->err = nbd_fail(nbd->img, op_names[rq->op],
+						   p->off, rq->op != OP_FLUSH);
+			pthread_mutex_lock(&nbd->lock);
+			queued = true;
+		}
+		if (queued) {
+			pthread_mutex_unlock(&nbd->lock);
+			wake(nbd);
+			pthread_mutex_lock(&nbd->lock);
+		}
+		if (!rq->inflight && (rq->off >= rq->end || rq->err || rq->cmd_err))
+			break;
+		pthread_cond_wait(&nbd->done, &nbd->lock);
 	}
-	return 0;
-}
-
-/* Forget what is in flight on a connection that cannot complete it. */
-static void abandon(struct request *rq)
-{
-	memset(rq->slots, 0, sizeof(rq->slots));
-	memset(rq->depth, 0, sizeof(rq->depth));
-	rq->inflight = 0;
+	pthread_mutex_unlock(&nbd->lock);
+	if (!rq->err && rq->cmd_err)
+		rq->err = cmd_fail(nbd->img, op_names[rq->op], rq->cmd_err_off,
+				   rq->cmd_err);
+	return rq->err;
 }
 
 static int run(struct fmt_image *img, enum nbd_op op, void *buf, uint64_t n,
@@ -329,53 +359,24 @@ static int run(struct fmt_image *img, enum nbd_op op, void *buf, uint64_t n,
 {
 	struct nbd *nbd = img->priv;
 	struct request rq = {
-		.img = img, .op = op, .buf = buf, .off = off, .end = off + n,
-		.flags = flags,
+		.nbd = nbd, .op = op, .buf = buf, .base = off, .off = off,
+		.end = off + n, .flags = flags,
 	};
-	uint64_t max = (op == OP_READ || op == OP_WRITE) ? nbd->data_max
-							  : NBD_RANGE_MAX;
-	uint64_t pieces;
-	unsigned int want;
+	bool data = op == OP_READ || op == OP_WRITE;
 
-	/* Data in pieces spread over connections; ranges in few, large ones. */
-	rq.piece = (op == OP_READ || op == OP_WRITE) ? BC_MIN(max, NBD_PIECE) : max;
-	pieces = (n + rq.piece - 1) / rq.piece;
-	want = (unsigned int)BC_MIN(pieces, (uint64_t)nbd->nconns);
-	rq.nconns = checkout(nbd, want, rq.conns);
-	if (pieces > rq.nconns && pieces <= (uint64_t)rq.nconns * NBD_DEPTH &&
-	    (op == OP_READ || op == OP_WRITE)) {
-		/* Fewer, larger pieces: one round per connection. */
-		rq.piece = BC_MIN(max, bc_align_up((n + rq.nconns - 1) / rq.nconns, 4096));
-	}
-
-	for (;;) {
-		int ret;
-
-		fill(&rq, off);
-		if (!rq.inflight)
-			break;
-		ret = drive(&rq);
-		if (ret < 0) {
-			if (!rq.err)
-				rq.err = ret;
-			abandon(&rq);
-			break;
-		}
-		collect(&rq);
-	}
-	checkin(nbd, rq.conns, rq.nconns);
-	return rq.err;
+	/* Data in pieces spread over the wire; ranges in few, large ones. */
+	rq.piece = data ? BC_MIN(nbd->data_max, NBD_PIECE) : NBD_RANGE_MAX;
+	return run_request(&rq);
 }
 
 /* --- write-behind -------------------------------------------------------- */
 
-/* libnbd calls this from whichever thread drives the connection. */
 static int wb_complete(void *opaque, int *error)
 {
 	struct wb_buf *w = opaque;
 	struct nbd *nbd = w->nbd;
 
-	BC_LOCK_GUARD(&nbd->wb_lock);
+	BC_LOCK_GUARD(&nbd->lock);
 	if (*error && !nbd->wb_err) {
 		nbd->wb_err = *error;
 		nbd->wb_err_off = w->off;
@@ -383,62 +384,19 @@ static int wb_complete(void *opaque, int *error)
 	return 1; /* retire the command */
 }
 
-/*
- * The buffer is free when libnbd is done with the callback: after the
- * completion, or at once when the write could not even be issued.
- */
 static void wb_free(void *opaque)
 {
 	struct wb_buf *w = opaque;
 	struct nbd *nbd = w->nbd;
 
-	BC_LOCK_GUARD(&nbd->wb_lock);
+	BC_LOCK_GUARD(&nbd->lock);
 	w->busy = false;
 	nbd->wb_busy--;
-	pthread_cond_broadcast(&nbd->wb_done);
+	nbd->ncmds--;
+	pthread_cond_broadcast(&nbd->done);
 }
 
-/*
- * Let libnbd move on the connections in @conns that have commands in
- * flight: poll them for up to @timeout_ms and notify. Returns how many
- * had something in flight.
- */
-static unsigned int kick(struct nbd_conn **conns, unsigned int n, int timeout_ms)
-{
-	struct pollfd pfd[NBD_CONNS];
-	unsigned int i, k = 0, map[NBD_CONNS];
-
-	for (i = 0; i < n; i++) {
-		struct nbd_handle *h = conns[i]->h;
-		unsigned int dir;
-		int fd;
-
-		if (nbd_aio_in_flight(h) <= 0)
-			continue;
-		dir = nbd_aio_get_direction(h);
-		fd = nbd_aio_get_fd(h);
-		if (fd < 0 || !dir)
-			continue;
-		pfd[k].fd = fd;
-		pfd[k].events = (short)(((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0) |
-					((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0));
-		pfd[k].revents = 0;
-		map[k++] = i;
-	}
-	if (!k || poll(pfd, k, timeout_ms) <= 0)
-		return k;
-	for (i = 0; i < k; i++) {
-		struct nbd_handle *h = conns[map[i]]->h;
-
-		if (pfd[i].revents & (POLLIN | POLLHUP | POLLERR))
-			(void)nbd_aio_notify_read(h);
-		if (pfd[i].revents & POLLOUT)
-			(void)nbd_aio_notify_write(h);
-	}
-	return k;
-}
-
-/* Whether a write-behind in flight overlaps [off, off+len); wb_lock held. */
+/* Whether a write-behind in flight overlaps [off, off+len); lock held. */
 static bool wb_overlaps_locked(const struct nbd *nbd, uint64_t off, uint64_t len)
 {
 	unsigned int i;
@@ -453,73 +411,44 @@ static bool wb_overlaps_locked(const struct nbd *nbd, uint64_t off, uint64_t len
 }
 
 /*
- * Wait until no write-behind is in flight (@len 0) or until a buffer is
- * free and none in flight overlaps [off, off+len), driving the
- * connections meanwhile. Returns the free buffer (or NULL when draining).
+ * Wait until no write-behind is in flight (@len 0), or until a buffer is
+ * free and none in flight overlaps [off, off+len); then returns that
+ * buffer, busy and counted (NULL when draining).
  */
 static struct wb_buf *wb_wait(struct nbd *nbd, uint64_t off, uint64_t len)
 {
+	unsigned int i;
+
+	BC_LOCK_GUARD(&nbd->lock);
 	for (;;) {
-		struct nbd_conn *c[NBD_CONNS];
-		unsigned int i, n;
-
-		pthread_mutex_lock(&nbd->wb_lock);
-		if (!len && !nbd->wb_busy) {
-			pthread_mutex_unlock(&nbd->wb_lock);
+		if (!len && !nbd->wb_busy)
 			return NULL;
-		}
 		if (len && nbd->wb_busy < NBD_WB_BUFS &&
-		    !wb_overlaps_locked(nbd, off, len)) {
-			for (i = 0; nbd->wb[i].busy; i++)
-				;
-			nbd->wb[i].busy = true;
-			nbd->wb_busy++;
-			pthread_mutex_unlock(&nbd->wb_lock);
-			return &nbd->wb[i];
-		}
-		pthread_mutex_unlock(&nbd->wb_lock);
-
-		n = checkout(nbd, nbd->nconns, c);
-		if (!kick(c, n, NBD_WB_POLL_MS)) {
-			/* What we wait for is on connections others are driving. */
-			struct timespec ts;
-
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_nsec += NBD_WB_POLL_MS * 1000000L;
-			if (ts.tv_nsec >= 1000000000L) {
-				ts.tv_sec++;
-				ts.tv_nsec -= 1000000000L;
-			}
-			checkin(nbd, c, n);
-			pthread_mutex_lock(&nbd->wb_lock);
-			if (nbd->wb_busy)
-				(void)pthread_cond_timedwait(&nbd->wb_done,
-							     &nbd->wb_lock, &ts);
-			pthread_mutex_unlock(&nbd->wb_lock);
-			continue;
-		}
-		checkin(nbd, c, n);
+		    !wb_overlaps_locked(nbd, off, len))
+			break;
+		pthread_cond_wait(&nbd->done, &nbd->lock);
 	}
+	for (i = 0; nbd->wb[i].busy; i++)
+		;
+	nbd->wb[i].busy = true;
+	nbd->wb_busy++;
+	if (nbd->ncmds++ == 0)
+		pthread_cond_broadcast(&nbd->done); /* the driver waits for work */
+	return &nbd->wb[i];
 }
 
 /* The first write-behind failure, reported now; 0 when none. */
 static int wb_error(struct fmt_image *img)
 {
 	struct nbd *nbd = img->priv;
-	char ebuf[128];
 	int err;
 	uint64_t off;
 
-	pthread_mutex_lock(&nbd->wb_lock);
+	pthread_mutex_lock(&nbd->lock);
 	err = nbd->wb_err;
 	off = nbd->wb_err_off;
-	pthread_mutex_unlock(&nbd->wb_lock);
-	if (!err)
-		return 0;
-	bc_error_set(bc_errno_to_code(err), err,
-		     "%s: write failed at offset %llu: %s", img->filename,
-		     (unsigned long long)off, strerror_r(err, ebuf, sizeof(ebuf)));
-	return -err;
+	pthread_mutex_unlock(&nbd->lock);
+	return err ? cmd_fail(img, "write", off, err) : 0;
 }
 
 /* Every write-behind done; its first error, if any. */
@@ -533,9 +462,7 @@ static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
 				 size_t n, uint64_t off)
 {
 	struct nbd *nbd = img->priv;
-	struct nbd_conn *c[NBD_CONNS] = { NULL };
 	struct wb_buf *w;
-	unsigned int k;
 	int64_t cookie;
 	int ret;
 
@@ -547,37 +474,25 @@ static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
 		return ret < 0 ? ret : run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
 	}
 	w = wb_wait(nbd, off, n);
-	if (!w->data) {
-		w->data = malloc(NBD_WB_SIZE);
-		if (!w->data) {
-			pthread_mutex_lock(&nbd->wb_lock);
-			w->busy = false;
-			nbd->wb_busy--;
-			pthread_mutex_unlock(&nbd->wb_lock);
-			return -ENOMEM;
-		}
-	}
 	w->nbd = nbd;
 	w->off = off;
 	w->len = n;
+	if (!w->data)
+		w->data = malloc(NBD_WB_SIZE);
+	if (!w->data) {
+		wb_free(w);
+		return -ENOMEM;
+	}
 	memcpy(w->data, buf, n);
-	k = checkout(nbd, 1, c);
-	cookie = nbd_aio_pwrite(c[0]->h, w->data, n, off,
+	cookie = nbd_aio_pwrite(pick(nbd), w->data, n, off,
 				(nbd_completion_callback){ .callback = wb_complete,
 							   .user_data = w,
 							   .free = wb_free },
 				0);
-	if (cookie < 0) {
-		/* wb_free has released the buffer already. */
-		ret = nbd_fail(img, "write", off, true);
-		checkin(nbd, c, k);
-		return ret;
-	}
-	checkin(nbd, c, k);
-	/* Move whatever is ready on the free connections, without waiting. */
-	k = checkout(nbd, nbd->nconns, c);
-	(void)kick(c, k, 0);
-	checkin(nbd, c, k);
+	/* On failure wb_free has released the buffer already. */
+	if (cookie < 0)
+		return nbd_fail(img, "write", off, true);
+	wake(nbd);
 	return 0;
 }
 
@@ -664,8 +579,6 @@ static int nbd_drv_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 static int nbd_drv_flush(struct fmt_image *img)
 {
 	struct nbd *nbd = img->priv;
-	struct nbd_conn *c[NBD_CONNS];
-	unsigned int n, i;
 	int ret = drain(img);
 
 	if (ret < 0 || !nbd->can_flush)
@@ -674,13 +587,7 @@ static int nbd_drv_flush(struct fmt_image *img)
 	 * With multi-conn a flush on one connection covers the writes of
 	 * all; without it there is only one connection.
 	 */
-	n = checkout(nbd, 1, c);
-	for (i = 0; i < n && !ret; i++) {
-		if (nbd_flush(c[i]->h, 0) < 0)
-			ret = nbd_fail(img, "flush", 0, false);
-	}
-	checkin(nbd, c, n);
-	return ret;
+	return run(img, OP_FLUSH, NULL, 0, 0, 0);
 }
 
 struct extent_answer {
@@ -707,7 +614,11 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 {
 	struct nbd *nbd = img->priv;
 	struct extent_answer a = { 0 };
-	struct nbd_conn *c = NULL;
+	struct request rq = {
+		.nbd = nbd, .op = OP_STATUS, .base = off, .off = off,
+		.end = off + BC_MIN(len, NBD_RANGE_MAX), .piece = NBD_RANGE_MAX,
+		.extent = { .callback = extent_cb, .user_data = &a },
+	};
 	int r;
 
 	ext->depth = 0;
@@ -718,14 +629,9 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 	r = drain(img);
 	if (r < 0 || !nbd->has_alloc)
 		return r;
-	(void)checkout(nbd, 1, &c);
-	r = nbd_block_status(c->h, BC_MIN(len, NBD_RANGE_MAX), off,
-			     (nbd_extent_callback){ .callback = extent_cb,
-						    .user_data = &a },
-			     LIBNBD_CMD_FLAG_REQ_ONE);
-	checkin(nbd, &c, 1);
+	r = run_request(&rq);
 	if (r < 0)
-		return nbd_fail(img, "block status", off, true);
+		return r;
 	if (!a.seen || !a.len) {
 		bc_error_set(BC_ERR_IO, EPROTO,
 			     "%s: block status at offset %llu: the server answered no extent",
@@ -767,16 +673,21 @@ static void nbd_drv_close(struct fmt_image *img)
 		return;
 	/* Whatever fails here was never relied on: no flush covered it. */
 	(void)wb_wait(nbd, 0, 0);
+	pthread_mutex_lock(&nbd->lock);
+	nbd->stop = true;
+	pthread_cond_broadcast(&nbd->done);
+	pthread_mutex_unlock(&nbd->lock);
+	wake(nbd);
+	(void)pthread_join(nbd->driver, NULL);
 	for (i = 0; i < nbd->nconns; i++) {
 		/* Ask politely; a dead connection just closes. */
-		(void)nbd_shutdown(nbd->conns[i].h, 0);
-		nbd_close(nbd->conns[i].h);
+		(void)nbd_shutdown(nbd->conns[i], 0);
+		nbd_close(nbd->conns[i]);
 	}
 	for (i = 0; i < NBD_WB_BUFS; i++)
 		free(nbd->wb[i].data);
-	pthread_cond_destroy(&nbd->wb_done);
-	pthread_mutex_destroy(&nbd->wb_lock);
-	pthread_cond_destroy(&nbd->freed);
+	(void)close(nbd->efd);
+	pthread_cond_destroy(&nbd->done);
 	pthread_mutex_destroy(&nbd->lock);
 	free(nbd);
 	img->priv = NULL;
@@ -818,19 +729,21 @@ static int nbd_drv_open(struct fmt_image *img)
 	nbd = calloc(1, sizeof(*nbd));
 	if (!nbd)
 		return -ENOMEM;
-	if ((ret = -pthread_mutex_init(&nbd->lock, NULL)))
+	nbd->img = img;
+	nbd->efd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (nbd->efd < 0) {
+		ret = -errno;
 		goto err_free;
-	if ((ret = -pthread_cond_init(&nbd->freed, NULL)))
+	}
+	if ((ret = -pthread_mutex_init(&nbd->lock, NULL)))
+		goto err_efd;
+	if ((ret = -pthread_cond_init(&nbd->done, NULL)))
 		goto err_mutex;
-	if ((ret = -pthread_mutex_init(&nbd->wb_lock, NULL)))
-		goto err_cond;
-	if ((ret = -pthread_cond_init(&nbd->wb_done, NULL)))
-		goto err_wb_lock;
 	img->priv = nbd;
 	ret = connect_one(img, &h);
 	if (ret < 0)
-		goto err_wb_cond;
-	nbd->conns[0].h = h;
+		goto err_cond;
+	nbd->conns[0] = h;
 	nbd->nconns = 1;
 
 	size = nbd_get_size(h);
@@ -859,27 +772,30 @@ static int nbd_drv_open(struct fmt_image *img)
 
 	want = nbd_can_multi_conn(h) > 0 ? NBD_CONNS : 1;
 	for (i = 1; i < want; i++) {
-		ret = connect_one(img, &nbd->conns[i].h);
+		ret = connect_one(img, &nbd->conns[i]);
 		if (ret < 0)
 			goto err_close;
 		nbd->nconns++;
 	}
-	nbd->nfree = nbd->nconns;
+	ret = -pthread_create(&nbd->driver, NULL, driver_main, nbd);
+	if (ret < 0) {
+		bc_error_set(BC_ERR_INTERNAL, -ret,
+			     "%s: cannot start the NBD driver thread", img->filename);
+		goto err_close;
+	}
 	img->size = (uint64_t)size;
 	img->request_align = 1;
 	return 0;
 
 err_close:
 	for (i = 0; i < nbd->nconns; i++)
-		nbd_close(nbd->conns[i].h);
-err_wb_cond:
-	pthread_cond_destroy(&nbd->wb_done);
-err_wb_lock:
-	pthread_mutex_destroy(&nbd->wb_lock);
+		nbd_close(nbd->conns[i]);
 err_cond:
-	pthread_cond_destroy(&nbd->freed);
+	pthread_cond_destroy(&nbd->done);
 err_mutex:
 	pthread_mutex_destroy(&nbd->lock);
+err_efd:
+	(void)close(nbd->efd);
 err_free:
 	free(nbd);
 	img->priv = NULL;

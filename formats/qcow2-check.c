@@ -23,11 +23,22 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
+/*
+ * Findings qemu-img check reports after the refcount comparison (the
+ * OFLAG_COPIED ones): kept here until then, so the lines come in its
+ * order.
+ */
+struct late_notes {
+	char **line;
+	size_t n, cap;
+};
+
 struct refs {
 	struct qcow2 *q;
 	uint32_t *cnt;
 	uint64_t nb; /* clusters in cnt */
 	struct fmt_check_report *rep;
+	struct late_notes *late; /* NULL: note at once */
 };
 
 /* One finding for the caller (fmt_check_report.note), one line. */
@@ -43,6 +54,38 @@ note(const struct fmt_check_report *rep, const char *fmt, ...)
 	vsnprintf(line, sizeof(line), fmt, ap);
 	va_end(ap);
 	rep->note(rep->note_opaque, line);
+}
+
+/* A finding reported after the refcount comparison (see late_notes). */
+__attribute__((format(printf, 2, 3))) static void
+note_late(struct refs *r, const char *fmt, ...)
+{
+	char line[256];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (r->late) {
+		struct late_notes *l = r->late;
+
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? l->cap * 2 : 16;
+			char **n = reallocarray(l->line, cap, sizeof(*n));
+
+			if (!n)
+				goto now; /* out of order rather than lost */
+			l->line = n;
+			l->cap = cap;
+		}
+		l->line[l->n] = strdup(line);
+		if (l->line[l->n]) {
+			l->n++;
+			return;
+		}
+	}
+now:
+	note(r->rep, "%s", line);
 }
 
 /*
@@ -228,7 +271,7 @@ static int walk_l2(struct refs *r, uint64_t l2_off, bool active)
 				ret = 0;
 			} else if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 				r->rep->corruptions++;
-				note(r->rep, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
+				note_late(r, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu",
 				     (unsigned long long)e, (unsigned long long)rc);
 			}
 		}
@@ -294,7 +337,7 @@ static int walk_l1(struct refs *r, uint64_t off, uint64_t n, bool active)
 				r->rep->check_errors++;
 			} else if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
 				r->rep->corruptions++;
-				note(r->rep, "ERROR OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx refcount=%llu",
+				note_late(r, "ERROR OFLAG_COPIED L2 cluster: l1_index=%llu l1_entry=%llx refcount=%llu",
 				     (unsigned long long)i, (unsigned long long)e,
 				     (unsigned long long)rc);
 			}
@@ -455,11 +498,11 @@ static int walk_bitmaps(struct refs *r)
 	return ret < 0 ? ret : 0;
 }
 
-int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
-			      uint32_t **refs, uint64_t *nb,
-			      struct fmt_check_report *rep)
+static int collect_refs(struct qcow2 *q, bool with_refcount_structs,
+			uint32_t **refs, uint64_t *nb,
+			struct fmt_check_report *rep, struct late_notes *late)
 {
-	struct refs r = {.q = q, .rep = rep};
+	struct refs r = {.q = q, .rep = rep, .late = late};
 	struct stat st;
 	uint64_t i;
 	int ret;
@@ -500,11 +543,31 @@ int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
 	return 0;
 }
 
+int qcow2_collect_refs_locked(struct qcow2 *q, bool with_refcount_structs,
+			      uint32_t **refs, uint64_t *nb,
+			      struct fmt_check_report *rep)
+{
+	return collect_refs(q, with_refcount_structs, refs, nb, rep, NULL);
+}
+
+/* Reports the late findings in order, and frees them. */
+static void flush_late(struct fmt_check_report *rep, struct late_notes *l)
+{
+	size_t i;
+
+	for (i = 0; i < l->n; i++) {
+		note(rep, "%s", l->line[i]);
+		free(l->line[i]);
+	}
+	free(l->line);
+}
+
 int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 {
 	struct qcow2 *q = img->priv;
 	uint32_t *refs = NULL;
 	uint64_t nb = 0, c, end, highest = 0;
+	struct late_notes late = { 0 };
 	bool any = false;
 	int ret;
 
@@ -516,9 +579,11 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 		if (ret < 0)
 			return ret;
 	}
-	ret = qcow2_collect_refs_locked(q, true, &refs, &nb, rep);
-	if (ret < 0)
+	ret = collect_refs(q, true, &refs, &nb, rep, &late);
+	if (ret < 0) {
+		flush_late(rep, &late);
 		return ret;
+	}
 	end = BC_MAX(nb,
 		     (q->file_size + q->cluster_size - 1) >> q->cluster_bits);
 	for (c = 0; c < end; c++) {
@@ -548,6 +613,7 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 		}
 	}
 	free(refs);
+	flush_late(rep, &late);
 	rep->total_clusters =
 		(img->size + q->cluster_size - 1) >> q->cluster_bits;
 	rep->image_end_offset = any ? (highest + 1) << q->cluster_bits : 0;

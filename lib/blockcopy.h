@@ -429,7 +429,9 @@ BC_API int bc_block_pull(bc_disk *disk, unsigned long bandwidth,
  * @params: NULL for defaults; bandwidth in bytes/s (0 = unlimited),
  * granularity (power of two 4096..67108864, 0 = 64 KiB), buf_size (bytes
  * in flight, granularity..1 GiB, 0 = 16 MiB). @flags: SHALLOW, REUSE_EXT,
- * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, and one of
+ * TRANSIENT_JOB, SYNCHRONOUS_WRITES, AUTO_CONVERGE, a data path (DIRECT,
+ * BUFFERED, FILE_RANGE, REFLINK, REFLINK_ALWAYS above; default: the engine
+ * chooses, bc_block_job_copy_method() says what), and one of
  * ON_TARGET_ERROR_STOP / ON_TARGET_ERROR_IGNORE (below; default: a
  * destination error fails the job).
  *
@@ -699,8 +701,9 @@ typedef struct bc_completion {
  * while queues are open, after which they refuse new requests
  * (BC_ERR_OPERATION_INVALID "disk '...' is closed") and the disk is
  * freed with its last queue. Returns NULL on error (BC_ERR_INVALID_ARG,
- * BC_ERR_OPERATION_INVALID on a closed disk, BC_ERR_NO_MEMORY,
- * BC_ERR_UNSUPPORTED when BLOCKCOPY_IO=uring and io_uring is unusable).
+ * also for BLOCKCOPY_IO other than "uring" or "aio"; BC_ERR_OPERATION_INVALID
+ * on a closed disk; BC_ERR_NO_MEMORY; BC_ERR_UNSUPPORTED when
+ * BLOCKCOPY_IO=uring and io_uring is unusable).
  */
 BC_API bc_queue *bc_queue_new(bc_disk *disk, unsigned int depth,
 			      unsigned int flags);

@@ -337,6 +337,10 @@ static void *guest_thread(void *arg)
 		    lat > t->mark_max_ns)
 			t->mark_max_ns = lat;
 		t->ops[ph]++;
+		if (op == OP_WRITE || op == OP_ZEROES) {
+			for (b = b0; b <= b1; b++)
+				shadow_set(g->shadow, b, t->gens[b - b0], ps, pe);
+		}
 		switch (op) {
 		case OP_WRITE:
 			t->writes[ph]++;
@@ -344,12 +348,9 @@ static void *guest_thread(void *arg)
 			t->hist[ph][lat_bucket(lat)]++;
 			if (lat > t->maxns[ph])
 				t->maxns[ph] = lat;
-			/* fall through */
+			break;
 		case OP_ZEROES:
-			for (b = b0; b <= b1; b++)
-				shadow_set(g->shadow, b, t->gens[b - b0], ps, pe);
-			if (op == OP_ZEROES)
-				t->zeroes++;
+			t->zeroes++;
 			break;
 		case OP_READ: {
 			uint64_t at = shadow_check(g->shadow, off, (size_t)len, t->buf);

@@ -20,6 +20,17 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/*
+ * Before another message on stderr: a progress frame drawn on a terminal
+ * has no newline yet; end it so that the message starts on its own line.
+ */
+static void end_progress_line(struct job_run *run)
+{
+	if (run->line_open)
+		fputc('\n', stderr);
+	run->line_open = false;
+}
+
 static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		     int type, int status, void *opaque)
 {
@@ -36,6 +47,7 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 	}
 	if (status == BC_BLOCK_JOB_PAUSED) {
 		/* --on-error stop: say why and how to go on; the job waits. */
+		end_progress_line(run);
 		fprintf(stderr,
 			"blockcopy: %s\nblockcopy: copy paused: send SIGUSR1 to process %ld to resume, SIGINT to cancel\n",
 			bc_last_error()->message, (long)getpid());
@@ -47,8 +59,8 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 }
 
 /* What the job is doing, as the progress line names it. */
-enum run_phase { PHASE_COPYING, PHASE_PULLING, PHASE_MIRRORING, PHASE_PIVOTING,
-		 PHASE_FINISHING, PHASE_DONE };
+enum run_phase { PHASE_COPYING, PHASE_PULLING, PHASE_MIRRORING, PHASE_PAUSED,
+		 PHASE_PIVOTING, PHASE_FINISHING, PHASE_DONE };
 
 static const char *phase_name(enum run_phase p)
 {
@@ -59,6 +71,8 @@ static const char *phase_name(enum run_phase p)
 		return "pulling";
 	case PHASE_MIRRORING:
 		return "mirroring";
+	case PHASE_PAUSED:
+		return "paused";
 	case PHASE_PIVOTING:
 		return "pivoting";
 	case PHASE_FINISHING:
@@ -96,12 +110,20 @@ static void show_progress(struct job_run *run, enum run_phase phase,
 	tool_human_size(info.cur, done, sizeof(done));
 	tool_human_size(info.end, total, sizeof(total));
 	tool_human_size((uint64_t)rate, rate_s, sizeof(rate_s));
+	if (phase != PHASE_DONE && phase != PHASE_PIVOTING &&
+	    phase != PHASE_FINISHING) {
+		int state;
+
+		if (bc_get_block_job_state(run->disk, &state, NULL, 0) == 1 &&
+		    state == BC_BLOCK_JOB_STATE_PAUSED)
+			phase = PHASE_PAUSED;
+	}
 	if (phase == PHASE_DONE && elapsed < 60) {
 		snprintf(when, sizeof(when), " in %.1f s", elapsed);
 	} else if (phase == PHASE_DONE) {
 		snprintf(when, sizeof(when), " in %d:%02d", (int)elapsed / 60,
 			 (int)elapsed % 60);
-	} else if (rate > 0 && info.end > info.cur) {
+	} else if (rate > 0 && info.end > info.cur && phase != PHASE_PAUSED) {
 		/* Rounded up: "0:00" would read as done. */
 		int left = (int)ceil((double)(info.end - info.cur) / rate);
 
@@ -117,13 +139,14 @@ static void show_progress(struct job_run *run, enum run_phase phase,
 	fprintf(stderr, "\r%-9s [%.*s%*s] %5.1f%% %s/%s %s/s%s\033[K",
 		phase_name(phase), filled, "##############################",
 		width - filled, "", frac * 100, done, total, rate_s, when);
+	run->line_open = true;
 	if (phase == PHASE_DONE)
-		fputc('\n', stderr);
+		end_progress_line(run);
 }
 
 int job_run_wait(struct job_run *run)
 {
-	bool tty = isatty(STDERR_FILENO), shown = false;
+	bool tty = isatty(STDERR_FILENO);
 	double start = now_s(), last_shown = 0;
 	bool pivot_sent = false, cancel_sent = false;
 	enum run_phase phase = PHASE_COPYING;
@@ -151,8 +174,10 @@ int job_run_wait(struct job_run *run)
 				phase = PHASE_PULLING;
 		}
 		if (tool_resume_requested() &&
-		    bc_block_job_resume(run->disk, 0) == 0)
+		    bc_block_job_resume(run->disk, 0) == 0) {
+			end_progress_line(run);
 			fprintf(stderr, "blockcopy: copy resumed\n");
+		}
 		if (tool_stop_requested() && !cancel_sent) {
 			run->interrupted = true;
 			cancel_sent = true;
@@ -164,7 +189,6 @@ int job_run_wait(struct job_run *run)
 			phase = run->pivot ? PHASE_PIVOTING : PHASE_FINISHING;
 			if (run->progress) {
 				show_progress(run, phase, t, tty);
-				shown = true;
 			}
 			if (bc_block_job_abort(run->disk, run->pivot ?
 					       BC_BLOCK_JOB_ABORT_PIVOT : 0) < 0) {
@@ -182,15 +206,14 @@ int job_run_wait(struct job_run *run)
 			phase = PHASE_MIRRORING;
 		if (run->progress && t - last_shown >= (tty ? 0.2 : 1.0)) {
 			show_progress(run, phase, t, tty);
-			shown = true;
 			last_shown = t;
 		}
 	}
 	run->seconds = now_s() - start;
 	if (run->progress && run->status == BC_BLOCK_JOB_COMPLETED)
 		show_progress(run, PHASE_DONE, run->seconds, tty);
-	else if (run->progress && tty && shown)
-		fputc('\n', stderr); /* keep where it stopped; the error follows */
+	else
+		end_progress_line(run); /* keep where it stopped; the error follows */
 	return run->status == BC_BLOCK_JOB_COMPLETED ||
 			       (!run->pivot && run->status == BC_BLOCK_JOB_CANCELED &&
 				!run->interrupted && pivot_sent)

@@ -23,6 +23,7 @@ struct job_run {
 	double seconds;      /* start to final event */
 	double mirroring_s;  /* copy: start to MIRRORING, -1 if never */
 	bool interrupted;
+	bool line_open;      /* a progress frame is drawn on a terminal, no newline yet */
 };
 
 /*

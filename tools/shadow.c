@@ -149,8 +149,7 @@ int shadow_hash_initial(struct shadow *s, bc_disk *disk, char *err, size_t len)
 bool shadow_fill(const struct shadow *s, uint64_t b, uint32_t state,
 		 uint64_t off, size_t len, uint8_t *buf)
 {
-	uint64_t start = b * SHADOW_BLOCK, z, i;
-	uint8_t block[SHADOW_BLOCK];
+	uint64_t pos = off - b * SHADOW_BLOCK, end = pos + len, z;
 
 	if (state & SHADOW_ZERO) {
 		memset(buf, 0, len);
@@ -162,14 +161,21 @@ bool shadow_fill(const struct shadow *s, uint64_t b, uint32_t state,
 		s->initial(s->initial_arg, off, buf, len);
 		return true;
 	}
-	/* One splitmix stream per (seed, block, generation). */
+	/*
+	 * One splitmix stream per (seed, block, generation): word k of the
+	 * block is mix(z + (k + 1) * golden), so any range is made directly.
+	 */
 	z = mix(s->seed ^ mix(b * 0x9e3779b97f4a7c15ull + state));
-	for (i = 0; i < SHADOW_BLOCK; i += 8) {
-		uint64_t v = mix(z += 0x9e3779b97f4a7c15ull);
+	while (pos < end) {
+		uint64_t k = pos / 8, v = mix(z + (k + 1) * 0x9e3779b97f4a7c15ull);
+		size_t skip = (size_t)(pos % 8), n = 8 - skip;
 
-		memcpy(block + i, &v, 8);
+		if (n > end - pos)
+			n = (size_t)(end - pos);
+		memcpy(buf, (uint8_t *)&v + skip, n);
+		buf += n;
+		pos += n;
 	}
-	memcpy(buf, block + (off - start), len);
 	return true;
 }
 
@@ -304,7 +310,7 @@ void shadow_may_hold(struct shadow *s, uint64_t b, uint32_t state, int ps,
 static int holds_candidates(const struct shadow *s, uint64_t b,
 			    const struct candidates *c, const uint8_t *data)
 {
-	uint8_t want[SHADOW_CANDIDATES_MAX][SHADOW_BLOCK / 8];
+	uint8_t want[SHADOW_CANDIDATES_MAX][SHADOW_BLOCK / 16];
 	size_t n = block_len(s, b), i, part;
 	bool crc_only = false;
 	uint32_t k;
@@ -315,7 +321,7 @@ static int holds_candidates(const struct shadow *s, uint64_t b,
 		if (c->state[k] == 0 && !s->initial)
 			crc_only = true;
 	}
-	/* Byte by byte, an eighth of the block at a time (stack size). */
+	/* Byte by byte, a sixteenth of the block at a time (stack size). */
 	for (part = 0; part < n; part += sizeof(want[0])) {
 		size_t pl = n - part < sizeof(want[0]) ? n - part : sizeof(want[0]);
 

@@ -351,6 +351,7 @@ static void expect_paused_by(const char *dst, int err)
  * and a resume copies only what was not written: the destination gets as
  * many bytes as in a copy that never failed.
  */
+/* R32 */
 START_TEST(stop_pauses_and_resume_copies_the_rest)
 {
 	uint64_t clean = clean_copy_bytes();
@@ -386,6 +387,7 @@ END_TEST
  * a pivot is refused as paused; resume goes back to mirroring (no second
  * MIRRORING event) and the pivot then switches to an exact copy.
  */
+/* R32 */
 START_TEST(stop_after_mirroring_refuses_pivot_until_resumed)
 {
 	const char *dst;
@@ -418,6 +420,7 @@ START_TEST(stop_after_mirroring_refuses_pivot_until_resumed)
 END_TEST
 
 /* An abort without flags cancels a paused job. */
+/* R32 */
 START_TEST(stop_then_abort_cancels)
 {
 	const char *dst;
@@ -439,6 +442,7 @@ START_TEST(stop_then_abort_cancels)
 END_TEST
 
 /* IGNORE: a failed write is retried; the copy completes exactly. */
+/* R33 */
 START_TEST(ignore_retries_and_completes)
 {
 	uint64_t clean = clean_copy_bytes();
@@ -460,6 +464,7 @@ END_TEST
  * IGNORE is bounded: a destination that keeps failing fails the job
  * after JOB_TARGET_RETRY_MAX (8) rounds of retries, about 2.3 s.
  */
+/* R33 */
 START_TEST(ignore_gives_up_on_a_dead_destination)
 {
 	const char *dst;
@@ -484,6 +489,7 @@ START_TEST(ignore_gives_up_on_a_dead_destination)
 }
 END_TEST
 
+/* R34 */
 START_TEST(policy_arguments)
 {
 	const char *dst;

@@ -115,6 +115,9 @@ static void reap_ok(bc_queue *q, int n, bc_completion *c)
 
 START_TEST(new_refuses_bad_arguments)
 {
+	bc_queue *q;
+	char *io;
+
 	open_raw(0);
 	ck_assert_ptr_null(bc_queue_new(NULL, 8, 0));
 	ck_assert_error(BC_ERR_INVALID_ARG, "disk in bc_queue_new must not be NULL");
@@ -125,6 +128,17 @@ START_TEST(new_refuses_bad_arguments)
 	ck_assert_ptr_null(bc_queue_new(fx.disk, 8, 1u << 3));
 	ck_assert_error(BC_ERR_INVALID_ARG, "unsupported flags (0x8) in function bc_queue_new");
 	bc_queue_free(NULL); /* no-op */
+	/* Restored: without fork mode (valgrind) later tests share it. */
+	io = getenv("BLOCKCOPY_IO") ? strdup(getenv("BLOCKCOPY_IO")) : NULL;
+	setenv("BLOCKCOPY_IO", "bogus", 1);
+	q = bc_queue_new(fx.disk, 8, 0);
+	if (io)
+		setenv("BLOCKCOPY_IO", io, 1);
+	else
+		unsetenv("BLOCKCOPY_IO");
+	free(io);
+	ck_assert_ptr_null(q);
+	ck_assert_error(BC_ERR_INVALID_ARG, "BLOCKCOPY_IO=bogus: expected uring or aio");
 }
 END_TEST
 
@@ -391,6 +405,30 @@ START_TEST(failed_request_reports_in_its_completion)
 				path));
 	/* The calling thread's own error is not touched by it. */
 	ck_assert_int_eq(bc_last_error()->code, BC_ERR_OK);
+	bc_queue_free(q);
+}
+END_TEST
+
+/* A raw file truncated under the disk: the direct path fails as the
+ * synchronous call does, never reading zeros. */
+START_TEST(short_read_fails_as_the_sync_call)
+{
+	char buf[4096], msg[BC_ERROR_MESSAGE_MAX];
+	bc_completion c;
+	bc_queue *q;
+
+	open_raw(0);
+	q = bc_queue_new(fx.disk, 2, 0);
+	ck_assert_int_eq(truncate(fx.top, FX_SIZE / 2), 0);
+	ck_assert_int_eq(bc_disk_pread(fx.disk, buf, 4096, FX_SIZE - 8192), -1);
+	snprintf(msg, sizeof(msg), "%s", bc_last_error()->message);
+	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IO);
+	ck_assert_int_eq(bc_queue_read(q, buf, 4096, FX_SIZE - 8192, buf, 0), 0);
+	ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+	ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+	ck_assert_int_eq(c.ret, -EIO);
+	ck_assert_int_eq(c.error_code, BC_ERR_IO);
+	ck_assert_str_eq(c.error_message, msg);
 	bc_queue_free(q);
 }
 END_TEST
@@ -873,6 +911,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, completion_fd_is_readable_while_completions_wait);
 	tcase_add_test(tc, reap_times_out_while_the_disk_is_quiesced);
 	tcase_add_test(tc, failed_request_reports_in_its_completion);
+	tcase_add_test(tc, short_read_fails_as_the_sync_call);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");

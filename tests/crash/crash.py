@@ -347,7 +347,7 @@ def after_kill_pull(rd):
     b = info(top).get("backing-filename")
     if b not in ("mid.qcow2", new):
         raise Failure("backing pointer after the kill: %r; want 'mid.qcow2' or %r" % (b, new))
-    compare(top, rd.path("ref.raw"), "guest content after the kill")
+    compare(top, rd.ref, "guest content after the kill")
 
 
 def final_pull(rd):
@@ -357,7 +357,7 @@ def final_pull(rd):
     if b != pull_new_backing(rd):
         raise Failure("backing pointer after the rerun: %r, want %r" % (b, pull_new_backing(rd)))
     qcheck(top, "pulled image after the rerun")
-    compare(top, rd.path("ref.raw"), "guest content after the rerun")
+    compare(top, rd.ref, "guest content after the rerun")
 
 
 def check_live(rd, tmp):
@@ -395,7 +395,7 @@ def check_live(rd, tmp):
                                   "killed while creating it?)" % (nxt, os.path.getsize(nxt)))
                 cands.append(nxt)
     floor, newest = guest_bounds(recs)
-    with open(rd.path("ref.raw"), "rb") as f:
+    with open(rd.ref, "rb") as f:
         ref = f.read()
     why = []
     visible = None
@@ -425,11 +425,14 @@ SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "pull", "pul
              "mirror", "snapshot"]
 
 
-def fresh(tmpl, work):
+def fresh(tmpl, work, scen):
+    """A work directory with a copy of the images @scen uses (the guest
+    content reference stays in the template: nothing writes it)."""
     if os.path.exists(work):
         shutil.rmtree(work)
     os.mkdir(work)
-    for n in os.listdir(tmpl):
+    names = ["src.raw"] if scen == "copy-raw" else ["base.qcow2", "mid.qcow2", "top.qcow2"]
+    for n in names:
         shutil.copyfile(os.path.join(tmpl, n), os.path.join(work, n))
 
 
@@ -553,12 +556,13 @@ def main():
         while time.monotonic() < t_end and (not a.max_kills or kills < a.max_kills):
             rnd += 1
             rd = Round(a.scenario, rng, work, tmpl_sha)
+            rd.ref = os.path.join(tmpl, "ref.raw")
             choose(rd)
             if rd.key not in spans:
-                fresh(tmpl, work)
+                fresh(tmpl, work, a.scenario)
                 prepare(rd)
                 spans[rd.key] = live_length(rd)
-            fresh(tmpl, work)
+            fresh(tmpl, work, a.scenario)
             prepare(rd)
             tool = TOOL.get(a.scenario.split("-")[0])
             argv = rd.argv

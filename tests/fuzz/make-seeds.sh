@@ -12,6 +12,10 @@ src=$(cd "$(dirname "$0")/../.." && pwd)
 for t in qemu-img qemu-io python3; do
 	command -v "$t" >/dev/null || { echo "$t not installed: no seeds"; exit 77; }
 done
+# The harnesses run in parallel and share the seeds: one maker at a time.
+mkdir -p "$(dirname "$out")"
+exec 9>"$out.lock"
+flock 9
 [ -f "$out/.done" ] && exit 0
 rm -rf "$out"
 mkdir -p "$out"
@@ -36,6 +40,11 @@ img refcount64.qcow2 cluster_size=512,refcount_bits=64 128k 'write -P 0x42 512 1
 img extl2.qcow2 cluster_size=16384,extended_l2=on 256k 'write -P 0x51 0 2k' 'write -z 8k 2k'
 img lazy.qcow2 cluster_size=512,lazy_refcounts=on 128k 'write -P 0x61 0 1k'
 img empty.qcow2 cluster_size=512 64k
+img bitmaps.qcow2 cluster_size=512 256k 'write -P 0x81 0 1k'
+qemu-img bitmap --add bitmaps.qcow2 b0
+qemu-img bitmap --add --granularity 4096 --disable bitmaps.qcow2 b1
+qemu-io -f qcow2 -c 'write -P 0x82 64k 8k' bitmaps.qcow2 >/dev/null
+cp bitmaps.qcow2 "$out/bitmaps.qcow2"
 qemu-img create -q -f raw plain.raw 64k
 qemu-img convert -c -O qcow2 -o cluster_size=4096 c4k.qcow2 "$out/compressed.qcow2"
 # Overlays over the harness's backing: relative name, with and without

@@ -80,7 +80,7 @@ qio_nbd "$G" -c "write -P 0x41 4M 1M" -c "read -P 0x41 4M 1M" -c "read -P 0x31 1
 ok "qemu-io writes and reads through the plugin"
 
 fio --name=verify --ioengine=nbd --uri="$G" --rw=randwrite --bs=64k \
-	--offset=16M --size=16M --iodepth=8 --verify=crc32c --do_verify=1 \
+	--offset=16M --size=16M --iodepth=8 --verify=crc32c --do_verify=1 --verify_state_save=0 \
 	--output="$T/fio.out" >/dev/null 2>&1 &&
 	grep -q "err= 0" "$T/fio.out" && ok "fio (nbd engine) writes and verifies" ||
 	fail "fio verify through the plugin: $(grep -i err "$T/fio.out")"
@@ -112,8 +112,8 @@ PIDS+=("$DEST_SERVER")
 wait_socket "$D/d.sock"
 serve_disk "$D/g.qcow2"
 fio --name=guest --ioengine=nbd --uri="$G" --rw=randwrite --bs=64k \
-	--offset=32M --size=8M --iodepth=4 --verify=crc32c --do_verify=1 \
-	--rate=8m --loops=6 --output="$T/fio-live.out" >/dev/null 2>&1 &
+	--offset=32M --size=8M --iodepth=4 --verify=crc32c --do_verify=1 --verify_state_save=0 \
+	--rate=8m --loops=12 --output="$T/fio-live.out" >/dev/null 2>&1 &
 FIO=$!
 ctl "{\"cmd\":\"copy\",\"dest\":\"$(uri "$D/d.sock")\",\"flags\":[\"reuse-external\"],\"bandwidth\":16777216}"
 grep -qF '{"ok":true}' "$T/ctl.out" && ok "control: copy started" || fail "copy: $(cat "$T/ctl.out")"
