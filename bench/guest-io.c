@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * bench/guest-io: drive the guest data path of blockcopy as a hypervisor
  * would, for bench/guest-run.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Guest writes on one disk from N threads through the synchronous public
  * calls (bc_disk_pwrite, O_DIRECT): how the qcow2 driver scales with the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Sequential read of an image's whole guest content through the formats
  * layer, in 2 MiB requests, as issue #2 asks to compare with

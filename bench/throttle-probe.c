@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * throttle-probe: run one COPY job with a bandwidth limit and print the
  * job's progress every 10 ms, so that bench/run can judge the throttle

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The COPY job's data path: choice at job start, and the per-path work
  * the copy loop (engine/mirror.c) delegates here. See copy-method.h for

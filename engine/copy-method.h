@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * How a COPY job moves its data: the engine's choice per source and
  * destination, made once when the job starts (copy_method_choose), and the

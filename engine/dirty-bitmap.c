@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Hierarchical dirty bitmap (the idea of QEMU's util/hbitmap.c, our code).
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Hierarchical dirty bitmap: one bit per granule of the byte range
  * [0, size), with summary levels above it so that finding the next dirty

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The engine object: event queue, eventfd and callback dispatch.
  *

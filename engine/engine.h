@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The engine's interface to lib/: engines, disks, the guest data path and
  * block jobs. lib/api-*.c validates public arguments and flag rules, then

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Engine internals shared by the engine sources (never included by lib/).
  *

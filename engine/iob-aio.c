@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libaio backend: the fallback where io_uring is unavailable.
  *

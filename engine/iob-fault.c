@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Fault injection for tests (TEST-ONLY: see iob-fault.h; never linked
  * into libblockcopy): a backend that forwards every request to an inner

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Fault injection for the I/O backend: TEST-ONLY.
  *

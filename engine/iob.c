@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * I/O backend common code: backend selection, request slots, argument
  * checks, completions made without the kernel, ASan poisoning.

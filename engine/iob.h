@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * I/O backend: asynchronous pread/pwrite/fdatasync for the copy loop.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Block job life cycle shared by COPY and PULL: start, abort, info,
  * set-speed, first-error bookkeeping and the end of a job.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Block jobs (private to engine/job.c, mirror.c, pull.c).
  *

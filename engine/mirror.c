@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The COPY job: initial scan, bulk copy, mirroring, pivot and abort.
  *

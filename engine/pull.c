@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The PULL job (block stream): copy into the top image every range that a
  * layer between the top and base holds, then make base the top's backing

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The libaio direct path of the asynchronous queues (BLOCKCOPY_IO=aio, or
  * no io_uring): what queue.c does with its io_uring, with a kernel AIO

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Asynchronous guest I/O queues (the engine side of bc_queue_*).
  *

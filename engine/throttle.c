@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Token bucket on copied bytes, kept as one timestamp (the "theoretical
  * arrival time" of the generic cell rate algorithm): tat_ns is when all

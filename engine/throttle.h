@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Bandwidth limit for the copy job: a token bucket on copied bytes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Live storage migration in one page: open a disk, start a COPY job to a
  * new image, wait on the engine's event fd for MIRRORING, pivot, and wait

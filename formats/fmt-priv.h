@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Helpers shared by fmt.c and chain.c only (not part of the format
  * layer's interface; drivers and upper layers use fmt.h).

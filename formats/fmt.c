@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Driver-independent half of the format layer: driver lookup and
  * probing, the range-checked wrappers every caller goes through, backing

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * nbd without libnbd: the driver exists so that fmt_open() can say why
  * an NBD URI cannot be opened (meson -Dlibnbd=disabled, or libnbd-dev

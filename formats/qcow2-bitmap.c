@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 persistent dirty bitmaps (QEMU docs/interop/qcow2.txt, "Bitmaps
  * extension"): the directory, its validation, keeping enabled bitmaps up

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 write-back metadata cache, in-flight request tracking and file
  * growth (the rules are in the top comment of qcow2.h).

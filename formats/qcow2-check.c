@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 consistency check: the refcount every host cluster should have,
  * computed from every reference in the image, against the refcount

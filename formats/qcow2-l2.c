@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 guest→host mapping: the L1 table, the L2 table cache and the
  * decoding of L2 entries (spec "Cluster mapping", "Extended L2 Entries").

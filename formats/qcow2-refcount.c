@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 refcounts: the two-level refcount structure (spec "Host cluster
  * management"), cluster allocation and freeing, and the rebuild used when

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 writes: guest writes with cluster allocation and copy-on-write,
  * write-zeroes, discard, flush, backing file rewrite and the feature-bit

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * qcow2 driver: header parsing and validation, open/close, reads, block
  * status and info (spec: QEMU docs/interop/qcow2.txt). Writes, creation

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Shared by lib/api-*.c: the argument checks every public call starts
  * with, in libvirt's wording. Each records the error and returns true

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Public wrappers: block jobs, with the flag rules of libvirt's
  * virDomainBlockRebase / BlockCopy / BlockJobAbort (docs/rules.md R1-R8,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Public wrappers: asynchronous guest I/O queues (BC_1.1). The contract of
  * each call is in lib/blockcopy.h; the work is in engine/queue.c.

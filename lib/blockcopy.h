@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy — block-copy and block-pull engine with libvirt's semantics.
  *

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Rewrite a static archive so that it defines only the public symbols, the
 # ones the version script lists: every object is merged into one
 # relocatable object (references between the library's own modules are

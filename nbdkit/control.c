@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * JSON-lines control socket of nbdkit-blockcopy-plugin.
  *

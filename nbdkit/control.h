@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The plugin's control interface: a unix socket speaking JSON lines
  * (docs/nbdkit-plugin.md). One thread accepts clients, answers each

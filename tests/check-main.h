@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The one way every Check program runs its suite: fork mode (a crash or
  * an ASan leak fails one test), TAP on stdout for meson, exit status

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy: the command-line tool. Dispatches to one subcommand per
  * file (cmd-<name>.c); this file holds the table, --help and --version.

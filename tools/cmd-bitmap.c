@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy bitmap: add, remove, clear, enable, disable and merge the
  * persistent dirty bitmaps of a qcow2 image, with qemu-img bitmap's

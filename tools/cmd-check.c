@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy check: consistency of one image's metadata (qcow2 refcounts
  * against references), reported as qemu-img check reports it. Read-only:

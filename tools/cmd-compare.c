@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy compare: whether two chains show the guest the same bytes.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy copy: run a COPY job from SRC to DST until MIRRORING, then
  * pivot; the result is DST. The source is opened read-only and never

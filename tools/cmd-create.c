@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy create: a new qcow2 or raw image, optionally over a backing
  * file. Quiet on success; never overwrites an existing file.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy demo: the live mirror end to end on images it makes itself.
  * A qcow2 chain base <- snap1 <- snap2 with known content, a synthetic

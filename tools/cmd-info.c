@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy info: what an image is (format, sizes, backing file, qcow2
  * features), in qemu-img info's human shape or its JSON keys.

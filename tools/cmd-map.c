@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy map: where each guest range of an image chain comes from,
  * walked with fmt_chain_block_status() over the whole virtual size.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy mirror: the live mirror on the user's own images. SRC is the
  * guest's disk (opened read-write: the synthetic guest writes to it),

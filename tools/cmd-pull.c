@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * blockcopy pull: run a PULL job on IMG: copy into IMG what its backing
  * chain holds above BASE (everything without --base), then make BASE its

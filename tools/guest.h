@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A synthetic guest for the live-mirror commands (demo, mirror).
  *

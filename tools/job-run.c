@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Waiting for a block job in the tool (see job-run.h).
  */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Running a block job from the tool: wait for its events on the engine's
  * event fd, show progress, pivot a copy at MIRRORING, and stop it cleanly

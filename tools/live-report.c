@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The live run's report (see live-run.h): one JSON object for scripts
  * and bench/, or a text report that says what each figure means.

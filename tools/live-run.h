@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The live run behind `blockcopy demo` and `blockcopy mirror`: the
  * synthetic guest (guest.h) on the source, a COPY job under its load, a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The guest's expected disk content as one generation per block (see
  * shadow.h).

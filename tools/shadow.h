@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The synthetic guest's knowledge of its disk: what every byte must hold,
  * without a copy of the disk.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * How the tool reports a failure (see tool.h): one line on stderr,
  * "blockcopy: <reason>", and, when the command was asked for JSON, the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The tool's one signal handler (see tool.h): SIGINT/SIGTERM ask to stop,
  * SIGUSR1 to resume a job paused on a destination error (--on-error=stop).

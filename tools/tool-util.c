@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Argument parsing and JSON/size output shared by the blockcopy
  * subcommands (failure reporting is tool-report.c). See tool.h.

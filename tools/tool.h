@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Shared pieces of the blockcopy command-line tool: the subcommand table,
  * argument parsing (sizes, rates, on/off), error reporting and JSON

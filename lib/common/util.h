@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Leaf helpers callable from every layer: scoped cleanup, overflow-checked
  * arithmetic, alignment, big-endian loads and stores, zero detection.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # libblockcopy.so exports only bc_* symbols (version script BC_1.0), and
 # every function declared BC_API in blockcopy.h is among them; it holds no
 # fault-injection code.

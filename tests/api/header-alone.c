@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * lib/blockcopy.h compiles alone, first, as strict ISO C (-std=c99
  * -pedantic -Werror): it carries every include it needs.

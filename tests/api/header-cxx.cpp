@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 // lib/blockcopy.h compiles as C++ and links against the library
 // (extern "C" linkage).
 #include "blockcopy.h"

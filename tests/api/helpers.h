@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Fixtures for the API tests: a temporary directory, an engine with an
  * event recorder, a qcow2 chain with known content and a shadow copy of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * bc_disk_block_status (BC_1.1): the guest view's runs as an NBD server
  * reports them (base:allocation) — data, zero, hole+zero — and its

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The copy's data path (engine/copy-method.c) through the public API: the
  * flag rules, what bc_block_job_copy_method() reports, and that every path

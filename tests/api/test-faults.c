@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Fault injection walk: fail the Nth read (source) or write (destination)
  * of a copy job with EIO or ENOSPC, for N = 1, 2, ... until the job gets

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * One engine, many disks: 16 disks (qcow2 chains and raw images, small and
  * sparse) each with a COPY job (full or shallow; background, write-blocking

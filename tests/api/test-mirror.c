@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Live mirror behaviour beyond libvirt's rules: convergence per mode
  * under a guest that writes faster than the copy, write-blocking

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The asynchronous guest interface (bc_queue_*): every call's errors, depth
  * 128 from one thread on raw and qcow2 against a shadow, and asynchronous

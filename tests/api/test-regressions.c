@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Regression tests for the defects an adversarial review of the engine
  * found through the public API, and behaviour nobody had tested before.

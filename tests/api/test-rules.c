@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * The rules of docs/rules.md, each test naming its rule: return value,
  * bc_last_error() code and exact message, events in order, job info.

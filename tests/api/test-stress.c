@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Guest writes from several threads during a copy job, with a shadow of
  * the expected content: through the bulk phase, MIRRORING and a pivot or

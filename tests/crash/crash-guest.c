@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A guest for the crash-point tests, on the public API only: it writes
  * self-describing 4 KiB blocks to a disk and flushes now and then, while

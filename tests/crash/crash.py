@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Crash points: SIGKILL a block job at random instants and check the images.
 
     crash.py SCENARIO [--seconds S] [--seed N] [--max-kills K]

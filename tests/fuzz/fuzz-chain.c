@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libFuzzer harness: chain opening with a fuzzed overlay over a fixed
  * small backing. The scratch directory holds "backing.qcow2" (qcow2,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libFuzzer harness: fmt_check on the input opened as a qcow2 image for
  * checking (FMT_OPEN_CHECK: damage below the header is counted, not

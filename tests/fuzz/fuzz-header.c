@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libFuzzer harness: the qcow2 header and header-extension parser
  * (qcow2_parse_header_ext) on the input as cluster 0 of a file of the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Shared by the libFuzzer harnesses: each input becomes a file that the
  * formats layer opens by path, in a per-process scratch directory that

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * libFuzzer harness: the L1/L2/refcount walk. The input is opened as a
  * qcow2 image (this layer only), then block status over the whole disk

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Seed corpus for the fuzz harnesses, made at test time into OUTDIR:
 # small valid images from qemu-img (every feature the parser reads, small
 # clusters so that inputs stay a few KiB), overlays naming the harness's

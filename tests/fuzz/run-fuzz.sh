@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # One harness, bounded: replay every input of tests/fuzz/regress/ (each
 # must run clean), then fuzz for SECONDS from the seed corpus (made into
 # the build dir on first use) and a working corpus kept beside it.

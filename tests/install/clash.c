@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * A program with functions named like blockcopy's internal ones: it must
  * link against the installed library, shared or static, without a

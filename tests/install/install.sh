@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # meson install into a scratch prefix, then build programs against the
 # installed tree only (pkg-config), as an embedder or packager would:
 # shared and static, with -Wall -Wextra -Werror, and run them.

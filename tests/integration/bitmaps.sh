@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # blockcopy bitmap and qcow2 persistent bitmaps, judged by qemu-img (and
 # qemu-nbd + nbdinfo for the bits): the verbs give what qemu-img bitmap
 # gives, `info` shows bitmaps as qemu-img info does, a copy into an image

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # blockcopy copy's data paths (engine/copy-method.c): the path the engine
 # chooses by default, each path forced by an option, the "method" that
 # --json reports for each, the content judged by qemu-img compare, the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # blockcopy copy / pull judged by qemu-img: full and shallow copies of
 # qcow2 chains and raw images, destination backing file and format,
 # REUSE_EXT keeping a relative backing name, refusal of an existing

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # blockcopy demo and blockcopy mirror: the live mirror under a synthetic
 # guest, end to end. The tool checks every byte against the guest's
 # shadow itself; here qemu-img judges the images it leaves (check clean,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Real resource exhaustion and vanishing sources, through the tool:
 # - a destination on a small ext4 (a sparse file, mkfs.ext4, mount -o loop)
 #   that fills up mid-copy, raw and qcow2, buffered and --direct (the

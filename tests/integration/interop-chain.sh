@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Backing chains three deep, written by qemu-img/qemu-io: relative and
 # absolute backing names, opened from another working directory; a raw
 # base; extended-L2 and compressed layers; a v2 overlay; an overlay that

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # qcow2 images written by qemu-img/qemu-io read identically in blockcopy:
 # compare against qemu-img's raw conversion, map/info/check against
 # qemu-img's own answers. One fixture per feature of the interop matrix

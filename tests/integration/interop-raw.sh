@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Raw images (sparse, odd-sized, fully allocated, empty) read identically
 # in blockcopy and qemu-img: compare, map (holes via SEEK_HOLE) and info
 # against qemu-img; compare across raw and qcow2.

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """Normalisers for the integration scripts (python3 stdlib only).
 
   lib.py firstdiff A B   first differing byte offset of two files, the

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # Shared helpers for the integration scripts (sourced, bash).
 #
 # Environment (set by tests/integration/meson.build): BLOCKCOPY (the tool),

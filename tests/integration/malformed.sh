@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The malformed corpus (tests/fixtures/make-malformed.py): every
 # subcommand fails cleanly on every bad image: the expected exit code, one
 # line on stderr naming the file and a reason, no signal, no hang, and the

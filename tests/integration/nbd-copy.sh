@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # NBD exports as copy destinations and sources, against real servers on
 # unix sockets: qemu-nbd serving qcow2 and raw, nbdkit's memory and file
 # plugins, and nbdkit's error and delay filters for server errors and a

@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # nbdkit-blockcopy-plugin: a live disk served over NBD, with real NBD
 # clients as its guests (qemu-io, fio's nbd engine, nbdcopy, nbdinfo),
 # driven through the JSON-lines control socket: a live mirror to an NBD

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: LGPL-2.1-or-later
 """nbdctl.py SOCKET [--wait EVENT] [--timeout S] [REQUEST...]
 
 Client of nbdkit-blockcopy-plugin's control socket (JSON lines). Sends

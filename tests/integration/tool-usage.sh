@@ -1,4 +1,5 @@
 #!/bin/bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
 # The blockcopy tool's offline subcommands: usage errors, size parsing,
 # create's refusal to overwrite, and info/map/compare/check output and
 # exit codes, checked against qemu-img on the same files; what a user of

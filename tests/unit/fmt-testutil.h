@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Helpers for the format-layer unit tests (test-raw.c, test-chain.c):
  * a scratch directory per test, shell commands, and the block status of

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for backing chains (formats/chain.c, fmt.c): opening
  * chains made by qemu-img with relative and absolute backing names from

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for qcow2 persistent dirty bitmaps (formats/qcow2-bitmap.c),
  * with qemu-img as the oracle: bitmaps made by `qemu-img bitmap` record

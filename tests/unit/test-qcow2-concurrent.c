@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Concurrent writers on one qcow2 image, against a shadow.
  *

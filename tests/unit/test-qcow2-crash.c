@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Crash consistency of qcow2 writes: a child process writes through the
  * format layer with many threads and flushes now and then; the parent

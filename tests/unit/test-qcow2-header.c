@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for qcow2 header parsing and validation (formats/qcow2.c):
  * headers built in memory, each invalid field checked for the exact

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for qcow2 mapping and reads (formats/qcow2-l2.c,
  * qcow2-compress.c, the read side of qcow2.c): L2 entry decoding on a

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for qcow2 refcounts: entry get/set for every width (bit
  * packing of sub-byte widths as qemu-img writes it, byte boundaries,

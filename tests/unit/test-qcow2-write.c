@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for the qcow2 write side: images made by qcow2_create (via
  * fmt_create) get random writes, zero writes and discards (unaligned,

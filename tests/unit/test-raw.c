@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for the raw driver and the fmt.c wrappers: creation, data
  * round trips (also unaligned and through O_DIRECT), zero writes and

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * Unit tests for the synthetic guest's shadow (tools/shadow.c): block
  * contents as a function of (seed, block, generation), checks of ranges
