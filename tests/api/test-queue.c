@@ -740,6 +740,20 @@ static bool mirroring_within(int ms)
 }
 
 /*
+ * Background mode converges only while the copy outruns the guest. Under a
+ * sanitizer's slowdown the unpaced asynchronous guest can outrun it and
+ * MIRRORING never comes (that is what auto-converge is for): background
+ * runs are checked in the normal build only.
+ */
+static bool outrun_by_the_guest(void)
+{
+	if (!getenv("BC_TEST_SANITIZED"))
+		return false;
+	printf("# sanitizer build: background mode cannot converge here; skipped\n");
+	return true;
+}
+
+/*
  * Copy while the asynchronous guest writes: bulk phase, MIRRORING, then
  * pivot (writes in flight across it) or abort; every byte checked.
  */
@@ -752,6 +766,9 @@ static void copy_under_async_guest_on(bool raw, unsigned int dflags,
 	bc_block_job_stats st;
 	struct ahammer h;
 
+	if (!(flags & (BC_BLOCK_COPY_SYNCHRONOUS_WRITES | BC_BLOCK_COPY_AUTO_CONVERGE)) &&
+	    outrun_by_the_guest())
+		return;
 	open_disk(raw, dflags);
 	ahammer_start(&h);
 	ahammer_progress(&h, 200);
