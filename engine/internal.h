@@ -39,6 +39,7 @@
 struct dirty_bitmap;
 struct job;
 struct bc_queue;
+struct copy_journal;
 
 struct engine_event {
 	struct engine_event *next;
@@ -93,6 +94,10 @@ struct bc_disk {
 	bc_block_job_stats last_stats;  /* ...and these were its statistics */
 	const char *copy_method;        /* data path of the current or last copy
 					   job (static string), NULL if none */
+	struct copy_journal *journal;   /* resume journal of the copy job, or of
+					   one that ended FAILED or canceled
+					   (kept up to date until the disk
+					   closes); a reference (disk->lock) */
 };
 
 /* Engine events and references. */
@@ -138,6 +143,9 @@ void disk_resume(bc_disk *disk);
 struct guest_req {
 	struct fmt_image *top; /* the chain it works on */
 	struct job *job;       /* reference held until disk_guest_leave */
+	struct copy_journal *journal; /* the disk's journal: guest writes set
+					 its bits first; reference held
+					 until disk_guest_leave */
 	bool fast_read;        /* top is raw: reads and flushes may go to its
 				  fd directly */
 	bool fast_write;       /* ...and writes too: no job, or a copy job in

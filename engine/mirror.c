@@ -63,6 +63,15 @@
  * since, so the guest stall does not grow with time spent mirroring.
  */
 #define FLUSH_INTERVAL_NS (500ull * 1000 * 1000)
+/*
+ * Resume journal checkpoints (engine/copy-journal.h): at most this long,
+ * or this much copied, between two; a resumed copy redoes at most about
+ * that much (plus what was in flight).
+ */
+#define CHECKPOINT_NS    (1000ull * 1000 * 1000)
+#define CHECKPOINT_BYTES (128ull << 20)
+/* A checkpoint waiting for guest writes of the old epoch looks again after. */
+#define CHECKPOINT_RETRY_NS (1000ull * 1000)
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
 
@@ -103,6 +112,11 @@ struct mirror {
 	uint64_t quiesce_t0;
 	uint64_t last_flush_ns;
 	struct iob_cqe *cqes;
+	/* resume journal checkpoints */
+	bool ckpt_pending;    /* begun, waiting for the old epoch's writes */
+	uint64_t ckpt_ns;     /* when the last one was committed */
+	uint64_t ckpt_work;   /* job progress then (work_done_locked) */
+	uint64_t ckpt_begin_work;
 };
 
 /* --- setup ------------------------------------------------------------ */
@@ -909,6 +923,8 @@ static int verify_copy(struct mirror *m)
 				     (unsigned long long)(off + i));
 			pthread_mutex_lock(&job->lock);
 			dirty_bitmap_set(job->dirty, off, len);
+			if (job->journal)
+				copy_journal_mark(job->journal, off, len);
 			pthread_mutex_unlock(&job->lock);
 			return -EIO;
 		}
@@ -959,6 +975,92 @@ static int flush_dest(struct mirror *m)
 		pthread_mutex_unlock(&job->lock);
 	}
 	return ret;
+}
+
+/* --- resume journal checkpoints (engine/copy-journal.h) ------------------ */
+
+/* What the destination received so far: copies and mirrored guest writes. */
+static uint64_t work_done_locked(const struct job *job)
+{
+	return job->cur + job->blocking_writes;
+}
+
+/*
+ * Advance the journal's checkpoint: begin one when CHECKPOINT_NS or
+ * CHECKPOINT_BYTES of work passed since the last (at once when @now_due),
+ * and once the guest writes of the old epoch have ended, snapshot what is
+ * clean, flush the destination and clear those bits. Never blocks on
+ * guests.
+ */
+static void checkpoint(struct mirror *m, bool now_due)
+{
+	struct job *job = m->job;
+	struct copy_journal *j = job->journal;
+	uint64_t now, work;
+	int ret;
+
+	if (!j)
+		return;
+	now = job_now_ns();
+	pthread_mutex_lock(&job->lock);
+	work = work_done_locked(job);
+	pthread_mutex_unlock(&job->lock);
+	if (!m->ckpt_pending) {
+		if (work == m->ckpt_work)
+			return; /* nothing reached the destination since */
+		if (!now_due && now - m->ckpt_ns < CHECKPOINT_NS &&
+		    work - m->ckpt_work < CHECKPOINT_BYTES)
+			return;
+		copy_journal_checkpoint_begin(j);
+		m->ckpt_pending = true;
+		m->ckpt_begin_work = work;
+	}
+	if (!copy_journal_checkpoint_ready(j))
+		return;
+	pthread_mutex_lock(&job->lock);
+	copy_journal_checkpoint_snapshot(j, job->dirty, job->inflight);
+	pthread_mutex_unlock(&job->lock);
+	m->ckpt_pending = false;
+	/* Bits are cleared only for data that is durable. */
+	ret = flush_dest(m);
+	if (ret < 0) {
+		(void)job_target_error(job, ret);
+		return;
+	}
+	ret = copy_journal_checkpoint_commit(j);
+	if (ret < 0) {
+		job_set_error(job, ret);
+		return;
+	}
+	m->ckpt_ns = now;
+	m->ckpt_work = m->ckpt_begin_work;
+}
+
+/* How long the loop may sleep before checkpoint() has work; 0 = no limit. */
+static uint64_t checkpoint_delay(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t now, work;
+
+	if (!job->journal)
+		return 0;
+	if (m->ckpt_pending)
+		return CHECKPOINT_RETRY_NS;
+	pthread_mutex_lock(&job->lock);
+	work = work_done_locked(job);
+	pthread_mutex_unlock(&job->lock);
+	if (work == m->ckpt_work)
+		return 0;
+	now = job_now_ns();
+	return now - m->ckpt_ns >= CHECKPOINT_NS ? CHECKPOINT_RETRY_NS
+						 : CHECKPOINT_NS - (now - m->ckpt_ns);
+}
+
+static uint64_t min_delay(uint64_t a, uint64_t b)
+{
+	if (!a)
+		return b;
+	return b ? BC_MIN(a, b) : a;
 }
 
 /* --- the job ---------------------------------------------------------- */
@@ -1132,9 +1234,11 @@ void *mirror_main(void *arg)
 	struct mirror m = { 0 };
 	struct converge cv = { 0 };
 	int status = BC_BLOCK_JOB_FAILED;
+	bool finished = false; /* abort after MIRRORING: a complete copy */
 	int ret;
 
 	bc_error_reset();
+	m.ckpt_ns = job_now_ns();
 	ret = mirror_setup(&m, job);
 	pthread_mutex_lock(&job->lock);
 	job->write_blocking = job->opts.write_blocking; /* job->dest is open now */
@@ -1162,6 +1266,7 @@ void *mirror_main(void *arg)
 				job_set_error(job, ret);
 				break;
 			}
+			checkpoint(&m, false);
 			continue;
 		}
 
@@ -1173,13 +1278,16 @@ void *mirror_main(void *arg)
 			break;
 		}
 		if (p.state == JOB_PIVOTING || p.state == JOB_FINISHING) {
-			if (pivot_or_finish(&m, &p, &status))
+			if (pivot_or_finish(&m, &p, &status)) {
+				finished = p.state == JOB_FINISHING;
 				break;
+			}
 			continue;
 		}
 		if (p.clean && p.state != JOB_PAUSED && reached_sync(&m, &p))
 			continue;
-		wait_for_work(&m, &p, delay);
+		checkpoint(&m, false);
+		wait_for_work(&m, &p, min_delay(delay, checkpoint_delay(&m)));
 	}
 
 out:
@@ -1205,6 +1313,12 @@ out:
 	 * The job stays the disk's job until job_finish(): no snapshot or new
 	 * job slips in between.
 	 */
+	if (status == BC_BLOCK_JOB_CANCELED && !finished) {
+		/* Canceled early: record what is done, for a resume. */
+		checkpoint(&m, true);
+		if (m.ckpt_pending)
+			checkpoint(&m, true);
+	}
 	job_conclude(job);
 	if (status == BC_BLOCK_JOB_COMPLETED)
 		pivot_swap(&m);
@@ -1214,6 +1328,13 @@ out:
 		pthread_mutex_unlock(&job->lock);
 		disk_resume(job->disk);
 	}
+	/*
+	 * Journal (after the guests resume: unlinking is not their stall):
+	 * removed once the copy is complete (pivoted, or finished after
+	 * MIRRORING); kept by the disk otherwise (job.h). Still the disk's
+	 * job until job_finish(), so no new job races this.
+	 */
+	job_journal_detach(job, status == BC_BLOCK_JOB_COMPLETED || finished);
 	mirror_teardown(&m);
 	job_finish(job, status);
 	return NULL;
