@@ -115,6 +115,16 @@ static uint32_t header_crc(const uint8_t *h, uint32_t len)
 	return (uint32_t)crc;
 }
 
+/* Record "<what> '<path>': <reason>" for -errno @ret; returns @ret. */
+static __cold int sys_error(int ret, const char *what, const char *path)
+{
+	char ebuf[128];
+
+	bc_error_set(bc_errno_to_code(-ret), -ret, "%s '%s': %s", what, path,
+		     strerror_r(-ret, ebuf, sizeof(ebuf)));
+	return ret;
+}
+
 /* --- byte bitmaps (bit i: byte i / 8, mask 1 << (i % 8)) --------------- */
 
 static void bits_set(uint8_t *b, uint64_t first, uint64_t end)
@@ -229,13 +239,10 @@ int copy_journal_ident_of(const char *src_file, int src_fd, const char *dest,
 
 	*src_real = NULL;
 	*dst_real = NULL;
-	if (fstat(src_fd, &ss) < 0 || stat(dest, &ds) < 0) {
-		err = errno;
-		bc_error_set(bc_errno_to_code(err), err,
-			     "cannot identify '%s' or '%s' for the copy journal",
-			     src_file, dest);
-		return -err;
-	}
+	if (fstat(src_fd, &ss) < 0)
+		return sys_error(-errno, "cannot identify source", src_file);
+	if (stat(dest, &ds) < 0)
+		return sys_error(-errno, "cannot identify destination", dest);
 	*src_real = realpath(src_file, NULL);
 	*dst_real = realpath(dest, NULL);
 	if (!*src_real || !*dst_real) {
@@ -272,13 +279,8 @@ static int journal_map(struct copy_journal *j, const char *name)
 	void *p = mmap(NULL, j->map_len, PROT_READ | PROT_WRITE, MAP_SHARED,
 		       j->fd, 0);
 
-	if (p == MAP_FAILED) {
-		int err = errno;
-
-		bc_error_set(bc_errno_to_code(err), err,
-			     "cannot map journal '%s'", name);
-		return -err;
-	}
+	if (p == MAP_FAILED)
+		return sys_error(-errno, "cannot map journal", name);
 	j->map = p;
 	j->bits = j->map + j->header_size;
 	return 0;
@@ -290,7 +292,7 @@ int copy_journal_create(const char *path, const struct copy_journal_ident *id,
 	size_t sl = strlen(id->src_path), dl = strlen(id->dst_path);
 	struct copy_journal *j;
 	uint8_t *h;
-	int ret, err;
+	int ret;
 
 	assert(bc_is_pow2(id->granularity));
 	if (sl > JOURNAL_PATH_MAX || dl > JOURNAL_PATH_MAX) {
@@ -328,10 +330,7 @@ int copy_journal_create(const char *path, const struct copy_journal_ident *id,
 	(void)unlink(j->tmp_path); /* left by a creation that died */
 	j->fd = open(j->tmp_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 	if (j->fd < 0 || ftruncate(j->fd, (off_t)j->map_len) < 0) {
-		err = errno;
-		bc_error_set(bc_errno_to_code(err), err,
-			     "cannot create journal '%s'", j->tmp_path);
-		ret = -err;
+		ret = sys_error(-errno, "cannot create journal", j->tmp_path);
 		goto err_unlink;
 	}
 	ret = journal_map(j, j->tmp_path);
@@ -389,14 +388,8 @@ int copy_journal_publish(struct copy_journal *j)
 		ret = -errno;
 	if (ret == 0)
 		ret = sync_dir_of(j->path);
-	if (ret < 0) {
-		char ebuf[128];
-
-		bc_error_set(bc_errno_to_code(-ret), -ret,
-			     "cannot write journal '%s': %s", j->path,
-			     strerror_r(-ret, ebuf, sizeof(ebuf)));
-		return ret;
-	}
+	if (ret < 0)
+		return sys_error(ret, "cannot write journal", j->path);
 	free(j->tmp_path);
 	j->tmp_path = NULL;
 	return 0;
@@ -472,8 +465,7 @@ int copy_journal_open(const char *path, struct copy_journal **out)
 			bc_error_set(BC_ERR_NO_SUCH_FILE, err,
 				     "no journal '%s' to resume from", path);
 		else
-			bc_error_set(bc_errno_to_code(err), err,
-				     "cannot open journal '%s'", path);
+			(void)sys_error(-err, "cannot open journal", path);
 		ret = -err;
 		goto err_free;
 	}
@@ -673,13 +665,8 @@ static int sync_bits(struct copy_journal *j)
 	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	uint64_t start = bc_align_down(j->header_size, page);
 
-	if (msync(j->map + start, j->map_len - start, MS_SYNC) < 0) {
-		int err = errno;
-
-		bc_error_set(bc_errno_to_code(err), err,
-			     "cannot write journal '%s'", j->path);
-		return -err;
-	}
+	if (msync(j->map + start, j->map_len - start, MS_SYNC) < 0)
+		return sys_error(-errno, "cannot write journal", j->path);
 	return 0;
 }
 

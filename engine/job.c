@@ -434,13 +434,17 @@ static int open_destination(struct job *job, const char *dest)
 
 /* --- resume journal (issue 12; engine/copy-journal.h) --- */
 
-/* Whether the copy to @dest keeps a journal: a regular file destination. */
-static bool wants_journal(const char *dest)
+/*
+ * Whether the copy to @dest keeps a journal: a regular file destination
+ * and a source that is a local file (an NBD export has no inode to check).
+ */
+static bool wants_journal(const struct job *job, const char *dest)
 {
+	const struct fmt_image *top = job->disk->top;
 	struct stat st;
 
-	return !fmt_is_nbd_uri(dest) && stat(dest, &st) == 0 &&
-	       S_ISREG(st.st_mode);
+	return !fmt_is_nbd_uri(dest) && !fmt_is_nbd_uri(top->filename) &&
+	       top->fd >= 0 && stat(dest, &st) == 0 && S_ISREG(st.st_mode);
 }
 
 /* The journal flags of @job's options. */
@@ -448,27 +452,6 @@ static unsigned int journal_flags(const struct job *job)
 {
 	return (job->opts.shallow ? COPY_JOURNAL_SHALLOW : 0) |
 	       (job->opts.dest_raw ? COPY_JOURNAL_DEST_RAW : 0);
-}
-
-/*
- * Without RESUME, before anything is made: a journal next to a destination
- * that exists means a copy into it was interrupted; refuse rather than
- * lose it. A journal without its destination (or beside an empty file
- * that will be replaced) is stale, and the new one replaces it.
- */
-static int refuse_interrupted(struct job *job, const char *dest)
-{
-	BC_AUTOFREE char *path = copy_journal_path(dest);
-	struct stat st;
-
-	if (!path)
-		return -ENOMEM;
-	if (fmt_is_nbd_uri(dest) || stat(path, &st) < 0 || !job->opts.reuse_ext)
-		return 0;
-	bc_error_set(BC_ERR_EXISTS, EEXIST,
-		     "journal '%s' exists: a copy to '%s' was interrupted; resume it with RESUME or remove the journal",
-		     path, dest);
-	return -EEXIST;
 }
 
 /*
@@ -549,7 +532,7 @@ static int journal_start(struct job *job, const char *dest)
 	struct copy_journal *j;
 	int ret;
 
-	if (!wants_journal(dest))
+	if (!wants_journal(job, dest))
 		return 0;
 	path = copy_journal_path(dest);
 	if (!path)
@@ -581,7 +564,10 @@ static int journal_open_for_resume(struct job *job, const char *dest,
 	bc_disk *disk = job->disk;
 	int ret;
 
-	if (!wants_journal(dest)) {
+	struct stat st;
+
+	/* A missing destination is reported by the journal or the open. */
+	if (!wants_journal(job, dest) && stat(dest, &st) == 0) {
 		bc_error_set(BC_ERR_INVALID_ARG, 0,
 			     "cannot resume a copy to '%s': only a regular file destination has a journal",
 			     dest);
@@ -652,12 +638,15 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		ret = -ENOMEM;
 		goto err_unref;
 	}
-	if (opts->resume)
+	/*
+	 * Without RESUME a journal of an earlier copy to @dest is replaced:
+	 * the new job copies everything (REUSE_EXT: zeros too).
+	 */
+	if (opts->resume) {
 		ret = journal_open_for_resume(job, dest, opts->granularity != 0);
-	else
-		ret = refuse_interrupted(job, dest);
-	if (ret < 0)
-		goto err_unref;
+		if (ret < 0)
+			goto err_unref;
+	}
 
 	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->dirty);
 	if (ret < 0)
