@@ -6,7 +6,7 @@
  * (or FAILED, or canceled before MIRRORING) can be resumed by a new job
  * with BC_BLOCK_COPY_RESUME that copies only those granules.
  *
- * On disk (docs/design.md "The copy journal"): a header of header_size
+ * On disk (docs/design.md §12): a header of header_size
  * bytes (a multiple of 4096; little-endian fields, CRC-32 of the header)
  * naming the source and destination (realpath, st_dev, st_ino), the
  * virtual size, the granularity and the job's flags; then one bit per

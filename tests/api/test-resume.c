@@ -319,7 +319,8 @@ static struct shared *killed_copy(const char *dst, unsigned int flags,
 
 /* --- the journal's life ------------------------------------------------- */
 
-/* R40: created, durable, marking all the job will copy, before it copies. */
+/* Created, durable, marking all the job will copy, before it copies. */
+/* R40 */
 START_TEST(journal_created_before_copy_and_removed_on_pivot)
 {
 	bc_block_copy_params p = { .bandwidth = 1 };
@@ -339,7 +340,8 @@ START_TEST(journal_created_before_copy_and_removed_on_pivot)
 }
 END_TEST
 
-/* R40: a checkpoint clears what is copied; a guest write sets its bits. */
+/* A checkpoint clears what is copied; a guest write sets its bits. */
+/* R40 */
 START_TEST(checkpoint_clears_and_guest_write_sets)
 {
 	const char *dst = keep(fx_path(&fx, "dst.qcow2"));
@@ -366,7 +368,8 @@ START_TEST(checkpoint_clears_and_guest_write_sets)
 }
 END_TEST
 
-/* R40: abort after MIRRORING (a complete copy) removes; cancel before keeps. */
+/* Abort after MIRRORING (a complete copy) removes; cancel before keeps. */
+/* R40 */
 START_TEST(abort_after_mirroring_removes_cancel_before_keeps)
 {
 	bc_block_copy_params slow = { .bandwidth = 1 };
@@ -393,7 +396,8 @@ START_TEST(abort_after_mirroring_removes_cancel_before_keeps)
 }
 END_TEST
 
-/* R40: a FAILED job keeps its journal; resuming completes the copy. */
+/* A FAILED job keeps its journal; resuming completes the copy. */
+/* R40 */
 START_TEST(resume_after_failed)
 {
 	bc_block_copy_params p = { .bandwidth = 4u << 20 };
@@ -421,10 +425,11 @@ START_TEST(resume_after_failed)
 END_TEST
 
 /*
- * R40: without RESUME a copy with REUSE_EXT into an interrupted
+ * Without RESUME a copy with REUSE_EXT into an interrupted
  * destination starts over: its new journal marks the whole disk (zeros
  * included: the destination is not known to read zero).
  */
+/* R40 */
 START_TEST(reuse_ext_without_resume_starts_over)
 {
 	bc_block_copy_params slow = { .bandwidth = 1 };
@@ -458,6 +463,7 @@ static const char *interrupted_copy(const char *name)
 	return dst;
 }
 
+/* R40 */
 START_TEST(resume_errors)
 {
 	bc_block_copy_params g128 = { .granularity = 128u * 1024 };
@@ -542,7 +548,7 @@ END_TEST
 /* --- killed with the process ------------------------------------------------- */
 
 /*
- * R40: SIGKILL while a guest writes; the resumed copy equals the source,
+ * SIGKILL while a guest writes; the resumed copy equals the source,
  * and the source holds every acknowledged write. Modes: during the bulk
  * copy; after MIRRORING with a mirror that crawls (writes stay dirty: only
  * the journal remembers them); write-blocking (checkpoints clear what
@@ -552,6 +558,7 @@ static const enum child_mode guest_modes[] = {
 	CHILD_BULK_GUEST, CHILD_MIRROR_SLOW, CHILD_MIRROR_BLOCK,
 };
 
+/* R40 */
 START_TEST(killed_while_guest_writes)
 {
 	enum child_mode mode = guest_modes[_i];
@@ -594,7 +601,7 @@ START_TEST(killed_while_guest_writes)
 END_TEST
 
 /*
- * R40: killed, resumed, the result is byte-identical to an uninterrupted
+ * Killed, resumed, the result is byte-identical to an uninterrupted
  * copy; raw and qcow2 destinations, full and shallow; the resumed run
  * copies less than the whole.
  */
@@ -611,6 +618,7 @@ static const struct variant variants[] = {
 	{ true, 0, 2u << 20, 1300 },
 };
 
+/* R40 */
 START_TEST(resumed_equals_uninterrupted)
 {
 	const struct variant *v = &variants[_i];
