@@ -178,7 +178,7 @@ struct shared {
 	atomic_int ready;       /* the child's copy reached the point to kill at */
 	atomic_int failed;      /* the child hit an error: line number */
 	atomic_uint_fast64_t writes;
-	uint64_t pend_off, pend_len; /* the guest write in progress */
+	atomic_uint_fast64_t pend_off, pend_len; /* the guest write in progress */
 	uint8_t shadow[FX_SIZE];
 };
 
@@ -262,9 +262,8 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 		memset(buf, rand_r(&seed) & 0xff, len > GRAN ? GRAN : len);
 		if (len > GRAN)
 			len = GRAN;
-		sh->pend_off = off;
-		sh->pend_len = len;
-		__atomic_thread_fence(__ATOMIC_SEQ_CST);
+		atomic_store(&sh->pend_off, off);
+		atomic_store(&sh->pend_len, len);
 		CHILD_CHECK(sh, bc_disk_pwrite(disk, buf, len, off) == (ssize_t)len);
 		memcpy(sh->shadow + off, buf, len);
 		atomic_fetch_add(&sh->writes, 1);
@@ -582,7 +581,8 @@ START_TEST(killed_while_guest_writes)
 	/* The source: every acknowledged write (the pending one: either). */
 	src = read_view(fx.top, "qcow2");
 	for (i = 0; i < FX_SIZE; i++) {
-		if (i >= sh->pend_off && i < sh->pend_off + sh->pend_len)
+		if (i >= atomic_load(&sh->pend_off) &&
+		    i < atomic_load(&sh->pend_off) + atomic_load(&sh->pend_len))
 			continue;
 		if (src[i] != sh->shadow[i])
 			ck_abort_msg("source differs from the shadow at %llu",
