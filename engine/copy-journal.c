@@ -31,49 +31,49 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-#define JOURNAL_MAGIC    "BCJRNL\r\n"
-#define JOURNAL_VERSION  1u
-#define JOURNAL_BLOCK    4096u
-#define JOURNAL_FIXED    128u  /* fixed fields; the two paths follow */
+#define JOURNAL_MAGIC	 "BCJRNL\r\n"
+#define JOURNAL_VERSION	 1u
+#define JOURNAL_BLOCK	 4096u
+#define JOURNAL_FIXED	 128u /* fixed fields; the two paths follow */
 #define JOURNAL_PATH_MAX 4096u
 
 /* Offsets of the fixed header fields (docs/design.md). */
 enum {
-	H_MAGIC = 0,       /* 8 bytes */
-	H_VERSION = 8,     /* le32 */
-	H_HEADER_SIZE = 12,/* le32: bytes before the bits */
-	H_GRAN_BITS = 16,  /* le32: log2 of the granularity */
-	H_FLAGS = 20,      /* le32: COPY_JOURNAL_* */
-	H_SIZE = 24,       /* le64: virtual size */
-	H_NBITS = 32,      /* le64: granules */
-	H_SRC_DEV = 40,    /* le64 */
-	H_SRC_INO = 48,    /* le64 */
-	H_DST_DEV = 56,    /* le64 */
-	H_DST_INO = 64,    /* le64 */
-	H_SRC_LEN = 72,    /* le32: source path bytes, no NUL */
-	H_DST_LEN = 76,    /* le32: destination path bytes, no NUL */
-	H_CRC = 80,        /* le32: CRC-32 of header_size bytes, this field 0 */
+	H_MAGIC = 0,	    /* 8 bytes */
+	H_VERSION = 8,	    /* le32 */
+	H_HEADER_SIZE = 12, /* le32: bytes before the bits */
+	H_GRAN_BITS = 16,   /* le32: log2 of the granularity */
+	H_FLAGS = 20,	    /* le32: COPY_JOURNAL_* */
+	H_SIZE = 24,	    /* le64: virtual size */
+	H_NBITS = 32,	    /* le64: granules */
+	H_SRC_DEV = 40,	    /* le64 */
+	H_SRC_INO = 48,	    /* le64 */
+	H_DST_DEV = 56,	    /* le64 */
+	H_DST_INO = 64,	    /* le64 */
+	H_SRC_LEN = 72,	    /* le32: source path bytes, no NUL */
+	H_DST_LEN = 76,	    /* le32: destination path bytes, no NUL */
+	H_CRC = 80, /* le32: CRC-32 of header_size bytes, this field 0 */
 };
 
 struct copy_journal {
 	atomic_int refs;
-	pthread_mutex_t lock;     /* bits, recent, candidates, writers, epoch */
-	char *path;               /* DST.bcjournal */
-	char *tmp_path;           /* created, not yet published; else NULL */
+	pthread_mutex_t lock; /* bits, recent, candidates, writers, epoch */
+	char *path;	      /* DST.bcjournal */
+	char *tmp_path;	      /* created, not yet published; else NULL */
 	int fd;
-	uint8_t *map;             /* the whole file, MAP_SHARED */
+	uint8_t *map; /* the whole file, MAP_SHARED */
 	size_t map_len;
 	uint32_t header_size;
-	uint8_t *bits;            /* map + header_size: 1 = still to copy */
+	uint8_t *bits; /* map + header_size: 1 = still to copy */
 	uint64_t nbits;
-	uint64_t size;            /* virtual size */
+	uint64_t size; /* virtual size */
 	uint32_t gran_bits;
-	unsigned int flags;       /* COPY_JOURNAL_* */
+	unsigned int flags; /* COPY_JOURNAL_* */
 	uint64_t src_dev, src_ino, dst_dev, dst_ino;
 	char *src_path, *dst_path;
-	uint8_t *recent;          /* granules written since the checkpoint began */
-	uint8_t *cand;            /* the checkpoint's candidates to clear */
-	unsigned int epoch;       /* guest writes count in writers[epoch & 1] */
+	uint8_t *recent;    /* granules written since the checkpoint began */
+	uint8_t *cand;	    /* the checkpoint's candidates to clear */
+	unsigned int epoch; /* guest writes count in writers[epoch & 1] */
 	unsigned int writers[2];
 };
 
@@ -146,7 +146,7 @@ static void bits_set(uint8_t *b, uint64_t first, uint64_t end)
 static void bits_clear(uint8_t *b, uint64_t first, uint64_t end)
 {
 	while (first < end && (first & 7)) {
-		b[first / 8] &= (uint8_t)~(1u << (first & 7));
+		b[first / 8] &= (uint8_t) ~(1u << (first & 7));
 		first++;
 	}
 	if (end - first >= 8) {
@@ -154,7 +154,7 @@ static void bits_clear(uint8_t *b, uint64_t first, uint64_t end)
 		first += (end - first) & ~7ull;
 	}
 	while (first < end) {
-		b[first / 8] &= (uint8_t)~(1u << (first & 7));
+		b[first / 8] &= (uint8_t) ~(1u << (first & 7));
 		first++;
 	}
 }
@@ -320,8 +320,8 @@ int copy_journal_create(const char *path, const struct copy_journal_ident *id,
 	j->src_ino = id->src_ino;
 	j->dst_dev = id->dst_dev;
 	j->dst_ino = id->dst_ino;
-	j->header_size = (uint32_t)bc_align_up(JOURNAL_FIXED + sl + dl,
-					       JOURNAL_BLOCK);
+	j->header_size =
+		(uint32_t)bc_align_up(JOURNAL_FIXED + sl + dl, JOURNAL_BLOCK);
 	j->map_len = j->header_size + nbytes_of(j);
 	ret = journal_scratch(j);
 	if (ret < 0)
@@ -429,7 +429,8 @@ static int parse_header(struct copy_journal *j, const char *path)
 	    j->flags & ~(COPY_JOURNAL_SHALLOW | COPY_JOURNAL_DEST_RAW) ||
 	    j->size > INT64_MAX ||
 	    j->nbits != (j->size + (1ull << j->gran_bits) - 1) >> j->gran_bits)
-		return bad_journal(path, "granularity, size or flags out of range");
+		return bad_journal(path,
+				   "granularity, size or flags out of range");
 	need = hs + nbytes_of(j);
 	if (need != j->map_len)
 		return bad_journal(path, "file size does not match its header");
@@ -502,9 +503,10 @@ int copy_journal_check(const struct copy_journal *j,
 		return -EINVAL;
 	}
 	if (j->src_dev != id->src_dev || j->src_ino != id->src_ino) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "journal '%s' source '%s' is another file now (device or inode differ)",
-			     p, id->src_path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"journal '%s' source '%s' is another file now (device or inode differ)",
+			p, id->src_path);
 		return -EINVAL;
 	}
 	if (strcmp(j->dst_path, id->dst_path) != 0) {
@@ -514,29 +516,33 @@ int copy_journal_check(const struct copy_journal *j,
 		return -EINVAL;
 	}
 	if (j->dst_dev != id->dst_dev || j->dst_ino != id->dst_ino) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "journal '%s' destination '%s' is another file now (device or inode differ)",
-			     p, id->dst_path);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"journal '%s' destination '%s' is another file now (device or inode differ)",
+			p, id->dst_path);
 		return -EINVAL;
 	}
 	if (j->size != id->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "journal '%s' virtual size %llu differs from the source's %llu",
-			     p, (unsigned long long)j->size,
-			     (unsigned long long)id->size);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"journal '%s' virtual size %llu differs from the source's %llu",
+			p, (unsigned long long)j->size,
+			(unsigned long long)id->size);
 		return -EINVAL;
 	}
 	if ((j->flags ^ id->flags) & COPY_JOURNAL_SHALLOW) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "journal '%s' records a %s copy, not a %s one", p,
-			     j->flags & COPY_JOURNAL_SHALLOW ? "shallow" : "full",
-			     j->flags & COPY_JOURNAL_SHALLOW ? "full" : "shallow");
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"journal '%s' records a %s copy, not a %s one", p,
+			j->flags & COPY_JOURNAL_SHALLOW ? "shallow" : "full",
+			j->flags & COPY_JOURNAL_SHALLOW ? "full" : "shallow");
 		return -EINVAL;
 	}
 	if (check_granularity && (1u << j->gran_bits) != id->granularity) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
-			     "journal '%s' granularity %u differs from the requested %u",
-			     p, 1u << j->gran_bits, id->granularity);
+		bc_error_set(
+			BC_ERR_INVALID_ARG, 0,
+			"journal '%s' granularity %u differs from the requested %u",
+			p, 1u << j->gran_bits, id->granularity);
 		return -EINVAL;
 	}
 	return 0;
@@ -550,11 +556,6 @@ uint32_t copy_journal_granularity(const struct copy_journal *j)
 unsigned int copy_journal_flags(const struct copy_journal *j)
 {
 	return j->flags;
-}
-
-const char *copy_journal_file(const struct copy_journal *j)
-{
-	return j->path;
 }
 
 bool copy_journal_is_file(const struct copy_journal *j, const char *path)
@@ -619,18 +620,18 @@ void copy_journal_mark_dirty(struct copy_journal *j,
 
 	assert(dirty_bitmap_granularity(d) == 1u << j->gran_bits);
 	BC_LOCK_GUARD(&j->lock);
-	dirty_bitmap_for_each_dirty(d, off, len) {
+	dirty_bitmap_for_each_dirty (d, off, len) {
 		if (granules_of(j, off, len, &first, &end))
 			bits_set(j->bits, first, end);
 	}
 }
 
-void copy_journal_load(const struct copy_journal *j, struct dirty_bitmap *d)
+void copy_journal_load(struct copy_journal *j, struct dirty_bitmap *d)
 {
 	uint64_t i = 0;
 
 	assert(dirty_bitmap_granularity(d) == 1u << j->gran_bits);
-	/* Read without j->lock: only called before the journal is shared. */
+	BC_LOCK_GUARD(&j->lock);
 	while (i < j->nbits) {
 		uint64_t k;
 
@@ -638,25 +639,12 @@ void copy_journal_load(const struct copy_journal *j, struct dirty_bitmap *d)
 			i = (i & 7) || j->bits[i / 8] ? i + 1 : i + 8;
 			continue;
 		}
-		for (k = i + 1; k < j->nbits && (j->bits[k / 8] & (1u << (k & 7)));)
+		for (k = i + 1;
+		     k < j->nbits && (j->bits[k / 8] & (1u << (k & 7)));)
 			k++;
 		dirty_bitmap_set(d, i << j->gran_bits, (k - i) << j->gran_bits);
 		i = k;
 	}
-}
-
-uint64_t copy_journal_count_bytes(struct copy_journal *j)
-{
-	uint64_t i, n = 0;
-
-	BC_LOCK_GUARD(&j->lock);
-	for (i = 0; i < nbytes_of(j); i++)
-		n += (uint64_t)__builtin_popcount(j->bits[i]);
-	n <<= j->gran_bits;
-	/* The last granule is clipped to the size. */
-	if (j->nbits && (j->bits[(j->nbits - 1) / 8] & (1u << ((j->nbits - 1) & 7))))
-		n -= (j->nbits << j->gran_bits) - j->size;
-	return n;
 }
 
 static int sync_bits(struct copy_journal *j)
@@ -696,7 +684,7 @@ static void cand_clear_dirty(struct copy_journal *j,
 {
 	uint64_t off, len, first, end;
 
-	dirty_bitmap_for_each_dirty(d, off, len) {
+	dirty_bitmap_for_each_dirty (d, off, len) {
 		if (granules_of(j, off, len, &first, &end))
 			bits_clear(j->cand, first, end);
 	}
@@ -721,7 +709,7 @@ int copy_journal_checkpoint_commit(struct copy_journal *j)
 
 	pthread_mutex_lock(&j->lock);
 	for (i = 0; i < nbytes_of(j); i++)
-		j->bits[i] &= (uint8_t)~(j->cand[i] & (uint8_t)~j->recent[i]);
+		j->bits[i] &= (uint8_t) ~(j->cand[i] & (uint8_t)~j->recent[i]);
 	pthread_mutex_unlock(&j->lock);
 	return copy_journal_sync(j);
 }

@@ -68,7 +68,7 @@ struct copy_journal_ident {
 	uint64_t src_dev, src_ino;
 	const char *dst_path;
 	uint64_t dst_dev, dst_ino;
-	uint64_t size;        /* virtual size, bytes */
+	uint64_t size;	      /* virtual size, bytes */
 	uint32_t granularity; /* bytes, a power of two */
 	unsigned int flags;   /* COPY_JOURNAL_* */
 };
@@ -121,8 +121,6 @@ int copy_journal_check(const struct copy_journal *j,
 /* The granularity (bytes) and COPY_JOURNAL_* flags recorded in @j. */
 uint32_t copy_journal_granularity(const struct copy_journal *j);
 unsigned int copy_journal_flags(const struct copy_journal *j);
-/* The journal's path. */
-const char *copy_journal_file(const struct copy_journal *j);
 /* Whether @j is the file at @path (same device and inode). */
 bool copy_journal_is_file(const struct copy_journal *j, const char *path);
 
@@ -153,9 +151,7 @@ void copy_journal_mark(struct copy_journal *j, uint64_t off, uint64_t len);
 void copy_journal_mark_dirty(struct copy_journal *j,
 			     const struct dirty_bitmap *d);
 /* Mark dirty in @d every granule whose bit is set (same lock). */
-void copy_journal_load(const struct copy_journal *j, struct dirty_bitmap *d);
-/* Bytes whose bits are set (granules times granularity, last one clipped). */
-uint64_t copy_journal_count_bytes(struct copy_journal *j);
+void copy_journal_load(struct copy_journal *j, struct dirty_bitmap *d);
 
 /* msync the bits (a guest flush): 0 or -errno, recorded. */
 int copy_journal_sync(struct copy_journal *j);

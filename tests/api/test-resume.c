@@ -103,7 +103,8 @@ static void expect_error(int code, const char *msg)
 static void pivot(void)
 {
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
-	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT),
+			 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
 }
 
@@ -145,7 +146,7 @@ static void assert_views_equal(const char *a, const char *b, const char *fmt)
 /* A raw source with the chain's content (in the shadow), opened as the disk. */
 static void open_raw_source(void)
 {
-	struct fmt_create_opts co = { .format = "raw", .size = FX_SIZE };
+	struct fmt_create_opts co = {.format = "raw", .size = FX_SIZE};
 	const char *src = fx_path(&fx, "src.raw");
 	struct fmt_image *img;
 	uint64_t off;
@@ -175,18 +176,19 @@ static void open_raw_source(void)
 /* --- a copy in a child process, killed --------------------------------- */
 
 struct shared {
-	atomic_int ready;       /* the child's copy reached the point to kill at */
-	atomic_int failed;      /* the child hit an error: line number */
+	atomic_int ready;  /* the child's copy reached the point to kill at */
+	atomic_int failed; /* the child hit an error: line number */
 	atomic_uint_fast64_t writes;
-	atomic_uint_fast64_t pend_off, pend_len; /* the guest write in progress */
+	atomic_uint_fast64_t pend_off,
+		pend_len; /* the guest write in progress */
 	uint8_t shadow[FX_SIZE];
 };
 
 enum child_mode {
-	CHILD_BULK,          /* throttled bulk copy, no guest */
-	CHILD_BULK_GUEST,    /* throttled bulk copy, guest writing */
-	CHILD_MIRROR_SLOW,   /* MIRRORING, then a crawling mirror, guest writing */
-	CHILD_MIRROR_BLOCK,  /* write-blocking mirror, guest writing */
+	CHILD_BULK,	   /* throttled bulk copy, no guest */
+	CHILD_BULK_GUEST,  /* throttled bulk copy, guest writing */
+	CHILD_MIRROR_SLOW, /* MIRRORING, then a crawling mirror, guest writing */
+	CHILD_MIRROR_BLOCK, /* write-blocking mirror, guest writing */
 };
 
 static int child_mirroring;
@@ -203,12 +205,12 @@ static void child_event(bc_engine *e, bc_disk *d, const char *p, int type,
 		child_mirroring = 1;
 }
 
-#define CHILD_CHECK(sh, cond)                                             \
-	do {                                                              \
-		if (!(cond)) {                                            \
-			atomic_store(&(sh)->failed, __LINE__);            \
-			_exit(1);                                         \
-		}                                                         \
+#define CHILD_CHECK(sh, cond)                                  \
+	do {                                                   \
+		if (!(cond)) {                                 \
+			atomic_store(&(sh)->failed, __LINE__); \
+			_exit(1);                              \
+		}                                              \
 	} while (0)
 
 /* The child: never returns; killed by the parent. */
@@ -216,7 +218,7 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 		      const char *dst, unsigned int flags, enum child_mode mode,
 		      uint64_t bw)
 {
-	bc_block_copy_params p = { .granularity = GRAN };
+	bc_block_copy_params p = {.granularity = GRAN};
 	bc_engine *eng = bc_engine_new(0);
 	unsigned int seed = (unsigned int)getpid();
 	uint8_t *buf = malloc(GRAN);
@@ -239,8 +241,12 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 			CHILD_CHECK(sh, bc_engine_dispatch(eng, 100) >= 0);
 		}
 		if (mode == CHILD_MIRROR_SLOW)
-			CHILD_CHECK(sh, bc_block_job_set_speed(disk, 1,
-				BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES) == 0);
+			CHILD_CHECK(
+				sh,
+				bc_block_job_set_speed(
+					disk, 1,
+					BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES) ==
+					0);
 		/* Wait for a checkpoint to clear the whole journal. */
 		deadline = time(NULL) + 30;
 		while (journal_bytes(journal_of(dst)) != 0) {
@@ -257,14 +263,17 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 			continue;
 		}
 		/* In the first quarter only: the rest of the journal stays clear. */
-		len = 512u * (1 + (uint64_t)rand_r(&seed) % (2 * GRAN / 512 - 1));
-		off = 512u * ((uint64_t)rand_r(&seed) % ((GUEST_AREA - len) / 512));
+		len = 512u *
+		      (1 + (uint64_t)rand_r(&seed) % (2 * GRAN / 512 - 1));
+		off = 512u *
+		      ((uint64_t)rand_r(&seed) % ((GUEST_AREA - len) / 512));
 		memset(buf, rand_r(&seed) & 0xff, len > GRAN ? GRAN : len);
 		if (len > GRAN)
 			len = GRAN;
 		atomic_store(&sh->pend_off, off);
 		atomic_store(&sh->pend_len, len);
-		CHILD_CHECK(sh, bc_disk_pwrite(disk, buf, len, off) == (ssize_t)len);
+		CHILD_CHECK(sh, bc_disk_pwrite(disk, buf, len, off) ==
+					(ssize_t)len);
 		memcpy(sh->shadow + off, buf, len);
 		atomic_fetch_add(&sh->writes, 1);
 		usleep(200);
@@ -322,7 +331,7 @@ static struct shared *killed_copy(const char *dst, unsigned int flags,
 /* R40 */
 START_TEST(journal_created_before_copy_and_removed_on_pivot)
 {
-	bc_block_copy_params p = { .bandwidth = 1 };
+	bc_block_copy_params p = {.bandwidth = 1};
 	const char *dst = keep(fx_path(&fx, "dst.qcow2"));
 
 	fx_open_chain(&fx, 3);
@@ -330,7 +339,8 @@ START_TEST(journal_created_before_copy_and_removed_on_pivot)
 	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 1);
 	ck_assert_int_gt(fx.info.end, 0);
 	ck_assert_int_eq(journal_bytes(journal_of(dst)), (int64_t)fx.info.end);
-	ck_assert_int_eq(access(fx_fmt(&fx, "%s.tmp", journal_of(dst)), F_OK), -1);
+	ck_assert_int_eq(access(fx_fmt(&fx, "%s.tmp", journal_of(dst)), F_OK),
+			 -1);
 	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 0, 0), 0);
 	pivot();
 	ck_assert_int_eq(access(journal_of(dst), F_OK), -1);
@@ -355,12 +365,15 @@ START_TEST(checkpoint_clears_and_guest_write_sets)
 		usleep(20000);
 	}
 	/* Crawling mirror: the write stays dirty, its bits set. */
-	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 1,
-				BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES), 0);
+	ck_assert_int_eq(
+		bc_block_job_set_speed(fx.disk, 1,
+				       BC_BLOCK_JOB_SPEED_BANDWIDTH_BYTES),
+		0);
 	fx_guest_write(&fx, 3 * GRAN + 10, GRAN, 0x5a); /* touches 2 granules */
 	ck_assert_int_eq(journal_bytes(journal_of(dst)), 2 * GRAN);
 	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 0, 0), 0);
-	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT),
+			 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
 	ck_assert_int_eq(journal_bytes(journal_of(dst)), -1);
 	fx_check_image_equals_shadow(&fx, dst, "qcow2");
@@ -371,7 +384,7 @@ END_TEST
 /* R40 */
 START_TEST(abort_after_mirroring_removes_cancel_before_keeps)
 {
-	bc_block_copy_params slow = { .bandwidth = 1 };
+	bc_block_copy_params slow = {.bandwidth = 1};
 	const char *a = keep(fx_path(&fx, "a.qcow2"));
 	const char *b = keep(fx_path(&fx, "b.qcow2"));
 
@@ -388,7 +401,8 @@ START_TEST(abort_after_mirroring_removes_cancel_before_keeps)
 	ck_assert_int_gt(journal_bytes(journal_of(b)), 0);
 	/* Same process, same disk: the disk kept it; the resume completes. */
 	fx_guest_write(&fx, 5 * GRAN, 3 * GRAN, 0x77);
-	ck_assert_int_eq(bc_block_copy(fx.disk, b, NULL, BC_BLOCK_COPY_RESUME), 0);
+	ck_assert_int_eq(bc_block_copy(fx.disk, b, NULL, BC_BLOCK_COPY_RESUME),
+			 0);
 	pivot();
 	ck_assert_int_eq(journal_bytes(journal_of(b)), -1);
 	fx_check_image_equals_shadow(&fx, b, "qcow2");
@@ -399,7 +413,7 @@ END_TEST
 /* R40 */
 START_TEST(resume_after_failed)
 {
-	bc_block_copy_params p = { .bandwidth = 4u << 20 };
+	bc_block_copy_params p = {.bandwidth = 4u << 20};
 	const char *dst = keep(fx_path(&fx, "dst.raw"));
 	uint64_t resumed;
 
@@ -414,7 +428,8 @@ START_TEST(resume_after_failed)
 	/* The guest goes on meanwhile: its writes are still recorded. */
 	fx_guest_write(&fx, 100 * 1024, 300 * 1024, 0xe1);
 	fx_guest_write(&fx, FX_SIZE - GRAN, GRAN, 0xe2);
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
 	pivot();
 	resumed = last_bytes_copied();
 	ck_assert_uint_lt(resumed, FX_SIZE);
@@ -431,7 +446,7 @@ END_TEST
 /* R40 */
 START_TEST(reuse_ext_without_resume_starts_over)
 {
-	bc_block_copy_params slow = { .bandwidth = 1 };
+	bc_block_copy_params slow = {.bandwidth = 1};
 	const char *dst = keep(fx_path(&fx, "dst.qcow2"));
 
 	fx_open_chain(&fx, 2);
@@ -439,8 +454,8 @@ START_TEST(reuse_ext_without_resume_starts_over)
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	ck_assert_int_lt(journal_bytes(journal_of(dst)), FX_SIZE);
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &slow,
-				       BC_BLOCK_COPY_REUSE_EXT), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, &slow, BC_BLOCK_COPY_REUSE_EXT), 0);
 	ck_assert_int_eq(journal_bytes(journal_of(dst)), FX_SIZE);
 	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 0, 0), 0);
 	pivot();
@@ -453,7 +468,7 @@ END_TEST
 /* A journal left by a copy canceled before MIRRORING; the disk closed. */
 static const char *interrupted_copy(const char *name)
 {
-	bc_block_copy_params slow = { .bandwidth = 1 };
+	bc_block_copy_params slow = {.bandwidth = 1};
 	const char *dst = keep(fx_path(&fx, name));
 
 	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &slow, 0), 0);
@@ -465,9 +480,10 @@ static const char *interrupted_copy(const char *name)
 /* R40 */
 START_TEST(resume_errors)
 {
-	bc_block_copy_params g128 = { .granularity = 128u * 1024 };
+	bc_block_copy_params g128 = {.granularity = 128u * 1024};
 	const char *dst, *jpath, *other;
-	static char real_dst[PATH_MAX], real_src[PATH_MAX], real_other[PATH_MAX];
+	static char real_dst[PATH_MAX], real_src[PATH_MAX],
+		real_other[PATH_MAX];
 	uint8_t byte;
 	int fd;
 
@@ -484,29 +500,42 @@ START_TEST(resume_errors)
 
 	/* No journal. */
 	ck_assert_int_eq(bc_block_copy(fx.disk, fx_path(&fx, "none.qcow2"),
-				       NULL, BC_BLOCK_COPY_RESUME), -1);
+				       NULL, BC_BLOCK_COPY_RESUME),
+			 -1);
 	expect_error(BC_ERR_NO_SUCH_FILE,
 		     fx_fmt(&fx, "no journal '%s' to resume from",
 			    journal_of(fx_path(&fx, "none.qcow2"))));
 	/* Shallow against a full copy. */
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL,
-				       BC_BLOCK_COPY_RESUME | BC_BLOCK_COPY_SHALLOW), -1);
-	expect_error(BC_ERR_INVALID_ARG,
-		     fx_fmt(&fx, "journal '%s' records a full copy, not a shallow one", jpath));
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL,
+			      BC_BLOCK_COPY_RESUME | BC_BLOCK_COPY_SHALLOW),
+		-1);
+	expect_error(
+		BC_ERR_INVALID_ARG,
+		fx_fmt(&fx,
+		       "journal '%s' records a full copy, not a shallow one",
+		       jpath));
 	/* Another granularity. */
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &g128, BC_BLOCK_COPY_RESUME), -1);
-	expect_error(BC_ERR_INVALID_ARG,
-		     fx_fmt(&fx, "journal '%s' granularity 65536 differs from the requested 131072", jpath));
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, &g128, BC_BLOCK_COPY_RESUME), -1);
+	expect_error(
+		BC_ERR_INVALID_ARG,
+		fx_fmt(&fx,
+		       "journal '%s' granularity 65536 differs from the requested 131072",
+		       jpath));
 	/* With a bitmap. */
 	ck_assert_int_eq(bc_block_copy_bitmap(fx.disk, dst, "b0", NULL,
-					      BC_BLOCK_COPY_RESUME), -1);
-	expect_error(BC_ERR_INVALID_ARG,
-		     "resume and a bitmap are mutually exclusive: the journal says what is left to copy");
+					      BC_BLOCK_COPY_RESUME),
+			 -1);
+	expect_error(
+		BC_ERR_INVALID_ARG,
+		"resume and a bitmap are mutually exclusive: the journal says what is left to copy");
 	/* Another source. */
 	fx_close_disk(&fx);
 	fx.disk = bc_disk_open(fx.eng, other, "qcow2", 0);
 	ck_assert_ptr_nonnull(fx.disk);
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
 	expect_error(BC_ERR_INVALID_ARG,
 		     fx_fmt(&fx, "journal '%s' source is '%s', not '%s'", jpath,
 			    real_src, real_other));
@@ -516,14 +545,18 @@ START_TEST(resume_errors)
 	/* The destination replaced by another file (a copy of it). */
 	ck_assert_int_eq(rename(dst, fx_path(&fx, "moved.qcow2")), 0);
 	{
-		struct fmt_create_opts co = { .format = "qcow2", .size = FX_SIZE };
+		struct fmt_create_opts co = {.format = "qcow2",
+					     .size = FX_SIZE};
 
 		ck_assert_int_eq(fmt_create(dst, &co), 0);
 	}
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
-	expect_error(BC_ERR_INVALID_ARG,
-		     fx_fmt(&fx, "journal '%s' destination '%s' is another file now (device or inode differ)",
-			    jpath, real_dst));
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
+	expect_error(
+		BC_ERR_INVALID_ARG,
+		fx_fmt(&fx,
+		       "journal '%s' destination '%s' is another file now (device or inode differ)",
+		       jpath, real_dst));
 	ck_assert_int_eq(rename(fx_path(&fx, "moved.qcow2"), dst), 0);
 	/* A damaged header. */
 	fd = open(jpath, O_RDWR);
@@ -531,14 +564,17 @@ START_TEST(resume_errors)
 	ck_assert_int_eq(pread(fd, &byte, 1, 200), 1);
 	byte ^= 1;
 	ck_assert_int_eq(pwrite(fd, &byte, 1, 200), 1);
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
-	expect_error(BC_ERR_INVALID_ARG,
-		     fx_fmt(&fx, "journal '%s': header checksum mismatch", jpath));
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), -1);
+	expect_error(
+		BC_ERR_INVALID_ARG,
+		fx_fmt(&fx, "journal '%s': header checksum mismatch", jpath));
 	byte ^= 1;
 	ck_assert_int_eq(pwrite(fd, &byte, 1, 200), 1);
 	close(fd);
 	/* Nothing was touched: the resume still works. */
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
 	pivot();
 	fx_check_image_equals_shadow(&fx, dst, "qcow2");
 }
@@ -554,7 +590,9 @@ END_TEST
  * guests wrote to both sides).
  */
 static const enum child_mode guest_modes[] = {
-	CHILD_BULK_GUEST, CHILD_MIRROR_SLOW, CHILD_MIRROR_BLOCK,
+	CHILD_BULK_GUEST,
+	CHILD_MIRROR_SLOW,
+	CHILD_MIRROR_BLOCK,
 };
 
 /* R40 */
@@ -589,9 +627,11 @@ START_TEST(killed_while_guest_writes)
 				     (unsigned long long)i);
 	}
 	free(src);
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
-	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0); /* keep the source */
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0),
+			 0); /* keep the source */
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	ck_assert_uint_le(last_bytes_copied(), (uint64_t)left);
 	assert_views_equal(fx.top, dst, "qcow2");
@@ -608,14 +648,14 @@ END_TEST
 struct variant {
 	bool raw;
 	unsigned int flags;
-	uint64_t bw;     /* bytes/s of the killed copy */
+	uint64_t bw;	 /* bytes/s of the killed copy */
 	unsigned int ms; /* killed after: about half done */
 };
 
 static const struct variant variants[] = {
-	{ false, 0, 2u << 20, 1300 },
-	{ false, BC_BLOCK_COPY_SHALLOW, 96u << 10, 2300 },
-	{ true, 0, 2u << 20, 1300 },
+	{false, 0, 2u << 20, 1300},
+	{false, BC_BLOCK_COPY_SHALLOW, 96u << 10, 2300},
+	{true, 0, 2u << 20, 1300},
 };
 
 /* R40 */
@@ -643,7 +683,8 @@ START_TEST(resumed_equals_uninterrupted)
 	left = journal_bytes(journal_of(dst));
 	ck_assert_int_gt(left, 0);
 	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL,
-				       v->flags | BC_BLOCK_COPY_RESUME), 0);
+				       v->flags | BC_BLOCK_COPY_RESUME),
+			 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
@@ -716,8 +757,9 @@ int main(void)
 	tc = tcase_create("killed");
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
-	tcase_add_loop_test(tc, killed_while_guest_writes, 0,
-			    (int)(sizeof(guest_modes) / sizeof(guest_modes[0])));
+	tcase_add_loop_test(
+		tc, killed_while_guest_writes, 0,
+		(int)(sizeof(guest_modes) / sizeof(guest_modes[0])));
 	tcase_add_loop_test(tc, resumed_equals_uninterrupted, 0,
 			    (int)(sizeof(variants) / sizeof(variants[0])));
 	suite_add_tcase(s, tc);
