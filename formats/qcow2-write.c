@@ -301,16 +301,21 @@ static int trim_deferred_locked(struct qcow2 *q)
 int qcow2_flush(struct fmt_image *img)
 {
 	struct qcow2 *q = img->priv;
+	bool synced = false;
 	int ret;
 
 	if (!q->read_only) {
 		pthread_mutex_lock(&q->lock);
+		/* The ordered write-back ends with a sync of the file. */
+		synced = q->l2_cache.ndirty || q->ndeferred;
 		ret = qcow2_flush_metadata_locked(q);
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			return ret;
 	}
-	/* Data written before the call, and the refcounts of the frees. */
+	if (synced)
+		return 0;
+	/* Data written before the call (and refcount blocks alone). */
 	if (fdatasync(img->fd) < 0) {
 		ret = -errno;
 		bc_error_set(bc_errno_to_code(-ret), -ret, "%s: cannot flush",

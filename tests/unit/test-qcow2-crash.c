@@ -18,8 +18,8 @@
  * unmap, discards: clusters are freed and reallocated), threads 6 and 7
  * share a region at 4 KiB interleave (writes into the same clusters).
  * One image lives across several kills (the next child reopens it, and
- * with lazy refcounts rebuilds them); images vary cluster size and lazy
- * refcounts. The run is bounded to about 60 s. BC_TEST_SEED sets the
+ * with lazy refcounts rebuilds them); images vary cluster size, extended
+ * L2, lazy refcounts and whether a raw backing file shows through. The run is bounded to about 60 s. BC_TEST_SEED sets the
  * seed, printed on failure.
  */
 #include <check.h>
@@ -289,7 +289,11 @@ static void read_image(uint8_t *out)
 
 START_TEST(killed_writers_keep_flushed_data)
 {
-	static const uint32_t cluster_sizes[] = {4096, 65536, 512, 16384};
+	static const struct {
+		uint32_t cluster_size;
+		bool extended_l2;
+	} layouts[] = {{4096, false}, {65536, true}, {512, false},
+		       {16384, true}, {65536, false}};
 	uint8_t *base = malloc(IMG_SIZE), *actual = malloc(IMG_SIZE);
 	unsigned int seed = base_seed, kills = 0, img_no = 0, k;
 	uint64_t t0 = now_ns(), cs = 0;
@@ -302,13 +306,29 @@ START_TEST(killed_writers_keep_flushed_data)
 					    .size = IMG_SIZE};
 		unsigned int per_image = 10 + (unsigned int)rand() % 20;
 
-		cs = cluster_sizes[img_no % BC_ARRAY_SIZE(cluster_sizes)];
+		cs = layouts[img_no % BC_ARRAY_SIZE(layouts)].cluster_size;
 		o.cluster_size = (uint32_t)cs;
+		o.extended_l2 = layouts[img_no % BC_ARRAY_SIZE(layouts)].extended_l2;
 		o.lazy_refcounts = img_no % 2;
+		memset(base, 0, IMG_SIZE);
+		if (img_no % 3 == 1) {
+			/* A backing file: what unallocated clusters show. */
+			uint64_t b;
+			int fd;
+
+			for (b = 0; b < IMG_SIZE; b++)
+				base[b] = (uint8_t)(b * 13 + (b >> 9));
+			fd = open("base.raw", O_CREAT | O_TRUNC | O_WRONLY, 0644);
+			ck_assert_int_ge(fd, 0);
+			ck_assert_int_eq(write(fd, base, IMG_SIZE),
+					 (ssize_t)IMG_SIZE);
+			close(fd);
+			o.backing_file = "base.raw";
+			o.backing_fmt = "raw";
+		}
 		img_no++;
 		(void)unlink("t.qcow2");
 		ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
-		memset(base, 0, IMG_SIZE);
 		for (k = 0; k < per_image && kills < MAX_KILLS; k++, kills++) {
 			unsigned int cseed = (unsigned int)rand();
 			long delay_us = 1000 + rand() % 50000;
@@ -359,9 +379,10 @@ START_TEST(killed_writers_keep_flushed_data)
 			read_image(actual);
 			bad = verify(log, nrec, base, actual);
 			ck_assert_msg(bad < 0,
-				      "seed %u kill %u cluster %llu lazy %d: byte %lld lost a flushed write",
+				      "seed %u kill %u cluster %llu extl2 %d lazy %d backing %d: byte %lld lost a flushed write",
 				      seed, kills, (unsigned long long)cs,
-				      o.lazy_refcounts, (long long)bad);
+				      o.extended_l2, o.lazy_refcounts,
+				      o.backing_file != NULL, (long long)bad);
 			memcpy(base, actual, IMG_SIZE);
 			(void)unlink("log.bin");
 		}

@@ -892,6 +892,49 @@ START_TEST(frees_wait_for_the_l2_write_back)
 END_TEST
 
 /*
+ * More dirty L2 tables than the cache holds: evicted tables reach the file
+ * (after their refcounts), so the image on disk is consistent at every
+ * moment and the first writes are readable by another program before any
+ * flush. 512-byte clusters: one L2 table maps 32 KiB, the cache holds 256.
+ */
+START_TEST(evicted_l2_tables_are_written_in_order)
+{
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 16 * MiB,
+				    .cluster_size = 512,
+				    .refcount_bits = 1}; /* no new refcount block */
+	static uint8_t buf[512];
+	struct fmt_image *img;
+	uint64_t off;
+	int ret;
+
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_uint_lt(((struct qcow2 *)img->priv)->l2_cache.n, 512);
+	/* Every L2 table exists and is on disk; then only data allocates. */
+	memset(buf, 0xee, sizeof(buf));
+	for (off = 0; off < 16 * MiB; off += 32768)
+		ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), off + 4096),
+				 0);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	for (off = 0; off < 16 * MiB; off += 32768) {
+		memset(buf, (int)(off >> 15) | 1, sizeof(buf));
+		ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), off), 0);
+	}
+	if (have_qemu_img) {
+		/* 0: clean, 3: leaks only (refcounts ahead of the tables). */
+		ret = system("qemu-img check -q -U t.qcow2 >/dev/null 2>&1");
+		ck_assert(WEXITSTATUS(ret) == 0 || WEXITSTATUS(ret) == 3);
+		tu_sh("qemu-io -f qcow2 -r -U -c 'read -P 1 0 512' -c 'read -P 3 65536 512' t.qcow2 >/dev/null");
+	}
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -c 'read -P 0xff 16744448 512' t.qcow2 >/dev/null");
+}
+END_TEST
+
+/*
  * map_for_overwrite: whole clusters get a contiguous host run (fresh, or
  * in place for clusters already ours), the caller writes the data
  * straight to the file, and the image reads it back and passes qemu-img
@@ -979,6 +1022,7 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, bitmaps_kept_at_first_write);
 	tcase_add_test(tc, killed_lazy_writer_leaves_repairable_image);
 	tcase_add_test(tc, frees_wait_for_the_l2_write_back);
+	tcase_add_test(tc, evicted_l2_tables_are_written_in_order);
 	suite_add_tcase(s, tc);
 	return s;
 }
