@@ -348,7 +348,7 @@ static void act(struct mdisk *d)
 	writer_resume(d);
 }
 
-/* R23 */
+/* R23, R35 */
 START_TEST(sixteen_disks_sixteen_jobs)
 {
 	unsigned int seed = test_seed();
