@@ -1027,6 +1027,16 @@ static void checkpoint(struct mirror *m, bool now_due)
 		(void)job_target_error(job, ret);
 		return;
 	}
+	/*
+	 * ...on both sides: what was copied must not be lost from the source
+	 * either (a qcow2 source's metadata cache holds a guest write until
+	 * a flush; killed before it, the source forgets what the copy has).
+	 */
+	ret = fmt_flush(m->src);
+	if (ret < 0) {
+		job_set_error(job, ret);
+		return;
+	}
 	ret = copy_journal_checkpoint_commit(j);
 	if (ret < 0) {
 		job_set_error(job, ret);

@@ -578,8 +578,8 @@ BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
  * to it: which granules may still differ between source and destination.
  * It is created (durably) before the first byte is copied; a guest write
  * sets its bits before the source is written; every second (or 128 MiB)
- * the job flushes the destination and clears the bits of what is then
- * copied. The journal is removed when the copy is complete (COMPLETED, or
+ * the job flushes the destination and the source and clears the bits of
+ * what is then copied. The journal is removed when the copy is complete (COMPLETED, or
  * an abort after MIRRORING); it stays when the job ends FAILED, is
  * canceled before MIRRORING, or its process dies. While the disk stays
  * open after such an end, guest writes keep setting its bits; once the

@@ -189,6 +189,8 @@ enum child_mode {
 	CHILD_BULK_GUEST,  /* throttled bulk copy, guest writing */
 	CHILD_MIRROR_SLOW, /* MIRRORING, then a crawling mirror, guest writing */
 	CHILD_MIRROR_BLOCK, /* write-blocking mirror, guest writing */
+	CHILD_MIRROR_ONCE,  /* mirroring: new clusters written once, no flush,
+			       copied and checkpointed; then killed */
 };
 
 static int child_mirroring;
@@ -233,7 +235,7 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 	if (mode == CHILD_MIRROR_BLOCK)
 		flags |= BC_BLOCK_COPY_SYNCHRONOUS_WRITES;
 	CHILD_CHECK(sh, bc_block_copy(disk, dst, &p, flags) == 0);
-	if (mode == CHILD_MIRROR_SLOW || mode == CHILD_MIRROR_BLOCK) {
+	if (mode != CHILD_BULK && mode != CHILD_BULK_GUEST) {
 		time_t deadline = time(NULL) + 30;
 
 		while (!child_mirroring) {
@@ -253,6 +255,33 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 			CHILD_CHECK(sh, time(NULL) < deadline);
 			usleep(20000);
 		}
+	}
+	if (mode == CHILD_MIRROR_ONCE) {
+		time_t deadline = time(NULL) + 30;
+		uint64_t k;
+
+		/*
+		 * Clusters the top layer does not hold (allocating writes: a
+		 * qcow2 source keeps their mapping in its cache until a
+		 * flush), each written once and never flushed by the guest;
+		 * wait until the mirror copied them and a checkpoint cleared
+		 * their bits: the checkpoint must have flushed the source too.
+		 */
+		for (k = 0; k < 8; k++) {
+			memset(buf, (int)(0xa0 + k), GRAN);
+			CHILD_CHECK(sh, bc_disk_pwrite(disk, buf, GRAN,
+						       (7u << 20) + k * GRAN) ==
+						(ssize_t)GRAN);
+			memcpy(sh->shadow + (7u << 20) + k * GRAN, buf, GRAN);
+			atomic_fetch_add(&sh->writes, 1);
+		}
+		while (journal_bytes(journal_of(dst)) != 0) {
+			CHILD_CHECK(sh, time(NULL) < deadline);
+			usleep(20000);
+		}
+		atomic_store(&sh->ready, 1);
+		for (;;)
+			pause();
 	}
 	atomic_store(&sh->ready, 1);
 	for (;;) {
@@ -274,6 +303,14 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 		atomic_store(&sh->pend_len, len);
 		CHILD_CHECK(sh, bc_disk_pwrite(disk, buf, len, off) ==
 					(ssize_t)len);
+		/*
+		 * Mirroring modes: each write flushed, so the source must hold
+		 * every one acknowledged (qcow2 keeps only flushed writes over
+		 * a crash). The bulk mode does not flush: a write the source
+		 * loses must then be missing from the copy too.
+		 */
+		if (mode != CHILD_BULK_GUEST)
+			CHILD_CHECK(sh, bc_disk_flush(disk) == 0);
 		memcpy(sh->shadow + off, buf, len);
 		atomic_fetch_add(&sh->writes, 1);
 		usleep(200);
@@ -584,15 +621,17 @@ END_TEST
 
 /*
  * SIGKILL while a guest writes; the resumed copy equals the source,
- * and the source holds every acknowledged write. Modes: during the bulk
+ * and the source holds every acknowledged and flushed write. Modes: during the bulk
  * copy; after MIRRORING with a mirror that crawls (writes stay dirty: only
  * the journal remembers them); write-blocking (checkpoints clear what
- * guests wrote to both sides).
+ * guests wrote to both sides); new clusters written once without a flush
+ * and checkpointed (the checkpoint made them durable on the source).
  */
 static const enum child_mode guest_modes[] = {
 	CHILD_BULK_GUEST,
 	CHILD_MIRROR_SLOW,
 	CHILD_MIRROR_BLOCK,
+	CHILD_MIRROR_ONCE,
 };
 
 /* R40 */
@@ -606,19 +645,25 @@ START_TEST(killed_while_guest_writes)
 	uint64_t i;
 
 	fx_open_chain(&fx, 3);
-	sh = killed_copy(dst, 0, mode, 1500 + 137 * (unsigned int)_i, 2u << 20);
+	sh = killed_copy(dst, 0, mode,
+			 mode == CHILD_MIRROR_ONCE ? 50
+						   : 1500 + 137 * (unsigned int)_i,
+			 2u << 20);
 	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
 	left = journal_bytes(journal_of(dst));
-	ck_assert_int_gt(left, 0);
+	if (mode != CHILD_MIRROR_ONCE)
+		ck_assert_int_gt(left, 0);
 	/* Mirroring: only what the guest wrote (unaligned edges: +1 granule). */
 	if (mode != CHILD_BULK_GUEST)
 		ck_assert_int_le(left, GUEST_AREA + GRAN);
+	if (mode == CHILD_MIRROR_ONCE)
+		ck_assert_int_eq(left, 0);
 	fprintf(stderr, "# mode %d: %llu guest writes, journal %lld bytes\n",
 		(int)mode, (unsigned long long)atomic_load(&sh->writes),
 		(long long)left);
-	/* The source: every acknowledged write (the pending one: either). */
+	/* The source: every flushed write (the pending one: either). */
 	src = read_view(fx.top, "qcow2");
-	for (i = 0; i < FX_SIZE; i++) {
+	for (i = 0; mode != CHILD_BULK_GUEST && i < FX_SIZE; i++) {
 		if (i >= atomic_load(&sh->pend_off) &&
 		    i < atomic_load(&sh->pend_off) + atomic_load(&sh->pend_len))
 			continue;
