@@ -20,7 +20,9 @@
  * either marked dirty or seen by the scan. Marking after the source write and before the acknowledgement
  * means a copy that read older data is always followed by another copy of
  * the range; the in-flight bitmap keeps two copies of one granule from
- * overlapping, so a stale copy never lands after a newer one.
+ * overlapping, so a stale copy never lands after a newer one. With a
+ * resume journal (engine/copy-journal.h, below job->lock as a leaf) a write
+ * also sets its bits there before the source is written.
  *
  * Pivot: set quiesce (new guest requests wait), wait for the guest
  * requests in flight to drain, copy what is still dirty, flush the
