@@ -72,6 +72,8 @@
 #define CHECKPOINT_BYTES (128ull << 20)
 /* A checkpoint waiting for guest writes of the old epoch looks again after. */
 #define CHECKPOINT_RETRY_NS (1000ull * 1000)
+/* user_data of a checkpoint's fdatasync: no slot has it. */
+#define CKPT_TAG UINT64_MAX
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_WRITING };
 
@@ -114,6 +116,8 @@ struct mirror {
 	struct iob_cqe *cqes;
 	/* resume journal checkpoints */
 	bool ckpt_pending;    /* begun, waiting for the old epoch's writes */
+	bool ckpt_flushing;   /* its destination fdatasync is in flight */
+	uint64_t ckpt_now;    /* ...and when it was taken */
 	uint64_t ckpt_ns;     /* when the last one was committed */
 	uint64_t ckpt_work;   /* job progress then (work_done_locked) */
 	uint64_t ckpt_begin_work;
@@ -180,7 +184,8 @@ static int mirror_setup(struct mirror *m, struct job *job)
 			return -ret;
 		m->slots[i].buf = p;
 	}
-	ret = iob_new(m->nslots * RUNS_MAX, 0, &m->iob);
+	/* + 1: a checkpoint's fdatasync (checkpoint()). */
+	ret = iob_new(m->nslots * RUNS_MAX + 1, 0, &m->iob);
 	if (ret < 0)
 		return ret;
 	if (!copy_path_offloads(&m->path))
@@ -481,12 +486,31 @@ static __cold int io_failed(const struct fmt_image *img, const char *what,
 	return ret;
 }
 
+static void checkpoint_flushed(struct mirror *m, int ret);
+
+/* The checkpoint's fdatasync completed with @res (raw_flush's message). */
+static void checkpoint_fsync_done(struct mirror *m, int64_t res)
+{
+	char ebuf[128];
+	int err = (int)-res;
+
+	if (res < 0)
+		bc_error_set(bc_errno_to_code(err), err, "%s: flush: %s",
+			     m->dest->filename, strerror_r(err, ebuf, sizeof(ebuf)));
+	checkpoint_flushed(m, res < 0 ? -err : 0);
+}
+
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 {
-	struct slot *s = &m->slots[c->user_data & 0xffff];
+	struct slot *s;
 	struct slot_run *r;
 	int ret = 0;
 
+	if (c->user_data == CKPT_TAG) {
+		checkpoint_fsync_done(m, c->res);
+		return;
+	}
+	s = &m->slots[c->user_data & 0xffff];
 	if (s->state == SLOT_READING) {
 		if (c->res < 0) {
 			slot_release(m, s, io_failed(s->read_layer, "read",
@@ -1017,13 +1041,51 @@ static void checkpoint(struct mirror *m, bool now_due)
 	}
 	if (!copy_journal_checkpoint_ready(j))
 		return;
+	if (m->ckpt_flushing)
+		return; /* the previous one's fdatasync is still running */
 	pthread_mutex_lock(&job->lock);
 	copy_journal_checkpoint_snapshot(j, job->dirty, job->inflight);
 	pthread_mutex_unlock(&job->lock);
 	m->ckpt_pending = false;
-	/* Bits are cleared only for data that is durable. */
-	ret = flush_dest(m);
+	m->ckpt_now = now;
+	/*
+	 * Bits are cleared only for data that is durable. A raw destination's
+	 * flush is one fdatasync: queued with the copies, so the copy goes on
+	 * meanwhile (what the snapshot counts as copied had completed before
+	 * it is queued); checkpoint_flushed() continues. Others: at once.
+	 */
+	if (m->iob && m->dest->drv == &fmt_raw_driver &&
+	    !fmt_is_nbd_uri(job->dest_path)) {
+		bool need;
+
+		pthread_mutex_lock(&job->lock);
+		need = job->dest_unflushed;
+		job->dest_unflushed = false;
+		pthread_mutex_unlock(&job->lock);
+		if (need) {
+			ret = iob_prep_fsync(m->iob, m->dest->fd, CKPT_TAG);
+			if (ret == 0) {
+				m->ckpt_flushing = true;
+				return;
+			}
+			pthread_mutex_lock(&job->lock);
+			job->dest_unflushed = true;
+			pthread_mutex_unlock(&job->lock);
+		}
+	}
+	checkpoint_flushed(m, flush_dest(m));
+}
+
+/* The checkpoint's destination flush ended with @ret: the rest of it. */
+static void checkpoint_flushed(struct mirror *m, int ret)
+{
+	struct job *job = m->job;
+
+	m->ckpt_flushing = false;
 	if (ret < 0) {
+		pthread_mutex_lock(&job->lock);
+		job->dest_unflushed = true;
+		pthread_mutex_unlock(&job->lock);
 		(void)job_target_error(job, ret);
 		return;
 	}
@@ -1033,16 +1095,13 @@ static void checkpoint(struct mirror *m, bool now_due)
 	 * a flush; killed before it, the source forgets what the copy has).
 	 */
 	ret = fmt_flush(m->src);
+	if (ret == 0)
+		ret = copy_journal_checkpoint_commit(job->journal);
 	if (ret < 0) {
 		job_set_error(job, ret);
 		return;
 	}
-	ret = copy_journal_checkpoint_commit(j);
-	if (ret < 0) {
-		job_set_error(job, ret);
-		return;
-	}
-	m->ckpt_ns = now;
+	m->ckpt_ns = m->ckpt_now;
 	m->ckpt_work = m->ckpt_begin_work;
 }
 
@@ -1267,7 +1326,7 @@ void *mirror_main(void *arg)
 		ret = iob_submit(m.iob);
 		if (ret < 0)
 			job_set_error(job, ret);
-		if (m.nbusy) {
+		if (m.nbusy || m.ckpt_flushing) {
 			int ms = delay ? (int)BC_MIN(delay / 1000000 + 1, 1000) : -1;
 
 			ret = reap(&m, true, ms);
@@ -1297,12 +1356,14 @@ void *mirror_main(void *arg)
 		if (p.clean && p.state != JOB_PAUSED && reached_sync(&m, &p))
 			continue;
 		checkpoint(&m, false);
+		if (m.ckpt_flushing)
+			continue; /* submit its fdatasync, reap it */
 		wait_for_work(&m, &p, min_delay(delay, checkpoint_delay(&m)));
 	}
 
 out:
 	/* Drain whatever is still in flight before touching the chain. */
-	while (m.nbusy) {
+	while (m.nbusy || m.ckpt_flushing) {
 		if (reap(&m, true, -1) < 0)
 			break;
 	}
@@ -1314,6 +1375,7 @@ out:
 		m.iob = NULL;
 		m.slots = NULL;
 		m.nbusy = 0;
+		m.ckpt_flushing = false;
 		status = BC_BLOCK_JOB_FAILED;
 	}
 
@@ -1328,6 +1390,12 @@ out:
 		checkpoint(&m, true);
 		if (m.ckpt_pending)
 			checkpoint(&m, true);
+		if (m.ckpt_flushing && iob_submit(m.iob) < 0)
+			m.ckpt_flushing = false; /* not submitted: no commit */
+		while (m.ckpt_flushing) {
+			if (reap(&m, true, -1) < 0)
+				break;
+		}
 	}
 	job_conclude(job);
 	if (status == BC_BLOCK_JOB_COMPLETED)
