@@ -491,8 +491,7 @@ err_free:
 }
 
 int copy_journal_check(const struct copy_journal *j,
-		       const struct copy_journal_ident *id,
-		       bool check_granularity)
+		       const struct copy_journal_ident *id)
 {
 	const char *p = j->path;
 
@@ -536,13 +535,6 @@ int copy_journal_check(const struct copy_journal *j,
 			"journal '%s' records a %s copy, not a %s one", p,
 			j->flags & COPY_JOURNAL_SHALLOW ? "shallow" : "full",
 			j->flags & COPY_JOURNAL_SHALLOW ? "full" : "shallow");
-		return -EINVAL;
-	}
-	if (check_granularity && (1u << j->gran_bits) != id->granularity) {
-		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
-			"journal '%s' granularity %u differs from the requested %u",
-			p, 1u << j->gran_bits, id->granularity);
 		return -EINVAL;
 	}
 	return 0;

@@ -110,13 +110,12 @@ int copy_journal_open(const char *path, struct copy_journal **out);
 
 /*
  * Check that @j was written for @id: source and destination (path,
- * device, inode), virtual size, flags, and the granularity when
- * @check_granularity. Returns 0 or -EINVAL with the mismatch recorded as
- * "journal 'P' <field> ...".
+ * device, inode), virtual size and the shallow flag (the granularity and
+ * the raw flag are the journal's to give). Returns 0 or -EINVAL with the
+ * mismatch recorded as "journal 'P' <field> ...".
  */
 int copy_journal_check(const struct copy_journal *j,
-		       const struct copy_journal_ident *id,
-		       bool check_granularity);
+		       const struct copy_journal_ident *id);
 
 /* The granularity (bytes) and COPY_JOURNAL_* flags recorded in @j. */
 uint32_t copy_journal_granularity(const struct copy_journal *j);

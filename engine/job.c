@@ -458,8 +458,8 @@ static unsigned int journal_flags(const struct job *job)
  * Make @j the disk's journal, with guests held so that no write is
  * between the source and the marking: every write that entered before is
  * in job->dirty when this runs, every later one sets its bits itself.
- * Then @fill copies job->dirty into the journal (a new job) or the
- * journal into job->dirty (resume). A journal the disk kept for another
+ * Then job->dirty is copied into the journal (a new job), or with @load
+ * the journal into job->dirty (resume). A journal the disk kept for another
  * destination can no longer be kept up to date: it is removed.
  */
 static void journal_attach(struct job *job, struct copy_journal *j, bool load)
@@ -562,9 +562,8 @@ static int journal_open_for_resume(struct job *job, const char *dest,
 	BC_AUTOFREE char *path = NULL;
 	struct copy_journal *j = NULL;
 	bc_disk *disk = job->disk;
-	int ret;
-
 	struct stat st;
+	int ret;
 
 	/* A missing destination is reported by the journal or the open. */
 	if (!wants_journal(job, dest) && stat(dest, &st) == 0) {
@@ -611,7 +610,7 @@ static int journal_resume(struct job *job, const char *dest)
 
 	ret = job_ident(job, dest, &id, &src_real, &dst_real);
 	if (ret == 0)
-		ret = copy_journal_check(job->journal, &id, false);
+		ret = copy_journal_check(job->journal, &id);
 	if (ret < 0)
 		return ret;
 	journal_attach(job, job->journal, true);
