@@ -278,8 +278,10 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 	 * conservative (a crash leads to a rebuild that finds nothing).
 	 */
 	if (q->dirty_marked || q->hdr.version < 3 ||
-	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS))
+	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
+		q->write_ready = true;
 		return 0;
+	}
 	if (!(q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
 		ret = write_incompat(q, q->hdr.incompatible_features |
 						QCOW2_INCOMPAT_DIRTY);
@@ -287,6 +289,7 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = true;
+	q->write_ready = true;
 	return 0;
 }
 
@@ -351,6 +354,7 @@ int qcow2_close_rw(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = false;
+	q->write_ready = false;
 	return 0;
 }
 
@@ -919,6 +923,113 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 		return ret;
 	qcow2_bitmaps_note_write(q, off, n);
 	return write_locked(q, buf, n, off);
+}
+
+/* --- mapping for I/O outside the driver (asynchronous guest requests) ------- */
+
+/* The registration a mapped range holds (struct fmt_io_map's storage). */
+static struct qcow2_req *io_map_req(struct fmt_io_map *map)
+{
+	_Static_assert(sizeof(struct qcow2_req) <= sizeof(map->reg),
+		       "fmt_io_map.reg holds a struct qcow2_req");
+	return (struct qcow2_req *)(void *)map->reg;
+}
+
+/*
+ * Whether [off, off+len), inside one L2 table, is an in-place overwrite of
+ * clusters the image owns (write_chunk's shared case: no allocation, no
+ * copy-on-write, no entry change), contiguous on the host; *host is where
+ * @off is. -ENOTSUP when not.
+ */
+static int overwrite_in_place_locked(struct qcow2 *q, uint64_t off,
+				     uint64_t len, uint64_t *host)
+{
+	uint64_t cs = q->cluster_size, first = off >> q->cluster_bits;
+	uint64_t last = (off + len - 1) >> q->cluster_bits, i;
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)];
+	struct qcow2_table *t;
+	int ret;
+
+	if (qcow2_l1_index(q, off) != qcow2_l1_index(q, off + len - 1) ||
+	    !(l1e & QCOW2_OFLAG_COPIED) || !(l1e & QCOW2_L1E_OFFSET_MASK))
+		return -ENOTSUP;
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = first; i <= last && ret == 0; i++) {
+		uint64_t gc = i << q->cluster_bits, h;
+		struct plan p = { .idx = qcow2_l2_index(q, gc) };
+		enum qcow2_cluster_type type;
+		struct qcow2_l2_entry ne;
+
+		p.old = qcow2_l2_entry_get(q, t, p.idx);
+		p.gs = (uint32_t)(BC_MAX(off, gc) - gc);
+		p.ge = (uint32_t)(BC_MIN(off + len, gc + cs) - gc);
+		if (p.old.raw & QCOW2_OFLAG_COMPRESSED)
+			ret = -ENOTSUP;
+		else
+			ret = qcow2_l2_classify(q, p.old, gc + p.gs, &type, &h);
+		if (ret < 0)
+			break;
+		plan_cluster(q, &p);
+		ne = new_entry(q, &p, p.host);
+		if (p.alloc || p.ws != p.gs || p.we != p.ge ||
+		    ne.raw != p.old.raw || ne.bitmap != p.old.bitmap)
+			ret = -ENOTSUP;
+		else if (i == first)
+			*host = p.host + p.gs;
+		else if (p.host != *host - (off & (cs - 1)) + (i - first) * cs)
+			ret = -ENOTSUP;
+	}
+	qcow2_l2_put_locked(q, t);
+	return ret;
+}
+
+int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+		 struct fmt_io_map *map)
+{
+	struct qcow2 *q = img->priv;
+	uint64_t rs = bc_align_down(off, q->cluster_size);
+	uint64_t re = bc_align_up(off + len, q->cluster_size);
+	struct qcow2_mapping m;
+	uint64_t host = 0;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	/* Small clusters share O_DIRECT blocks: their data I/O is locked. */
+	if (q->data_under_lock)
+		return -ENOTSUP;
+	if (write) {
+		/* The first write of an image goes through the driver. */
+		if (!q->write_ready)
+			return -ENOTSUP;
+		ret = overwrite_in_place_locked(q, off, len, &host);
+	} else {
+		ret = qcow2_map_ext_locked(q, off, len, &m);
+		if (ret == 0 && (m.type != QCOW2_CLUSTER_NORMAL || m.run < len ||
+				 m.host_off + len > q->file_size))
+			ret = -ENOTSUP;
+		host = m.host_off;
+	}
+	if (ret < 0)
+		return ret;
+	if (qcow2_req_conflicts_locked(q, rs, re, false))
+		return -EAGAIN;
+	if (write)
+		qcow2_bitmaps_note_write(q, off, len);
+	qcow2_req_add_locked(q, io_map_req(map), rs, re, false);
+	map->fd = q->img->fd;
+	map->host_off = host;
+	map->known_end = q->file_size;
+	return 0;
+}
+
+void qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map)
+{
+	struct qcow2 *q = img->priv;
+
+	BC_LOCK_GUARD(&q->lock);
+	qcow2_req_remove_locked(q, io_map_req(map));
 }
 
 /* --- mapping for overwrite (copy destinations) ----------------------------- */
