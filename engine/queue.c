@@ -14,8 +14,9 @@
  *
  *  - direct: a read, write or flush of a raw top, or a read or write that
  *    a qcow2 top maps to one host range (data it holds; for a write an
- *    in-place overwrite of clusters it owns: fmt_io_map, which keeps the
- *    range registered until the completion); the buffer aligned when the
+ *    in-place overwrite of clusters it owns, or whole clusters given new
+ *    ones, linked at the completion: fmt_io_map, which keeps the range
+ *    registered until then); the buffer aligned when the
  *    disk is O_DIRECT, and for a write no job or a copy in background
  *    mode. It goes to the queue's own io_uring from the caller's buffer.
  *    When the kernel completes it, whoever harvests the ring (the owner in
@@ -215,6 +216,15 @@ static void fail_req(struct qreq *r, int neg_errno, const bc_error *e)
 		r->err_msg = NULL; /* reported as "" */
 }
 
+/* Put back a thread's error record saved before doing a request's work. */
+static void restore_error(const bc_error *saved)
+{
+	if (saved->code)
+		bc_error_set(saved->code, saved->sys_errno, "%s", saved->message);
+	else
+		bc_error_reset();
+}
+
 /*
  * The kernel moved fewer bytes than asked (rare: a signal, the end of a
  * device, a file truncated under us): do the rest with the formats'
@@ -241,11 +251,26 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 		ret = fmt_pwrite_file(fd, p, (size_t)(r->len - done), pos);
 	if (ret < 0)
 		fail_req(r, ret, bc_last_error());
-	if (saved.code)
-		bc_error_set(saved.code, saved.sys_errno, "%s", saved.message);
-	else
-		bc_error_reset();
+	restore_error(&saved);
 	return ret < 0 ? ret : (int64_t)r->len;
+}
+
+/*
+ * Release a range the format mapped (fmt_io_unmap links the new clusters
+ * of an allocating write); a failure to link fails the request. Like
+ * finish_short(), keeps the calling thread's own error record.
+ */
+static void unmap_request(struct qreq *r)
+{
+	bc_error saved = *bc_last_error();
+	int ret;
+
+	bc_error_reset();
+	ret = fmt_io_unmap(r->view.top, &r->map, r->ret < 0 ? (int)r->ret : 0);
+	r->mapped = false;
+	if (ret < 0 && r->ret >= 0)
+		fail_req(r, ret, bc_last_error());
+	restore_error(&saved);
 }
 
 /* A direct request's kernel completion: note, leave, post. */
@@ -262,10 +287,8 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 		fail_req(r, (int)ret, NULL);
 	else
 		r->ret = r->op == QUEUE_FLUSH ? 0 : (int64_t)r->len;
-	if (r->mapped) {
-		fmt_io_unmap(r->view.top, &r->map);
-		r->mapped = false;
-	}
+	if (r->mapped)
+		unmap_request(r);
 	/* Even a failed write may have changed part of the range. */
 	if (r->op == QUEUE_WRITE)
 		disk_guest_note_write(&r->view, r->off, r->len);

@@ -439,9 +439,9 @@ int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
 	return img->drv->io_map(img, write, off, len, map);
 }
 
-void fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map)
+int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
 {
-	img->drv->io_unmap(img, map);
+	return img->drv->io_unmap(img, map, result);
 }
 
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,

@@ -168,7 +168,7 @@ struct fmt_io_map {
 	int fd;             /* the file to read or write */
 	uint64_t host_off;  /* where the guest range starts in it */
 	uint64_t known_end; /* reads: the file's end when mapped */
-	uint64_t reg[4];    /* the driver's own, opaque here */
+	uint64_t reg[8];    /* the driver's own, opaque here */
 };
 
 struct fmt_driver {
@@ -215,7 +215,8 @@ struct fmt_driver {
 	/* See fmt_io_map(); NULL where every request needs the driver. */
 	int (*io_map)(struct fmt_image *img, bool write, uint64_t off,
 		      uint64_t len, struct fmt_io_map *map);
-	void (*io_unmap)(struct fmt_image *img, struct fmt_io_map *map);
+	int (*io_unmap)(struct fmt_image *img, struct fmt_io_map *map,
+			int result);
 	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
 	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
 			     uint64_t off);
@@ -328,20 +329,30 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts);
  */
 /*
  * Map the guest range [off, off+len) of @img for one read (@write false)
- * or one overwrite issued outside the driver (an asynchronous guest
- * request sent to the kernel from the caller's buffer): only where the
- * format needs nothing but that I/O — data this layer holds, contiguous
- * on the host, and for a write clusters it owns and overwrites in place.
- * On success the range stays registered with the driver (requests that
- * would change its mapping wait) until fmt_io_unmap(), which the caller
- * must call once the I/O completed. Never waits. Returns 0, -ENOTSUP (the
- * request needs the driver: use fmt_pread()/fmt_pwrite()), -EAGAIN (a
- * conflicting request is in flight: use the driver, which waits) or
- * another -errno (then the driver path reports it). Records no error.
+ * or one write issued outside the driver (an asynchronous guest request
+ * sent to the kernel from the caller's buffer): only where the format
+ * needs nothing but that I/O and, for a write, metadata it can set
+ * afterwards — data this layer holds, contiguous on the host; for a write
+ * clusters it owns (overwritten in place) or whole clusters (given new
+ * host clusters, linked at fmt_io_unmap()). On success the range stays
+ * registered with the driver (requests that would change its mapping, or
+ * read it while it is being allocated, wait) until fmt_io_unmap(), which
+ * the caller must call once the I/O completed. Never waits. Returns 0,
+ * -ENOTSUP (the request needs the driver: use fmt_pread()/fmt_pwrite()),
+ * -EAGAIN (a conflicting request is in flight: use the driver, which
+ * waits) or another -errno (then the driver path reports it). Records no
+ * error.
  */
 int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
 	       struct fmt_io_map *map);
-void fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map);
+/*
+ * The I/O of a mapped range completed with @result (0 or -errno): release
+ * the registration and, for a write into new clusters that succeeded,
+ * link them (a failed one frees them). Returns @result, or -errno
+ * (recorded) when linking failed: the write is then lost, as a failed
+ * write may be.
+ */
+int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
 
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext);

@@ -557,7 +557,7 @@ int qcow2_set_backing(struct fmt_image *img, const char *name,
 /* fmt_io_map() and fmt_io_unmap() (qcow2-write.c). */
 int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
 		 struct fmt_io_map *map);
-void qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map);
+int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
 int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			    struct fmt_extent *ext);
 

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
  * fmt_io_map() on qcow2 (formats/qcow2-write.c): which guest ranges an
- * asynchronous request may read or overwrite straight from the file, with
+ * asynchronous request may read or write straight from the file, with
  * qemu-img and qemu-io making the images and `qemu-img map` saying where
- * the data is. Only data this layer holds maps for a read, only an
- * in-place overwrite of clusters the image owns maps for a write, and a
+ * the data is. Only data this layer holds maps for a read; a write maps
+ * as an in-place overwrite of clusters the image owns or as whole
+ * clusters given new ones (linked at unmap, freed if the I/O failed); a
  * mapped range stays registered: a request that would change its mapping
  * waits for fmt_io_unmap(), and a conflicting request in flight makes the
  * map decline rather than wait.
@@ -84,12 +85,12 @@ START_TEST(read_maps_only_data_this_layer_holds)
 	ck_assert_int_eq(map.fd, img->fd);
 	ck_assert_uint_eq(map.host_off, qemu_host_offset("t.qcow2", 4096));
 	assert_file_bytes(map.fd, map.host_off, 8192, 0x11);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 
 	/* Two clusters, contiguous on the host (written in one go). */
 	ck_assert_int_eq(fmt_io_map(img, false, 0, 128 * KiB, &map), 0);
 	ck_assert_uint_eq(map.host_off, qemu_host_offset("t.qcow2", 0));
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 
 	/* Unallocated, zero, and data running into unallocated: the driver's. */
 	ck_assert_int_eq(fmt_io_map(img, false, 1 * MiB, 4096, &map), -ENOTSUP);
@@ -127,17 +128,19 @@ START_TEST(write_maps_only_in_place_overwrites)
 	ck_assert_int_eq(fmt_io_map(img, true, 4096, 4096, &map), 0);
 	ck_assert_uint_eq(map.host_off, qemu_host_offset("t.qcow2", 4096));
 	ck_assert_int_eq(pwrite(map.fd, buf, sizeof(buf), (off_t)map.host_off), 4096);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	/* Across two clusters that are contiguous on the host. */
 	ck_assert_int_eq(fmt_io_map(img, true, 60 * KiB, 8192, &map), 0);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 
-	/* Allocation, a zero cluster, and clusters apart on the host. */
+	/* Part of a cluster needing allocation or copy-on-write, a mix of
+	 * owned and new clusters, and clusters apart on the host. */
 	ck_assert_int_eq(fmt_io_map(img, true, 3 * MiB, 4096, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_io_map(img, true, 256 * KiB, 4096, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_io_map(img, true, 124 * KiB, 8192, &map), -ENOTSUP);
+	ck_assert_int_eq(fmt_io_map(img, true, 64 * KiB, 128 * KiB, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_io_map(img, true, 1 * MiB, 4096, &map), 0);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	ck_assert_int_eq(fmt_io_map(img, true, 1 * MiB + 60 * KiB, 8192, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_flush(img), 0);
 	fmt_close(img);
@@ -146,6 +149,7 @@ START_TEST(write_maps_only_in_place_overwrites)
 	/* What went to the file through the mapping is the guest's data. */
 	tu_sh("qemu-io -f qcow2 -c 'read -P 0x11 0 4k' -c 'read -P 0x33 4k 8k' "
 	      "-c 'read -P 0x11 12k 116k' t.qcow2 >/dev/null");
+	tu_sh("qemu-img check -q t.qcow2");
 	tu_sh("qemu-img check -q t.qcow2");
 
 	/* Read-only: refused before the driver. */
@@ -169,14 +173,92 @@ START_TEST(write_maps_allocated_subclusters_only)
 	memset(buf, 0x44, sizeof(buf));
 	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
 	ck_assert_int_eq(fmt_io_map(img, true, 4096, 4096, &map), 0);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	/* Subclusters without data need their allocation bit set. */
 	ck_assert_int_eq(fmt_io_map(img, true, 8192, 4096, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_io_map(img, false, 8192, 4096, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_io_map(img, false, 0, 8192, &map), 0);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	fmt_close(img);
 	tu_sh("qemu-img check -q t.qcow2");
+}
+END_TEST
+
+struct reader {
+	struct fmt_image *img;
+	atomic_bool done;
+	int ret;
+	uint8_t buf[4096];
+};
+
+static void *reader_main(void *arg)
+{
+	struct reader *r = arg;
+
+	r->ret = fmt_pread(r->img, r->buf, sizeof(r->buf), 1 * MiB);
+	atomic_store(&r->done, true);
+	return NULL;
+}
+
+/* Whole clusters the image does not own get new ones, linked at unmap. */
+START_TEST(write_of_whole_clusters_allocates)
+{
+	struct reader rdr = { .done = false };
+	struct fmt_io_map map, rd;
+	struct fmt_image *img;
+	pthread_t tid;
+	uint8_t *buf = malloc(128 * KiB);
+
+	ck_assert_ptr_nonnull(buf);
+	tu_sh("qemu-img create -q -f qcow2 base.qcow2 4M");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 0x11 0 4M' base.qcow2 >/dev/null");
+	tu_sh("qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 t.qcow2");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 0x22 0 64k' -c 'write -z 512k 64k' "
+	      "t.qcow2 >/dev/null");
+	img = open_img("t.qcow2", FMT_OPEN_RDWR);
+	memset(buf, 0x33, 128 * KiB);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 4096, 0), 0);
+
+	/* Two unallocated clusters: one run of new clusters. While it is
+	 * in flight a read of the range waits (it must not read the backing
+	 * file's data under the write). */
+	ck_assert_int_eq(fmt_io_map(img, true, 1 * MiB, 128 * KiB, &map), 0);
+	rdr.img = img;
+	ck_assert_int_eq(pthread_create(&tid, NULL, reader_main, &rdr), 0);
+	usleep(200 * 1000);
+	ck_assert_msg(!atomic_load(&rdr.done), "a read saw a range being allocated");
+	ck_assert_int_eq(pwrite(map.fd, buf, 128 * KiB, (off_t)map.host_off),
+			 (ssize_t)(128 * KiB));
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
+	ck_assert_int_eq(pthread_join(tid, NULL), 0);
+	ck_assert_int_eq(rdr.ret, 0);
+	ck_assert_int_eq(rdr.buf[0], 0x33);
+	ck_assert_int_eq(rdr.buf[4095], 0x33);
+	ck_assert_int_eq(fmt_io_map(img, false, 1 * MiB, 128 * KiB, &rd), 0);
+	ck_assert_uint_eq(rd.host_off, map.host_off);
+	ck_assert_int_eq(fmt_io_unmap(img, &rd, 0), 0);
+
+	/* A zero cluster is replaced whole. */
+	ck_assert_int_eq(fmt_io_map(img, true, 512 * KiB, 64 * KiB, &map), 0);
+	ck_assert_int_eq(pwrite(map.fd, buf, 64 * KiB, (off_t)map.host_off),
+			 (ssize_t)(64 * KiB));
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
+
+	/* A failed write links nothing and frees its clusters. */
+	ck_assert_int_eq(fmt_io_map(img, true, 2 * MiB, 64 * KiB, &map), 0);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, -EIO), -EIO);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	fmt_close(img);
+	free(buf);
+
+	tu_sh("qemu-io -f qcow2 -c 'read -P 0x33 0 4k' -c 'read -P 0x22 4k 60k' "
+	      "-c 'read -P 0x33 512k 64k' -c 'read -P 0x33 1M 128k' "
+	      "-c 'read -P 0x11 2M 64k' t.qcow2 >/dev/null");
+	/* Nothing leaked by the failed one: check exits 0, not 3. */
+	tu_sh("qemu-img check -q t.qcow2");
+	tu_sh("test \"$(qemu-img map --output=json t.qcow2 | python3 -c '"
+	      "import json,sys; print(sum(e[\"length\"] for e in json.load(sys.stdin) "
+	      "if e[\"depth\"] == 0 and e[\"data\"]))')\" = %llu", 256 * KiB);
 }
 END_TEST
 
@@ -219,7 +301,7 @@ START_TEST(mapped_range_holds_off_remapping)
 	usleep(200 * 1000);
 	ck_assert_msg(!atomic_load(&d.done), "the discard freed a cluster still mapped");
 	ck_assert_int_eq(pwrite(map.fd, buf, sizeof(buf), (off_t)map.host_off), 4096);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	ck_assert_int_eq(pthread_join(tid, NULL), 0);
 	ck_assert_int_eq(d.ret, 0);
 
@@ -235,8 +317,8 @@ START_TEST(mapped_range_holds_off_remapping)
 	/* Shared mappings of one range go side by side. */
 	ck_assert_int_eq(fmt_io_map(img, false, 64 * KiB, 4096, &map), 0);
 	ck_assert_int_eq(fmt_io_map(img, true, 64 * KiB, 4096, &other), 0);
-	fmt_io_unmap(img, &other);
-	fmt_io_unmap(img, &map);
+	ck_assert_int_eq(fmt_io_unmap(img, &other, 0), 0);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
 	fmt_close(img);
 	tu_sh("qemu-io -f qcow2 -c 'read -P 0 0 64k' -c 'read -P 0x55 64k 4k' t.qcow2 >/dev/null");
 	tu_sh("qemu-img check -q t.qcow2");
@@ -253,6 +335,7 @@ static Suite *io_map_suite(void)
 	tcase_add_test(tc, read_maps_only_data_this_layer_holds);
 	tcase_add_test(tc, write_maps_only_in_place_overwrites);
 	tcase_add_test(tc, write_maps_allocated_subclusters_only);
+	tcase_add_test(tc, write_of_whole_clusters_allocates);
 	tcase_add_test(tc, mapped_range_holds_off_remapping);
 	suite_add_tcase(s, tc);
 	return s;
