@@ -173,6 +173,9 @@ struct fmt_io_map {
 
 struct fmt_driver {
 	const char *name;
+	/* An export reached over a protocol (NBD), not a file: its data sits
+	 * at its guest offsets, and there is no host offset (host_off -1). */
+	bool protocol;
 	/* Whether the first bytes of a file are this format (0 no, > 0 score). */
 	int (*probe)(const uint8_t *buf, size_t len);
 	/* img->fd, filename and flags are set; fill size, backing_name,
