@@ -16,7 +16,8 @@
  *       → synchronous read through the format driver
  *   zero/unallocated ranges, and data that turns out all zero
  *       → a zero write to the destination (skipped by the initial scan
- *         on a freshly created destination, which reads zero already)
+ *         where the destination reads zero already: a fresh one, or the
+ *         holes and zero runs of a reused one)
  *   destination raw → write with the I/O backend; qcow2 → through the
  *   driver (it allocates clusters), synchronously.
  *
@@ -235,10 +236,37 @@ static int scan_bitmap(struct job *job)
 }
 
 /*
+ * Mark dirty the parts of [off, off+len), which the source reads as zeros,
+ * where the existing destination does not read zeros already: a reused
+ * destination that is empty there (a new export, a sparse file) gets no
+ * zero writes, as QEMU's mirror skips ranges its target already zeroes.
+ */
+static int scan_zero_run(struct job *job, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int ret;
+
+	while (off < end) {
+		struct fmt_extent d;
+
+		ret = fmt_chain_block_status(job->dest, off, end - off, &d);
+		if (ret < 0)
+			return ret;
+		if (d.state == FMT_DATA) {
+			BC_LOCK_GUARD(&job->lock);
+			dirty_bitmap_set(job->dirty, off, d.len);
+		}
+		off += d.len;
+	}
+	return 0;
+}
+
+/*
  * Initial bitmap from block status. Full copy: data anywhere in the chain,
- * plus zero/unallocated ranges when the destination may hold old data.
+ * plus zero/unallocated ranges where a reused destination holds data.
  * Shallow copy: what the top layer holds (data or zero). Runs after the
- * job is attached to the disk, so writes racing the scan are tracked.
+ * job is attached to the disk and the writes that entered before it have
+ * drained, so every write is either seen here or tracked.
  */
 int mirror_scan(struct job *job)
 {
@@ -256,10 +284,16 @@ int mirror_scan(struct job *job)
 		ret = fmt_chain_block_status(src, off, size - off, &ext);
 		if (ret < 0)
 			return ret;
-		if (job->opts.shallow)
+		if (job->opts.shallow) {
 			mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
-		else
-			mark = ext.state == FMT_DATA || !job->dest_fresh;
+		} else if (ext.state != FMT_DATA && !job->dest_fresh) {
+			ret = scan_zero_run(job, off, ext.len);
+			if (ret < 0)
+				return ret;
+			mark = false;
+		} else {
+			mark = ext.state == FMT_DATA;
+		}
 		if (mark) {
 			BC_LOCK_GUARD(&job->lock);
 			dirty_bitmap_set(job->dirty, off, ext.len);
