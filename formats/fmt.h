@@ -284,7 +284,8 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
  * first, so the caller may reuse it): for a copy's destination, whose
  * writer flushes before relying on it. Its failure is returned by a later
  * call on @img (fmt_flush() always waits for every such write); no later
- * call on @img overtakes it. Drivers without it (files: the copy loop
+ * call on @img that touches the same bytes overtakes it (others may).
+ * Drivers without it (files: the copy loop
  * maps them and uses the I/O backend) write synchronously. Returns 0 or
  * -errno.
  */
