@@ -30,9 +30,9 @@ int disk_open(bc_engine *eng, const char *path, const char *format,
 	bc_disk *disk;
 	int ret;
 
-	if (!(flags & BC_DISK_READONLY))
+	if (!(flags & DISK_OPEN_READONLY))
 		fflags |= FMT_OPEN_RDWR;
-	if (flags & BC_DISK_DIRECT)
+	if (flags & DISK_OPEN_DIRECT)
 		fflags |= FMT_OPEN_DIRECT;
 
 	disk = calloc(1, sizeof(*disk));
@@ -140,13 +140,13 @@ int disk_close(bc_disk *disk)
 	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
 		/* Only detectable while another reference keeps it alive. */
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is already closed", disk->path);
 		return -EINVAL;
 	}
 	if (disk->job) {
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+		bc_error_set(ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' has an active block job",
 			     disk->path);
 		return -EBUSY;
@@ -281,7 +281,7 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 		 * never writes a raw top, but its gate is not taken here).
 		 */
 		BC_LOCK_GUARD(&job->lock);
-		req->fast_write = job->type == BC_BLOCK_JOB_TYPE_COPY &&
+		req->fast_write = job->type == JOB_TYPE_COPY &&
 				  !job->write_blocking;
 	}
 }
@@ -325,7 +325,7 @@ static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
 	uint64_t end;
 
 	if (bc_add_overflow(off, len, &end) || end > disk->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "request at offset %llu length %llu is beyond the end of disk '%s' (%llu bytes)",
 			     (unsigned long long)off, (unsigned long long)len,
 			     disk->path, (unsigned long long)disk->size);
@@ -336,8 +336,8 @@ static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
 
 static int check_writable(bc_disk *disk)
 {
-	if (disk->flags & BC_DISK_READONLY) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+	if (disk->flags & DISK_OPEN_READONLY) {
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is read-only", disk->path);
 		return -EROFS;
 	}
@@ -349,7 +349,7 @@ int disk_guest_check(bc_disk *disk, bool write, uint64_t off, uint64_t len)
 	int ret;
 
 	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0, "disk '%s' is closed",
+		bc_error_set(ERR_OPERATION_INVALID, 0, "disk '%s' is closed",
 			     disk_path(disk));
 		return -ESHUTDOWN;
 	}
@@ -502,10 +502,10 @@ int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 		*status = 0;
 		break;
 	case FMT_ZERO:
-		*status = BC_DISK_EXTENT_ZERO;
+		*status = DISK_EXTENT_ZERO;
 		break;
 	case FMT_UNALLOC:
-		*status = BC_DISK_EXTENT_ZERO | BC_DISK_EXTENT_HOLE;
+		*status = DISK_EXTENT_ZERO | DISK_EXTENT_HOLE;
 		break;
 	}
 	return (int64_t)ext.len;
@@ -536,7 +536,7 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	pthread_mutex_lock(&disk->lock);
 	if (disk->job || disk->snapshotting) {
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+		bc_error_set(ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' has an active block job",
 			     disk->path);
 		return -EBUSY;
@@ -562,7 +562,7 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	if (ret < 0)
 		goto out_resume;
 	ret = fmt_open(overlay, "qcow2", FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING |
-		       ((disk->flags & BC_DISK_DIRECT) ? FMT_OPEN_DIRECT : 0),
+		       ((disk->flags & DISK_OPEN_DIRECT) ? FMT_OPEN_DIRECT : 0),
 		       &img);
 	if (ret < 0) {
 		(void)unlink(overlay);

@@ -125,7 +125,7 @@ void *pull_main(void *arg)
 {
 	struct job *job = arg;
 	uint64_t off = 0, size = job->disk->size;
-	int status = BC_BLOCK_JOB_FAILED;
+	int status = JOB_EVENT_FAILED;
 	uint8_t *buf;
 	int ret = 0;
 
@@ -151,13 +151,13 @@ void *pull_main(void *arg)
 	if (ret < 0) {
 		job_set_error(job, ret);
 	} else if (off < size) {
-		status = BC_BLOCK_JOB_CANCELED;
+		status = JOB_EVENT_CANCELED;
 	} else {
 		ret = pull_finish(job);
 		if (ret < 0)
 			job_set_error(job, ret);
 		else
-			status = BC_BLOCK_JOB_COMPLETED;
+			status = JOB_EVENT_COMPLETED;
 	}
 	job_finish(job, status);
 	return NULL;

@@ -219,7 +219,7 @@ int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off)
 		char name[PATH_MAX];
 
 		fd_name(fd, name, sizeof(name));
-		bc_error_set(BC_ERR_IO, EIO,
+		bc_error_set(ERR_IO, EIO,
 			     "%s: unexpected end of file reading %zu bytes at offset %llu",
 			     name, n, (unsigned long long)off);
 		return -EIO;
@@ -248,7 +248,7 @@ int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
 	    (uint64_t)st.st_size >= known_end)
 		return 0;
 	fd_name(fd, name, sizeof(name));
-	bc_error_set(BC_ERR_IO, EIO,
+	bc_error_set(ERR_IO, EIO,
 		     "%s: read failed at offset %llu: the file ends at %llu, short of its known size %llu (truncated while open?)",
 		     name, (unsigned long long)BC_MAX(off, (uint64_t)st.st_size),
 		     (unsigned long long)st.st_size,
@@ -302,7 +302,7 @@ static int check_range(const struct fmt_image *img, uint64_t off, uint64_t len)
 	uint64_t end;
 
 	if (bc_add_overflow(off, len, &end) || end > img->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: range %llu+%llu is outside the image (size %llu)",
 			     img->filename, (unsigned long long)off,
 			     (unsigned long long)len,
@@ -315,7 +315,7 @@ static int check_range(const struct fmt_image *img, uint64_t off, uint64_t len)
 static int check_writable(const struct fmt_image *img)
 {
 	if (!(img->flags & FMT_OPEN_RDWR)) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, EROFS,
+		bc_error_set(ERR_OPERATION_INVALID, EROFS,
 			     "%s: image is read-only", img->filename);
 		return -EROFS;
 	}
@@ -368,7 +368,7 @@ int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 	int ret;
 
 	if (flags & ~FMT_ZERO_MAY_UNMAP) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: unsupported write-zeroes flags 0x%x",
 			     img->filename, flags);
 		return -EINVAL;
@@ -414,7 +414,7 @@ int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	if (ret < 0)
 		return ret;
 	if (!len) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: block status of an empty range", img->filename);
 		return -EINVAL;
 	}
@@ -490,28 +490,28 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts)
 
 	drv = fmt_driver_find(opts->format);
 	if (!drv) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
 			     opts->format ? opts->format : "(null)");
 		return -EINVAL;
 	}
 	if (lstat(path, &st) == 0) {
-		bc_error_set(BC_ERR_EXISTS, EEXIST, "%s: file exists", path);
+		bc_error_set(ERR_EXISTS, EEXIST, "%s: file exists", path);
 		return -EEXIST;
 	}
 	if (opts->backing_fmt && !fmt_driver_find(opts->backing_fmt)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "unknown format '%s'", opts->backing_fmt);
 		return -EINVAL;
 	}
 	if (opts->backing_file) {
 		if (strlen(opts->backing_file) > FMT_BACKING_NAME_MAX) {
-			bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			bc_error_set(ERR_INVALID_ARG, EINVAL,
 				     "%s: backing file name longer than %d bytes",
 				     path, FMT_BACKING_NAME_MAX);
 			return -EINVAL;
 		}
 		if (fmt_backing_is_protocol(opts->backing_file)) {
-			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 				     "%s: backing file '%s' uses a protocol, not supported",
 				     path, opts->backing_file);
 			return -ENOTSUP;
@@ -544,24 +544,24 @@ int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 	if (ret < 0)
 		return ret;
 	if (fmt && !fmt_driver_find(fmt)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
 			     fmt);
 		return -EINVAL;
 	}
 	if (name && strlen(name) > FMT_BACKING_NAME_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: backing file name longer than %d bytes",
 			     img->filename, FMT_BACKING_NAME_MAX);
 		return -EINVAL;
 	}
 	if (name && fmt_backing_is_protocol(name)) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: backing file '%s' uses a protocol, not supported",
 			     img->filename, name);
 		return -ENOTSUP;
 	}
 	if (!img->drv->set_backing) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: %s images have no backing file",
 			     img->filename, img->drv->name);
 		return -ENOTSUP;
@@ -603,7 +603,7 @@ int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
 {
 	*rep = (struct fmt_check_report){ .note = note, .note_opaque = opaque };
 	if (!img->drv->check) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' does not support checks",
 			     img->filename, img->drv->name);
 		return -ENOTSUP;
@@ -613,7 +613,7 @@ int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
 
 static int no_bitmaps(struct fmt_image *img)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: format '%s' does not support persistent bitmaps",
 		     img->filename, img->drv->name);
 	return -ENOTSUP;
@@ -643,7 +643,7 @@ int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c)
 	if (!img->drv->bitmap_change)
 		return no_bitmaps(img);
 	if (!(img->flags & FMT_OPEN_RDWR)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EROFS,
+		bc_error_set(ERR_INVALID_ARG, EROFS,
 			     "%s: image opened read-only", img->filename);
 		return -EROFS;
 	}

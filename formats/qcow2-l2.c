@@ -48,7 +48,7 @@ int qcow2_corrupt(const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
+	bc_error_set(ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
 	return -EUCLEAN;
 }
 
@@ -271,7 +271,7 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 	}
 	if (!victim) {
 		/* Every slot pinned: callers pin at most a few tables each. */
-		bc_error_set(BC_ERR_INTERNAL, EBUSY,
+		bc_error_set(ERR_INTERNAL, EBUSY,
 			     "%s: L2 table cache exhausted", qname(q));
 		return -EBUSY;
 	}

@@ -364,12 +364,12 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 	int ret;
 
 	if (opts->backing_file) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: raw images have no backing file", path);
 		return -ENOTSUP;
 	}
 	if (opts->size > (uint64_t)INT64_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: image size %llu too large", path,
 			     (unsigned long long)opts->size);
 		return -EINVAL;
@@ -378,7 +378,7 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 	if (fd < 0) {
 		ret = errno;
 		if (ret == EEXIST) {
-			bc_error_set(BC_ERR_EXISTS, EEXIST, "%s: file exists",
+			bc_error_set(ERR_EXISTS, EEXIST, "%s: file exists",
 				     path);
 			return -EEXIST;
 		}
@@ -448,7 +448,7 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 static int raw_set_backing(struct fmt_image *img, const char *name,
 			   const char *fmt)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: raw images have no backing file", img->filename);
 	return -ENOTSUP;
 }

@@ -540,7 +540,7 @@ START_TEST(invalid_arguments)
 	ck_assert_ptr_null(iob);
 	ck_assert_int_eq(iob_new(IOB_MAX_DEPTH + 1, 0, &iob), -EINVAL);
 	ck_assert_int_eq(iob_new(4, 1, &iob), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "I/O context: unsupported flags 0x1");
 	iob = new_iob(4);
 	ck_assert_int_eq(iob_prep_read(iob, 0, buf, 0, 0, 0), -EINVAL);
@@ -600,9 +600,9 @@ START_TEST(unknown_backend_is_refused)
 	bc_error_reset();
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
 	ck_assert_ptr_null(iob);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_int_eq(bc_error_get()->code, ERR_INVALID_ARG);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"BLOCKCOPY_IO=posix: unknown I/O backend (expected uring or aio)");
 	ck_assert_int_eq(setenv("BLOCKCOPY_IO", "URING", 1), 0);
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
