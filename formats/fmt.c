@@ -108,7 +108,10 @@ static __cold int record_io_error(int fd, const char *what, int err,
 	return -err;
 }
 
-/* Alignment that satisfies O_DIRECT for every logical block size we meet. */
+/*
+ * Alignment that satisfies O_DIRECT for every logical block size we meet,
+ * when the caller does not know the file's own; the largest bounce buffer.
+ */
 #define DIRECT_BOUNCE_ALIGN 4096u
 #define DIRECT_BOUNCE_MAX   (1024u * 1024u)
 
@@ -120,23 +123,26 @@ static bool is_direct(int fd)
 }
 
 /*
- * Unaligned read from an O_DIRECT descriptor through an aligned bounce
- * buffer: returns bytes read (short only at EOF) or -errno.
+ * The one bounce buffer of the format layer: an unaligned read from an
+ * O_DIRECT descriptor, through a buffer aligned to @align (a power of
+ * two), at most DIRECT_BOUNCE_MAX bytes at a time. Returns bytes read
+ * (short only at EOF) or -errno; *@err_off is where an error happened.
  */
-static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off)
+static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off,
+			     uint32_t align, uint64_t *err_off)
 {
+	size_t bsize = (size_t)BC_MAX(align, DIRECT_BOUNCE_MAX);
 	size_t got = 0;
 	uint8_t *b;
 
-	if (posix_memalign((void **)&b, DIRECT_BOUNCE_ALIGN, DIRECT_BOUNCE_MAX))
+	if (posix_memalign((void **)&b, align, bsize))
 		return -ENOMEM;
 	while (got < n) {
 		uint64_t pos = off + got;
-		uint64_t start = bc_align_down(pos, DIRECT_BOUNCE_ALIGN);
+		uint64_t start = bc_align_down(pos, align);
 		size_t head = (size_t)(pos - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n - got,
-							 DIRECT_BOUNCE_ALIGN),
-					     (uint64_t)DIRECT_BOUNCE_MAX);
+		size_t span = (size_t)BC_MIN(bc_align_up(head + n - got, align),
+					     (uint64_t)bsize);
 		ssize_t r = pread(fd, b, span, (off_t)start);
 		size_t take;
 
@@ -144,6 +150,7 @@ static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off)
 			if (errno == EINTR)
 				continue;
 			r = -errno;
+			*err_off = pos;
 			free(b);
 			return r;
 		}
@@ -175,11 +182,14 @@ static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
 		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
 
 		if (r < 0 && errno == EINVAL && is_direct(fd)) {
-			r = pread_bounced(fd, p + got, n - got, off + got);
+			uint64_t err_off = off + got;
+
+			r = pread_bounced(fd, p + got, n - got, off + got,
+					  DIRECT_BOUNCE_ALIGN, &err_off);
 			if (r < 0) {
 				*done = got;
 				return record_io_error(fd, "read", (int)-r,
-						       off + got);
+						       err_off);
 			}
 			got += (size_t)r;
 			break;
@@ -256,6 +266,20 @@ int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
 	return -EIO;
 }
 
+/* fmt_pread_file_within after @done bytes came: the shrink check, the zeros. */
+static int end_within(int fd, void *buf, size_t n, uint64_t off, size_t done,
+		      uint64_t known_end)
+{
+	if (done < n && off + done < known_end) {
+		int ret = fmt_file_shrunk(fd, off + done, known_end);
+
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
+}
+
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 			  uint64_t known_end)
 {
@@ -265,13 +289,22 @@ int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 	ret = read_upto(fd, buf, n, off, &done);
 	if (ret < 0)
 		return ret;
-	if (done < n && off + done < known_end) {
-		ret = fmt_file_shrunk(fd, off + done, known_end);
-		if (ret < 0)
-			return ret;
-	}
-	memset((uint8_t *)buf + done, 0, n - done);
-	return 0;
+	return end_within(fd, buf, n, off, done, known_end);
+}
+
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align)
+{
+	uint64_t err_off = off;
+	ssize_t r;
+
+	assert(bc_is_pow2(align));
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	r = pread_bounced(fd, buf, n, off, align, &err_off);
+	if (r < 0)
+		return record_io_error(fd, "read", (int)-r, err_off);
+	return end_within(fd, buf, n, off, (size_t)r, known_end);
 }
 
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)

@@ -362,6 +362,13 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 			  uint64_t known_end);
 /*
+ * fmt_pread_file_within() for an O_DIRECT @fd whatever the alignment of
+ * @buf, @n and @off: read through an aligned bounce buffer (the format
+ * layer's one), @align being the file's O_DIRECT alignment (power of two).
+ */
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align);
+/*
  * Whether the regular file behind @fd now ends before @known_end (it was
  * truncated under us): then records "<file>: read failed at offset <N>:
  * the file ends at ..." and returns -EIO; else 0.

@@ -119,40 +119,12 @@ static void *bounce_alloc(const struct fmt_image *img, size_t n)
 	return p;
 }
 
-/* Unaligned O_DIRECT read through a bounce buffer, chunk by chunk. */
-static int read_bounced(struct fmt_image *img, uint8_t *buf, size_t n,
-			uint64_t off)
-{
-	uint64_t a = img->request_align;
-	uint8_t *bounce = bounce_alloc(img, RAW_CHUNK);
-	int ret = 0;
-
-	if (!bounce)
-		return -ENOMEM;
-	while (n) {
-		uint64_t start = bc_align_down(off, a);
-		size_t head = (size_t)(off - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n, a),
-					     (uint64_t)RAW_CHUNK);
-		size_t take = BC_MIN(span - head, n);
-
-		ret = fmt_pread_file_within(img->fd, bounce, span, start,
-					    img->size);
-		if (ret < 0)
-			break;
-		memcpy(buf, bounce + head, take);
-		buf += take;
-		off += take;
-		n -= take;
-	}
-	free(bounce);
-	return ret;
-}
-
 static int raw_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	if (!is_aligned_req(img, buf, n, off))
-		return read_bounced(img, buf, n, off);
+		return fmt_pread_file_within_bounced(img->fd, buf, n, off,
+						     img->size,
+						     BC_MAX(img->request_align, 512u));
 	/*
 	 * The file was img->size bytes at open: a short read inside that
 	 * means it was truncated under us, an error, never zeros.
