@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -237,12 +238,7 @@ void disk_quiesce(bc_disk *disk)
 			continue;
 		}
 		/* Kernel completions do not signal disk->cond: look again soon. */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = bc_cond_deadline(200 * 1000);
 		pthread_cond_timedwait(&disk->cond, &disk->lock, &ts);
 	}
 	pthread_mutex_unlock(&disk->lock);

@@ -63,6 +63,7 @@
 #include "engine/internal.h"
 #include "engine/iob.h"
 #include "formats/fmt.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -790,10 +791,7 @@ static int wait_completion(struct bc_queue *q, int wait_ms)
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(bc_now_ns() / 1000000);
 }
 
 int queue_reap(bc_queue *q, struct queue_completion *out, int min, int max,

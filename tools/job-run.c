@@ -11,14 +11,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "tool.h"
 
 static double now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return (double)bc_now_ns() / 1e9;
 }
 
 /*

@@ -11,15 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/common/clock.h"
 #include "tool.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 struct live_events {
 	bc_disk *disk;
@@ -44,7 +37,7 @@ static void live_on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		bc_block_job_stats st;
 
 		if (!ev->mirroring_ns) {
-			ev->mirroring_ns = now_ns() - ev->t0;
+			ev->mirroring_ns = bc_now_ns() - ev->t0;
 			/* The copy rate is that of the bulk phase: sample it now. */
 			if (bc_get_block_job_stats(disk, &st, 0) == 1)
 				ev->copied_at_ready = st.bytes_copied;
@@ -68,9 +61,9 @@ static void live_poll(bc_engine *eng, int ms)
 /* Sleeps @s seconds while delivering events; false when interrupted. */
 static bool live_sleep(bc_engine *eng, double s)
 {
-	uint64_t end = now_ns() + (uint64_t)(s * 1e9);
+	uint64_t end = bc_now_ns() + (uint64_t)(s * 1e9);
 
-	while (now_ns() < end) {
+	while (bc_now_ns() < end) {
 		if (tool_stop_requested())
 			return false;
 		live_poll(eng, 20);
@@ -258,7 +251,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 		goto interrupted;
 
 	guest_set_phase(g, GUEST_DURING);
-	t_job = now_ns();
+	t_job = bc_now_ns();
 	ev.t0 = t_job;
 	if (bc_block_copy(disk, o->dst, &params, flags) < 0) {
 		live_error(res, "%s", bc_last_error()->message);
@@ -266,7 +259,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	}
 	job_started = true;
 	for (;;) {
-		double t = secs(now_ns() - t_job);
+		double t = secs(bc_now_ns() - t_job);
 
 		live_poll(eng, 20);
 		if (tool_stop_requested())
@@ -306,8 +299,8 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	guest_mark_end(g);
 	sw = o->pivot ? SWITCH_PIVOT : SWITCH_ABORT;
 	res->switched = true;
-	t_end = now_ns();
-	while (ev.status < 0 && now_ns() - t_end < 10000000000ull)
+	t_end = bc_now_ns();
+	while (ev.status < 0 && bc_now_ns() - t_end < 10000000000ull)
 		live_poll(eng, 20);
 	ended = true;
 	if (ev.status != (o->pivot ? BC_BLOCK_JOB_COMPLETED : BC_BLOCK_JOB_CANCELED)) {
@@ -326,15 +319,15 @@ interrupted:
 out_abort:
 	if (job_started && !ended) {
 		(void)bc_block_job_abort(disk, 0);
-		t_end = now_ns();
-		while (ev.status < 0 && now_ns() - t_end < 10000000000ull)
+		t_end = bc_now_ns();
+		while (ev.status < 0 && bc_now_ns() - t_end < 10000000000ull)
 			live_poll(eng, 20);
 		ended = true;
 	}
 out_stop:
 	(void)guest_stop(g);
 	if (!t_end)
-		t_end = now_ns();
+		t_end = bc_now_ns();
 	if (job_started) {
 		res->job_s = secs(t_end - t_job);
 		res->have_stats = bc_get_block_job_stats(disk, &res->stats, 0) == 1;
