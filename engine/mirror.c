@@ -43,6 +43,7 @@
 #include <time.h>
 
 #include "engine/iob.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -965,13 +966,8 @@ static int flush_dest(struct mirror *m)
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
 {
-	struct timespec ts;
-	uint64_t t;
+	struct timespec ts = bc_cond_deadline(ns);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (uint64_t)ts.tv_nsec + ns;
-	ts.tv_sec += (time_t)(t / 1000000000ull);
-	ts.tv_nsec = (long)(t % 1000000000ull);
 	pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 }
 

@@ -18,6 +18,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -68,17 +69,13 @@ static bool wait_for_budget(struct job *job, uint64_t len)
 	for (;;) {
 		uint64_t delay;
 		struct timespec ts;
-		uint64_t t;
 
 		if (job->state != JOB_RUNNING) /* CANCELING */
 			return false;
 		delay = throttle_delay_ns(&job->throttle, len);
 		if (!delay)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		t = (uint64_t)ts.tv_nsec + delay;
-		ts.tv_sec += (time_t)(t / 1000000000ull);
-		ts.tv_nsec = (long)(t % 1000000000ull);
+		ts = bc_cond_deadline(delay);
 		pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 	}
 	return true;
