@@ -557,56 +557,23 @@ void guest_phase_stats(const struct guest *g, enum guest_phase phase,
 	st->max_ms = (double)maxns / 1e6;
 }
 
-uint64_t guest_total_writes(const struct guest *g)
+void guest_totals(const struct guest *g, struct guest_totals *t)
 {
-	uint64_t n = 0;
+	uint64_t mark_max_ns = 0;
 	unsigned int i, p;
 
-	for (i = 0; i < g->nthreads; i++)
+	*t = (struct guest_totals){ 0 };
+	for (i = 0; i < g->nthreads; i++) {
+		const struct gthread *th = &g->th[i];
+
 		for (p = 0; p < GUEST_NPHASES; p++)
-			n += g->th[i].writes[p];
-	return n;
-}
-
-uint64_t guest_total_reads(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].reads;
-	return n;
-}
-
-uint64_t guest_total_zeroes(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].zeroes;
-	return n;
-}
-
-uint64_t guest_total_discards(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].discards;
-	return n;
-}
-
-double guest_mark_max_ms(const struct guest *g)
-{
-	uint64_t m = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		if (g->th[i].mark_max_ns > m)
-			m = g->th[i].mark_max_ns;
-	return (double)m / 1e6;
+			t->writes += th->writes[p];
+		t->reads += th->reads;
+		t->zeroes += th->zeroes;
+		t->discards += th->discards;
+		mark_max_ns = BC_MAX(mark_max_ns, th->mark_max_ns);
+	}
+	t->mark_max_ms = (double)mark_max_ns / 1e6;
 }
 
 void guest_free(struct guest *g)

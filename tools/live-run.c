@@ -209,6 +209,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	static struct live_events ev;
 	unsigned int flags = o->copy_flags, aflags;
 	struct guest *g = NULL;
+	struct guest_totals totals;
 	bc_disk *disk;
 	uint64_t t_job, t_end = 0;
 	bool ended = false, job_started = false;
@@ -335,11 +336,12 @@ out_stop:
 	}
 	for (int p = 0; p < GUEST_NPHASES; p++)
 		guest_phase_stats(g, (enum guest_phase)p, &res->phase[p]);
-	res->writes = guest_total_writes(g);
-	res->reads = guest_total_reads(g);
-	res->zeroes = guest_total_zeroes(g);
-	res->discards = guest_total_discards(g);
-	res->mark_max_ms = guest_mark_max_ms(g);
+	guest_totals(g, &totals);
+	res->writes = totals.writes;
+	res->reads = totals.reads;
+	res->zeroes = totals.zeroes;
+	res->discards = totals.discards;
+	res->mark_max_ms = totals.mark_max_ms;
 	if (guest_failure(g)) {
 		live_error(res, "%s", guest_failure(g));
 		goto out_guest;
