@@ -360,13 +360,18 @@ int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 	return img->drv->pread(img, buf, n, off);
 }
 
-int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
+/* A write of [off, off+len) may go ahead: the image is writable, the range inside it. */
+static int check_write(struct fmt_image *img, uint64_t off, uint64_t len)
 {
 	int ret = check_writable(img);
 
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, n);
+	return ret < 0 ? ret : check_range(img, off, len);
+}
+
+int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
+{
+	int ret = check_write(img, off, n);
+
 	if (ret < 0)
 		return ret;
 	if (!n)
@@ -381,9 +386,7 @@ int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
 
 	if (!img->drv->pwrite_behind)
 		return fmt_pwrite(img, buf, n, off);
-	ret = check_writable(img);
-	if (ret == 0)
-		ret = check_range(img, off, n);
+	ret = check_write(img, off, n);
 	if (ret < 0 || !n)
 		return ret;
 	return img->drv->pwrite_behind(img, buf, n, off);
@@ -400,10 +403,7 @@ int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 			     img->filename, flags);
 		return -EINVAL;
 	}
-	ret = check_writable(img);
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, len);
+	ret = check_write(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len)
@@ -413,11 +413,8 @@ int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 {
-	int ret = check_writable(img);
+	int ret = check_write(img, off, len);
 
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len)
@@ -458,10 +455,8 @@ int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext)
 {
-	int ret = check_writable(img);
+	int ret = check_write(img, off, len);
 
-	if (ret == 0)
-		ret = check_range(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len || !img->drv->map_for_overwrite)
