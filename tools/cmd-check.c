@@ -8,7 +8,6 @@
 #include "tool.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -42,14 +41,6 @@ const char tool_help_check[] =
 	"Exit status: 0 no errors, 1 could not check (IMG unreadable, errors\n"
 	"while checking), 2 corruptions found, 3 leaked clusters only. Bad usage\n"
 	"also exits 2, with its one line on stderr and nothing on stdout.\n";
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"json", no_argument, NULL, TOOL_OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 /* A finding, as qemu-img check prints it: one line on stderr. */
 static void print_finding(void *opaque, const char *line)
@@ -128,7 +119,7 @@ int cmd_check(int argc, char **argv)
 	const char *path;
 	int ret, status;
 
-	ret = tool_image_command("check", argc, argv, long_opts, &o, &path);
+	ret = tool_image_command("check", argc, argv, false, &o, &path);
 	if (ret != TOOL_CONTINUE)
 		return ret; /* --help: EXIT_CLEAN */
 

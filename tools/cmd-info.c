@@ -10,7 +10,6 @@
  */
 #include "tool.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,15 +32,6 @@ const char tool_help_info[] =
 	"  -h, --help          this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"backing-chain", no_argument, NULL, TOOL_OPT_CHAIN},
-	{"json", no_argument, NULL, TOOL_OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 static const char *compression_name(int type)
 {
@@ -214,7 +204,7 @@ int cmd_info(int argc, char **argv)
 	int ret, status = TOOL_EXIT_FAILURE;
 	bool chain, json;
 
-	ret = tool_image_command("info", argc, argv, long_opts, &o, &path);
+	ret = tool_image_command("info", argc, argv, true, &o, &path);
 	if (ret != TOOL_CONTINUE)
 		return ret;
 	chain = o.chain;

@@ -11,7 +11,6 @@
  */
 #include "tool.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,14 +46,6 @@ const char tool_help_map[] =
 	"  -h, --help        this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"json", no_argument, NULL, TOOL_OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 /* One merged run of qemu-img's map entry. */
 struct map_entry {
@@ -218,7 +209,7 @@ int cmd_map(int argc, char **argv)
 	char **names;
 	int n = 0, ret;
 
-	ret = tool_image_command("map", argc, argv, long_opts, &o, &path);
+	ret = tool_image_command("map", argc, argv, false, &o, &path);
 	if (ret != TOOL_CONTINUE)
 		return ret;
 

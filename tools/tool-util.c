@@ -255,9 +255,25 @@ int tool_common_option(const char *cmd, int c, char **argv,
 }
 
 int tool_image_command(const char *cmd, int argc, char **argv,
-		       const struct option *long_opts, struct tool_opts *o,
+		       bool chain_option, struct tool_opts *o,
 		       const char **path)
 {
+	static const struct option image_opts[] = {
+		{"format", required_argument, NULL, 'f'},
+		{"json", no_argument, NULL, TOOL_OPT_JSON},
+		{"output", required_argument, NULL, 'O'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static const struct option chain_opts[] = {
+		{"format", required_argument, NULL, 'f'},
+		{"backing-chain", no_argument, NULL, TOOL_OPT_CHAIN},
+		{"json", no_argument, NULL, TOOL_OPT_JSON},
+		{"output", required_argument, NULL, 'O'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const struct option *long_opts = chain_option ? chain_opts : image_opts;
 	int c, ret;
 
 	opterr = 0;

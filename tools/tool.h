@@ -129,14 +129,13 @@ int tool_common_option(const char *cmd, int c, char **argv,
 
 /*
  * The command line of a subcommand that reads one image (check, info,
- * map): only common options (those of @long_opts, short ones "-f FMT"
- * and "-h"), then exactly one IMG, into *@path, of a known format.
+ * map): -f/--format, --json, --output, -h/--help and, with @chain_option,
+ * --backing-chain; then exactly one IMG, into *@path, of a known format.
  * --json turns on JSON errors. Returns TOOL_CONTINUE, or the exit status
  * to return now.
  */
-struct option;
 int tool_image_command(const char *cmd, int argc, char **argv,
-		       const struct option *long_opts, struct tool_opts *o,
+		       bool chain_option, struct tool_opts *o,
 		       const char **path);
 
 /* A --granularity bc_block_copy accepts: a power of two, 4K..64M. */
