@@ -179,6 +179,26 @@ void fx_expect_event(struct fx *fx, int type, int status)
 	fx->consumed++;
 }
 
+bool fx_mirroring_within(struct fx *fx, int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int i;
+
+		for (i = fx->consumed; i < fx->nevents; i++) {
+			if (fx->events[i].status == BC_BLOCK_JOB_MIRRORING)
+				return true;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 +
+			    (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
+			return false;
+		ck_assert_int_ge(bc_engine_dispatch(fx->eng, 50), 0);
+	}
+}
+
 void fx_guest_write(struct fx *fx, uint64_t off, uint64_t len, uint8_t byte)
 {
 	uint8_t *buf = malloc(len);

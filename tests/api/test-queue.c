@@ -21,6 +21,7 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 /* Engine internals, to hold a disk quiesced as a pivot does. */
@@ -30,18 +31,6 @@ void disk_resume(bc_disk *disk);
 #define DEPTH  128
 #define STRIPE (16u * 1024)
 #define ALIGN  4096u
-
-static struct fx fx;
-
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
 
 #define ck_assert_error(code_, msg_)                                         \
 	do {                                                                 \
@@ -723,26 +712,6 @@ static void ahammer_progress(struct ahammer *h, uint64_t n)
 	}
 }
 
-static bool mirroring_within(int ms)
-{
-	struct timespec t0, t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		int i;
-
-		for (i = fx.consumed; i < fx.nevents; i++) {
-			if (fx.events[i].status == BC_BLOCK_JOB_MIRRORING)
-				return true;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 +
-			    (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
-			return false;
-		ck_assert_int_ge(bc_engine_dispatch(fx.eng, 50), 0);
-	}
-}
-
 /*
  * Background mode converges only while the copy outruns the guest. Under a
  * sanitizer's slowdown the unpaced asynchronous guest can outrun it and
@@ -785,7 +754,7 @@ static void copy_under_async_guest_on(bool raw, unsigned int dflags,
 	ck_assert_msg(bc_block_copy(fx.disk, dst, &p, flags) == 0, "%s",
 		      bc_last_error()->message);
 	ahammer_progress(&h, 200); /* during the bulk copy */
-	ck_assert_msg(mirroring_within(30000), "no MIRRORING");
+	ck_assert_msg(fx_mirroring_within(&fx, 30000), "no MIRRORING");
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 	if (flags & (BC_BLOCK_COPY_SYNCHRONOUS_WRITES | BC_BLOCK_COPY_AUTO_CONVERGE))
@@ -929,7 +898,7 @@ static Suite *queue_suite(void)
 	TCase *tc = tcase_create("errors");
 
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, new_refuses_bad_arguments);
 	tcase_add_test(tc, requests_refuse_bad_arguments);
 	tcase_add_test(tc, request_past_the_end_is_refused);
@@ -944,7 +913,7 @@ static Suite *queue_suite(void)
 
 	tc = tcase_create("depth");
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, depth_128_raw);
 	tcase_add_test(tc, depth_128_qcow2);
 	tcase_add_test(tc, depth_128_raw_direct_and_misaligned);
@@ -952,7 +921,7 @@ static Suite *queue_suite(void)
 
 	tc = tcase_create("jobs");
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, copy_background_pivot_raw);
 	tcase_add_test(tc, copy_background_pivot_raw_direct);
 	tcase_add_test(tc, copy_background_pivot_qcow2);
