@@ -17,7 +17,7 @@
 
 static double now_s(void)
 {
-	return (double)bc_now_ns() / 1e9;
+	return bc_secs(bc_now_ns());
 }
 
 /*

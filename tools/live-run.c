@@ -71,11 +71,6 @@ static bool live_sleep(bc_engine *eng, double s)
 	return true;
 }
 
-static double secs(uint64_t ns)
-{
-	return (double)ns / 1e9;
-}
-
 int live_parse_mode(const char *s)
 {
 	if (!strcmp(s, "background"))
@@ -260,7 +255,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	}
 	job_started = true;
 	for (;;) {
-		double t = secs(bc_now_ns() - t_job);
+		double t = bc_secs(bc_now_ns() - t_job);
 
 		live_poll(eng, 20);
 		if (tool_stop_requested())
@@ -277,7 +272,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 			goto out_abort;
 		}
 		if (ev.mirroring_ns && t >= o->duration_s &&
-		    t - secs(ev.mirroring_ns) >= o->settle_s)
+		    t - bc_secs(ev.mirroring_ns) >= o->settle_s)
 			break;
 		if (!ev.mirroring_ns && t >= o->timeout_s) {
 			snprintf(res->error, sizeof(res->error),
@@ -330,7 +325,7 @@ out_stop:
 	if (!t_end)
 		t_end = bc_now_ns();
 	if (job_started) {
-		res->job_s = secs(t_end - t_job);
+		res->job_s = bc_secs(t_end - t_job);
 		res->have_stats = bc_get_block_job_stats(disk, &res->stats, 0) == 1;
 		res->copied_at_ready = ev.copied_at_ready;
 	}

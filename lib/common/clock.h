@@ -23,6 +23,12 @@ static inline uint64_t bc_now_ns(void)
 	return (uint64_t)ts.tv_sec * BC_NS_PER_SEC + (uint64_t)ts.tv_nsec;
 }
 
+/* @ns nanoseconds in seconds, for reports. */
+static inline double bc_secs(uint64_t ns)
+{
+	return (double)ns / 1e9;
+}
+
 /* The CLOCK_REALTIME instant @ns from now, for pthread_cond_timedwait(). */
 static inline struct timespec bc_cond_deadline(uint64_t ns)
 {
