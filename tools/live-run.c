@@ -4,6 +4,7 @@
  */
 #include "live-run.h"
 
+#include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -71,7 +72,8 @@ static bool live_sleep(bc_engine *eng, double s)
 	return true;
 }
 
-int live_parse_mode(const char *s)
+/* "background", "write-blocking" or "auto"; -1 for anything else. */
+static int parse_mode(const char *s)
 {
 	if (!strcmp(s, "background"))
 		return LIVE_BACKGROUND;
@@ -80,6 +82,41 @@ int live_parse_mode(const char *s)
 	if (!strcmp(s, "auto"))
 		return LIVE_AUTO;
 	return -1;
+}
+
+int live_option(const char *cmd, int c, char **argv, struct live_opts *o,
+		struct tool_opts *common)
+{
+	int m;
+
+	switch (c) {
+	case LIVE_OPT_GUEST_RATE:
+		if (tool_parse_rate(optarg, &o->guest.rate) < 0)
+			return tool_usage_error(cmd, "invalid guest rate '%s'", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_GUEST_THREADS:
+		if (tool_parse_threads(optarg, &o->guest.threads) < 0)
+			return tool_usage_error(cmd, "invalid thread count '%s' (1..64)", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_DURATION:
+		if (tool_parse_seconds(optarg, 0, &o->duration_s) < 0)
+			return tool_usage_error(cmd, "invalid duration '%s'", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_MODE:
+		m = parse_mode(optarg);
+		if (m < 0)
+			return tool_usage_error(cmd, "invalid mode '%s' (background, write-blocking or auto)", optarg);
+		o->mode = (enum live_mode)m;
+		return TOOL_CONTINUE;
+	case LIVE_OPT_SHALLOW:
+		o->copy_flags |= BC_BLOCK_COPY_SHALLOW;
+		return TOOL_CONTINUE;
+	case LIVE_OPT_VERIFY:
+		o->verify = true;
+		return TOOL_CONTINUE;
+	default:
+		return tool_common_option(cmd, c, argv, common);
+	}
 }
 
 const char *live_mode_name(enum live_mode mode)
