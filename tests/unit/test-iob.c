@@ -26,6 +26,7 @@
 
 #include "lib/common/error.h"
 #include "lib/common/util.h"
+#include "tests/scratch.h"
 
 static const char *const backends[] = {"uring", "aio"};
 static bool have_backend[2]; /* works here */
@@ -43,50 +44,30 @@ struct req {
 	uint64_t off;
 };
 
-static void rm_rf(const char *dir)
-{
-	char cmd[4300];
-
-	if (dir[0] &&
-	    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) < (int)sizeof(cmd))
-		(void)system(cmd);
-}
-
 /*
  * Unchecked fixture: runs in the parent, so the directory goes away even
  * when a test fails or crashes in its child.
  */
 static void setup_case(void)
 {
-	const char *base = getenv("BC_TEST_TMPDIR");
-
-	if (!base || !*base)
-		base = "/tmp";
-	(void)mkdir(base, 0755);
-	ck_assert_int_lt(
-		snprintf(casedir, sizeof(casedir), "%s/iob-XXXXXX", base),
-		(int)sizeof(casedir));
-	ck_assert_ptr_nonnull(mkdtemp(casedir));
+	scratch_dir(casedir, sizeof(casedir), NULL, "iob-");
 }
 
 static void teardown_case(void)
 {
-	rm_rf(casedir);
+	scratch_remove(casedir);
 }
 
 /* Checked fixture: a fresh directory and the seeded random sequence. */
 static void setup_tmpdir(void)
 {
-	ck_assert_int_lt(
-		snprintf(tmpdir, sizeof(tmpdir), "%s/t-XXXXXX", casedir),
-		(int)sizeof(tmpdir));
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	scratch_dir(tmpdir, sizeof(tmpdir), casedir, "t-");
 	srand(seed);
 }
 
 static void teardown_tmpdir(void)
 {
-	rm_rf(tmpdir);
+	scratch_remove(tmpdir);
 }
 
 /* Opens (creates) @name in the test's directory; -errno if open fails. */
