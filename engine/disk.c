@@ -485,7 +485,7 @@ int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
 	return sync_write(disk, GUEST_WRITE_ZEROES, NULL, off, len,
-			  flags ? FMT_ZERO_MAY_UNMAP : 0);
+			  (flags & DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)

@@ -29,6 +29,9 @@ typedef struct bc_disk bc_disk;
 #define DISK_OPEN_READONLY (1u << 0)
 #define DISK_OPEN_DIRECT   (1u << 1)
 
+/* disk_write_zeroes() and queue_add() flag: BC_DISK_ZEROES_MAY_UNMAP. */
+#define DISK_ZEROES_MAY_UNMAP (1u << 0)
+
 /* disk_block_status() bits: BC_DISK_EXTENT_*. */
 #define DISK_EXTENT_ZERO (1u << 0) /* the run reads as zeros */
 #define DISK_EXTENT_HOLE (1u << 1) /* no layer of the chain allocates it */
@@ -119,6 +122,7 @@ int64_t disk_size(bc_disk *disk);
 const char *disk_path(bc_disk *disk);
 ssize_t disk_pread(bc_disk *disk, void *buf, size_t n, uint64_t off);
 ssize_t disk_pwrite(bc_disk *disk, const void *buf, size_t n, uint64_t off);
+/* @flags: DISK_ZEROES_MAY_UNMAP or 0. */
 int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags);
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len);

@@ -585,7 +585,7 @@ int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,
 	free(r->err_msg);
 	*r = (struct qreq){
 		.tag = tag, .buf = buf, .off = off, .len = len, .op = op,
-		.zflags = zflags,
+		.zflags = (zflags & DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0,
 	};
 	q->queued[q->nqueued++] = slot;
 	return 0;

@@ -44,8 +44,8 @@ enum queue_op {
 int queue_new(bc_disk *disk, unsigned int depth, bc_queue **out);
 
 /*
- * Queue one request. @buf: READ and WRITE only; @zflags: FMT_ZERO_* for
- * ZEROES. Returns 0, -EAGAIN (queue full), or what disk_guest_check()
+ * Queue one request. @buf: READ and WRITE only; @zflags:
+ * DISK_ZEROES_MAY_UNMAP or 0, for ZEROES. Returns 0, -EAGAIN (queue full), or what disk_guest_check()
  * refuses.
  */
 int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,

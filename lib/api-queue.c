@@ -8,7 +8,6 @@
 #include <stddef.h>
 
 #include "engine/queue.h"
-#include "formats/fmt.h"
 #include "lib/api-internal.h"
 
 /* queue_reap() fills the caller's bc_completion array as struct queue_completion. */
@@ -80,8 +79,8 @@ int bc_queue_write_zeroes(bc_queue *q, uint64_t off, uint64_t len, void *tag,
 			  unsigned int flags)
 {
 	return add(q, QUEUE_ZEROES, NULL, false, off, len, tag,
-		   (flags & BC_DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0,
-		   flags, BC_DISK_ZEROES_MAY_UNMAP, __func__);
+		   flags & BC_DISK_ZEROES_MAY_UNMAP, flags,
+		   BC_DISK_ZEROES_MAY_UNMAP, __func__);
 }
 
 int bc_queue_discard(bc_queue *q, uint64_t off, uint64_t len, void *tag,

@@ -11,9 +11,12 @@ and checks that no file includes a header of a layer above its own:
 
   lib/common  <  formats  <  engine  <  lib  <  tools
 
-So nothing below lib/ sees lib/blockcopy.h, even through another header.
+so nothing below lib/ sees lib/blockcopy.h, even through another header;
+and that below its own layer a file includes (lib/common apart) only the
+interface headers (INTERFACES) of the layer right below it, or of formats
+for the offline subcommands of tools (BELOW).
 Prints one line per problem; exits 1 if there is any. Before looking at
-the tree it checks itself on a scratch tree that breaks the rule twice.
+the tree it checks itself on a scratch tree that breaks each rule.
 """
 import os
 import re
@@ -23,6 +26,19 @@ import tempfile
 # Folder → rank; a file may include headers of its rank or below.
 LAYERS = [("lib/common", 0, "common"), ("formats", 1, "formats"),
           ("engine", 2, "engine"), ("lib", 3, "lib"), ("tools", 4, "tools")]
+# The headers a layer offers the layers above it.
+INTERFACES = {
+    "formats": {"formats/fmt.h"},
+    "engine": {"engine/engine.h", "engine/queue.h"},
+    "lib": {"lib/blockcopy.h"},
+}
+# The layers each layer may include from, lib/common apart.
+BELOW = {
+    "formats": set(),
+    "engine": {"formats"},
+    "lib": {"engine"},
+    "tools": {"lib", "formats"},
+}
 INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
 
 
@@ -62,9 +78,19 @@ def problems_in(srcdir):
             if hdr is None:
                 continue  # not a file of the tree: not ours to judge
             theirs = layer_of(hdr)
-            if theirs and theirs[0] > own[0]:
+            if not theirs:
+                continue
+            if theirs[0] > own[0]:
                 found.append("%s: includes %s (%s), a layer above %s"
                              % (rel, hdr, theirs[1], own[1]))
+            elif theirs[0] < own[0] and theirs[1] != "common":
+                if theirs[1] not in BELOW[own[1]]:
+                    found.append("%s: includes %s: %s does not use %s directly"
+                                 % (rel, hdr, own[1], theirs[1]))
+                elif hdr not in INTERFACES[theirs[1]]:
+                    found.append("%s: includes %s, not an interface header of %s (%s)"
+                                 % (rel, hdr, theirs[1],
+                                    ", ".join(sorted(INTERFACES[theirs[1]]))))
     return found
 
 
@@ -76,14 +102,18 @@ def self_test():
             "engine/engine.h": '#include "lib/common/error.h"\n',
             "engine/disk.c": '#include "blockcopy.h"\n#include "engine/engine.h"\n',
             "formats/fmt.h": '#include "lib/common/error.h"\n',
+            "formats/qcow2.h": '#include "fmt.h"\n',
             "tools/x.c": '#include "lib/blockcopy.h"\n#include "formats/fmt.h"\n',
+            "lib/api-x.c": '#include "engine/engine.h"\n#include "formats/fmt.h"\n',
+            "engine/job.c": '#include "formats/qcow2.h"\n',
         }
         for rel, text in files.items():
             os.makedirs(os.path.dirname(os.path.join(d, rel)), exist_ok=True)
             with open(os.path.join(d, rel), "w", encoding="utf-8") as fh:
                 fh.write(text)
         got = sorted(p.split(":")[0] for p in problems_in(d))
-        want = ["engine/disk.c", "lib/common/error.h"]
+        want = ["engine/disk.c", "engine/job.c", "lib/api-x.c",
+                "lib/common/error.h"]
         if got != want:
             print("layers.py self-test: found %s, expected %s" % (got, want))
             sys.exit(1)

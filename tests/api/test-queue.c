@@ -9,12 +9,14 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -420,6 +422,69 @@ START_TEST(short_read_fails_as_the_sync_call)
 	ck_assert_int_eq(c.error_code, BC_ERR_IO);
 	ck_assert_str_eq(c.error_message, msg);
 	bc_queue_free(q);
+}
+END_TEST
+
+/* Bytes the file at @path has allocated. */
+static uint64_t allocated(const char *path)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * Zeroes [@off, +1 MiB) of the raw disk through @q (NULL: the synchronous
+ * call) with @flags; returns how many bytes the file freed.
+ */
+static int64_t zero_mib(bc_queue *q, uint64_t off, unsigned int flags)
+{
+	uint64_t before = allocated(fx.top);
+	bc_completion c;
+
+	if (q) {
+		ck_assert_int_eq(bc_queue_write_zeroes(q, off, 1u << 20, NULL, flags), 0);
+		ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+		ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+		ck_assert_msg(c.ret == 0, "%s", c.error_message);
+	} else {
+		ck_assert_int_eq(bc_disk_write_zeroes(fx.disk, off, 1u << 20, flags), 0);
+	}
+	memset(fx.shadow + off, 0, 1u << 20);
+	return (int64_t)before - (int64_t)allocated(fx.top);
+}
+
+/*
+ * BC_DISK_ZEROES_MAY_UNMAP deallocates (a raw file gets a hole) and zeroes
+ * without it keep the blocks, through a queue as through the synchronous
+ * call. Skipped where the file system cannot punch holes.
+ */
+START_TEST(zeroes_may_unmap_deallocates_as_the_sync_call)
+{
+	const char *probe = fx_path(&fx, "probe");
+	int fd = open(probe, O_CREAT | O_RDWR, 0644);
+	bc_queue *q;
+	bool can_punch;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 65536), 0);
+	can_punch = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      4096) == 0;
+	close(fd);
+	if (!can_punch)
+		return;
+	open_raw(0);
+	q = bc_queue_new(fx.disk, 2, 0);
+	ck_assert_ptr_nonnull(q);
+	ck_assert_int_lt(zero_mib(q, 0, 0), 512 * 1024);
+	ck_assert_int_ge(zero_mib(q, 1u << 20, BC_DISK_ZEROES_MAY_UNMAP),
+			 (1 << 20) - 8192);
+	ck_assert_int_ge(zero_mib(NULL, 2u << 20, BC_DISK_ZEROES_MAY_UNMAP),
+			 (1 << 20) - 8192);
+	ck_assert_int_lt(zero_mib(NULL, 3u << 20, 0), 512 * 1024);
+	bc_queue_free(q);
+	fx_check_disk_equals_shadow(&fx);
 }
 END_TEST
 
@@ -909,6 +974,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, reap_times_out_while_the_disk_is_quiesced);
 	tcase_add_test(tc, failed_request_reports_in_its_completion);
 	tcase_add_test(tc, short_read_fails_as_the_sync_call);
+	tcase_add_test(tc, zeroes_may_unmap_deallocates_as_the_sync_call);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
