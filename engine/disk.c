@@ -279,7 +279,8 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 
 	req->top = disk->top;
 	req->job = job;
-	req->fast_read = fast && disk->top->drv == &fmt_raw_driver;
+	req->fast_read = fast && (disk->top->drv == &fmt_raw_driver ||
+				  disk->top->drv->io_map);
 	req->fast_write = req->fast_read;
 	if (!job) {
 		disk->untracked_inflight += n;
@@ -291,7 +292,7 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 		/*
 		 * Only a background copy is happy with "dirty after the
 		 * write", which is all a direct write can give it (a pull
-		 * never writes a raw top, but its gate is not taken here).
+		 * writes the top under its gate, which is not taken here).
 		 */
 		BC_LOCK_GUARD(&job->lock);
 		req->fast_write = job->type == JOB_TYPE_COPY &&

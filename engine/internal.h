@@ -150,8 +150,9 @@ void disk_drain_untracked(bc_disk *disk);
 struct guest_req {
 	struct fmt_image *top; /* the chain it works on */
 	struct job *job;       /* reference held until disk_guest_leave */
-	bool fast_read;        /* top is raw: reads and flushes may go to its
-				  fd directly */
+	bool fast_read;        /* reads may go to the kernel directly: the
+				  top is raw (flushes too), or its format
+				  maps ranges for that (fmt_io_map) */
 	bool fast_write;       /* ...and writes too: no job, or a copy job in
 				  background mode (the write is then only
 				  noted dirty, disk_guest_note_write) */
@@ -188,7 +189,7 @@ int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
 int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
 		       uint64_t len);
 /*
- * A write that went to the raw top directly (fast_write) has completed:
+ * A write that went to the top directly (fast_write) has completed:
  * the job marks it dirty. Before its completion is reported.
  */
 void disk_guest_note_write(struct guest_req *req, uint64_t off, uint64_t len);

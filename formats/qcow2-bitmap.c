@@ -650,6 +650,7 @@ int qcow2_bitmaps_store_locked(struct qcow2 *q)
 	if (ret < 0)
 		return ret; /* still in use on disk: inconsistent, as it must be */
 	bs->tracking = false;
+	q->write_ready = false; /* a later write starts tracking again */
 	for (i = 0; i < bs->nb; i++) {
 		free(bs->bm[i].bits);
 		bs->bm[i].bits = NULL;

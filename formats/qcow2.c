@@ -894,4 +894,6 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
 	.map_for_overwrite = qcow2_map_for_overwrite,
+	.io_map = qcow2_io_map,
+	.io_unmap = qcow2_io_unmap,
 };
