@@ -44,6 +44,7 @@
 #include <time.h>
 
 #include "engine/iob.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -754,7 +755,7 @@ void mirror_guest_write_begin(struct job *job, enum guest_write_kind kind,
 
 	aw->claimed = false;
 	aw->mirror = false;
-	if (job->type != BC_BLOCK_JOB_TYPE_COPY)
+	if (job->type != JOB_TYPE_COPY)
 		return;
 	BC_LOCK_GUARD(&job->lock);
 	/* Not while paused: the destination failed, the bitmap keeps the write. */
@@ -937,7 +938,7 @@ static int verify_copy(struct mirror *m)
 
 			while (a[i] == b[i])
 				i++;
-			bc_error_set(BC_ERR_IO, 0,
+			bc_error_set(ERR_IO, 0,
 				     "verification failed: '%s' and '%s' differ at offset %llu; pivot refused, mirroring goes on",
 				     m->src->filename, job->dest_path,
 				     (unsigned long long)(off + i));
@@ -960,7 +961,7 @@ static void refuse_pivot(struct mirror *m)
 	struct job *job = m->job;
 
 	pthread_mutex_lock(&job->lock);
-	job->refuse_err = *bc_last_error();
+	job->refuse_err = *bc_error_get();
 	job->pivot_refusals++;
 	job->pivot_verify = false;
 	job_set_state_locked(job, job->finish_after_pivot ? JOB_FINISHING
@@ -999,13 +1000,8 @@ static int flush_dest(struct mirror *m)
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
 {
-	struct timespec ts;
-	uint64_t t;
+	struct timespec ts = bc_cond_deadline(ns);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (uint64_t)ts.tv_nsec + ns;
-	ts.tv_sec += (time_t)(t / 1000000000ull);
-	ts.tv_nsec = (long)(t % 1000000000ull);
 	pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 }
 
@@ -1091,8 +1087,8 @@ static bool pivot_or_finish(struct mirror *m, const struct pass *p,
 			return false;
 		}
 	}
-	*status = p->state == JOB_PIVOTING ? BC_BLOCK_JOB_COMPLETED
-					   : BC_BLOCK_JOB_CANCELED;
+	*status = p->state == JOB_PIVOTING ? JOB_EVENT_COMPLETED
+					   : JOB_EVENT_CANCELED;
 	return true;
 }
 
@@ -1126,7 +1122,7 @@ static bool reached_sync(struct mirror *m, const struct pass *p)
 	pthread_mutex_unlock(&job->lock);
 	if (queue_ready)
 		engine_queue_event(job->disk->eng, job->disk, job->type,
-				   BC_BLOCK_JOB_MIRRORING, NULL);
+				   JOB_EVENT_MIRRORING, NULL);
 	return queue_ready;
 }
 
@@ -1165,7 +1161,7 @@ void *mirror_main(void *arg)
 	struct job *job = arg;
 	struct mirror m = { 0 };
 	struct converge cv = { 0 };
-	int status = BC_BLOCK_JOB_FAILED;
+	int status = JOB_EVENT_FAILED;
 	int ret;
 
 	bc_error_reset();
@@ -1203,7 +1199,7 @@ void *mirror_main(void *arg)
 		if (p.failed)
 			break;
 		if (p.state == JOB_CANCELING) {
-			status = BC_BLOCK_JOB_CANCELED;
+			status = JOB_EVENT_CANCELED;
 			break;
 		}
 		if (p.state == JOB_PIVOTING || p.state == JOB_FINISHING) {
@@ -1230,7 +1226,7 @@ out:
 		m.iob = NULL;
 		m.slots = NULL;
 		m.nbusy = 0;
-		status = BC_BLOCK_JOB_FAILED;
+		status = JOB_EVENT_FAILED;
 	}
 
 	/*
@@ -1240,7 +1236,7 @@ out:
 	 * job slips in between.
 	 */
 	job_conclude(job);
-	if (status == BC_BLOCK_JOB_COMPLETED)
+	if (status == JOB_EVENT_COMPLETED)
 		pivot_swap(&m);
 	if (m.quiesced) {
 		pthread_mutex_lock(&job->lock);

@@ -11,11 +11,11 @@
  * Errors: every function returns 0 (or a count) or -errno, and records
  * the human detail with bc_error_set() where it is detected. Messages
  * name the file first: "<path>: <reason>". Conventions for errno:
- *   -ENOENT     file missing                    (BC_ERR_NO_SUCH_FILE)
- *   -EUCLEAN    corrupt or invalid metadata     (BC_ERR_IMAGE_CORRUPT)
- *   -ENOTSUP    feature not supported           (BC_ERR_UNSUPPORTED)
- *   -EINVAL     bad argument from our caller    (BC_ERR_INVALID_ARG)
- *   -ELOOP      backing chain loops or too deep (BC_ERR_IMAGE_CORRUPT)
+ *   -ENOENT     file missing                    (ERR_NO_SUCH_FILE)
+ *   -EUCLEAN    corrupt or invalid metadata     (ERR_IMAGE_CORRUPT)
+ *   -ENOTSUP    feature not supported           (ERR_UNSUPPORTED)
+ *   -EINVAL     bad argument from our caller    (ERR_INVALID_ARG)
+ *   -ELOOP      backing chain loops or too deep (ERR_IMAGE_CORRUPT)
  *   -EROFS      write to an image opened read-only
  *   -EIO, -ENOSPC, ...                          as the system said
  *
@@ -409,6 +409,13 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
  */
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 			  uint64_t known_end);
+/*
+ * fmt_pread_file_within() for an O_DIRECT @fd whatever the alignment of
+ * @buf, @n and @off: read through an aligned bounce buffer (the format
+ * layer's one), @align being the file's O_DIRECT alignment (power of two).
+ */
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align);
 /*
  * Whether the regular file behind @fd now ends before @known_end (it was
  * truncated under us): then records "<file>: read failed at offset <N>:

@@ -653,7 +653,7 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 	if (r < 0)
 		return r;
 	if (!a.seen || !a.len) {
-		bc_error_set(BC_ERR_IO, EPROTO,
+		bc_error_set(ERR_IO, EPROTO,
 			     "%s: block status at offset %llu: the server answered no extent",
 			     img->filename, (unsigned long long)off);
 		return -EPROTO;
@@ -676,7 +676,7 @@ static int nbd_drv_get_info(struct fmt_image *img, struct fmt_info *info)
 static int nbd_drv_set_backing(struct fmt_image *img, const char *name,
 			       const char *fmt)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: an NBD export's backing file belongs to its server",
 		     img->filename);
 	return -ENOTSUP;
@@ -774,7 +774,7 @@ static int nbd_drv_open(struct fmt_image *img)
 	r = flag_of(img, nbd_is_read_only(h), "read-only flag");
 	if (r < 0 || (r && (img->flags & FMT_OPEN_RDWR))) {
 		if (r > 0) {
-			bc_error_set(BC_ERR_OPERATION_INVALID, EROFS,
+			bc_error_set(ERR_OPERATION_INVALID, EROFS,
 				     "%s: the export is read-only", img->filename);
 			r = -EROFS;
 		}
@@ -799,7 +799,7 @@ static int nbd_drv_open(struct fmt_image *img)
 	}
 	ret = -pthread_create(&nbd->driver, NULL, driver_main, nbd);
 	if (ret < 0) {
-		bc_error_set(BC_ERR_INTERNAL, -ret,
+		bc_error_set(ERR_INTERNAL, -ret,
 			     "%s: cannot start the NBD driver thread", img->filename);
 		goto err_close;
 	}

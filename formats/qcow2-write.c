@@ -198,14 +198,14 @@ int qcow2_open_rw(struct qcow2 *q)
 
 	if (q->hdr.crypt_method) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing encrypted qcow2 images is not supported",
 			qname(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing qcow2 images with an external data file is not supported",
 			qname(q));
 		return -ENOTSUP;
@@ -522,7 +522,7 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 			if (has_backing(q) && !q->img->backing) {
 				/* Zeros here would hide the backing's data for good. */
 				bc_error_set(
-					BC_ERR_UNSUPPORTED, ENOTSUP,
+					ERR_UNSUPPORTED, ENOTSUP,
 					"%s: backing file not opened: cannot copy-on-write a partial cluster",
 					qname(q));
 				return -ENOTSUP;
@@ -1420,7 +1420,7 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 
 	if (q->hdr.version < 3 && has_backing(q)) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: discard is not supported on qcow2 v2 images with a backing file",
 			img->filename);
 		return -ENOTSUP;
@@ -1569,7 +1569,7 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 
 too_long:
 	bc_error_set(
-		BC_ERR_INVALID_ARG, EINVAL,
+		ERR_INVALID_ARG, EINVAL,
 		"%s: backing file name and header extensions do not fit in the header cluster",
 		qname(q));
 	ret = -EINVAL;

@@ -660,7 +660,7 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 void qcow2_exts_free(struct qcow2_exts *exts);
 
 /*
- * Record "<name>: <reason>" as BC_ERR_IMAGE_CORRUPT and return -EUCLEAN,
+ * Record "<name>: <reason>" as ERR_IMAGE_CORRUPT and return -EUCLEAN,
  * for metadata found invalid.
  */
 __attribute__((format(printf, 2, 3))) int
