@@ -296,7 +296,7 @@ int copy_journal_create(const char *path, const struct copy_journal_ident *id,
 
 	assert(bc_is_pow2(id->granularity));
 	if (sl > JOURNAL_PATH_MAX || dl > JOURNAL_PATH_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "journal '%s': path too long", path);
 		return -ENAMETOOLONG;
 	}
@@ -397,7 +397,7 @@ int copy_journal_publish(struct copy_journal *j)
 
 static __cold int bad_journal(const char *path, const char *what)
 {
-	bc_error_set(BC_ERR_INVALID_ARG, 0, "journal '%s': %s", path, what);
+	bc_error_set(ERR_INVALID_ARG, 0, "journal '%s': %s", path, what);
 	return -EINVAL;
 }
 
@@ -463,7 +463,7 @@ int copy_journal_open(const char *path, struct copy_journal **out)
 	if (j->fd < 0 || fstat(j->fd, &st) < 0) {
 		err = errno;
 		if (err == ENOENT)
-			bc_error_set(BC_ERR_NO_SUCH_FILE, err,
+			bc_error_set(ERR_NO_SUCH_FILE, err,
 				     "no journal '%s' to resume from", path);
 		else
 			(void)sys_error(-err, "cannot open journal", path);
@@ -496,34 +496,34 @@ int copy_journal_check(const struct copy_journal *j,
 	const char *p = j->path;
 
 	if (strcmp(j->src_path, id->src_path) != 0) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "journal '%s' source is '%s', not '%s'", p,
 			     j->src_path, id->src_path);
 		return -EINVAL;
 	}
 	if (j->src_dev != id->src_dev || j->src_ino != id->src_ino) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"journal '%s' source '%s' is another file now (device or inode differ)",
 			p, id->src_path);
 		return -EINVAL;
 	}
 	if (strcmp(j->dst_path, id->dst_path) != 0) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "journal '%s' destination is '%s', not '%s'", p,
 			     j->dst_path, id->dst_path);
 		return -EINVAL;
 	}
 	if (j->dst_dev != id->dst_dev || j->dst_ino != id->dst_ino) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"journal '%s' destination '%s' is another file now (device or inode differ)",
 			p, id->dst_path);
 		return -EINVAL;
 	}
 	if (j->size != id->size) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"journal '%s' virtual size %llu differs from the source's %llu",
 			p, (unsigned long long)j->size,
 			(unsigned long long)id->size);
@@ -531,7 +531,7 @@ int copy_journal_check(const struct copy_journal *j,
 	}
 	if ((j->flags ^ id->flags) & COPY_JOURNAL_SHALLOW) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"journal '%s' records a %s copy, not a %s one", p,
 			j->flags & COPY_JOURNAL_SHALLOW ? "shallow" : "full",
 			j->flags & COPY_JOURNAL_SHALLOW ? "full" : "shallow");

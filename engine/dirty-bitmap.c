@@ -102,13 +102,13 @@ int dirty_bitmap_new(uint64_t size, uint32_t granularity, struct dirty_bitmap **
 	if (!bc_is_pow2(granularity) || granularity < DIRTY_BITMAP_MIN_GRANULARITY ||
 	    granularity > DIRTY_BITMAP_MAX_GRANULARITY) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"invalid bitmap granularity %u: must be a power of two from %u to %u",
 			granularity, DIRTY_BITMAP_MIN_GRANULARITY, DIRTY_BITMAP_MAX_GRANULARITY);
 		return -EINVAL;
 	}
 	if (size > INT64_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "invalid bitmap size %llu: larger than %lld",
 			     (unsigned long long)size, (long long)INT64_MAX);
 		return -EINVAL;

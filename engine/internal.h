@@ -51,7 +51,7 @@ struct engine_event {
 	char *path;    /* the disk's path when the event was queued */
 	int type;
 	int status;
-	bc_error err;  /* FAILED: the job's error, set for the callbacks */
+	struct error_record err;  /* FAILED: the job's error, set for the callbacks */
 };
 
 #define ENGINE_MAX_CALLBACKS 8
@@ -61,7 +61,7 @@ struct bc_engine {
 	int efd;                        /* eventfd: readable while events queued */
 	struct engine_event *head, *tail;
 	struct {
-		bc_block_job_cb cb;
+		engine_event_cb cb;
 		void *opaque;
 	} cbs[ENGINE_MAX_CALLBACKS];
 	int ncbs;
@@ -75,7 +75,7 @@ struct bc_disk {
 	int refs;                       /* user + job + queued events */
 	bool closed;                    /* bc_disk_close was called (atomic
 					   access: queues read it unlocked) */
-	unsigned int flags;             /* BC_DISK_* */
+	unsigned int flags;             /* DISK_OPEN_* */
 	struct fmt_image *top;          /* current chain; swapped at pivot */
 	char *path;                     /* current top's path */
 	char **old_paths;               /* earlier paths, kept until the disk is
@@ -96,7 +96,7 @@ struct bc_disk {
 	struct bc_queue **queues;       /* [nqueues] (queues_lock) */
 	size_t nqueues;
 	bool has_last_stats;            /* a job has ended on this disk */
-	bc_block_job_stats last_stats;  /* ...and these were its statistics */
+	struct job_stats last_stats;  /* ...and these were its statistics */
 	const char *copy_method;        /* data path of the current or last copy
 					   job (static string), NULL if none */
 	struct copy_journal *journal;   /* resume journal of the copy job, or of
@@ -110,11 +110,11 @@ void engine_ref(bc_engine *eng);
 void engine_unref(bc_engine *eng);
 /*
  * Queue a job event. @err (FAILED only, else NULL) becomes the dispatching
- * thread's bc_last_error() while the callbacks run. Takes disk->lock and
+ * thread's bc_error_get() while the callbacks run. Takes disk->lock and
  * eng->lock: call it holding neither.
  */
 void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
-			const bc_error *err);
+			const struct error_record *err);
 
 void disk_ref(bc_disk *disk);
 void disk_unref(bc_disk *disk);
@@ -160,8 +160,9 @@ struct guest_req {
 	struct copy_journal *journal; /* the disk's journal: guest writes set
 					 its bits first; reference held
 					 until disk_guest_leave */
-	bool fast_read;        /* top is raw: reads and flushes may go to its
-				  fd directly */
+	bool fast_read;        /* reads may go to the kernel directly: the
+				  top is raw (flushes too), or its format
+				  maps ranges for that (fmt_io_map) */
 	bool fast_write;       /* ...and writes too: no job, or a copy job in
 				  background mode (the write is then only
 				  noted dirty, disk_guest_note_write) */
@@ -198,7 +199,7 @@ int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
 int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
 		       uint64_t len);
 /*
- * A write that went to the raw top directly (fast_write) has completed:
+ * A write that went to the top directly (fast_write) has completed:
  * the job marks it dirty. Before its completion is reported.
  */
 void disk_guest_note_write(struct guest_req *req, uint64_t off, uint64_t len);

@@ -16,7 +16,8 @@
  *       → synchronous read through the format driver
  *   zero/unallocated ranges, and data that turns out all zero
  *       → a zero write to the destination (skipped by the initial scan
- *         on a freshly created destination, which reads zero already)
+ *         where the destination reads zero already: a fresh one, or the
+ *         holes and zero runs of a reused one)
  *   destination raw → write with the I/O backend; qcow2 → through the
  *   driver (it allocates clusters), synchronously.
  *
@@ -43,6 +44,7 @@
 #include <time.h>
 
 #include "engine/iob.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -254,10 +256,37 @@ static int scan_bitmap(struct job *job)
 }
 
 /*
+ * Mark dirty the parts of [off, off+len), which the source reads as zeros,
+ * where the existing destination does not read zeros already: a reused
+ * destination that is empty there (a new export, a sparse file) gets no
+ * zero writes, as QEMU's mirror skips ranges its target already zeroes.
+ */
+static int scan_zero_run(struct job *job, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int ret;
+
+	while (off < end) {
+		struct fmt_extent d;
+
+		ret = fmt_chain_block_status(job->dest, off, end - off, &d);
+		if (ret < 0)
+			return ret;
+		if (d.state == FMT_DATA) {
+			BC_LOCK_GUARD(&job->lock);
+			dirty_bitmap_set(job->dirty, off, d.len);
+		}
+		off += d.len;
+	}
+	return 0;
+}
+
+/*
  * Initial bitmap from block status. Full copy: data anywhere in the chain,
- * plus zero/unallocated ranges when the destination may hold old data.
+ * plus zero/unallocated ranges where a reused destination holds data.
  * Shallow copy: what the top layer holds (data or zero). Runs after the
- * job is attached to the disk, so writes racing the scan are tracked.
+ * job is attached to the disk and the writes that entered before it have
+ * drained, so every write is either seen here or tracked.
  */
 int mirror_scan(struct job *job)
 {
@@ -275,10 +304,16 @@ int mirror_scan(struct job *job)
 		ret = fmt_chain_block_status(src, off, size - off, &ext);
 		if (ret < 0)
 			return ret;
-		if (job->opts.shallow)
+		if (job->opts.shallow) {
 			mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
-		else
-			mark = ext.state == FMT_DATA || !job->dest_fresh;
+		} else if (ext.state != FMT_DATA && !job->dest_fresh) {
+			ret = scan_zero_run(job, off, ext.len);
+			if (ret < 0)
+				return ret;
+			mark = false;
+		} else {
+			mark = ext.state == FMT_DATA;
+		}
 		if (mark) {
 			BC_LOCK_GUARD(&job->lock);
 			dirty_bitmap_set(job->dirty, off, ext.len);
@@ -758,7 +793,7 @@ void mirror_guest_write_begin(struct job *job, enum guest_write_kind kind,
 
 	aw->claimed = false;
 	aw->mirror = false;
-	if (job->type != BC_BLOCK_JOB_TYPE_COPY)
+	if (job->type != JOB_TYPE_COPY)
 		return;
 	BC_LOCK_GUARD(&job->lock);
 	/* Not while paused: the destination failed, the bitmap keeps the write. */
@@ -941,7 +976,7 @@ static int verify_copy(struct mirror *m)
 
 			while (a[i] == b[i])
 				i++;
-			bc_error_set(BC_ERR_IO, 0,
+			bc_error_set(ERR_IO, 0,
 				     "verification failed: '%s' and '%s' differ at offset %llu; pivot refused, mirroring goes on",
 				     m->src->filename, job->dest_path,
 				     (unsigned long long)(off + i));
@@ -966,7 +1001,7 @@ static void refuse_pivot(struct mirror *m)
 	struct job *job = m->job;
 
 	pthread_mutex_lock(&job->lock);
-	job->refuse_err = *bc_last_error();
+	job->refuse_err = *bc_error_get();
 	job->pivot_refusals++;
 	job->pivot_verify = false;
 	job_set_state_locked(job, job->finish_after_pivot ? JOB_FINISHING
@@ -1136,13 +1171,8 @@ static uint64_t min_delay(uint64_t a, uint64_t b)
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
 {
-	struct timespec ts;
-	uint64_t t;
+	struct timespec ts = bc_cond_deadline(ns);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (uint64_t)ts.tv_nsec + ns;
-	ts.tv_sec += (time_t)(t / 1000000000ull);
-	ts.tv_nsec = (long)(t % 1000000000ull);
 	pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 }
 
@@ -1228,8 +1258,8 @@ static bool pivot_or_finish(struct mirror *m, const struct pass *p,
 			return false;
 		}
 	}
-	*status = p->state == JOB_PIVOTING ? BC_BLOCK_JOB_COMPLETED
-					   : BC_BLOCK_JOB_CANCELED;
+	*status = p->state == JOB_PIVOTING ? JOB_EVENT_COMPLETED
+					   : JOB_EVENT_CANCELED;
 	return true;
 }
 
@@ -1263,7 +1293,7 @@ static bool reached_sync(struct mirror *m, const struct pass *p)
 	pthread_mutex_unlock(&job->lock);
 	if (queue_ready)
 		engine_queue_event(job->disk->eng, job->disk, job->type,
-				   BC_BLOCK_JOB_MIRRORING, NULL);
+				   JOB_EVENT_MIRRORING, NULL);
 	return queue_ready;
 }
 
@@ -1302,7 +1332,7 @@ void *mirror_main(void *arg)
 	struct job *job = arg;
 	struct mirror m = { 0 };
 	struct converge cv = { 0 };
-	int status = BC_BLOCK_JOB_FAILED;
+	int status = JOB_EVENT_FAILED;
 	bool finished = false; /* abort after MIRRORING: a complete copy */
 	int ret;
 
@@ -1343,7 +1373,7 @@ void *mirror_main(void *arg)
 		if (p.failed)
 			break;
 		if (p.state == JOB_CANCELING) {
-			status = BC_BLOCK_JOB_CANCELED;
+			status = JOB_EVENT_CANCELED;
 			break;
 		}
 		if (p.state == JOB_PIVOTING || p.state == JOB_FINISHING) {
@@ -1376,7 +1406,7 @@ out:
 		m.slots = NULL;
 		m.nbusy = 0;
 		m.ckpt_flushing = false;
-		status = BC_BLOCK_JOB_FAILED;
+		status = JOB_EVENT_FAILED;
 	}
 
 	/*
@@ -1385,7 +1415,7 @@ out:
 	 * The job stays the disk's job until job_finish(): no snapshot or new
 	 * job slips in between.
 	 */
-	if (status == BC_BLOCK_JOB_CANCELED && !finished) {
+	if (status == JOB_EVENT_CANCELED && !finished) {
 		/* Canceled early: record what is done, for a resume. */
 		checkpoint(&m, true);
 		if (m.ckpt_pending)
@@ -1398,7 +1428,7 @@ out:
 		}
 	}
 	job_conclude(job);
-	if (status == BC_BLOCK_JOB_COMPLETED)
+	if (status == JOB_EVENT_COMPLETED)
 		pivot_swap(&m);
 	if (m.quiesced) {
 		pthread_mutex_lock(&job->lock);
@@ -1412,7 +1442,7 @@ out:
 	 * MIRRORING); kept by the disk otherwise (job.h). Still the disk's
 	 * job until job_finish(), so no new job races this.
 	 */
-	job_journal_detach(job, status == BC_BLOCK_JOB_COMPLETED || finished);
+	job_journal_detach(job, status == JOB_EVENT_COMPLETED || finished);
 	mirror_teardown(&m);
 	job_finish(job, status);
 	return NULL;

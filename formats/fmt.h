@@ -11,11 +11,11 @@
  * Errors: every function returns 0 (or a count) or -errno, and records
  * the human detail with bc_error_set() where it is detected. Messages
  * name the file first: "<path>: <reason>". Conventions for errno:
- *   -ENOENT     file missing                    (BC_ERR_NO_SUCH_FILE)
- *   -EUCLEAN    corrupt or invalid metadata     (BC_ERR_IMAGE_CORRUPT)
- *   -ENOTSUP    feature not supported           (BC_ERR_UNSUPPORTED)
- *   -EINVAL     bad argument from our caller    (BC_ERR_INVALID_ARG)
- *   -ELOOP      backing chain loops or too deep (BC_ERR_IMAGE_CORRUPT)
+ *   -ENOENT     file missing                    (ERR_NO_SUCH_FILE)
+ *   -EUCLEAN    corrupt or invalid metadata     (ERR_IMAGE_CORRUPT)
+ *   -ENOTSUP    feature not supported           (ERR_UNSUPPORTED)
+ *   -EINVAL     bad argument from our caller    (ERR_INVALID_ARG)
+ *   -ELOOP      backing chain loops or too deep (ERR_IMAGE_CORRUPT)
  *   -EROFS      write to an image opened read-only
  *   -EIO, -ENOSPC, ...                          as the system said
  *
@@ -159,8 +159,23 @@ struct fmt_check_report {
  * A driver: a static const table of callbacks. Callbacks receive ranges
  * already checked against img->size by the fmt_* wrappers.
  */
+/*
+ * A guest range mapped to one host range, for I/O issued outside the
+ * driver (fmt_io_map()). The driver keeps its registration of the range
+ * in @reg until fmt_io_unmap().
+ */
+struct fmt_io_map {
+	int fd;             /* the file to read or write */
+	uint64_t host_off;  /* where the guest range starts in it */
+	uint64_t known_end; /* reads: the file's end when mapped */
+	uint64_t reg[8];    /* the driver's own, opaque here */
+};
+
 struct fmt_driver {
 	const char *name;
+	/* An export reached over a protocol (NBD), not a file: its data sits
+	 * at its guest offsets, and there is no host offset (host_off -1). */
+	bool protocol;
 	/* Whether the first bytes of a file are this format (0 no, > 0 score). */
 	int (*probe)(const uint8_t *buf, size_t len);
 	/* img->fd, filename and flags are set; fill size, backing_name,
@@ -200,6 +215,11 @@ struct fmt_driver {
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
+	/* See fmt_io_map(); NULL where every request needs the driver. */
+	int (*io_map)(struct fmt_image *img, bool write, uint64_t off,
+		      uint64_t len, struct fmt_io_map *map);
+	int (*io_unmap)(struct fmt_image *img, struct fmt_io_map *map,
+			int result);
 	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
 	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
 			     uint64_t off);
@@ -264,7 +284,8 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
  * first, so the caller may reuse it): for a copy's destination, whose
  * writer flushes before relying on it. Its failure is returned by a later
  * call on @img (fmt_flush() always waits for every such write); no later
- * call on @img overtakes it. Drivers without it (files: the copy loop
+ * call on @img that touches the same bytes overtakes it (others may).
+ * Drivers without it (files: the copy loop
  * maps them and uses the I/O backend) write synchronously. Returns 0 or
  * -errno.
  */
@@ -310,6 +331,33 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts);
  * is written. -ENOTSUP when the range cannot be mapped so (not whole
  * clusters, or the format has no such path): use fmt_pwrite().
  */
+/*
+ * Map the guest range [off, off+len) of @img for one read (@write false)
+ * or one write issued outside the driver (an asynchronous guest request
+ * sent to the kernel from the caller's buffer): only where the format
+ * needs nothing but that I/O and, for a write, metadata it can set
+ * afterwards — data this layer holds, contiguous on the host; for a write
+ * clusters it owns (overwritten in place) or whole clusters (given new
+ * host clusters, linked at fmt_io_unmap()). On success the range stays
+ * registered with the driver (requests that would change its mapping, or
+ * read it while it is being allocated, wait) until fmt_io_unmap(), which
+ * the caller must call once the I/O completed. Never waits. Returns 0,
+ * -ENOTSUP (the request needs the driver: use fmt_pread()/fmt_pwrite()),
+ * -EAGAIN (a conflicting request is in flight: use the driver, which
+ * waits) or another -errno (then the driver path reports it). Records no
+ * error.
+ */
+int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+	       struct fmt_io_map *map);
+/*
+ * The I/O of a mapped range completed with @result (0 or -errno): release
+ * the registration and, for a write into new clusters that succeeded,
+ * link them (a failed one frees them). Returns @result, or -errno
+ * (recorded) when linking failed: the write is then lost, as a failed
+ * write may be.
+ */
+int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
+
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext);
 
@@ -361,6 +409,13 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
  */
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 			  uint64_t known_end);
+/*
+ * fmt_pread_file_within() for an O_DIRECT @fd whatever the alignment of
+ * @buf, @n and @off: read through an aligned bounce buffer (the format
+ * layer's one), @align being the file's O_DIRECT alignment (power of two).
+ */
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align);
 /*
  * Whether the regular file behind @fd now ends before @known_end (it was
  * truncated under us): then records "<file>: read failed at offset <N>:

@@ -166,7 +166,7 @@ static int parse_entry(struct qcow2 *q, const uint8_t *e, uint64_t avail,
 				     (unsigned long long)b->table_off);
 	if (xlen) {
 		if (!(b->flags & QCOW2_BME_EXTRA_COMPATIBLE) && !q->read_only) {
-			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 				     "%s: bitmap '%s' has extra data blockcopy does not know; cannot be opened read/write",
 				     qname(q), b->name);
 			return -ENOTSUP;
@@ -650,6 +650,7 @@ int qcow2_bitmaps_store_locked(struct qcow2 *q)
 	if (ret < 0)
 		return ret; /* still in use on disk: inconsistent, as it must be */
 	bs->tracking = false;
+	q->write_ready = false; /* a later write starts tracking again */
 	for (i = 0; i < bs->nb; i++) {
 		free(bs->bm[i].bits);
 		bs->bm[i].bits = NULL;
@@ -694,14 +695,14 @@ int qcow2_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
 
 static int not_found(struct qcow2 *q, const char *name)
 {
-	bc_error_set(BC_ERR_INVALID_ARG, ENOENT, "%s: bitmap '%s' not found",
+	bc_error_set(ERR_INVALID_ARG, ENOENT, "%s: bitmap '%s' not found",
 		     qname(q), name);
 	return -ENOENT;
 }
 
 static int inconsistent(struct qcow2 *q, const struct qcow2_bitmap *b)
 {
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, EUCLEAN,
+	bc_error_set(ERR_IMAGE_CORRUPT, EUCLEAN,
 		     "%s: bitmap '%s' is inconsistent (in use when last saved); it can only be removed",
 		     qname(q), b->name);
 	return -EUCLEAN;
@@ -771,7 +772,7 @@ static int check_granularity(struct qcow2 *q, const char *name, uint64_t g,
 		g = BC_MIN(BC_MAX(q->cluster_size, 4096u), 65536u);
 	if (!bc_is_pow2(g) || g < (1ull << QCOW2_BITMAP_MIN_GRAN_BITS) ||
 	    g > (1ull << QCOW2_BITMAP_MAX_GRAN_BITS)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: bitmap '%s': granularity must be a power of two from 512 bytes to 2 GiB",
 			     qname(q), name);
 		return -EINVAL;
@@ -788,25 +789,25 @@ static int add_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	int ret;
 
 	if (q->hdr.version < 3) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: persistent bitmaps need a qcow2 version 3 image (compat 1.1)",
 			     qname(q));
 		return -ENOTSUP;
 	}
 	if (!c->name[0] || strlen(c->name) > QCOW2_BITMAP_NAME_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: bitmap name must be 1 to %u bytes", qname(q),
 			     QCOW2_BITMAP_NAME_MAX);
 		return -EINVAL;
 	}
 	if (find(q, c->name)) {
-		bc_error_set(BC_ERR_EXISTS, EEXIST,
+		bc_error_set(ERR_EXISTS, EEXIST,
 			     "%s: bitmap '%s' already exists", qname(q),
 			     c->name);
 		return -EEXIST;
 	}
 	if (bs->nb >= QCOW2_BITMAPS_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, ENOSPC,
+		bc_error_set(ERR_INVALID_ARG, ENOSPC,
 			     "%s: an image holds at most %u bitmaps", qname(q),
 			     QCOW2_BITMAPS_MAX);
 		return -ENOSPC;
@@ -817,7 +818,7 @@ static int add_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	nb.granularity_bits = gran;
 	nb.table_size = (uint32_t)table_entries(q, gran);
 	if ((uint64_t)nb.table_size * 8 > QCOW2_BITMAP_TABLE_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: bitmap '%s': granularity too small for the disk size",
 			     qname(q), c->name);
 		return -EINVAL;
@@ -879,7 +880,7 @@ static int change_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	case FMT_BITMAP_MERGE:
 		break;
 	default:
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown bitmap verb");
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown bitmap verb");
 		return -EINVAL;
 	}
 	/* The source is read without our lock when it is another image. */
@@ -927,7 +928,7 @@ int qcow2_bitmap_change(struct fmt_image *img,
 
 	BC_LOCK_GUARD(&q->lock);
 	if (q->bitmaps.tracking) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, EBUSY,
+		bc_error_set(ERR_OPERATION_INVALID, EBUSY,
 			     "%s: bitmaps cannot be changed while the image is being written",
 			     qname(q));
 		return -EBUSY;

@@ -49,7 +49,7 @@ int qcow2_corrupt(const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
+	bc_error_set(ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
 	return -EUCLEAN;
 }
 

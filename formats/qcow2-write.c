@@ -198,14 +198,14 @@ int qcow2_open_rw(struct qcow2 *q)
 
 	if (q->hdr.crypt_method) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing encrypted qcow2 images is not supported",
 			qname(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing qcow2 images with an external data file is not supported",
 			qname(q));
 		return -ENOTSUP;
@@ -278,8 +278,10 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 	 * conservative (a crash leads to a rebuild that finds nothing).
 	 */
 	if (q->dirty_marked || q->hdr.version < 3 ||
-	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS))
+	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
+		q->write_ready = true;
 		return 0;
+	}
 	if (!(q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
 		ret = write_incompat(q, q->hdr.incompatible_features |
 						QCOW2_INCOMPAT_DIRTY);
@@ -287,6 +289,7 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = true;
+	q->write_ready = true;
 	return 0;
 }
 
@@ -351,6 +354,7 @@ int qcow2_close_rw(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = false;
+	q->write_ready = false;
 	return 0;
 }
 
@@ -518,7 +522,7 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 			if (has_backing(q) && !q->img->backing) {
 				/* Zeros here would hide the backing's data for good. */
 				bc_error_set(
-					BC_ERR_UNSUPPORTED, ENOTSUP,
+					ERR_UNSUPPORTED, ENOTSUP,
 					"%s: backing file not opened: cannot copy-on-write a partial cluster",
 					qname(q));
 				return -ENOTSUP;
@@ -921,6 +925,180 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	return write_locked(q, buf, n, off);
 }
 
+/* --- mapping for I/O outside the driver (asynchronous guest requests) ------- */
+
+/* What a mapped range holds (struct fmt_io_map's storage). */
+struct io_map_state {
+	struct qcow2_req req;
+	uint64_t new_host; /* allocating: the first new cluster, else 0 */
+};
+
+static struct io_map_state *io_map_state(struct fmt_io_map *map)
+{
+	_Static_assert(sizeof(struct io_map_state) <= sizeof(map->reg),
+		       "fmt_io_map.reg holds a struct io_map_state");
+	return (struct io_map_state *)(void *)map->reg;
+}
+
+/*
+ * How a write of [off, off+len), inside one L2 table, can go outside the
+ * driver: in place (*alloc false; clusters the image owns, no
+ * copy-on-write, no entry change: write_chunk's shared case, contiguous
+ * on the host, *host is where @off is) or into new clusters (*alloc true;
+ * whole clusters none of which the image owns: nothing to copy, every
+ * entry replaced). -ENOTSUP when neither (a mix, partial clusters needing
+ * copy-on-write, a missing or shared L2 table, compressed in place).
+ */
+static int plan_io_write_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+				bool *alloc, uint64_t *host)
+{
+	uint64_t cs = q->cluster_size, first = off >> q->cluster_bits;
+	uint64_t last = (off + len - 1) >> q->cluster_bits, i;
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)];
+	bool whole = bc_is_aligned(off | len, cs);
+	struct qcow2_table *t;
+	int ret;
+
+	if (qcow2_l1_index(q, off) != qcow2_l1_index(q, off + len - 1) ||
+	    !(l1e & QCOW2_OFLAG_COPIED) || !(l1e & QCOW2_L1E_OFFSET_MASK))
+		return -ENOTSUP;
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = first; i <= last && ret == 0; i++) {
+		uint64_t gc = i << q->cluster_bits, h;
+		struct plan p = { .idx = qcow2_l2_index(q, gc) };
+		enum qcow2_cluster_type type;
+		struct qcow2_l2_entry ne;
+		bool in_place;
+
+		p.old = qcow2_l2_entry_get(q, t, p.idx);
+		p.gs = (uint32_t)(BC_MAX(off, gc) - gc);
+		p.ge = (uint32_t)(BC_MIN(off + len, gc + cs) - gc);
+		if (!(p.old.raw & QCOW2_OFLAG_COMPRESSED)) {
+			ret = qcow2_l2_classify(q, p.old, gc + p.gs, &type, &h);
+			if (ret < 0)
+				break;
+		}
+		plan_cluster(q, &p);
+		ne = new_entry(q, &p, p.host);
+		in_place = !p.alloc && p.ws == p.gs && p.we == p.ge &&
+			   ne.raw == p.old.raw && ne.bitmap == p.old.bitmap;
+		if (i == first) {
+			*alloc = !in_place;
+			*host = p.host + p.gs;
+		}
+		if (*alloc ? !whole || !p.alloc : !in_place)
+			ret = -ENOTSUP;
+		else if (!*alloc &&
+			 p.host != *host - (off & (cs - 1)) + (i - first) * cs)
+			ret = -ENOTSUP;
+	}
+	qcow2_l2_put_locked(q, t);
+	return ret;
+}
+
+int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+		 struct fmt_io_map *map)
+{
+	struct qcow2 *q = img->priv;
+	struct io_map_state *st = io_map_state(map);
+	uint64_t rs = bc_align_down(off, q->cluster_size);
+	uint64_t re = bc_align_up(off + len, q->cluster_size);
+	struct qcow2_mapping m;
+	bool alloc = false;
+	uint64_t host = 0;
+	int64_t nw;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	/* Small clusters share O_DIRECT blocks: their data I/O is locked. */
+	if (q->data_under_lock)
+		return -ENOTSUP;
+	if (write) {
+		/* The first write of an image goes through the driver. */
+		if (!q->write_ready)
+			return -ENOTSUP;
+		ret = plan_io_write_locked(q, off, len, &alloc, &host);
+	} else {
+		ret = qcow2_map_ext_locked(q, off, len, &m);
+		if (ret == 0 && (m.type != QCOW2_CLUSTER_NORMAL || m.run < len ||
+				 m.host_off + len > q->file_size))
+			ret = -ENOTSUP;
+		host = m.host_off;
+	}
+	if (ret < 0)
+		return ret;
+	/* New clusters are invisible until linked: exclusive until then. */
+	if (qcow2_req_conflicts_locked(q, rs, re, alloc))
+		return -EAGAIN;
+	if (alloc) {
+		nw = qcow2_alloc_clusters_locked(q, len >> q->cluster_bits);
+		if (nw < 0)
+			return (int)nw;
+		host = (uint64_t)nw;
+	}
+	if (write)
+		qcow2_bitmaps_note_write(q, off, len);
+	qcow2_req_add_locked(q, &st->req, rs, re, alloc);
+	st->new_host = alloc ? host : 0;
+	map->fd = q->img->fd;
+	map->host_off = host;
+	map->known_end = q->file_size;
+	return 0;
+}
+
+/*
+ * Link the new clusters of a completed allocating write: the data is in
+ * them (the cache's order then puts their refcounts on disk before the
+ * table), and the entries they replace are released once the tables are.
+ */
+static int link_new_clusters_locked(struct qcow2 *q, uint64_t off,
+				    uint64_t len, uint64_t host)
+{
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)], i;
+	struct qcow2_table *t;
+	int ret;
+
+	/* The exclusive registration kept the table and the entries. */
+	assert((l1e & QCOW2_OFLAG_COPIED) && (l1e & QCOW2_L1E_OFFSET_MASK));
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < len >> q->cluster_bits && ret == 0; i++) {
+		uint64_t idx = qcow2_l2_index(q, off + (i << q->cluster_bits));
+		struct qcow2_l2_entry old = qcow2_l2_entry_get(q, t, idx);
+		struct qcow2_l2_entry ne = {
+			.raw = (host + (i << q->cluster_bits)) | QCOW2_OFLAG_COPIED,
+			.bitmap = q->extended_l2 ? EXT_ALL_ALLOC : 0,
+		};
+
+		qcow2_l2_entry_set(q, t, idx, ne);
+		ret = release_entry(q, old);
+	}
+	qcow2_l2_put_locked(q, t);
+	return ret < 0 ? ret : trim_deferred_locked(q);
+}
+
+int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
+{
+	struct qcow2 *q = img->priv;
+	struct io_map_state *st = io_map_state(map);
+	uint64_t off = st->req.start, len = st->req.end - st->req.start;
+	int ret = result;
+
+	BC_LOCK_GUARD(&q->lock);
+	if (st->new_host && result == 0) {
+		ret = link_new_clusters_locked(q, off, len, st->new_host);
+		if (ret < 0)
+			io_error(q, ret, "link new clusters");
+	}
+	if (st->new_host && ret < 0)
+		(void)qcow2_free_clusters_locked(q, st->new_host, len);
+	qcow2_req_remove_locked(q, &st->req);
+	return ret;
+}
+
 /* --- mapping for overwrite (copy destinations) ----------------------------- */
 
 /*
@@ -1242,7 +1420,7 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 
 	if (q->hdr.version < 3 && has_backing(q)) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: discard is not supported on qcow2 v2 images with a backing file",
 			img->filename);
 		return -ENOTSUP;
@@ -1391,7 +1569,7 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 
 too_long:
 	bc_error_set(
-		BC_ERR_INVALID_ARG, EINVAL,
+		ERR_INVALID_ARG, EINVAL,
 		"%s: backing file name and header extensions do not fit in the header cluster",
 		qname(q));
 	ret = -EINVAL;

@@ -306,6 +306,7 @@ struct qcow2 {
 	uint64_t free_hint;         /* lowest cluster index that may be free */
 	bool dirty_marked;          /* incompatible dirty bit set by us */
 	bool autoclear_cleared;     /* unknown autoclear bits cleared before first write */
+	bool write_ready;           /* qcow2_prepare_write_locked() has nothing left to do */
 
 	struct qcow2_bitmaps bitmaps;
 
@@ -553,6 +554,10 @@ int qcow2_flush(struct fmt_image *img);
 int qcow2_set_backing(struct fmt_image *img, const char *name,
 		      const char *fmt);
 /* fmt_map_for_overwrite() for qcow2 (qcow2-write.c). */
+/* fmt_io_map() and fmt_io_unmap() (qcow2-write.c). */
+int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+		 struct fmt_io_map *map);
+int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
 int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			    struct fmt_extent *ext);
 
@@ -655,7 +660,7 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 void qcow2_exts_free(struct qcow2_exts *exts);
 
 /*
- * Record "<name>: <reason>" as BC_ERR_IMAGE_CORRUPT and return -EUCLEAN,
+ * Record "<name>: <reason>" as ERR_IMAGE_CORRUPT and return -EUCLEAN,
  * for metadata found invalid.
  */
 __attribute__((format(printf, 2, 3))) int

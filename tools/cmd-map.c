@@ -11,7 +11,6 @@
  */
 #include "tool.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,16 +47,6 @@ const char tool_help_map[] =
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
 
-enum { OPT_JSON = 256 };
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
-
 /* One merged run of qemu-img's map entry. */
 struct map_entry {
 	uint64_t start;
@@ -69,9 +58,24 @@ struct map_entry {
 	int64_t offset; /* -1: no host offset */
 };
 
-static void entry_from_extent(struct map_entry *e, uint64_t start,
-			      const struct fmt_extent *ext)
+/* The layer of @top at @depth (0: @top), which block status reported. */
+static const struct fmt_image *layer_at(const struct fmt_image *top, int depth)
 {
+	while (depth-- > 0 && top)
+		top = top->backing;
+	return top;
+}
+
+/*
+ * An export's data is at its guest offsets, as `qemu-img map` shows it
+ * (the NBD protocol layer maps one to one).
+ */
+static void entry_from_extent(struct map_entry *e, uint64_t start,
+			      const struct fmt_extent *ext,
+			      const struct fmt_image *top)
+{
+	const struct fmt_image *layer = layer_at(top, ext->depth);
+
 	e->start = start;
 	e->length = ext->len;
 	e->depth = ext->depth;
@@ -79,6 +83,8 @@ static void entry_from_extent(struct map_entry *e, uint64_t start,
 	e->zero = ext->state != FMT_DATA;
 	e->data = ext->state == FMT_DATA;
 	e->offset = ext->state == FMT_UNALLOC ? -1 : ext->host_off;
+	if (e->present && layer && layer->drv->protocol)
+		e->offset = (int64_t)start;
 }
 
 static bool mergeable(const struct map_entry *a, const struct map_entry *b)
@@ -182,7 +188,7 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 					"block status returned a bad extent");
 			return TOOL_EXIT_FAILURE;
 		}
-		entry_from_extent(&next, off, &ext);
+		entry_from_extent(&next, off, &ext, top);
 		off += ext.len;
 		if (have && mergeable(&cur, &next)) {
 			cur.length += next.length;
@@ -214,39 +220,18 @@ out_compressed:
 
 int cmd_map(int argc, char **argv)
 {
-	const char *path, *format = NULL;
+	struct tool_opts o = { 0 };
 	struct fmt_image *top = NULL;
+	const char *path;
 	char **names;
-	bool json = false;
-	int c, n = 0, ret;
+	int n = 0, ret;
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'O': /* qemu-img's spelling, for muscle memory */
-			if (tool_parse_output("map", optarg, &json) < 0)
-				return TOOL_EXIT_USAGE;
-			break;
-		case 'h':
-			tool_print_help("map");
-			return TOOL_EXIT_OK;
-		default:
-			return tool_getopt_error("map", c, argv);
-		}
-	}
-	if (tool_one_image("map", argc, argv, format, &path) < 0)
-		return TOOL_EXIT_USAGE;
-	tool_json_errors(json);
+	ret = tool_image_command("map", argc, argv, false, &o, &path);
+	if (ret != TOOL_CONTINUE)
+		return ret;
 
 	bc_error_reset();
-	ret = fmt_open(path, format, 0, &top);
+	ret = fmt_open(path, o.format, 0, &top);
 	if (ret < 0) {
 		tool_report(path, ret);
 		return TOOL_EXIT_FAILURE;
@@ -259,7 +244,7 @@ int cmd_map(int argc, char **argv)
 	}
 	/* From here stdout holds the result: a failure is stderr's alone. */
 	tool_json_errors(false);
-	ret = walk(path, top, json, names, n);
+	ret = walk(path, top, o.json, names, n);
 	free_names(names, n);
 	fmt_close(top);
 	return ret;

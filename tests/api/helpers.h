@@ -40,6 +40,9 @@ void fx_setup(struct fx *fx);
 void fx_teardown(struct fx *fx);
 /* Build a chain of @n qcow2 layers (relative backing names) and open it. */
 void fx_open_chain(struct fx *fx, int n);
+/* The same with @cluster_size (0: the default) and bc_disk_open flags. */
+void fx_open_chain_with(struct fx *fx, int n, uint32_t cluster_size,
+			unsigned int disk_flags);
 void fx_close_disk(struct fx *fx);
 /* "<dir>/<name>" in a scratch buffer that lives until the test ends. */
 const char *fx_path(struct fx *fx, const char *name);
@@ -47,6 +50,11 @@ const char *fx_fmt(struct fx *fx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Dispatch until the next event arrives (30 s at most) and check it. */
 void fx_expect_event(struct fx *fx, int type, int status);
+/*
+ * Whether a MIRRORING event is recorded, not yet consumed, or arrives
+ * within @ms while dispatching (the events stay recorded).
+ */
+bool fx_mirroring_within(struct fx *fx, int ms);
 void fx_guest_write(struct fx *fx, uint64_t off, uint64_t len, uint8_t byte);
 void fx_check_disk_equals_shadow(struct fx *fx);
 void fx_check_image_equals_shadow(struct fx *fx, const char *path,
