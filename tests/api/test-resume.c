@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -226,6 +227,9 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 	uint8_t *buf = malloc(GRAN);
 	bc_disk *disk;
 
+	/* A test that fails before the kill must not leave us running. */
+	CHILD_CHECK(sh, prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 &&
+				getppid() != 1);
 	CHILD_CHECK(sh, eng && buf);
 	CHILD_CHECK(sh, bc_engine_event_register(eng, child_event, NULL) == 0);
 	disk = bc_disk_open(eng, src, fmt, 0);
