@@ -296,8 +296,8 @@ int copy_journal_create(const char *path, const struct copy_journal_ident *id,
 
 	assert(bc_is_pow2(id->granularity));
 	if (sl > JOURNAL_PATH_MAX || dl > JOURNAL_PATH_MAX) {
-		bc_error_set(ERR_INVALID_ARG, 0,
-			     "journal '%s': path too long", path);
+		bc_error_set(ERR_INVALID_ARG, 0, "journal '%s': path too long",
+			     path);
 		return -ENAMETOOLONG;
 	}
 	j = journal_alloc();

@@ -228,8 +228,8 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 	bc_disk *disk;
 
 	/* A test that fails before the kill must not leave us running. */
-	CHILD_CHECK(sh, prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 &&
-				getppid() != 1);
+	CHILD_CHECK(sh,
+		    prctl(PR_SET_PDEATHSIG, SIGKILL) == 0 && getppid() != 1);
 	CHILD_CHECK(sh, eng && buf);
 	CHILD_CHECK(sh, bc_engine_event_register(eng, child_event, NULL) == 0);
 	disk = bc_disk_open(eng, src, fmt, 0);
@@ -498,8 +498,8 @@ START_TEST(reuse_ext_without_resume_starts_over)
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	left = journal_bytes(journal_of(dst));
 	p.bandwidth = 1;
-	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, BC_BLOCK_COPY_REUSE_EXT),
-			 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, &p, BC_BLOCK_COPY_REUSE_EXT), 0);
 	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 1);
 	ck_assert_int_eq(journal_bytes(journal_of(dst)), (int64_t)fx.info.end);
 	ck_assert_int_gt((int64_t)fx.info.end, left);
@@ -654,10 +654,10 @@ START_TEST(killed_while_guest_writes)
 	uint64_t i;
 
 	fx_open_chain(&fx, 3);
-	sh = killed_copy(dst, 0, mode,
-			 mode == CHILD_MIRROR_ONCE ? 50
-						   : 1500 + 137 * (unsigned int)_i,
-			 2u << 20);
+	sh = killed_copy(
+		dst, 0, mode,
+		mode == CHILD_MIRROR_ONCE ? 50 : 1500 + 137 * (unsigned int)_i,
+		2u << 20);
 	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
 	left = journal_bytes(journal_of(dst));
 	if (mode != CHILD_MIRROR_ONCE)
