@@ -9,6 +9,7 @@
  * request is inside, so a request never sees a chain being swapped.
  */
 #include "engine/internal.h"
+#include "engine/copy-journal.h"
 #include "engine/job.h"
 #include "engine/queue.h"
 
@@ -106,6 +107,7 @@ static void disk_free(bc_disk *disk)
 	bc_engine *eng = disk->eng;
 
 	fmt_close(disk->top);
+	copy_journal_unref(disk->journal); /* the file stays: see job.c */
 	free(disk->path);
 	while (disk->n_old_paths)
 		free(disk->old_paths[--disk->n_old_paths]);
@@ -282,6 +284,13 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 	req->fast_read = fast && (disk->top->drv == &fmt_raw_driver ||
 				  disk->top->drv->io_map);
 	req->fast_write = req->fast_read;
+	req->journal = disk->journal;
+	if (req->journal) {
+		/* Its bits are set before the write: no direct route. */
+		req->fast_write = false;
+		for (i = 0; i < n; i++)
+			copy_journal_ref(req->journal);
+	}
 	if (!job) {
 		disk->untracked_inflight += n;
 		return;
@@ -325,6 +334,7 @@ void disk_guest_leave(bc_disk *disk, struct guest_req *req)
 
 	if (req->job)
 		job_unref(req->job);
+	copy_journal_unref(req->journal);
 	BC_LOCK_GUARD(&disk->lock);
 	if (untracked && --disk->untracked_inflight == 0)
 		pthread_cond_broadcast(&disk->cond);
@@ -410,9 +420,13 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 		       uint64_t len, unsigned int flags)
 {
 	struct write_claim aw = { .claimed = false };
+	unsigned int jtoken = 0;
 	int ret;
 
 	pthread_rwlock_rdlock(&disk->write_gate);
+	/* The journal hears of the write before the source changes. */
+	if (req->journal)
+		jtoken = copy_journal_write_begin(req->journal, off, len);
 	if (req->job && len)
 		mirror_guest_write_begin(req->job, kind, off, len, &aw);
 	switch (kind) {
@@ -434,6 +448,8 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 	/* Even a failed write may have changed part of the range. */
 	if (req->job && len)
 		mirror_guest_write_end(req->job, kind, buf, off, len, flags, ret, &aw);
+	if (req->journal)
+		copy_journal_write_end(req->journal, jtoken);
 	pthread_rwlock_unlock(&disk->write_gate);
 	return ret;
 }
@@ -496,6 +512,16 @@ int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 
 int disk_guest_flush(struct guest_req *req)
 {
+	/*
+	 * The journal's bits first: once the source's writes are durable,
+	 * a power loss must not lose the record that they are still to copy.
+	 */
+	if (req->journal) {
+		int ret = copy_journal_sync(req->journal);
+
+		if (ret < 0)
+			return ret;
+	}
 	return fmt_flush(req->top);
 }
 

@@ -177,6 +177,13 @@ struct job_copy_opts {
 	 * job_start_copy() runs; not kept.
 	 */
 	const char *bitmap;
+	/*
+	 * RESUME (issue 12): continue the copy that the destination's journal
+	 * records (engine/copy-journal.h) instead of scanning; implies
+	 * reuse_ext, takes the granularity and the raw destination from the
+	 * journal.
+	 */
+	bool resume;
 };
 
 int job_start_copy(bc_disk *disk, const char *dest,

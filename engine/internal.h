@@ -20,7 +20,9 @@
  * either marked dirty or seen by the scan. Marking after the source write and before the acknowledgement
  * means a copy that read older data is always followed by another copy of
  * the range; the in-flight bitmap keeps two copies of one granule from
- * overlapping, so a stale copy never lands after a newer one.
+ * overlapping, so a stale copy never lands after a newer one. With a
+ * resume journal (engine/copy-journal.h, below job->lock as a leaf) a write
+ * also sets its bits there before the source is written.
  *
  * Pivot: set quiesce (new guest requests wait), wait for the guest
  * requests in flight to drain, copy what is still dirty, flush the
@@ -41,6 +43,7 @@
 struct dirty_bitmap;
 struct job;
 struct bc_queue;
+struct copy_journal;
 
 struct engine_event {
 	struct engine_event *next;
@@ -96,6 +99,10 @@ struct bc_disk {
 	struct job_stats last_stats;  /* ...and these were its statistics */
 	const char *copy_method;        /* data path of the current or last copy
 					   job (static string), NULL if none */
+	struct copy_journal *journal;   /* resume journal of the copy job, or of
+					   one that ended FAILED or canceled
+					   (kept up to date until the disk
+					   closes); a reference (disk->lock) */
 };
 
 /* Engine events and references. */
@@ -150,6 +157,9 @@ void disk_drain_untracked(bc_disk *disk);
 struct guest_req {
 	struct fmt_image *top; /* the chain it works on */
 	struct job *job;       /* reference held until disk_guest_leave */
+	struct copy_journal *journal; /* the disk's journal: guest writes set
+					 its bits first; reference held
+					 until disk_guest_leave */
 	bool fast_read;        /* reads may go to the kernel directly: the
 				  top is raw (flushes too), or its format
 				  maps ranges for that (fmt_io_map) */

@@ -37,6 +37,7 @@ void job_unref(struct job *job)
 		return;
 	dirty_bitmap_free(job->dirty);
 	dirty_bitmap_free(job->inflight);
+	copy_journal_unref(job->journal);
 	fmt_close(job->dest);
 	free(job->scan_bits);
 	free(job->dest_path);
@@ -429,6 +430,192 @@ static int open_destination(struct job *job, const char *dest)
 	return check_dest_size(job, dest);
 }
 
+/* --- resume journal (issue 12; engine/copy-journal.h) --- */
+
+/*
+ * Whether the copy to @dest keeps a journal: a regular file destination
+ * and a source that is a local file (an NBD export has no inode to check).
+ */
+static bool wants_journal(const struct job *job, const char *dest)
+{
+	const struct fmt_image *top = job->disk->top;
+	struct stat st;
+
+	return !fmt_is_nbd_uri(dest) && !fmt_is_nbd_uri(top->filename) &&
+	       top->fd >= 0 && stat(dest, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The journal flags of @job's options. */
+static unsigned int journal_flags(const struct job *job)
+{
+	return (job->opts.shallow ? COPY_JOURNAL_SHALLOW : 0) |
+	       (job->opts.dest_raw ? COPY_JOURNAL_DEST_RAW : 0);
+}
+
+/*
+ * Make @j the disk's journal, with guests held so that no write is
+ * between the source and the marking: every write that entered before is
+ * in job->dirty when this runs, every later one sets its bits itself.
+ * Then job->dirty is copied into the journal (a new job), or with @load
+ * the journal into job->dirty (resume). A journal the disk kept for another
+ * destination can no longer be kept up to date: it is removed.
+ */
+static void journal_attach(struct job *job, struct copy_journal *j, bool load)
+{
+	bc_disk *disk = job->disk;
+	struct copy_journal *old = NULL;
+
+	disk_quiesce(disk);
+	pthread_mutex_lock(&disk->lock);
+	if (disk->journal != j) {
+		old = disk->journal;
+		copy_journal_ref(j);
+		disk->journal = j;
+	}
+	pthread_mutex_unlock(&disk->lock);
+	pthread_mutex_lock(&job->lock);
+	if (load)
+		copy_journal_load(j, job->dirty);
+	else
+		copy_journal_mark_dirty(j, job->dirty);
+	pthread_mutex_unlock(&job->lock);
+	disk_resume(disk);
+	if (old) {
+		(void)copy_journal_remove(old);
+		copy_journal_unref(old);
+	}
+}
+
+void job_journal_detach(struct job *job, bool remove)
+{
+	bc_disk *disk = job->disk;
+	struct copy_journal *j = job->journal;
+	bool was_disks = false;
+
+	if (!j)
+		return;
+	pthread_mutex_lock(&disk->lock);
+	if (remove && disk->journal == j) {
+		disk->journal = NULL;
+		was_disks = true;
+	}
+	pthread_mutex_unlock(&disk->lock);
+	if (remove)
+		(void)copy_journal_remove(j);
+	if (was_disks)
+		copy_journal_unref(j);
+}
+
+/* The identity a journal of this job must carry. */
+static int job_ident(struct job *job, const char *dest,
+		     struct copy_journal_ident *id, char **src_real,
+		     char **dst_real)
+{
+	struct fmt_image *top = job->disk->top;
+	int ret;
+
+	ret = copy_journal_ident_of(top->filename, top->fd, dest, id, src_real,
+				    dst_real);
+	id->size = job->disk->size;
+	id->granularity = job->opts.granularity;
+	id->flags = journal_flags(job);
+	return ret;
+}
+
+/* A new copy: create and publish its journal (all it will copy marked). */
+static int journal_start(struct job *job, const char *dest)
+{
+	BC_AUTOFREE char *path = NULL, *src_real = NULL, *dst_real = NULL;
+	struct copy_journal_ident id;
+	struct copy_journal *j;
+	int ret;
+
+	if (!wants_journal(job, dest))
+		return 0;
+	path = copy_journal_path(dest);
+	if (!path)
+		return -ENOMEM;
+	ret = job_ident(job, dest, &id, &src_real, &dst_real);
+	if (ret < 0)
+		return ret;
+	ret = copy_journal_create(path, &id, &j);
+	if (ret < 0)
+		return ret;
+	job->journal = j;
+	journal_attach(job, j, false);
+	ret = copy_journal_publish(j);
+	if (ret < 0)
+		job_journal_detach(job, true);
+	return ret;
+}
+
+/*
+ * RESUME, before the bitmaps exist: find the journal (the one this disk
+ * kept, or the file), take the granularity and the destination format
+ * from it. Checked against the destination by journal_resume().
+ */
+static int journal_open_for_resume(struct job *job, const char *dest,
+				   bool granularity_given)
+{
+	BC_AUTOFREE char *path = NULL;
+	struct copy_journal *j = NULL;
+	bc_disk *disk = job->disk;
+	struct stat st;
+	int ret;
+
+	/* A missing destination is reported by the journal or the open. */
+	if (!wants_journal(job, dest) && stat(dest, &st) == 0) {
+		bc_error_set(ERR_INVALID_ARG, 0,
+			     "cannot resume a copy to '%s': only a regular file destination has a journal",
+			     dest);
+		return -EINVAL;
+	}
+	path = copy_journal_path(dest);
+	if (!path)
+		return -ENOMEM;
+	pthread_mutex_lock(&disk->lock);
+	if (disk->journal && copy_journal_is_file(disk->journal, path)) {
+		j = disk->journal;
+		copy_journal_ref(j);
+	}
+	pthread_mutex_unlock(&disk->lock);
+	if (!j) {
+		ret = copy_journal_open(path, &j);
+		if (ret < 0)
+			return ret;
+	}
+	job->journal = j;
+	if (granularity_given &&
+	    job->opts.granularity != copy_journal_granularity(j)) {
+		bc_error_set(ERR_INVALID_ARG, 0,
+			     "journal '%s' granularity %u differs from the requested %u",
+			     path, copy_journal_granularity(j),
+			     job->opts.granularity);
+		return -EINVAL;
+	}
+	job->opts.granularity = copy_journal_granularity(j);
+	job->opts.dest_raw = copy_journal_flags(j) & COPY_JOURNAL_DEST_RAW;
+	job->opts.reuse_ext = true;
+	return 0;
+}
+
+/* RESUME, destination open: check who the journal is for, then load it. */
+static int journal_resume(struct job *job, const char *dest)
+{
+	BC_AUTOFREE char *src_real = NULL, *dst_real = NULL;
+	struct copy_journal_ident id;
+	int ret;
+
+	ret = job_ident(job, dest, &id, &src_real, &dst_real);
+	if (ret == 0)
+		ret = copy_journal_check(job->journal, &id);
+	if (ret < 0)
+		return ret;
+	journal_attach(job, job->journal, true);
+	return 0;
+}
+/* --- end resume journal --- */
+
 int job_start_copy(bc_disk *disk, const char *dest,
 		   const struct job_copy_opts *opts)
 {
@@ -447,6 +634,15 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	if (!job->dest_path) {
 		ret = -ENOMEM;
 		goto err_unref;
+	}
+	/*
+	 * Without RESUME a journal of an earlier copy to @dest is replaced:
+	 * the new job copies everything (REUSE_EXT: zeros too).
+	 */
+	if (opts->resume) {
+		ret = journal_open_for_resume(job, dest, opts->granularity != 0);
+		if (ret < 0)
+			goto err_unref;
 	}
 
 	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->dirty);
@@ -488,7 +684,13 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		job_detach(job);
 		goto err_unref;
 	}
-	ret = mirror_scan(job);
+	if (opts->resume) {
+		ret = journal_resume(job, dest);
+	} else {
+		ret = mirror_scan(job);
+		if (ret == 0)
+			ret = journal_start(job, dest);
+	}
 	free(job->scan_bits);
 	job->scan_bits = NULL;
 	if (ret < 0) {
@@ -502,6 +704,9 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	return 0;
 
 err_unlink:
+	/* A resumed job's journal stays as it was found. */
+	if (!opts->resume)
+		job_journal_detach(job, true);
 	if (job->dest_fresh)
 		(void)unlink(dest);
 

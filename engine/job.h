@@ -65,6 +65,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/copy-journal.h"
 #include "engine/copy-method.h"
 #include "engine/dirty-bitmap.h"
 #include "engine/internal.h"
@@ -134,6 +135,9 @@ struct job {
 	uint64_t scan_nbits;
 	uint32_t scan_gran_bits;
 	enum copy_method method;      /* data path, chosen at start */
+	struct copy_journal *journal; /* resume journal (engine/copy-journal.h),
+					 NULL = none; a reference, set before
+					 the thread starts */
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;
@@ -175,6 +179,13 @@ void job_conclude(struct job *job);
 /* End the job: conclude, leave the disk, queue the event, CONCLUDED, wake
  * waiters, drop refs. */
 void job_finish(struct job *job, int status);
+
+/*
+ * The job is done with its journal. @remove (the copy is complete, or it
+ * never started): the disk forgets it and the file is removed. Else the
+ * disk keeps it, recording guest writes, for a later resume.
+ */
+void job_journal_detach(struct job *job, bool remove);
 
 /* Fill @st from the job (takes job->lock). */
 void job_fill_stats(struct job *job, struct job_stats *st);

@@ -39,7 +39,8 @@ API_SAME_VALUE(JOB_MODE_WRITE_BLOCKING, BC_BLOCK_JOB_MODE_WRITE_BLOCKING);
 	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
 	 BC_BLOCK_COPY_AUTO_CONVERGE | BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |   \
 	 BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE | COPY_PATH_MASK |              \
-	 BC_BLOCK_COPY_REFLINK | BC_BLOCK_COPY_REFLINK_ALWAYS)
+	 BC_BLOCK_COPY_REFLINK | BC_BLOCK_COPY_REFLINK_ALWAYS |               \
+	 BC_BLOCK_COPY_RESUME)
 #define COPY_PATH_MASK                                                       \
 	(BC_BLOCK_COPY_DIRECT | BC_BLOCK_COPY_BUFFERED |                     \
 	 BC_BLOCK_COPY_FILE_RANGE)
@@ -205,6 +206,11 @@ static int start_copy(bc_disk *disk, const char *dest, const char *bitmap,
 	opts.auto_converge = flags & BC_BLOCK_COPY_AUTO_CONVERGE;
 	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
+	/* Resume (issue 12): the journal says what is left to copy. */
+	opts.resume = flags & BC_BLOCK_COPY_RESUME;
+	if (opts.resume && bitmap)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "resume and a bitmap are mutually exclusive: the journal says what is left to copy");
 	ret = job_start_copy(disk, dest, &opts);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }

@@ -6,7 +6,9 @@
     crash.py --self-test      the oracle against hand-made logs and images
 
 SCENARIO is one of: copy-full, copy-shallow, copy-reuse, copy-raw (the
-blockcopy tool's copy), pull, pull-base (its pull), mirror (a live mirror
+blockcopy tool's copy), copy-resume (the copy run again with --resume
+while its journal exists: kill, resume, kill, resume...; the journal
+must be gone once a run completes), pull, pull-base (its pull), mirror (a live mirror
 with a guest writing, tests/crash/crash-guest.c), snapshot (snapshots
 taken under a guest writing, same program). Each round makes a fresh
 qcow2 chain base <- mid <- top (8 MiB, data at every depth, a zero
@@ -212,7 +214,7 @@ def copy_argv(rd):
     argv = [BLOCKCOPY, "copy", "-q"]
     if rd.bw:
         argv += ["--bandwidth", rd.bw]
-    if s == "copy-shallow" or (s == "copy-reuse" and rd.shallow):
+    if s == "copy-shallow" or (s in ("copy-reuse", "copy-resume") and rd.shallow):
         argv.append("--shallow")
     if s == "copy-reuse":
         argv.append("--reuse-external")
@@ -330,9 +332,15 @@ def after_kill_copy(rd):
 
 def next_copy(rd):
     """The copy again: into the destination the killed run left, as a
-    pre-created image (the tool refuses to overwrite it otherwise)."""
-    argv = list(rd.argv)
-    if os.path.exists(rd.path("dst")) and "--reuse-external" not in argv:
+    pre-created image (the tool refuses to overwrite it otherwise);
+    copy-resume: with --resume while the killed run's journal exists (a
+    kill before the journal was published leaves none: start over)."""
+    argv = [a for a in rd.argv if a != "--resume"]
+    journal = rd.path("dst") + ".bcjournal"
+    if rd.scen == "copy-resume" and os.path.exists(journal):
+        argv.insert(2, "--resume")
+        rd.resumes = getattr(rd, "resumes", 0) + 1
+    elif os.path.exists(rd.path("dst")) and "--reuse-external" not in argv:
         argv.insert(2, "--reuse-external")
     return argv
 
@@ -342,6 +350,8 @@ def final_copy(rd):
     if rd.scen != "copy-raw":
         qcheck(rd.path("dst"), "destination after the rerun")
     compare(copy_src(rd), rd.path("dst"), "rerun")
+    if os.path.exists(rd.path("dst") + ".bcjournal"):
+        raise Failure("the journal is left after a completed copy")
 
 
 def pull_new_backing(rd):
@@ -430,8 +440,8 @@ def check_live(rd, tmp):
 # live scenarios are killed once per round.
 TOOL = {"copy": (after_kill_copy, next_copy, final_copy),
         "pull": (after_kill_pull, lambda rd: rd.argv, final_pull)}
-SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "pull", "pull-base",
-             "mirror", "snapshot"]
+SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "copy-resume",
+             "pull", "pull-base", "mirror", "snapshot"]
 
 
 def fresh(tmpl, work, scen):
@@ -558,7 +568,7 @@ def main():
         # Calibrate: one unkilled run per bandwidth choice gives the span
         # the kill instants are drawn from.
         spans = {}
-        kills = finished = empties = 0
+        kills = finished = empties = resumes = 0
         counts = [0, 0, 0]
         t_end = time.monotonic() + a.seconds
         rnd = 0
@@ -610,6 +620,7 @@ def main():
                 except Failure as e:
                     raise Failure("round %d, the final run: %s" % (rnd, e))
             empties += rd.empty
+            resumes += getattr(rd, "resumes", 0)
             st = getattr(rd, "stats", None)
             if st:
                 counts = [c + x for c, x in zip(counts, st)]
@@ -617,6 +628,8 @@ def main():
         if a.scenario in ("mirror", "snapshot"):
             extra = ", guest: %d acknowledged writes, %d flushes, %d %s" % (
                 counts[0], counts[1], counts[2], "pivots" if a.scenario == "mirror" else "snapshots")
+        if a.scenario == "copy-resume":
+            extra += ", %d runs resumed from a journal" % resumes
         if empties:
             extra += ("; %d image(s) left EMPTY by a kill during their creation "
                       "(not atomic; BC_CRASH_STRICT=1 fails on it)" % empties)
