@@ -188,8 +188,14 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	}
 	/* + 1: a checkpoint's fdatasync (checkpoint()). */
 	ret = iob_new(m->nslots * RUNS_MAX + 1, 0, &m->iob);
-	if (ret < 0)
+	if (ret < 0) {
+		/* The backend's message names its ring only: say whose. */
+		struct error_record e = *bc_error_get();
+
+		bc_error_set(e.code, e.sys_errno, "%s: cannot start the copy: %s",
+			     job->dest_path, e.message);
 		return ret;
+	}
 	if (!copy_path_offloads(&m->path))
 		register_slots(m);
 	return 0;

@@ -301,6 +301,68 @@ int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
 	return end_within(fd, buf, n, off, (size_t)r, known_end);
 }
 
+/* Copy @len bytes of the gather list from its byte @pos on (NULL: zeros). */
+static void iov_copy_out(const struct iovec *iov, int cnt, uint64_t pos,
+			 uint8_t *dst, size_t len)
+{
+	int i;
+
+	for (i = 0; i < cnt && len; i++) {
+		size_t take;
+
+		if (pos >= iov[i].iov_len) {
+			pos -= iov[i].iov_len;
+			continue;
+		}
+		take = (size_t)BC_MIN(iov[i].iov_len - pos, (uint64_t)len);
+		if (iov[i].iov_base)
+			memcpy(dst, (const uint8_t *)iov[i].iov_base + pos, take);
+		else
+			memset(dst, 0, take);
+		dst += take;
+		len -= take;
+		pos = 0;
+	}
+}
+
+int fmt_pwritev_file_bounced(int fd, const struct iovec *iov, int cnt,
+			     uint64_t off, uint32_t align)
+{
+	size_t bsize = (size_t)BC_MAX(align, DIRECT_BOUNCE_MAX);
+	uint64_t total = 0, done = 0;
+	uint8_t *b;
+	int i, ret = 0;
+
+	assert(bc_is_pow2(align));
+	for (i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	if (posix_memalign((void **)&b, align, bsize))
+		return -ENOMEM;
+	while (done < total && ret == 0) {
+		uint64_t pos = off + done, start = bc_align_down(pos, align);
+		size_t head = (size_t)(pos - start);
+		size_t span = (size_t)BC_MIN(bc_align_up(head + (total - done), align),
+					     (uint64_t)bsize);
+		size_t take = (size_t)BC_MIN(span - head, total - done);
+
+		/* Edge blocks written in part keep their other bytes. */
+		if (head)
+			ret = fmt_pread_file_zfill(fd, b, align, start);
+		if (ret == 0 && head + take < span && (span > align || !head))
+			ret = fmt_pread_file_zfill(fd, b + span - align, align,
+						   start + span - align);
+		if (ret < 0)
+			break;
+		iov_copy_out(iov, cnt, done, b + head, take);
+		ret = fmt_pwrite_file(fd, b, span, start);
+		done += take;
+	}
+	free(b);
+	return ret;
+}
+
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
 {
 	const uint8_t *p = buf;

@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 /* Flags of fmt_open. */
@@ -423,5 +424,16 @@ int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
  */
 int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end);
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
+/*
+ * Write the gather list @iov (@cnt entries; an entry with a NULL base
+ * writes that many zeros) at @off of an O_DIRECT @fd whatever the
+ * alignment: whole blocks of @align bytes (a power of two) through the
+ * format layer's bounce buffer, the other bytes of a partly written edge
+ * block read back first (zeros past the end of the file). Two such
+ * writes sharing a block must not run at once: the caller serialises
+ * them. Returns 0 or -errno (recorded).
+ */
+int fmt_pwritev_file_bounced(int fd, const struct iovec *iov, int cnt,
+			     uint64_t off, uint32_t align);
 
 #endif /* BC_FORMATS_FMT_H */

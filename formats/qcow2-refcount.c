@@ -101,6 +101,12 @@ void qcow2_refblock_set(uint8_t *block, uint32_t refcount_order, uint64_t idx,
 				(((uint32_t)value << shift) & mask));
 }
 
+void qcow2_io_error(const struct qcow2 *q, int ret, const char *what)
+{
+	bc_error_set_default(bc_errno_to_code(-ret), -ret, "%s: cannot %s",
+			     qcow2_name(q), what);
+}
+
 void *qcow2_alloc_buf(size_t n)
 {
 	void *p = NULL;

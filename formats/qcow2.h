@@ -708,6 +708,18 @@ void qcow2_compressed_desc(const struct qcow2 *q, uint64_t raw,
 /* Buffer aligned for O_DIRECT (4 KiB); release with free(). NULL on ENOMEM. */
 void *qcow2_alloc_buf(size_t n);
 
+/* The image's name in messages. */
+static inline const char *qcow2_name(const struct qcow2 *q)
+{
+	return q->img->filename;
+}
+
+/*
+ * Record "<image>: cannot <what>" for a failed I/O (-errno @ret), unless
+ * the failing call recorded its own, more precise error already.
+ */
+void qcow2_io_error(const struct qcow2 *q, int ret, const char *what);
+
 /*
  * Write metadata bytes at @off; with O_DIRECT (request_align > 1) the
  * write is widened to whole logical blocks by read-modify-write.

@@ -148,51 +148,23 @@ static int restore_size(struct fmt_image *img, const struct raw *raw)
 }
 
 /*
- * Unaligned O_DIRECT write: read-modify-write of aligned chunks. @buf
- * NULL writes zeros.
+ * Unaligned O_DIRECT write: read-modify-write of whole blocks
+ * (fmt_pwritev_file_bounced), serialised so that two writes sharing a
+ * block cannot undo each other. @buf NULL writes zeros.
  */
 static int write_bounced(struct fmt_image *img, const uint8_t *buf, size_t n,
 			 uint64_t off)
 {
 	struct raw *raw = img->priv;
 	uint64_t a = img->request_align;
-	uint8_t *bounce = bounce_alloc(img, RAW_CHUNK);
-	bool grew = false;
-	int ret = 0;
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = n };
+	int ret, r;
 
-	if (!bounce)
-		return -ENOMEM;
 	BC_LOCK_GUARD(&raw->rmw_lock);
-	while (n) {
-		uint64_t start = bc_align_down(off, a);
-		size_t head = (size_t)(off - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n, a),
-					     (uint64_t)RAW_CHUNK);
-		size_t take = BC_MIN(span - head, n);
-
-		if (head || take < span) {
-			ret = fmt_pread_file_zfill(img->fd, bounce, span, start);
-			if (ret < 0)
-				break;
-		}
-		if (buf) {
-			memcpy(bounce + head, buf, take);
-			buf += take;
-		} else {
-			memset(bounce + head, 0, take);
-		}
-		ret = fmt_pwrite_file(img->fd, bounce, span, start);
-		if (ret < 0)
-			break;
-		if (start + span > img->size)
-			grew = true;
-		off += take;
-		n -= take;
-	}
-	free(bounce);
-	if (grew) {
-		int r = restore_size(img, raw);
-
+	ret = fmt_pwritev_file_bounced(img->fd, &iov, 1, off, (uint32_t)a);
+	/* The last block may reach past the image's end: cut it back. */
+	if (bc_align_up(off + n, a) > img->size) {
+		r = restore_size(img, raw);
 		if (!ret)
 			ret = r;
 	}

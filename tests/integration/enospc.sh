@@ -15,20 +15,10 @@
 # - `ulimit -n` too small at each step of the start-up, and
 #   RLIMIT_MEMLOCK 0 (the ring): exit 1 with one clear line, or success.
 #
-#   enospc.sh            the checks above (the default suite)
-#   enospc.sh --pending  also fails on a known defect the default run only
-#                        reports (KNOWN DEFECT lines): when the direct copy
-#                        path cannot open the destination with O_DIRECT for
-#                        lack of descriptors, the error drops the reason
-#                        ("cannot open destination 'X' with O_DIRECT", no
-#                        "Too many open files"; engine/copy-method.c).
-#
 # Needs root (mount) and a loop device: exit 77 with a message otherwise.
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 
-pending=0
-[ "${1:-}" = "--pending" ] && pending=1
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "enospc: not root (mount -o loop needs root): skipping"
@@ -209,14 +199,8 @@ for n in 4 5 6 7 8 12; do
 	if [ $RC -eq 1 ]; then
 		nfail=$((nfail + 1))
 		one_line "$desc"
-		if grep -q "Too many open files" "$T/err"; then
-			ok "$desc: says why"
-		elif [ $pending -eq 0 ] &&
-		     grep -q "^blockcopy: cannot open destination '.*' with O_DIRECT$" "$T/err"; then
-			echo "KNOWN DEFECT: $desc: the O_DIRECT open's reason is dropped: $(cat "$T/err")"
-		else
+		grep -q "Too many open files" "$T/err" && ok "$desc: says why" ||
 			fail "$desc: the reason is not 'Too many open files': $(bc_said)"
-		fi
 		[ ! -e "$T/fd-dst.qcow2" ] && ok "$desc: no destination left" ||
 			fail "$desc: destination left behind"
 	elif qemu-img compare -q "$T/src.qcow2" "$T/fd-dst.qcow2"; then
