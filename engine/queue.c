@@ -644,8 +644,10 @@ static bool goes_direct(const struct bc_queue *q, struct qreq *r)
 	}
 	switch (r->op) {
 	case QUEUE_FLUSH:
-		/* A format's flush writes its metadata back: the driver's. */
-		return v->fast_read && v->top->drv == &fmt_raw_driver;
+		/* A format's flush writes its metadata back, and a copy's
+		 * journal is synced first (disk_guest_flush): not direct. */
+		return v->fast_read && v->top->drv == &fmt_raw_driver &&
+		       !v->journal;
 	case QUEUE_READ:
 		if (!v->fast_read)
 			return false;
