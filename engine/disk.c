@@ -219,18 +219,21 @@ static size_t harvest_queues(bc_disk *disk)
 	return disk->nqueues;
 }
 
-void disk_quiesce(bc_disk *disk)
+/*
+ * Wait, with disk->lock held, until *@count is 0. Requests that complete
+ * in the kernel are collected meanwhile (harvest_queues), since their
+ * owner may be the thread waiting here.
+ */
+static void wait_guests_locked(bc_disk *disk, const unsigned int *count)
 {
-	pthread_mutex_lock(&disk->lock);
-	disk->quiesce = true;
-	while (disk->guest_inflight) {
+	while (*count) {
 		struct timespec ts;
 		size_t nq;
 
 		pthread_mutex_unlock(&disk->lock);
 		nq = harvest_queues(disk);
 		pthread_mutex_lock(&disk->lock);
-		if (!disk->guest_inflight)
+		if (!*count)
 			break;
 		if (!nq) {
 			pthread_cond_wait(&disk->cond, &disk->lock);
@@ -245,7 +248,19 @@ void disk_quiesce(bc_disk *disk)
 		}
 		pthread_cond_timedwait(&disk->cond, &disk->lock, &ts);
 	}
-	pthread_mutex_unlock(&disk->lock);
+}
+
+void disk_quiesce(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	disk->quiesce = true;
+	wait_guests_locked(disk, &disk->guest_inflight);
+}
+
+void disk_drain_untracked(bc_disk *disk)
+{
+	BC_LOCK_GUARD(&disk->lock);
+	wait_guests_locked(disk, &disk->untracked_inflight);
 }
 
 void disk_resume(bc_disk *disk)
@@ -268,17 +283,20 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 
 	req->top = disk->top;
 	req->job = job;
-	req->fast_read = fast && disk->top->drv == &fmt_raw_driver;
+	req->fast_read = fast && (disk->top->drv == &fmt_raw_driver ||
+				  disk->top->drv->io_map);
 	req->fast_write = req->fast_read;
-	if (!job)
+	if (!job) {
+		disk->untracked_inflight += n;
 		return;
+	}
 	for (i = 0; i < n; i++)
 		job_ref(job);
 	if (req->fast_write) {
 		/*
 		 * Only a background copy is happy with "dirty after the
 		 * write", which is all a direct write can give it (a pull
-		 * never writes a raw top, but its gate is not taken here).
+		 * writes the top under its gate, which is not taken here).
 		 */
 		BC_LOCK_GUARD(&job->lock);
 		req->fast_write = job->type == BC_BLOCK_JOB_TYPE_COPY &&
@@ -307,9 +325,13 @@ void disk_guest_enter(bc_disk *disk, struct guest_req *req)
 
 void disk_guest_leave(bc_disk *disk, struct guest_req *req)
 {
+	bool untracked = !req->job;
+
 	if (req->job)
 		job_unref(req->job);
 	BC_LOCK_GUARD(&disk->lock);
+	if (untracked && --disk->untracked_inflight == 0)
+		pthread_cond_broadcast(&disk->cond);
 	if (--disk->guest_inflight == 0 && disk->quiesce)
 		pthread_cond_broadcast(&disk->cond);
 }

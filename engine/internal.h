@@ -15,7 +15,9 @@
  *
  * Guest writes: enter (wait while quiesced, count in flight, take a job
  * reference), write the source, mark the range dirty in the job's bitmap,
- * leave. Marking after the source write and before the acknowledgement
+ * leave. A job starting drains the requests that entered before it
+ * (disk_drain_untracked) before its allocation scan, so each write is
+ * either marked dirty or seen by the scan. Marking after the source write and before the acknowledgement
  * means a copy that read older data is always followed by another copy of
  * the range; the in-flight bitmap keeps two copies of one granule from
  * overlapping, so a stale copy never lands after a newer one.
@@ -81,6 +83,7 @@ struct bc_disk {
 	unsigned int job_holds;         /* references held by a job (its thread):
 					   bc_disk_close waits for them */
 	unsigned int guest_inflight;    /* guest requests inside the disk */
+	unsigned int untracked_inflight; /* ...of which entered with no job */
 	bool quiesce;                   /* new guest requests wait */
 	pthread_rwlock_t write_gate;    /* guest writes shared, pull chunks exclusive */
 	struct job *job;                /* the disk's job, NULL when none */
@@ -129,6 +132,15 @@ void disk_quiesce(bc_disk *disk);
 void disk_resume(bc_disk *disk);
 
 /*
+ * Wait until every guest request that entered the disk before its job was
+ * attached has left (requests entering now see the job and are tracked).
+ * A job calls it once attached and before its allocation scan: a write
+ * that entered earlier is not marked dirty by the job, so the scan must
+ * see its result. New requests are not held. disk->lock NOT held.
+ */
+void disk_drain_untracked(bc_disk *disk);
+
+/*
  * The guest data path in pieces, for asynchronous requests (queue.c) that
  * enter the disk on one thread, run on another and leave on a third.
  * Synchronous calls use the same pieces in one go.
@@ -138,8 +150,9 @@ void disk_resume(bc_disk *disk);
 struct guest_req {
 	struct fmt_image *top; /* the chain it works on */
 	struct job *job;       /* reference held until disk_guest_leave */
-	bool fast_read;        /* top is raw: reads and flushes may go to its
-				  fd directly */
+	bool fast_read;        /* reads may go to the kernel directly: the
+				  top is raw (flushes too), or its format
+				  maps ranges for that (fmt_io_map) */
 	bool fast_write;       /* ...and writes too: no job, or a copy job in
 				  background mode (the write is then only
 				  noted dirty, disk_guest_note_write) */
@@ -176,7 +189,7 @@ int disk_guest_write_zeroes(bc_disk *disk, struct guest_req *req,
 int disk_guest_discard(bc_disk *disk, struct guest_req *req, uint64_t off,
 		       uint64_t len);
 /*
- * A write that went to the raw top directly (fast_write) has completed:
+ * A write that went to the top directly (fast_write) has completed:
  * the job marks it dirty. Before its completion is reported.
  */
 void disk_guest_note_write(struct guest_req *req, uint64_t off, uint64_t len);

@@ -470,6 +470,7 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	disk_drain_untracked(disk);
 	/*
 	 * An incremental copy's bitmap is read once tracking is on (a write
 	 * from now on is the job's) and before the destination is made, so

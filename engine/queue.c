@@ -12,8 +12,12 @@
  * in disk->guest_inflight until they complete. Each then takes one of
  * three routes:
  *
- *  - direct: a read, write or flush of a raw top, the buffer aligned when
- *    the disk is O_DIRECT, and for a write no job or a copy in background
+ *  - direct: a read, write or flush of a raw top, or a read or write that
+ *    a qcow2 top maps to one host range (data it holds; for a write an
+ *    in-place overwrite of clusters it owns, or whole clusters given new
+ *    ones, linked at the completion: fmt_io_map, which keeps the range
+ *    registered until then); the buffer aligned when the
+ *    disk is O_DIRECT, and for a write no job or a copy in background
  *    mode. It goes to the queue's own io_uring from the caller's buffer.
  *    When the kernel completes it, whoever harvests the ring (the owner in
  *    bc_queue_reap, or a quiesce waiting for the disk to drain) marks a
@@ -78,6 +82,8 @@ struct qreq {
 	enum queue_op op;
 	unsigned int zflags;    /* ZEROES: FMT_ZERO_* */
 	struct guest_req view;  /* from entry until leave */
+	bool mapped;            /* direct through the format: @map is held */
+	struct fmt_io_map map;  /* ...where the kernel reads or writes */
 	int64_t ret;            /* bytes or -errno */
 	int err_code;           /* BC_ERR_* when ret < 0 */
 	char *err_msg;          /* malloc'd when ret < 0; freed at reuse */
@@ -210,6 +216,15 @@ static void fail_req(struct qreq *r, int neg_errno, const bc_error *e)
 		r->err_msg = NULL; /* reported as "" */
 }
 
+/* Put back a thread's error record saved before doing a request's work. */
+static void restore_error(const bc_error *saved)
+{
+	if (saved->code)
+		bc_error_set(saved->code, saved->sys_errno, "%s", saved->message);
+	else
+		bc_error_reset();
+}
+
 /*
  * The kernel moved fewer bytes than asked (rare: a signal, the end of a
  * device, a file truncated under us): do the rest with the formats'
@@ -223,22 +238,39 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 	const struct fmt_image *top = r->view.top;
 	uint8_t *p = (uint8_t *)r->buf + done;
 	bc_error saved = *bc_last_error();
+	int fd = r->mapped ? r->map.fd : top->fd;
+	uint64_t pos = (r->mapped ? r->map.host_off : r->off) + done;
+	uint64_t end = r->mapped ? r->map.known_end : top->size;
 	int ret;
 
 	bc_error_reset();
 	if (r->op == QUEUE_READ)
-		ret = fmt_pread_file_within(top->fd, p, (size_t)(r->len - done),
-					    r->off + done, top->size);
+		ret = fmt_pread_file_within(fd, p, (size_t)(r->len - done), pos,
+					    end);
 	else
-		ret = fmt_pwrite_file(top->fd, p, (size_t)(r->len - done),
-				      r->off + done);
+		ret = fmt_pwrite_file(fd, p, (size_t)(r->len - done), pos);
 	if (ret < 0)
 		fail_req(r, ret, bc_last_error());
-	if (saved.code)
-		bc_error_set(saved.code, saved.sys_errno, "%s", saved.message);
-	else
-		bc_error_reset();
+	restore_error(&saved);
 	return ret < 0 ? ret : (int64_t)r->len;
+}
+
+/*
+ * Release a range the format mapped (fmt_io_unmap links the new clusters
+ * of an allocating write); a failure to link fails the request. Like
+ * finish_short(), keeps the calling thread's own error record.
+ */
+static void unmap_request(struct qreq *r)
+{
+	bc_error saved = *bc_last_error();
+	int ret;
+
+	bc_error_reset();
+	ret = fmt_io_unmap(r->view.top, &r->map, r->ret < 0 ? (int)r->ret : 0);
+	r->mapped = false;
+	if (ret < 0 && r->ret >= 0)
+		fail_req(r, ret, bc_last_error());
+	restore_error(&saved);
 }
 
 /* A direct request's kernel completion: note, leave, post. */
@@ -255,6 +287,8 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 		fail_req(r, (int)ret, NULL);
 	else
 		r->ret = r->op == QUEUE_FLUSH ? 0 : (int64_t)r->len;
+	if (r->mapped)
+		unmap_request(r);
 	/* Even a failed write may have changed part of the range. */
 	if (r->op == QUEUE_WRITE)
 		disk_guest_note_write(&r->view, r->off, r->len);
@@ -590,8 +624,12 @@ int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,
 	return 0;
 }
 
-/* Whether the request can go to the kernel from the caller's buffer. */
-static bool goes_direct(const struct bc_queue *q, const struct qreq *r)
+/*
+ * Whether the request can go to the kernel from the caller's buffer: a
+ * raw top's own offsets, or a range its format mapped (then held, r->map,
+ * until the completion).
+ */
+static bool goes_direct(const struct bc_queue *q, struct qreq *r)
 {
 	const struct guest_req *v = &r->view;
 	uint64_t a = v->top->request_align;
@@ -605,7 +643,8 @@ static bool goes_direct(const struct bc_queue *q, const struct qreq *r)
 	}
 	switch (r->op) {
 	case QUEUE_FLUSH:
-		return v->fast_read;
+		/* A format's flush writes its metadata back: the driver's. */
+		return v->fast_read && v->top->drv == &fmt_raw_driver;
 	case QUEUE_READ:
 		if (!v->fast_read)
 			return false;
@@ -618,31 +657,39 @@ static bool goes_direct(const struct bc_queue *q, const struct qreq *r)
 		return false;
 	}
 	/* Misaligned O_DIRECT requests are bounced by the synchronous code. */
-	return r->len && r->len <= QUEUE_DIRECT_MAX && bc_is_aligned(r->off, a) &&
-	       bc_is_aligned(r->len, a) && bc_is_aligned((uintptr_t)r->buf, a);
+	if (!r->len || r->len > QUEUE_DIRECT_MAX || !bc_is_aligned(r->off, a) ||
+	    !bc_is_aligned(r->len, a) || !bc_is_aligned((uintptr_t)r->buf, a))
+		return false;
+	if (v->top->drv == &fmt_raw_driver)
+		return true;
+	/* Anything the format must do itself (allocation, copy-on-write,
+	 * other layers, a conflicting request) goes to the pool. */
+	r->mapped = fmt_io_map(v->top, r->op == QUEUE_WRITE, r->off, r->len,
+			       &r->map) == 0;
+	return r->mapped;
 }
 
 static void prep_direct(struct bc_queue *q, unsigned int slot)
 {
 	struct qreq *r = &q->reqs[slot];
-	int fd = r->view.top->fd;
+	int fd = r->mapped ? r->map.fd : r->view.top->fd;
+	uint64_t off = r->mapped ? r->map.host_off : r->off;
 	struct io_uring_sqe *sqe;
 
 	/* The kernel's until the completion (ASan: any access is reported). */
 	iob_poison(r->buf, (size_t)r->len);
 	if (q->aio) {
 		queue_aio_prep(q->aio, slot, r->op == QUEUE_WRITE, fd, r->buf,
-			       (size_t)r->len, r->off);
+			       (size_t)r->len, off);
 		return;
 	}
 	sqe = io_uring_get_sqe(&q->ring);
 	/* The ring has depth entries and at most depth requests exist. */
 	assert(sqe);
 	if (r->op == QUEUE_READ)
-		io_uring_prep_read(sqe, fd, r->buf, (unsigned int)r->len, r->off);
+		io_uring_prep_read(sqe, fd, r->buf, (unsigned int)r->len, off);
 	else if (r->op == QUEUE_WRITE)
-		io_uring_prep_write(sqe, fd, r->buf, (unsigned int)r->len,
-				    r->off);
+		io_uring_prep_write(sqe, fd, r->buf, (unsigned int)r->len, off);
 	else
 		io_uring_prep_fsync(sqe, fd, IORING_FSYNC_DATASYNC);
 	io_uring_sqe_set_data64(sqe, slot);

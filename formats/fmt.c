@@ -446,6 +446,22 @@ int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	return 0;
 }
 
+int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+	       struct fmt_io_map *map)
+{
+	uint64_t end;
+
+	if (!img->drv->io_map || !len || bc_add_overflow(off, len, &end) ||
+	    end > img->size || (write && !(img->flags & FMT_OPEN_RDWR)))
+		return -ENOTSUP;
+	return img->drv->io_map(img, write, off, len, map);
+}
+
+int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
+{
+	return img->drv->io_unmap(img, map, result);
+}
+
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext)
 {

@@ -159,8 +159,23 @@ struct fmt_check_report {
  * A driver: a static const table of callbacks. Callbacks receive ranges
  * already checked against img->size by the fmt_* wrappers.
  */
+/*
+ * A guest range mapped to one host range, for I/O issued outside the
+ * driver (fmt_io_map()). The driver keeps its registration of the range
+ * in @reg until fmt_io_unmap().
+ */
+struct fmt_io_map {
+	int fd;             /* the file to read or write */
+	uint64_t host_off;  /* where the guest range starts in it */
+	uint64_t known_end; /* reads: the file's end when mapped */
+	uint64_t reg[8];    /* the driver's own, opaque here */
+};
+
 struct fmt_driver {
 	const char *name;
+	/* An export reached over a protocol (NBD), not a file: its data sits
+	 * at its guest offsets, and there is no host offset (host_off -1). */
+	bool protocol;
 	/* Whether the first bytes of a file are this format (0 no, > 0 score). */
 	int (*probe)(const uint8_t *buf, size_t len);
 	/* img->fd, filename and flags are set; fill size, backing_name,
@@ -204,6 +219,11 @@ struct fmt_driver {
 	/* See fmt_map_for_overwrite(); NULL where the format cannot. */
 	int (*map_for_overwrite)(struct fmt_image *img, uint64_t off,
 				 uint64_t len, struct fmt_extent *ext);
+	/* See fmt_io_map(); NULL where every request needs the driver. */
+	int (*io_map)(struct fmt_image *img, bool write, uint64_t off,
+		      uint64_t len, struct fmt_io_map *map);
+	int (*io_unmap)(struct fmt_image *img, struct fmt_io_map *map,
+			int result);
 	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
 	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
 			     uint64_t off);
@@ -318,6 +338,33 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts);
  * is written. -ENOTSUP when the range cannot be mapped so (not whole
  * clusters, or the format has no such path): use fmt_pwrite().
  */
+/*
+ * Map the guest range [off, off+len) of @img for one read (@write false)
+ * or one write issued outside the driver (an asynchronous guest request
+ * sent to the kernel from the caller's buffer): only where the format
+ * needs nothing but that I/O and, for a write, metadata it can set
+ * afterwards — data this layer holds, contiguous on the host; for a write
+ * clusters it owns (overwritten in place) or whole clusters (given new
+ * host clusters, linked at fmt_io_unmap()). On success the range stays
+ * registered with the driver (requests that would change its mapping, or
+ * read it while it is being allocated, wait) until fmt_io_unmap(), which
+ * the caller must call once the I/O completed. Never waits. Returns 0,
+ * -ENOTSUP (the request needs the driver: use fmt_pread()/fmt_pwrite()),
+ * -EAGAIN (a conflicting request is in flight: use the driver, which
+ * waits) or another -errno (then the driver path reports it). Records no
+ * error.
+ */
+int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+	       struct fmt_io_map *map);
+/*
+ * The I/O of a mapped range completed with @result (0 or -errno): release
+ * the registration and, for a write into new clusters that succeeded,
+ * link them (a failed one frees them). Returns @result, or -errno
+ * (recorded) when linking failed: the write is then lost, as a failed
+ * write may be.
+ */
+int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
+
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext);
 

@@ -20,5 +20,6 @@ static int nbd_none_open(struct fmt_image *img)
 
 const struct fmt_driver fmt_nbd_driver = {
 	.name = "nbd",
+	.protocol = true,
 	.open = nbd_none_open,
 };

@@ -805,6 +805,7 @@ err_free:
 
 const struct fmt_driver fmt_nbd_driver = {
 	.name = "nbd",
+	.protocol = true,
 	.probe = NULL,
 	.open = nbd_drv_open,
 	.close = nbd_drv_close,

@@ -21,9 +21,10 @@
  * they are, reported, and can only be removed.
  *
  * Every change is copy-on-write: new tables, data clusters and directory
- * are written to newly allocated clusters, the refcounts made durable,
- * then the header switches to the new directory in one write, and only
- * then are the old clusters freed. A crash leaks clusters at worst.
+ * are written to newly allocated clusters, the refcount cache written back
+ * and the file synced, then the header switches to the new directory in
+ * one write, and only then are the old clusters freed (deferred frees,
+ * applied at the next metadata flush). A crash leaks clusters at worst.
  */
 #include "qcow2.h"
 
@@ -477,12 +478,16 @@ static int commit_locked(struct qcow2 *q, const struct old_table *old,
 		hc.autoclear = q->hdr.autoclear_features &
 			       ~QCOW2_AUTOCLEAR_BITMAPS;
 	}
-	/* Refcounts of everything new must be on disk before the header. */
-	if (fdatasync(q->img->fd) < 0) {
-		ret = -errno;
-		io_error(q, ret, "flush bitmap data");
+	/*
+	 * Refcounts of everything new (raised in the write-back refcount
+	 * cache) and the data must be on disk before the header points at
+	 * them.
+	 */
+	ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
+	if (ret == 0)
+		ret = qcow2_sync_locked(q);
+	if (ret < 0)
 		return ret;
-	}
 	ret = qcow2_rewrite_header_locked(q, &hc);
 	if (ret < 0)
 		return ret;
@@ -645,6 +650,7 @@ int qcow2_bitmaps_store_locked(struct qcow2 *q)
 	if (ret < 0)
 		return ret; /* still in use on disk: inconsistent, as it must be */
 	bs->tracking = false;
+	q->write_ready = false; /* a later write starts tracking again */
 	for (i = 0; i < bs->nb; i++) {
 		free(bs->bm[i].bits);
 		bs->bm[i].bits = NULL;

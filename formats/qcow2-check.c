@@ -510,7 +510,9 @@ static int collect_refs(struct qcow2 *q, bool with_refcount_structs,
 
 	if (fstat(q->img->fd, &st) < 0)
 		return -errno;
-	q->file_size = BC_MAX(q->file_size, (uint64_t)st.st_size);
+	/* A file grown by someone else (not ahead by us) counts whole. */
+	if ((uint64_t)st.st_size > q->file_end)
+		q->file_size = BC_MAX(q->file_size, (uint64_t)st.st_size);
 	r.nb = (q->file_size + q->cluster_size - 1) >> q->cluster_bits;
 	r.cnt = calloc(r.nb ? r.nb : 1, sizeof(*r.cnt));
 	if (!r.cnt)
@@ -572,6 +574,12 @@ int qcow2_check(struct fmt_image *img, struct fmt_check_report *rep)
 
 	/* fmt_check() zeroed the counts. */
 	BC_LOCK_GUARD(&q->lock);
+	/* The walk reads the tables from the file: write the caches back. */
+	if (!q->read_only) {
+		ret = qcow2_flush_metadata_locked(q);
+		if (ret < 0)
+			return ret;
+	}
 	ret = collect_refs(q, true, &refs, &nb, rep, &late);
 	if (ret < 0) {
 		flush_late(rep, &late);

@@ -3,12 +3,11 @@
  * qcow2 guest→host mapping: the L1 table, the L2 table cache and the
  * decoding of L2 entries (spec "Cluster mapping", "Extended L2 Entries").
  *
- * The L1 table is loaded whole at open and kept host-endian in q->l1.
- * L2 tables go through a small cache of QCOW2_L2_CACHE_SLOTS clusters,
- * least recently used first out; a table is pinned (refs > 0) while a
- * caller holds it, and a pinned table is never evicted. Tables are kept
- * big-endian as on disk so a modified range can be written back as is
- * (write-through: qcow2_l2_write_entries_locked()).
+ * The L1 table is loaded whole at open and kept host-endian in q->l1; an
+ * L1 entry is written when it changes (a new or copied L2 table, itself
+ * on disk by then). L2 tables go through q->l2_cache (qcow2-cache.c),
+ * kept big-endian as on disk and written back whole; a table is pinned
+ * (refs > 0) while a caller holds it under q->lock.
  *
  * Entries are validated when they are classified, not when a table is
  * loaded: a table holds entries for guest ranges that may never be read,
@@ -22,7 +21,9 @@
  * entries (a run is then cut short; callers loop), which bounds how long
  * a block status over a huge image holds q->lock.
  *
- * Everything here runs under q->lock (the *_locked functions) or at open.
+ * Everything here runs under q->lock (the *_locked functions) or at open,
+ * except qcow2_file_pread(), which touches no shared state (reads of guest
+ * data call it unlocked).
  */
 #include "qcow2.h"
 
@@ -127,7 +128,10 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
 
 /*
  * Under O_DIRECT an unaligned range is read, patched and written back
- * whole (the lock keeps the disk copy authoritative). Declared in qcow2.h.
+ * whole. q->lock keeps the disk copy authoritative: metadata is written
+ * under it, and guest data shares an O_DIRECT block with other clusters
+ * only when clusters are smaller than the block, and then is written
+ * under it too (q->data_under_lock). Declared in qcow2.h.
  */
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
@@ -233,11 +237,9 @@ int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx)
 /* --- L2 cache ---------------------------------------------------------- */
 
 int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
-			struct qcow2_l2_table **out)
+			struct qcow2_table **out)
 {
-	struct qcow2_l2_table *victim = NULL;
 	uint64_t end;
-	int i, ret;
 
 	if (!l2_off || !bc_is_aligned(l2_off, q->cluster_size))
 		return qcow2_corrupt(qname(q),
@@ -249,88 +251,21 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 				     "L2 table offset 0x%" PRIx64
 				     " beyond end of file",
 				     l2_off);
-	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
-		struct qcow2_l2_table *t = &q->l2_cache[i];
-
-		if (t->offset == l2_off) {
-			t->refs++;
-			t->last_used = ++q->lru_clock;
-			*out = t;
-			return 0;
-		}
-		if (t->refs)
-			continue;
-		/* Prefer a free slot, else the least recently used one. */
-		if (!t->offset) {
-			if (!victim || victim->offset)
-				victim = t;
-		} else if (!victim || (victim->offset &&
-				       t->last_used < victim->last_used)) {
-			victim = t;
-		}
-	}
-	if (!victim) {
-		/* Every slot pinned: callers pin at most a few tables each. */
-		bc_error_set(BC_ERR_INTERNAL, EBUSY,
-			     "%s: L2 table cache exhausted", qname(q));
-		return -EBUSY;
-	}
-	if (!victim->data) {
-		void *p;
-
-		if (posix_memalign(&p, META_BUF_ALIGN, (size_t)q->cluster_size))
-			return -ENOMEM;
-		victim->data = p;
-	}
-	victim->offset = 0;
-	ret = qcow2_file_pread(q, victim->data, q->cluster_size, l2_off,
-			       q->file_size);
-	if (ret < 0)
-		return ret;
-	q->l2_loads++;
-	victim->offset = l2_off;
-	victim->refs = 1;
-	victim->last_used = ++q->lru_clock;
-	*out = victim;
-	return 0;
+	return qcow2_cache_get_locked(q, &q->l2_cache, l2_off, false, out);
 }
 
-void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_l2_table *t)
+void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_table *t)
 {
-	(void)q;
-	assert(t->refs > 0);
-	t->refs--;
+	qcow2_cache_put_locked(&q->l2_cache, t);
 }
 
 void qcow2_l2_evict_locked(struct qcow2 *q, uint64_t l2_off)
 {
-	int i;
-
-	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
-		struct qcow2_l2_table *t = &q->l2_cache[i];
-
-		if (t->offset == l2_off) {
-			assert(t->refs == 0);
-			t->offset = 0;
-			t->last_used = 0;
-		}
-	}
-}
-
-void qcow2_l2_cache_free(struct qcow2 *q)
-{
-	int i;
-
-	for (i = 0; i < QCOW2_L2_CACHE_SLOTS; i++) {
-		free(q->l2_cache[i].data);
-		q->l2_cache[i].data = NULL;
-		q->l2_cache[i].offset = 0;
-		q->l2_cache[i].refs = 0;
-	}
+	qcow2_cache_drop_locked(&q->l2_cache, l2_off);
 }
 
 struct qcow2_l2_entry qcow2_l2_entry_get(const struct qcow2 *q,
-					 const struct qcow2_l2_table *t,
+					 const struct qcow2_table *t,
 					 uint64_t idx)
 {
 	struct qcow2_l2_entry e;
@@ -341,7 +276,7 @@ struct qcow2_l2_entry qcow2_l2_entry_get(const struct qcow2 *q,
 	return e;
 }
 
-void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
+void qcow2_l2_entry_set(struct qcow2 *q, struct qcow2_table *t,
 			uint64_t idx, struct qcow2_l2_entry e)
 {
 	uint8_t *p = t->data + idx * q->l2_entry_size;
@@ -349,23 +284,7 @@ void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
 	bc_put_be64(p, e.raw);
 	if (q->extended_l2)
 		bc_put_be64(p + 8, e.bitmap);
-}
-
-int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
-				  uint64_t first, uint64_t count)
-{
-	uint64_t align = qcow2_io_align(q);
-	uint64_t start = first * q->l2_entry_size;
-	uint64_t end = (first + count) * q->l2_entry_size;
-
-	assert(end <= q->cluster_size && t->offset);
-	/* The cached table is the whole cluster: widen to whole blocks. */
-	if (align > 1 && align <= q->cluster_size) {
-		start = bc_align_down(start, align);
-		end = bc_align_up(end, align);
-	}
-	return qcow2_meta_pwrite(q, t->data + start, (size_t)(end - start),
-				 t->offset + start);
+	qcow2_cache_mark_dirty_locked(&q->l2_cache, t);
 }
 
 /* --- Entries ----------------------------------------------------------- */
@@ -540,7 +459,7 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 		uint64_t l1i = pos >> span_bits;
 		uint64_t span_end = (l1i + 1) << span_bits;
 		uint64_t stop = BC_MIN(end, span_end);
-		struct qcow2_l2_table *t;
+		struct qcow2_table *t;
 		uint64_t l2_off = 0;
 		bool more = true;
 

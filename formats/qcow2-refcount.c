@@ -5,8 +5,9 @@
  * an image is opened read-write with the dirty bit set.
  *
  * The refcount table is kept host-endian in q->reftable; refcount blocks
- * are cached in q->rb_cache (write-through: every change is written before
- * the call returns). Entries are refcount_bits wide; widths below 8 bits
+ * go through q->rb_cache, written back (qcow2-cache.c): a change reaches
+ * the file at the next write-back, always before any L2 table that relies
+ * on it. Entries are refcount_bits wide; widths below 8 bits
  * are packed with entry 0 in the least significant bits of byte 0 (the
  * spec: "bit 0 means the least significant bit"), widths of 8 bits and
  * more are big-endian.
@@ -15,10 +16,18 @@
  * present before a cluster it covers is marked used: qcow2_alloc_clusters
  * makes sure every block covering the chosen run exists (allocating one
  * may take a cluster of the run, so it then searches again). A new block
- * placed inside the range it covers counts itself. When the table is too
- * small, a larger copy is written past the end of the file together with
- * the new blocks needed to count it, the header is switched with one
- * 12-byte write, and the old table is freed.
+ * placed inside the range it covers counts itself; the refcount blocks
+ * are written back and synced before the table entry pointing at the new
+ * block is written. When the table is too small, a larger copy is written
+ * past the end of the file together with the new blocks needed to count
+ * it, the refcount blocks are written back, the file synced, the header
+ * switched with one 12-byte write, and the old table is freed.
+ *
+ * Freeing: qcow2_free_clusters_locked() lowers refcounts at once (for
+ * clusters nothing on disk points at); clusters that a cached L2 or L1
+ * entry stopped pointing at go through qcow2_free_clusters_deferred_locked()
+ * and are released by qcow2_flush_metadata_locked() after the tables are
+ * on disk.
  *
  * Locking: every function here expects q->lock held (or the image not
  * shared yet, at open).
@@ -193,70 +202,26 @@ int qcow2_refcount_load(struct qcow2 *q)
 	return 0;
 }
 
-/* Cache slot holding the block at @off, reading it unless @fresh. */
+/*
+ * Cache slot holding the block at @off (a new zeroed one when @fresh). The
+ * pointer is valid until the next cache lookup: nothing here pins.
+ */
 static int rb_get(struct qcow2 *q, uint64_t off, bool fresh,
-		  struct qcow2_refblock **out)
+		  struct qcow2_table **out)
 {
-	struct qcow2_refblock *victim = NULL;
-	unsigned int i;
 	int ret;
 
-	for (i = 0; i < QCOW2_REFBLOCK_CACHE_SLOTS; i++) {
-		struct qcow2_refblock *b = &q->rb_cache[i];
-
-		if (b->data && b->offset == off) {
-			b->last_used = ++q->lru_clock;
-			if (fresh)
-				memset(b->data, 0, q->cluster_size);
-			*out = b;
-			return 0;
-		}
-		if (b->refs)
-			continue;
-		/* Prefer an unused slot, then the least recently used one. */
-		if (!victim ||
-		    (victim->offset &&
-		     (!b->offset || b->last_used < victim->last_used)))
-			victim = b;
-	}
-	assert(victim);
-	if (!victim->data) {
-		victim->data = qcow2_alloc_buf(q->cluster_size);
-		if (!victim->data)
-			return -ENOMEM;
-	}
-	victim->offset = 0;
-	if (fresh) {
-		memset(victim->data, 0, q->cluster_size);
-	} else {
-		ret = fmt_pread_file_zfill(q->img->fd, victim->data,
-					   q->cluster_size, off);
-		if (ret < 0) {
-			bc_error_set(bc_errno_to_code(-ret), -ret,
-				     "%s: cannot read refcount block at 0x%llx",
-				     q->img->filename, (unsigned long long)off);
-			return ret;
-		}
-	}
-	victim->offset = off;
-	victim->last_used = ++q->lru_clock;
-	*out = victim;
+	ret = qcow2_cache_get_locked(q, &q->rb_cache, off, fresh, out);
+	if (ret < 0)
+		return ret;
+	qcow2_cache_put_locked(&q->rb_cache, *out);
 	return 0;
-}
-
-/* Drop every cached refcount block (after a rebuild replaced them). */
-static void rb_invalidate_all(struct qcow2 *q)
-{
-	unsigned int i;
-
-	for (i = 0; i < QCOW2_REFBLOCK_CACHE_SLOTS; i++)
-		q->rb_cache[i].offset = 0;
 }
 
 int qcow2_get_refcount_locked(struct qcow2 *q, uint64_t cluster, uint64_t *rc)
 {
 	uint64_t rt = cluster >> q->refblock_bits;
-	struct qcow2_refblock *b;
+	struct qcow2_table *b;
 	int ret;
 
 	if (rt >= q->reftable_entries || !q->reftable[rt]) {
@@ -382,6 +347,10 @@ static int switch_reftable(struct qcow2 *q, const uint8_t *blocks, uint64_t nb,
 	uint8_t hdr[12];
 	int ret;
 
+	/* Counts of the new clusters in existing blocks: on disk first. */
+	ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
+	if (ret < 0)
+		return ret;
 	if (nb) {
 		ret = fmt_pwrite_file(q->img->fd, blocks, nb << q->cluster_bits,
 				      start << q->cluster_bits);
@@ -407,6 +376,7 @@ static int switch_reftable(struct qcow2 *q, const uint8_t *blocks, uint64_t nb,
 	q->hdr.refcount_table_offset = table_off;
 	q->hdr.refcount_table_clusters = (uint32_t)nt;
 	q->file_size = BC_MAX(q->file_size, table_off + (nt << q->cluster_bits));
+	q->file_end = BC_MAX(q->file_end, q->file_size);
 	return 0;
 }
 
@@ -421,7 +391,7 @@ static int alloc_refblock(struct qcow2 *q, uint64_t rt, uint64_t avoid_s,
 			  uint64_t avoid_e, int depth)
 {
 	uint64_t epb = 1ull << q->refblock_bits;
-	struct qcow2_refblock *b;
+	struct qcow2_table *b;
 	uint64_t cand, crt;
 	int ret;
 
@@ -470,14 +440,18 @@ static int alloc_refblock(struct qcow2 *q, uint64_t rt, uint64_t avoid_s,
 			if (ret < 0)
 				return ret;
 		}
-		ret = fmt_pwrite_file(q->img->fd, b->data, q->cluster_size,
-				      cand << q->cluster_bits);
+		qcow2_cache_mark_dirty_locked(&q->rb_cache, b);
+		/* The block and its count on disk before the table entry. */
+		ret = qcow2_grow_file_locked(q, (cand + 1) << q->cluster_bits);
+		if (ret == 0)
+			ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
+		if (ret == 0)
+			ret = qcow2_sync_locked(q);
 		if (ret < 0) {
-			b->offset = 0;
+			qcow2_cache_drop_locked(&q->rb_cache,
+						cand << q->cluster_bits);
 			return ret;
 		}
-		if (((cand + 1) << q->cluster_bits) > q->file_size)
-			q->file_size = (cand + 1) << q->cluster_bits;
 		q->reftable[rt] = cand << q->cluster_bits;
 		ret = write_reftable_entries(q, rt, rt);
 		if (ret < 0) {
@@ -594,8 +568,7 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 	while (c <= last) {
 		uint64_t rt = c >> q->refblock_bits;
 		uint64_t end = BC_MIN(last, (rt + 1) * epb - 1), i;
-		uint64_t lo_byte, hi_byte;
-		struct qcow2_refblock *b;
+		struct qcow2_table *b;
 
 		if (rt >= q->reftable_entries || !q->reftable[rt]) {
 			/* Only a decrement can get here: refcount is 0. */
@@ -628,31 +601,8 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 						   i & (epb - 1),
 						   v + (uint64_t)delta);
 		}
-		if (!dry_run) {
-			lo_byte = ((c & (epb - 1)) << q->refcount_order) >> 3;
-			hi_byte = (((end & (epb - 1)) << q->refcount_order) +
-				   q->refcount_bits - 1) >>
-				  3;
-			/*
-			 * The cached block is the whole cluster: write whole
-			 * I/O blocks from it (no read-modify-write under
-			 * O_DIRECT).
-			 */
-			hi_byte++;
-			if (qcow2_io_align(q) > 1 &&
-			    qcow2_io_align(q) <= q->cluster_size) {
-				lo_byte = bc_align_down(lo_byte, qcow2_io_align(q));
-				hi_byte = bc_align_up(hi_byte, qcow2_io_align(q));
-			}
-			ret = qcow2_meta_pwrite(q, b->data + lo_byte,
-						hi_byte - lo_byte,
-						b->offset + lo_byte);
-			if (ret < 0) {
-				/* Cache and disk may differ now: reread. */
-				b->offset = 0;
-				return ret;
-			}
-		}
+		if (!dry_run)
+			qcow2_cache_mark_dirty_locked(&q->rb_cache, b);
 		c = end + 1;
 	}
 	return 0;
@@ -723,16 +673,12 @@ int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n)
 	/* No free cluster lies between the hint and the run: move past it. */
 	q->free_hint = first_free >= c ? c + n : first_free;
 	end = (c + n) << q->cluster_bits;
-	if (end > q->file_size) {
-		/* Extend now so every referenced cluster lies inside the file. */
-		if (ftruncate(q->img->fd, (off_t)end) < 0) {
-			ret = -errno;
-			(void)qcow2_update_refcount_locked(
-				q, c << q->cluster_bits, n << q->cluster_bits,
-				-1);
-			return ret;
-		}
-		q->file_size = end;
+	/* Every referenced cluster lies inside the file (grown ahead). */
+	ret = qcow2_grow_file_locked(q, end);
+	if (ret < 0) {
+		(void)qcow2_update_refcount_locked(q, c << q->cluster_bits,
+						   n << q->cluster_bits, -1);
+		return ret;
 	}
 	return (int64_t)(c << q->cluster_bits);
 }
@@ -773,6 +719,45 @@ int qcow2_free_clusters_locked(struct qcow2 *q, uint64_t off, uint64_t len)
 			return -errno;
 		hole_len = 0;
 	}
+	return 0;
+}
+
+int qcow2_free_clusters_deferred_locked(struct qcow2 *q, uint64_t off,
+					uint64_t len)
+{
+	if (!len)
+		return 0;
+	if (q->ndeferred == q->deferred_cap) {
+		size_t cap = q->deferred_cap ? q->deferred_cap * 2 : 64;
+		struct qcow2_range *d = realloc(q->deferred, cap * sizeof(*d));
+
+		if (!d)
+			return -ENOMEM;
+		q->deferred = d;
+		q->deferred_cap = cap;
+	}
+	q->deferred[q->ndeferred].off = off;
+	q->deferred[q->ndeferred].len = len;
+	q->ndeferred++;
+	return 0;
+}
+
+int qcow2_apply_deferred_frees_locked(struct qcow2 *q)
+{
+	size_t i;
+	int ret = 0;
+
+	for (i = 0; i < q->ndeferred && ret == 0; i++)
+		ret = qcow2_free_clusters_locked(q, q->deferred[i].off,
+						 q->deferred[i].len);
+	if (ret < 0) {
+		/* Keep the ones not applied for the next write-back. */
+		memmove(q->deferred, q->deferred + i,
+			(q->ndeferred - i) * sizeof(*q->deferred));
+		q->ndeferred -= i;
+		return ret;
+	}
+	q->ndeferred = 0;
 	return 0;
 }
 
@@ -835,7 +820,7 @@ int qcow2_write_refcounts_locked(struct qcow2 *q, uint32_t *refs, uint64_t nb)
 	if (ret < 0)
 		goto out_free;
 	q->free_hint = 0;
-	rb_invalidate_all(q);
+	qcow2_cache_drop_all_locked(&q->rb_cache);
 out_free:
 	free(blocks);
 	free(tbuf);

@@ -5,9 +5,8 @@
  * bookkeeping of a writable image (spec "Cluster mapping", "Extended L2
  * Entries", "Header"; docs/qcow2.md §2, §4, §5).
  *
- * A write is cut at L2 table boundaries; within one table the touched
- * clusters are grouped into runs that are handled with one data write and
- * one L2 write each:
+ * A write is cut at L2 table boundaries (a chunk). Within a chunk the
+ * touched clusters are grouped into runs, each written with one pwritev:
  *  - in place: clusters with a host cluster whose COPIED flag is set
  *    (refcount 1) and contiguous host offsets;
  *  - allocating: any other clusters (unallocated, zero, compressed,
@@ -20,23 +19,38 @@
  * cluster gets data only in the subclusters the write touches, and only
  * those get their allocation bit.
  *
- * Ordering (crash safety, as qcow2.h states): refcounts of new clusters,
- * then data, then the L2 entry; a new L2 table (zeroed, or a copy of one
- * shared with a snapshot) is counted, written and only then linked from
- * the L1 table, before any data goes through it. Clusters losing a
- * reference are released after the L2 entry no longer points at them. A
- * crash leaks clusters at worst.
+ * Concurrency (qcow2.h states the request rules). A chunk is handled as:
+ *  lock; plan from the L2 table; wait for conflicting requests (then plan
+ *  again); allocate the new clusters (refcounts raised in the cache);
+ *  register the chunk's cluster range; unlock; copy-on-write reads and the
+ *  data pwritev; lock; look the L2 table up again, set the new entries
+ *  (the table becomes dirty), put the replaced clusters on the deferred
+ *  free list; unregister (waking waiters); unlock.
+ * A chunk that only overwrites data in clusters it owns, with no
+ * copy-on-write, no entry change and no partial O_DIRECT block, registers
+ * shared: such overwrites (and reads) run side by side. Anything else is
+ * exclusive on its clusters. On an error after allocation, the new
+ * clusters are released at once (nothing points at them).
+ *
+ * Ordering (crash safety): the data pwritev returns before the L2 entry
+ * is set in the cache, and the cache writes refcount blocks and syncs
+ * before any L2 table goes to the file; a new L2 table (zeroed, or a copy
+ * of one shared with a snapshot) is counted, written and synced before
+ * the L1 entry links it. Clusters losing a reference are released only
+ * after the L2 tables are on disk (deferred frees). A crash leaks
+ * clusters at worst; qcow2_flush() makes every completed write durable.
  *
  * Write-zeroes and discard change whole clusters (whole subclusters for
  * write-zeroes with extended L2) by metadata only: the zero flag (v3),
  * the subcluster zero bits, or deallocation where nothing shows through
  * (no backing file; v2 has no zero flag). Partial clusters get zero data
- * (write-zeroes) or are left alone (discard, a hint).
- *
- * Everything runs under q->lock, data I/O included.
+ * (write-zeroes) or are left alone (discard, a hint). They wait until no
+ * request overlaps their clusters and change the entries without dropping
+ * q->lock.
  */
 #include "qcow2.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,6 +70,7 @@ struct plan {
 	struct qcow2_l2_entry old;
 	bool alloc;	 /* needs a new host cluster */
 	uint64_t host;	 /* host cluster (in place) */
+	uint64_t nhost;	 /* where the data goes: host, or the new cluster */
 	uint32_t ws, we; /* written range within the cluster */
 	uint32_t gs, ge; /* guest data range within the cluster */
 };
@@ -131,6 +146,10 @@ static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 		}
 		return 0;
 	}
+	if (cnt == 1 && bc_is_aligned(off, align) &&
+	    bc_is_aligned(total, align) &&
+	    bc_is_aligned((uintptr_t)iov[0].iov_base, align))
+		return fmt_pwrite_file(q->img->fd, iov[0].iov_base, total, off);
 	/* O_DIRECT: one aligned bounce, edges read back first. */
 	start = bc_align_down(off, align);
 	end = bc_align_up(off + total, align);
@@ -259,8 +278,10 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 	 * conservative (a crash leads to a rebuild that finds nothing).
 	 */
 	if (q->dirty_marked || q->hdr.version < 3 ||
-	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS))
+	    !(q->hdr.compatible_features & QCOW2_COMPAT_LAZY_REFCOUNTS)) {
+		q->write_ready = true;
 		return 0;
+	}
 	if (!(q->hdr.incompatible_features & QCOW2_INCOMPAT_DIRTY)) {
 		ret = write_incompat(q, q->hdr.incompatible_features |
 						QCOW2_INCOMPAT_DIRTY);
@@ -268,14 +289,38 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = true;
+	q->write_ready = true;
 	return 0;
+}
+
+/* Write the metadata back when the deferred frees pile up. */
+static int trim_deferred_locked(struct qcow2 *q)
+{
+	if (q->ndeferred < QCOW2_DEFERRED_MAX)
+		return 0;
+	return qcow2_flush_metadata_locked(q);
 }
 
 int qcow2_flush(struct fmt_image *img)
 {
-	if (fdatasync(img->fd) < 0) {
-		int ret = -errno;
+	struct qcow2 *q = img->priv;
+	bool synced = false;
+	int ret;
 
+	if (!q->read_only) {
+		pthread_mutex_lock(&q->lock);
+		/* The ordered write-back ends with a sync of the file. */
+		synced = q->l2_cache.ndirty || q->ndeferred;
+		ret = qcow2_flush_metadata_locked(q);
+		pthread_mutex_unlock(&q->lock);
+		if (ret < 0)
+			return ret;
+	}
+	if (synced)
+		return 0;
+	/* Data written before the call (and refcount blocks alone). */
+	if (fdatasync(img->fd) < 0) {
+		ret = -errno;
 		bc_error_set(bc_errno_to_code(-ret), -ret, "%s: cannot flush",
 			     img->filename);
 		return ret;
@@ -289,10 +334,16 @@ int qcow2_close_rw(struct qcow2 *q)
 
 	pthread_mutex_lock(&q->lock);
 	ret = qcow2_bitmaps_store_locked(q);
+	if (ret == 0)
+		ret = qcow2_flush_metadata_locked(q);
+	/* The frees just applied, then the tail grown ahead. */
+	if (ret == 0)
+		ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
+	if (ret == 0)
+		ret = qcow2_trim_file_locked(q);
+	if (ret == 0)
+		ret = qcow2_sync_locked(q);
 	pthread_mutex_unlock(&q->lock);
-	if (ret < 0)
-		return ret;
-	ret = qcow2_flush(q->img);
 	if (ret < 0)
 		return ret;
 	if (q->dirty_marked &&
@@ -303,6 +354,7 @@ int qcow2_close_rw(struct qcow2 *q)
 			return ret;
 	}
 	q->dirty_marked = false;
+	q->write_ready = false;
 	return 0;
 }
 
@@ -314,10 +366,10 @@ int qcow2_close_rw(struct qcow2 *q)
  * shared with a snapshot (L1 COPIED clear) is copied first.
  */
 static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
-			struct qcow2_l2_table **out)
+			struct qcow2_table **out)
 {
 	uint64_t l1i = qcow2_l1_index(q, off), old_e, old, l2;
-	struct qcow2_l2_table *t;
+	struct qcow2_table *t;
 	uint8_t *buf;
 	int64_t nw;
 	int ret;
@@ -351,11 +403,15 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 		goto out_free;
 	}
 	l2 = (uint64_t)nw;
-	ret = fmt_pwrite_file(q->img->fd, buf, q->cluster_size, l2);
-	if (ret < 0) {
-		io_error(q, ret, "write an L2 table");
+	/* Counted and written, and synced, before the L1 entry links it. */
+	ret = qcow2_meta_pwrite(q, buf, q->cluster_size, l2);
+	if (ret < 0)
 		goto out_release;
-	}
+	ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
+	if (ret == 0)
+		ret = qcow2_sync_locked(q);
+	if (ret < 0)
+		goto out_release;
 	q->l1[l1i] = l2 | QCOW2_OFLAG_COPIED;
 	ret = qcow2_l1_write_entry_locked(q, l1i);
 	if (ret < 0) {
@@ -363,8 +419,14 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 		goto out_release;
 	}
 	if (old) {
+		/* A shared table is never dirty: nothing of it is lost. */
 		qcow2_l2_evict_locked(q, old);
-		(void)qcow2_free_clusters_locked(q, old, q->cluster_size);
+		ret = qcow2_free_clusters_deferred_locked(q, old,
+							  q->cluster_size);
+		if (ret < 0) {
+			free(buf);
+			return ret;
+		}
 	}
 	free(buf);
 	return qcow2_l2_get_locked(q, l2, out);
@@ -376,27 +438,57 @@ out_free:
 	return ret;
 }
 
-/* Drop the host clusters an entry references (after it stopped pointing). */
+/*
+ * Drop the host clusters an entry referenced (it no longer points at them
+ * in the cache): deferred until the L2 tables are on disk.
+ */
 static int release_entry(struct qcow2 *q, struct qcow2_l2_entry e)
 {
 	uint64_t host, n;
 
 	if (e.raw & QCOW2_OFLAG_COMPRESSED) {
 		qcow2_compressed_desc(q, e.raw, &host, &n);
-		return qcow2_free_clusters_locked(
+		return qcow2_free_clusters_deferred_locked(
 			q, host & ~511ull, bc_align_up(n + (host & 511), 512));
 	}
 	host = e.raw & QCOW2_L2E_OFFSET_MASK;
 	if (!host)
 		return 0;
-	return qcow2_free_clusters_locked(q, host, q->cluster_size);
+	return qcow2_free_clusters_deferred_locked(q, host, q->cluster_size);
 }
 
 /* --- copy-on-write -------------------------------------------------------- */
 
 /*
+ * Kind of the (sub)cluster holding guest byte @off under entry @e, which
+ * was validated (qcow2_l2_classify) when the write was planned: this runs
+ * without q->lock, so it reads nothing that may change.
+ */
+static enum qcow2_cluster_type entry_kind(const struct qcow2 *q,
+					  struct qcow2_l2_entry e, uint64_t off,
+					  uint64_t *host)
+{
+	uint64_t h = e.raw & QCOW2_L2E_OFFSET_MASK;
+	uint32_t sc = (uint32_t)((off >> q->subcluster_bits) & 31);
+
+	*host = h + (off & (q->cluster_size - 1));
+	if (!q->extended_l2) {
+		if (e.raw & QCOW2_OFLAG_ZERO)
+			return h ? QCOW2_CLUSTER_ZERO_ALLOC
+				 : QCOW2_CLUSTER_ZERO_PLAIN;
+		return h ? QCOW2_CLUSTER_NORMAL : QCOW2_CLUSTER_UNALLOCATED;
+	}
+	if ((e.bitmap >> 32) & (1ull << sc))
+		return h ? QCOW2_CLUSTER_ZERO_ALLOC : QCOW2_CLUSTER_ZERO_PLAIN;
+	if (e.bitmap & (1ull << sc))
+		return QCOW2_CLUSTER_NORMAL;
+	return QCOW2_CLUSTER_UNALLOCATED;
+}
+
+/*
  * Fill @buf with bytes [from, to) of guest cluster @gc (guest offset of
- * the cluster) as this layer currently shows them, entry @e.
+ * the cluster) as this layer currently shows them, entry @e. Runs without
+ * q->lock: the cluster is registered exclusive by the caller.
  */
 static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 		     uint8_t *buf, uint64_t from, uint64_t to)
@@ -422,12 +514,9 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 			bc_align_down(pos, 1ull << q->subcluster_bits) +
 			(1ull << q->subcluster_bits);
 		uint64_t seg = BC_MIN(to, sc_end) - pos, host;
-		enum qcow2_cluster_type type;
+		enum qcow2_cluster_type type = entry_kind(q, e, gc + pos, &host);
 		uint8_t *dst = buf + (pos - from);
 
-		ret = qcow2_l2_classify(q, e, gc + pos, &type, &host);
-		if (ret < 0)
-			return ret;
 		switch (type) {
 		case QCOW2_CLUSTER_UNALLOCATED:
 			if (has_backing(q) && !q->img->backing) {
@@ -535,41 +624,31 @@ static struct qcow2_l2_entry new_entry(struct qcow2 *q, const struct plan *p,
 }
 
 /*
- * Write guest data for plans [a, b) (one run: all allocating, or all in
- * place with contiguous host clusters), then their L2 entries, then free
- * what they replaced. @src is the guest data for the run's first byte.
+ * Write guest data for plans [a, b) (one run: all allocating with
+ * contiguous new clusters, or all in place with contiguous host clusters),
+ * with the copy-on-write head and tail, in one pwritev. @src is the guest
+ * data for the run's first byte. Runs without q->lock (unless
+ * q->data_under_lock): uses only the plans and fields fixed at open.
  */
-static int write_run(struct qcow2 *q, struct qcow2_l2_table *t, struct plan *pl,
-		     size_t a, size_t b, const uint8_t *src, uint64_t l2_base)
+static int write_run_data(struct qcow2 *q, const struct plan *pl, size_t a,
+			  size_t b, const uint8_t *src, uint64_t l2_base)
 {
-	uint64_t cs = q->cluster_size, host0, dlen, i;
-	struct plan *f = &pl[a], *l = &pl[b - 1];
+	uint64_t cs = q->cluster_size, dlen;
+	const struct plan *f = &pl[a], *l = &pl[b - 1];
 	uint8_t *head = NULL, *tail = NULL;
 	struct iovec iov[3];
 	int cnt = 0, ret;
-	int64_t nw = 0;
-	bool changed = false;
 
-	if (f->alloc) {
-		nw = qcow2_alloc_clusters_locked(q, b - a);
-		if (nw < 0)
-			return (int)nw;
-		host0 = (uint64_t)nw;
-	} else {
-		host0 = f->host;
-	}
 	dlen = (b - a - 1) * cs + l->ge - f->gs;
 	if (f->ws < f->gs) {
 		head = qcow2_alloc_buf(f->gs - f->ws);
-		if (!head) {
-			ret = -ENOMEM;
-			goto out_release;
-		}
+		if (!head)
+			return -ENOMEM;
 		ret = fill_view(q, f->old,
 				l2_base + (f->idx << q->cluster_bits), head,
 				f->ws, f->gs);
 		if (ret < 0)
-			goto out_release;
+			goto out_free;
 		iov[cnt].iov_base = head;
 		iov[cnt++].iov_len = f->gs - f->ws;
 	}
@@ -579,81 +658,61 @@ static int write_run(struct qcow2 *q, struct qcow2_l2_table *t, struct plan *pl,
 		tail = qcow2_alloc_buf(l->we - l->ge);
 		if (!tail) {
 			ret = -ENOMEM;
-			goto out_release;
+			goto out_free;
 		}
 		ret = fill_view(q, l->old,
 				l2_base + (l->idx << q->cluster_bits), tail,
 				l->ge, l->we);
 		if (ret < 0)
-			goto out_release;
+			goto out_free;
 		iov[cnt].iov_base = tail;
 		iov[cnt++].iov_len = l->we - l->ge;
 	}
-	ret = host_writev(q, iov, cnt, host0 + f->ws);
-	if (ret < 0) {
+	ret = host_writev(q, iov, cnt, f->nhost + f->ws);
+	if (ret < 0)
 		io_error(q, ret, "write data");
-		goto out_release;
-	}
-	for (i = a; i < b; i++) {
-		struct qcow2_l2_entry ne =
-			new_entry(q, &pl[i], host0 + (i - a) * cs);
-
-		if (ne.raw != pl[i].old.raw || ne.bitmap != pl[i].old.bitmap) {
-			qcow2_l2_entry_set(q, t, pl[i].idx, ne);
-			changed = true;
-		}
-	}
-	if (changed) {
-		ret = qcow2_l2_write_entries_locked(q, t, f->idx, b - a);
-		if (ret < 0) {
-			for (i = a; i < b; i++)
-				qcow2_l2_entry_set(q, t, pl[i].idx, pl[i].old);
-			goto out_release;
-		}
-	}
+out_free:
 	free(head);
 	free(tail);
-	if (f->alloc) {
-		for (i = a; i < b; i++) {
-			ret = release_entry(q, pl[i].old);
-			if (ret < 0)
-				return ret;
-		}
-	}
-	return 0;
-
-out_release:
-	free(head);
-	free(tail);
-	if (f->alloc)
-		(void)qcow2_free_clusters_locked(q, host0, (b - a) * cs);
 	return ret;
 }
 
-/* Write [off, off+n) lying inside one L2 table. */
-static int write_chunk(struct qcow2 *q, const uint8_t *src, uint64_t n,
-		       uint64_t off)
+/* End of the run starting at plan @a (same kind, contiguous host). */
+static size_t run_end(const struct qcow2 *q, const struct plan *pl, size_t np,
+		      size_t a)
 {
-	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
-	uint64_t l2_base = bc_align_down(off, span);
-	uint64_t first = off >> q->cluster_bits;
-	uint64_t last = (off + n - 1) >> q->cluster_bits;
-	size_t np = (size_t)(last - first + 1), i, a;
-	struct qcow2_l2_table *t;
-	struct plan *pl;
+	size_t i;
+
+	for (i = a + 1; i < np; i++)
+		if (pl[i].alloc != pl[a].alloc ||
+		    pl[i].nhost != pl[i - 1].nhost + q->cluster_size)
+			break;
+	return i;
+}
+
+/*
+ * Plan the @np clusters of the chunk [off, off+n) from its L2 table
+ * (allocated or copied first when needed). *exclusive: whether the chunk
+ * changes the mapping or rewrites bytes it does not own.
+ */
+static int plan_chunk(struct qcow2 *q, struct plan *pl, size_t np,
+		      uint64_t off, uint64_t n, bool *exclusive)
+{
+	uint64_t cs = q->cluster_size, first = off >> q->cluster_bits;
+	uint64_t align = qcow2_io_align(q);
+	struct qcow2_table *t;
+	size_t i;
 	int ret;
 
 	ret = l2_for_write(q, off, true, &t);
 	if (ret < 0)
 		return ret;
-	pl = calloc(np, sizeof(*pl));
-	if (!pl) {
-		qcow2_l2_put_locked(q, t);
-		return -ENOMEM;
-	}
+	/* A partial O_DIRECT block is read, patched and written back. */
+	*exclusive = !bc_is_aligned(off, align) || !bc_is_aligned(off + n, align);
 	for (i = 0; i < np; i++) {
 		uint64_t gc = (first + i) << q->cluster_bits;
 		struct plan *p = &pl[i];
+		struct qcow2_l2_entry ne;
 
 		p->idx = qcow2_l2_index(q, gc);
 		p->old = qcow2_l2_entry_get(q, t, p->idx);
@@ -667,30 +726,149 @@ static int write_chunk(struct qcow2 *q, const uint8_t *src, uint64_t n,
 			ret = qcow2_l2_classify(q, p->old, gc + p->gs, &type,
 						&h);
 			if (ret < 0)
-				goto out;
+				break;
 		}
 		plan_cluster(q, p);
+		p->nhost = p->host;
+		ne = new_entry(q, p, p->host);
+		if (p->alloc || p->ws != p->gs || p->we != p->ge ||
+		    ne.raw != p->old.raw || ne.bitmap != p->old.bitmap)
+			*exclusive = true;
 	}
-	for (a = 0; a < np; a = i) {
-		for (i = a + 1; i < np; i++) {
-			if (pl[i].alloc != pl[a].alloc)
-				break;
-			if (!pl[a].alloc && pl[i].host != pl[i - 1].host + cs)
-				break;
-		}
-		ret = write_run(q, t, pl, a, i,
-				src + (((first + a) << q->cluster_bits) +
-				       pl[a].gs - off),
-				l2_base);
-		if (ret < 0)
-			goto out;
-	}
-out:
-	free(pl);
 	qcow2_l2_put_locked(q, t);
 	return ret;
 }
 
+/* Release the new clusters of the allocating plans (never linked). */
+static void free_new_clusters(struct qcow2 *q, struct plan *pl, size_t np)
+{
+	size_t i;
+
+	for (i = 0; i < np; i++) {
+		if (pl[i].alloc && pl[i].nhost) {
+			(void)qcow2_free_clusters_locked(q, pl[i].nhost,
+							 q->cluster_size);
+			pl[i].nhost = 0;
+		}
+	}
+}
+
+/* Give every run of allocating plans one range of new clusters. */
+static int alloc_runs(struct qcow2 *q, struct plan *pl, size_t np)
+{
+	size_t a, i, k;
+	int64_t nw;
+
+	for (i = 0; i < np; i++)
+		if (pl[i].alloc)
+			pl[i].nhost = 0;
+	for (a = 0; a < np; a = i) {
+		for (i = a + 1; i < np && pl[i].alloc == pl[a].alloc; i++)
+			;
+		if (!pl[a].alloc)
+			continue;
+		nw = qcow2_alloc_clusters_locked(q, i - a);
+		if (nw < 0) {
+			free_new_clusters(q, pl, np);
+			return (int)nw;
+		}
+		for (k = a; k < i; k++)
+			pl[k].nhost = (uint64_t)nw + (k - a) * q->cluster_size;
+	}
+	return 0;
+}
+
+/*
+ * Set the new entries of the chunk's plans in its L2 table (looked up
+ * again: the lock was dropped) and defer the release of what they
+ * replaced.
+ */
+static int commit_chunk(struct qcow2 *q, struct plan *pl, size_t np,
+			uint64_t off)
+{
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)];
+	struct qcow2_table *t;
+	size_t i;
+	int ret;
+
+	/* No one else changes clusters this chunk holds exclusively. */
+	assert((l1e & QCOW2_OFLAG_COPIED) && (l1e & QCOW2_L1E_OFFSET_MASK));
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < np; i++) {
+		struct qcow2_l2_entry ne = new_entry(q, &pl[i], pl[i].nhost);
+		struct qcow2_l2_entry cur = qcow2_l2_entry_get(q, t, pl[i].idx);
+
+		assert(cur.raw == pl[i].old.raw &&
+		       cur.bitmap == pl[i].old.bitmap);
+		if (ne.raw != cur.raw || ne.bitmap != cur.bitmap)
+			qcow2_l2_entry_set(q, t, pl[i].idx, ne);
+	}
+	qcow2_l2_put_locked(q, t);
+	for (i = 0; i < np; i++) {
+		if (!pl[i].alloc)
+			continue;
+		pl[i].alloc = false; /* linked now: not freed on error */
+		ret = release_entry(q, pl[i].old);
+		if (ret < 0)
+			return ret;
+	}
+	return 0;
+}
+
+/*
+ * Write [off, off+n) lying inside one L2 table. Called and returns with
+ * q->lock held; drops it around the data I/O (see the top comment).
+ */
+static int write_chunk(struct qcow2 *q, const uint8_t *src, uint64_t n,
+		       uint64_t off)
+{
+	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
+	uint64_t l2_base = bc_align_down(off, span);
+	uint64_t first = off >> q->cluster_bits;
+	uint64_t last = (off + n - 1) >> q->cluster_bits;
+	uint64_t rs = first << q->cluster_bits, re = (last + 1) << q->cluster_bits;
+	size_t np = (size_t)(last - first + 1), i, a;
+	struct qcow2_req req;
+	struct plan *pl;
+	bool exclusive;
+	int ret;
+
+	pl = calloc(np, sizeof(*pl));
+	if (!pl)
+		return -ENOMEM;
+	do {
+		ret = plan_chunk(q, pl, np, off, n, &exclusive);
+		if (ret < 0)
+			goto out_free;
+	} while (qcow2_req_wait_locked(q, rs, re, exclusive));
+	ret = alloc_runs(q, pl, np);
+	if (ret < 0)
+		goto out_free;
+	qcow2_req_add_locked(q, &req, rs, re, exclusive);
+	if (!q->data_under_lock)
+		pthread_mutex_unlock(&q->lock);
+	for (a = 0; a < np && ret == 0; a = i) {
+		i = run_end(q, pl, np, a);
+		ret = write_run_data(q, pl, a, i,
+				     src + (((first + a) << q->cluster_bits) +
+					    pl[a].gs - off),
+				     l2_base);
+	}
+	if (!q->data_under_lock)
+		pthread_mutex_lock(&q->lock);
+	if (ret == 0)
+		ret = commit_chunk(q, pl, np, off);
+	if (ret < 0)
+		free_new_clusters(q, pl, np);
+	qcow2_req_remove_locked(q, &req);
+out_free:
+	free(pl);
+	return ret;
+}
+
+/* Write [off, off+n); q->lock held, dropped around data I/O. */
 static int write_locked(struct qcow2 *q, const uint8_t *src, uint64_t n,
 			uint64_t off)
 {
@@ -708,7 +886,7 @@ static int write_locked(struct qcow2 *q, const uint8_t *src, uint64_t n,
 		off += chunk;
 		n -= chunk;
 	}
-	return 0;
+	return trim_deferred_locked(q);
 }
 
 /* Zero data through the write path (partial clusters, v2 with backing). */
@@ -719,9 +897,10 @@ static int write_zero_data_locked(struct qcow2 *q, uint64_t off, uint64_t len)
 
 	if (!len)
 		return 0;
-	z = calloc(1, BC_MIN(len, ZERO_CHUNK));
+	z = qcow2_alloc_buf(BC_MIN(len, ZERO_CHUNK));
 	if (!z)
 		return -ENOMEM;
+	memset(z, 0, BC_MIN(len, ZERO_CHUNK));
 	while (len && ret == 0) {
 		uint64_t n = BC_MIN(len, ZERO_CHUNK);
 
@@ -746,6 +925,180 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	return write_locked(q, buf, n, off);
 }
 
+/* --- mapping for I/O outside the driver (asynchronous guest requests) ------- */
+
+/* What a mapped range holds (struct fmt_io_map's storage). */
+struct io_map_state {
+	struct qcow2_req req;
+	uint64_t new_host; /* allocating: the first new cluster, else 0 */
+};
+
+static struct io_map_state *io_map_state(struct fmt_io_map *map)
+{
+	_Static_assert(sizeof(struct io_map_state) <= sizeof(map->reg),
+		       "fmt_io_map.reg holds a struct io_map_state");
+	return (struct io_map_state *)(void *)map->reg;
+}
+
+/*
+ * How a write of [off, off+len), inside one L2 table, can go outside the
+ * driver: in place (*alloc false; clusters the image owns, no
+ * copy-on-write, no entry change: write_chunk's shared case, contiguous
+ * on the host, *host is where @off is) or into new clusters (*alloc true;
+ * whole clusters none of which the image owns: nothing to copy, every
+ * entry replaced). -ENOTSUP when neither (a mix, partial clusters needing
+ * copy-on-write, a missing or shared L2 table, compressed in place).
+ */
+static int plan_io_write_locked(struct qcow2 *q, uint64_t off, uint64_t len,
+				bool *alloc, uint64_t *host)
+{
+	uint64_t cs = q->cluster_size, first = off >> q->cluster_bits;
+	uint64_t last = (off + len - 1) >> q->cluster_bits, i;
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)];
+	bool whole = bc_is_aligned(off | len, cs);
+	struct qcow2_table *t;
+	int ret;
+
+	if (qcow2_l1_index(q, off) != qcow2_l1_index(q, off + len - 1) ||
+	    !(l1e & QCOW2_OFLAG_COPIED) || !(l1e & QCOW2_L1E_OFFSET_MASK))
+		return -ENOTSUP;
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = first; i <= last && ret == 0; i++) {
+		uint64_t gc = i << q->cluster_bits, h;
+		struct plan p = { .idx = qcow2_l2_index(q, gc) };
+		enum qcow2_cluster_type type;
+		struct qcow2_l2_entry ne;
+		bool in_place;
+
+		p.old = qcow2_l2_entry_get(q, t, p.idx);
+		p.gs = (uint32_t)(BC_MAX(off, gc) - gc);
+		p.ge = (uint32_t)(BC_MIN(off + len, gc + cs) - gc);
+		if (!(p.old.raw & QCOW2_OFLAG_COMPRESSED)) {
+			ret = qcow2_l2_classify(q, p.old, gc + p.gs, &type, &h);
+			if (ret < 0)
+				break;
+		}
+		plan_cluster(q, &p);
+		ne = new_entry(q, &p, p.host);
+		in_place = !p.alloc && p.ws == p.gs && p.we == p.ge &&
+			   ne.raw == p.old.raw && ne.bitmap == p.old.bitmap;
+		if (i == first) {
+			*alloc = !in_place;
+			*host = p.host + p.gs;
+		}
+		if (*alloc ? !whole || !p.alloc : !in_place)
+			ret = -ENOTSUP;
+		else if (!*alloc &&
+			 p.host != *host - (off & (cs - 1)) + (i - first) * cs)
+			ret = -ENOTSUP;
+	}
+	qcow2_l2_put_locked(q, t);
+	return ret;
+}
+
+int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+		 struct fmt_io_map *map)
+{
+	struct qcow2 *q = img->priv;
+	struct io_map_state *st = io_map_state(map);
+	uint64_t rs = bc_align_down(off, q->cluster_size);
+	uint64_t re = bc_align_up(off + len, q->cluster_size);
+	struct qcow2_mapping m;
+	bool alloc = false;
+	uint64_t host = 0;
+	int64_t nw;
+	int ret;
+
+	BC_LOCK_GUARD(&q->lock);
+	/* Small clusters share O_DIRECT blocks: their data I/O is locked. */
+	if (q->data_under_lock)
+		return -ENOTSUP;
+	if (write) {
+		/* The first write of an image goes through the driver. */
+		if (!q->write_ready)
+			return -ENOTSUP;
+		ret = plan_io_write_locked(q, off, len, &alloc, &host);
+	} else {
+		ret = qcow2_map_ext_locked(q, off, len, &m);
+		if (ret == 0 && (m.type != QCOW2_CLUSTER_NORMAL || m.run < len ||
+				 m.host_off + len > q->file_size))
+			ret = -ENOTSUP;
+		host = m.host_off;
+	}
+	if (ret < 0)
+		return ret;
+	/* New clusters are invisible until linked: exclusive until then. */
+	if (qcow2_req_conflicts_locked(q, rs, re, alloc))
+		return -EAGAIN;
+	if (alloc) {
+		nw = qcow2_alloc_clusters_locked(q, len >> q->cluster_bits);
+		if (nw < 0)
+			return (int)nw;
+		host = (uint64_t)nw;
+	}
+	if (write)
+		qcow2_bitmaps_note_write(q, off, len);
+	qcow2_req_add_locked(q, &st->req, rs, re, alloc);
+	st->new_host = alloc ? host : 0;
+	map->fd = q->img->fd;
+	map->host_off = host;
+	map->known_end = q->file_size;
+	return 0;
+}
+
+/*
+ * Link the new clusters of a completed allocating write: the data is in
+ * them (the cache's order then puts their refcounts on disk before the
+ * table), and the entries they replace are released once the tables are.
+ */
+static int link_new_clusters_locked(struct qcow2 *q, uint64_t off,
+				    uint64_t len, uint64_t host)
+{
+	uint64_t l1e = q->l1[qcow2_l1_index(q, off)], i;
+	struct qcow2_table *t;
+	int ret;
+
+	/* The exclusive registration kept the table and the entries. */
+	assert((l1e & QCOW2_OFLAG_COPIED) && (l1e & QCOW2_L1E_OFFSET_MASK));
+	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
+	if (ret < 0)
+		return ret;
+	for (i = 0; i < len >> q->cluster_bits && ret == 0; i++) {
+		uint64_t idx = qcow2_l2_index(q, off + (i << q->cluster_bits));
+		struct qcow2_l2_entry old = qcow2_l2_entry_get(q, t, idx);
+		struct qcow2_l2_entry ne = {
+			.raw = (host + (i << q->cluster_bits)) | QCOW2_OFLAG_COPIED,
+			.bitmap = q->extended_l2 ? EXT_ALL_ALLOC : 0,
+		};
+
+		qcow2_l2_entry_set(q, t, idx, ne);
+		ret = release_entry(q, old);
+	}
+	qcow2_l2_put_locked(q, t);
+	return ret < 0 ? ret : trim_deferred_locked(q);
+}
+
+int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
+{
+	struct qcow2 *q = img->priv;
+	struct io_map_state *st = io_map_state(map);
+	uint64_t off = st->req.start, len = st->req.end - st->req.start;
+	int ret = result;
+
+	BC_LOCK_GUARD(&q->lock);
+	if (st->new_host && result == 0) {
+		ret = link_new_clusters_locked(q, off, len, st->new_host);
+		if (ret < 0)
+			io_error(q, ret, "link new clusters");
+	}
+	if (st->new_host && ret < 0)
+		(void)qcow2_free_clusters_locked(q, st->new_host, len);
+	qcow2_req_remove_locked(q, &st->req);
+	return ret;
+}
+
 /* --- mapping for overwrite (copy destinations) ----------------------------- */
 
 /*
@@ -753,8 +1106,10 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
  * clusters already ours (COPIED, not compressed) in place while their host
  * clusters are contiguous, or else a run of fresh contiguous clusters that
  * replaces whatever the entries held (unallocated, zero, compressed,
- * shared). L2 entries are written before the caller writes the data: see
- * fmt_map_for_overwrite() for who may use this.
+ * shared). The L2 entries are set in the cache before the caller writes
+ * the data (they reach the file at the next flush or eviction): see
+ * fmt_map_for_overwrite() for who may use this. Waits until no request
+ * overlaps the clusters, then decides without dropping q->lock.
  */
 int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			    struct fmt_extent *ext)
@@ -763,7 +1118,7 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 	uint64_t cs = q->cluster_size, span = cs << q->l2_bits;
 	uint64_t first, n, i, host0 = 0;
 	struct qcow2_l2_entry old[64];
-	struct qcow2_l2_table *t;
+	struct qcow2_table *t;
 	bool alloc = false;
 	int64_t nw;
 	int ret;
@@ -779,6 +1134,7 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 	/* One L2 table, whole clusters, a bounded run. */
 	n = BC_MIN(len, bc_align_down(off, span) + span - off) >> q->cluster_bits;
 	n = BC_MIN(n, (uint64_t)BC_ARRAY_SIZE(old));
+	(void)qcow2_req_wait_locked(q, off, off + n * cs, true);
 	ret = l2_for_write(q, off, true, &t);
 	if (ret < 0)
 		return ret;
@@ -822,40 +1178,27 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 
 			qcow2_l2_entry_set(q, t, first + i, ne);
 		}
-		ret = qcow2_l2_write_entries_locked(q, t, first, n);
-		if (ret < 0) {
-			for (i = 0; i < n; i++)
-				qcow2_l2_entry_set(q, t, first + i, old[i]);
-			(void)qcow2_free_clusters_locked(q, host0, n * cs);
-			goto out_put;
-		}
 		for (i = 0; i < n && ret == 0; i++)
 			ret = release_entry(q, old[i]);
 		if (ret < 0)
 			goto out_put;
 	} else if (q->extended_l2) {
 		/* In place: every subcluster will hold data. */
-		bool changed = false;
-
 		for (i = 0; i < n; i++) {
 			struct qcow2_l2_entry ne = old[i];
 
 			ne.bitmap = EXT_ALL_ALLOC;
-			if (ne.bitmap != old[i].bitmap) {
+			if (ne.bitmap != old[i].bitmap)
 				qcow2_l2_entry_set(q, t, first + i, ne);
-				changed = true;
-			}
 		}
-		if (changed)
-			ret = qcow2_l2_write_entries_locked(q, t, first, n);
-		if (ret < 0)
-			goto out_put;
 	}
 	ext->len = n * cs;
 	ext->state = FMT_DATA;
 	ext->host_off = (int64_t)host0;
 out_put:
 	qcow2_l2_put_locked(q, t);
+	if (ret == 0)
+		ret = trim_deferred_locked(q);
 	return ret;
 }
 
@@ -911,13 +1254,15 @@ static struct qcow2_l2_entry zero_entry(struct qcow2 *q,
 static int zero_chunk(struct qcow2 *q, uint64_t s, uint64_t e, enum zmode mode)
 {
 	uint64_t cs = q->cluster_size, img_end = q->img->size;
-	uint64_t first = qcow2_l2_index(q, s), last = first, pos;
 	struct qcow2_l2_entry *olds = NULL;
-	struct qcow2_l2_table *t;
+	uint64_t pos;
+	struct qcow2_table *t;
 	bool need_table = has_backing(q);
 	uint64_t nidx, k;
 	int ret;
 
+	(void)qcow2_req_wait_locked(q, bc_align_down(s, cs), bc_align_up(e, cs),
+				    true);
 	ret = l2_for_write(q, s, need_table, &t);
 	if (ret < 0 || !t)
 		return ret;
@@ -936,7 +1281,6 @@ static int zero_chunk(struct qcow2 *q, uint64_t s, uint64_t e, enum zmode mode)
 		bool release = false;
 
 		olds[k] = old;
-		last = idx;
 		if (whole) {
 			ne = zero_entry(q, old, mode, &release);
 		} else {
@@ -954,7 +1298,6 @@ static int zero_chunk(struct qcow2 *q, uint64_t s, uint64_t e, enum zmode mode)
 			olds[k].raw = 0; /* nothing to free afterwards */
 		pos = ce;
 	}
-	ret = qcow2_l2_write_entries_locked(q, t, first, last - first + 1);
 	qcow2_l2_put_locked(q, t);
 	for (k = 0; ret == 0 && k < nidx; k++)
 		ret = release_entry(q, olds[k]);
@@ -970,7 +1313,7 @@ static int zero_partial(struct qcow2 *q, uint64_t p, uint64_t nx,
 			enum zmode mode)
 {
 	uint64_t l1e = q->l1[qcow2_l1_index(q, p)] & QCOW2_L1E_OFFSET_MASK;
-	struct qcow2_l2_table *t;
+	struct qcow2_table *t;
 	bool comp = false;
 	int ret;
 

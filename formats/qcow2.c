@@ -16,11 +16,13 @@
  * such rather than as whatever else might be odd about it.
  *
  * Reads: the mapping of a run is looked up under q->lock (through the L2
- * cache), then the data is read without the lock, one host pread per
- * contiguous run.
+ * cache) and the run is registered as a shared in-flight request (so no
+ * cluster it reads is replaced or freed meanwhile), then the data is read
+ * without the lock, one host pread per contiguous run.
  */
 #include "qcow2.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <stdarg.h>
@@ -597,14 +599,14 @@ err_free:
 /* Everything open allocated in @q (close, and open's failure path). */
 static void free_state(struct qcow2 *q)
 {
-	int i;
-
-	qcow2_l2_cache_free(q);
+	assert(!q->reqs);
+	qcow2_cache_destroy(&q->l2_cache);
+	qcow2_cache_destroy(&q->rb_cache);
 	qcow2_ccache_free(q);
 	qcow2_bitmaps_free(q);
 	pthread_mutex_destroy(&q->cc_lock);
-	for (i = 0; i < QCOW2_REFBLOCK_CACHE_SLOTS; i++)
-		free(q->rb_cache[i].data);
+	pthread_cond_destroy(&q->req_cond);
+	free(q->deferred);
 	free(q->reftable);
 	free(q->l1);
 	free(q->feature_names);
@@ -631,9 +633,11 @@ static int qcow2_open(struct fmt_image *img)
 		return -ENOMEM;
 	pthread_mutex_init(&q->lock, NULL);
 	pthread_mutex_init(&q->cc_lock, NULL);
+	pthread_cond_init(&q->req_cond, NULL);
 	q->img = img;
 	q->read_only = !(img->flags & FMT_OPEN_RDWR);
 	q->file_size = (uint64_t)st.st_size;
+	q->file_end = q->file_size;
 
 	ret = read_cluster0(img, q->file_size, &buf, &len);
 	if (ret < 0)
@@ -671,6 +675,14 @@ static int qcow2_open(struct fmt_image *img)
 	q->feature_names_len = exts.feature_table_len;
 	img->size = q->hdr.size;
 	img->priv = q;
+	q->data_under_lock = qcow2_io_align(q) > q->cluster_size;
+	ret = qcow2_cache_init(&q->l2_cache, qcow2_cache_slots(q->cluster_size),
+			       true);
+	if (ret == 0)
+		ret = qcow2_cache_init(&q->rb_cache,
+				       qcow2_cache_slots(q->cluster_size), false);
+	if (ret < 0)
+		goto err_exts;
 
 	ret = qcow2_l1_load(q);
 	if (ret < 0)
@@ -727,11 +739,21 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 
 	while (n) {
 		struct qcow2_mapping m;
+		struct qcow2_req req;
+		uint64_t rs, re;
 		size_t run;
 
 		pthread_mutex_lock(&q->lock);
-		ret = qcow2_map_ext_locked(q, off, n, &m);
+		do {
+			ret = qcow2_map_ext_locked(q, off, n, &m);
+			if (ret < 0)
+				break;
+			rs = bc_align_down(off, q->cluster_size);
+			re = bc_align_up(off + m.run, q->cluster_size);
+		} while (qcow2_req_wait_locked(q, rs, re, false));
 		known_end = q->file_size;
+		if (ret == 0)
+			qcow2_req_add_locked(q, &req, rs, re, false);
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			break;
@@ -758,6 +780,9 @@ static int qcow2_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 				run);
 			break;
 		}
+		pthread_mutex_lock(&q->lock);
+		qcow2_req_remove_locked(q, &req);
+		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
 			break;
 		p += run;
@@ -869,4 +894,6 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.get_info = qcow2_get_info,
 	.check = qcow2_check,
 	.map_for_overwrite = qcow2_map_for_overwrite,
+	.io_map = qcow2_io_map,
+	.io_unmap = qcow2_io_unmap,
 };

@@ -5,27 +5,68 @@
  * Spec: QEMU docs/interop/qcow2.txt. Files:
  *   qcow2.c          header parsing and validation, extensions, open/close,
  *                    get_info, the driver table, pread, block_status
- *   qcow2-l2.c       L1/L2 decoding, the L2 table cache, guest→host mapping
+ *   qcow2-cache.c    the write-back metadata cache (L2 tables, refcount
+ *                    blocks), in-flight request tracking, file growth
+ *   qcow2-l2.c       L1/L2 decoding, guest→host mapping
  *   qcow2-compress.c compressed cluster reads (raw deflate, window -12)
  *   qcow2-refcount.c refcount table/blocks of every width, cluster
- *                    allocation and freeing, refcount rebuild
+ *                    allocation, immediate and deferred freeing, rebuild
  *   qcow2-write.c    pwrite (allocation, copy-on-write), write_zeroes,
  *                    discard, flush, set_backing, dirty/autoclear handling
  *   qcow2-create.c   create
  *   qcow2-check.c    check (refcounts against actual references)
  *
- * Locking: q->lock protects every field below that changes after open
- * (caches, L1, refcount table, allocation state). Driver entry points take
- * it; functions named *_locked expect it held.
+ * Locking. q->lock protects every field below that changes after open
+ * (caches, L1, refcount table, allocation state, the in-flight request
+ * list, the deferred-free list). It covers metadata decisions only: guest
+ * data I/O and copy-on-write reads from the backing chain run without it.
+ * Functions named *_locked expect it held; none of them drops it, except
+ * where a comment says so (the write path). No pointer into a cache slot
+ * is kept across an unlock: after relocking, tables are looked up again.
  *
- * Crash consistency of allocation (the order of writes, as QEMU keeps it):
- * refcounts are raised before any L2/L1 entry points at a cluster, and
- * guest data is written before the L2 entry that exposes it. A crash may
- * leak clusters, never leave a referenced cluster unaccounted.
+ * In-flight requests (struct qcow2_req, q->reqs) are registered by guest
+ * cluster range while their data I/O runs unlocked. A request is either
+ * shared (reads, in-place overwrites of clusters the image owns) or
+ * exclusive (allocating writes, copy-on-write, partial-block rewrites
+ * under O_DIRECT). Exclusive conflicts with every overlapping request,
+ * shared only with overlapping exclusive ones. A request waits on
+ * q->req_cond until nothing it conflicts with overlaps it, and registers
+ * in the same critical section (check-and-insert): a registered request
+ * never waits, so there is no deadlock. Zero/discard and map_for_overwrite
+ * change the mapping without dropping the lock: they wait like exclusive
+ * requests and need no registration. Requests on other clusters never
+ * wait for each other.
  *
- * Metadata caches are write-through: a modified L2 table or refcount block
- * is written to the file before the call that modified it returns (only the
- * changed bytes need be written).
+ * When clusters are smaller than the O_DIRECT block (q->data_under_lock),
+ * data writes share blocks with neighbouring clusters and metadata; they
+ * are then done with q->lock held, as everything else.
+ *
+ * Metadata is written back, in order (crash consistency, as QEMU keeps
+ * it): L2 tables and refcount blocks live in write-back caches (one
+ * implementation, two instances) with a dirty flag per entry.
+ *  - Refcounts before references: before any dirty L2 table is written,
+ *    the dirty refcount blocks are written and the file is synced.
+ *  - Data before the L2 entry that exposes a new cluster: the entry is set
+ *    in the cache only after the data pwrite returned, and the sync above
+ *    comes before the table is written.
+ *  - Frees after the reference is gone: a cluster dropped from an L2 entry
+ *    goes on q->deferred; its refcount is lowered only after the L2 tables
+ *    were written back and synced. So no cluster is ever referenced twice
+ *    on disk, and no cluster is handed out again while unlocked I/O may
+ *    still use it (the request that dropped it excluded every overlapping
+ *    request, and later ones cannot find it).
+ *  - Structure growth is synchronous: a new refcount block or table is
+ *    written and synced before the table entry or header that points at
+ *    it; a new L2 table is counted (refcount blocks written), written and
+ *    synced before its L1 entry is written.
+ * qcow2_flush() (the guest's flush, the copy job's flush points) and close
+ * write everything back: refcount blocks, sync, L2 tables, sync, then the
+ * deferred frees are applied. A crash at any instant leaks clusters at
+ * worst, and every write acknowledged before a completed flush stays.
+ *
+ * The file grows ahead in allocated steps of max(1 MiB, file size / 16)
+ * (q->file_end is the physical size, q->file_size the end of what is
+ * allocated); close trims the unused tail.
  */
 #ifndef BC_FORMATS_QCOW2_H
 #define BC_FORMATS_QCOW2_H
@@ -133,20 +174,38 @@ struct qcow2_l2_entry {
 	uint64_t bitmap; /* extended L2: bits 0-31 alloc, 32-63 zero; else 0 */
 };
 
-/* One cached L2 table. */
-struct qcow2_l2_table {
-	uint64_t offset;    /* host offset of the table; 0 = slot free */
+/* One cached metadata cluster (an L2 table or a refcount block). */
+struct qcow2_table {
+	uint64_t offset;    /* host offset of the cluster; 0 = slot free */
 	uint8_t *data;      /* cluster_size bytes, big-endian as on disk */
 	uint64_t last_used; /* LRU stamp */
-	int refs;           /* pinned while > 0 */
+	int refs;           /* pinned while > 0 (never across an unlock) */
+	bool dirty;         /* changed since it was last written */
 };
 
-/* One cached refcount block. */
-struct qcow2_refblock {
-	uint64_t offset;
-	uint8_t *data;
-	uint64_t last_used;
-	int refs;
+/*
+ * A write-back cache of metadata clusters, least recently used out. The
+ * L2 cache (is_l2) writes back the refcount cache and syncs before it
+ * writes any of its own dirty tables.
+ */
+struct qcow2_cache {
+	struct qcow2_table *slots;
+	unsigned int n;
+	uint64_t clock;
+	bool is_l2;
+	unsigned int ndirty;
+};
+
+/* A guest request in flight without q->lock (see the top comment). */
+struct qcow2_req {
+	uint64_t start, end; /* guest bytes, cluster-aligned */
+	bool exclusive;
+	struct qcow2_req *next;
+};
+
+/* A host range whose refcount drops once the L2 tables are on disk. */
+struct qcow2_range {
+	uint64_t off, len;
 };
 
 /* Bitmap directory entry flags (spec "Bitmap directory"). */
@@ -196,11 +255,15 @@ struct qcow2_bitmaps {
 			       record writes until qcow2_bitmaps_store_locked() */
 };
 
-#define QCOW2_L2_CACHE_SLOTS       16
 #define QCOW2_CCACHE_SLOTS         2
 /* Most L2 entries (or unallocated L1 entries) one mapping call visits. */
 #define QCOW2_MAP_MAX_ENTRIES      32768
-#define QCOW2_REFBLOCK_CACHE_SLOTS 8
+/* Bytes of metadata each cache may hold, and its slot bounds. */
+#define QCOW2_CACHE_BYTES          (4u << 20)
+#define QCOW2_CACHE_MIN_SLOTS      16
+#define QCOW2_CACHE_MAX_SLOTS      256
+/* Deferred frees that make a write write the metadata back. */
+#define QCOW2_DEFERRED_MAX         4096
 
 struct qcow2 {
 	struct fmt_image *img;      /* back pointer; img->fd is the file */
@@ -227,14 +290,23 @@ struct qcow2 {
 	uint64_t refcount_max;
 	uint32_t refblock_bits;     /* log2 of refcount entries per block */
 
-	struct qcow2_l2_table l2_cache[QCOW2_L2_CACHE_SLOTS];
-	struct qcow2_refblock rb_cache[QCOW2_REFBLOCK_CACHE_SLOTS];
-	uint64_t lru_clock;
+	struct qcow2_cache l2_cache;
+	struct qcow2_cache rb_cache;
 
-	uint64_t file_size;         /* current end of file */
+	struct qcow2_req *reqs;     /* in flight without the lock */
+	pthread_cond_t req_cond;    /* signalled when a request ends */
+	unsigned int req_waiters;
+	bool data_under_lock;       /* clusters smaller than the O_DIRECT block */
+
+	struct qcow2_range *deferred; /* frees waiting for the L2 write-back */
+	size_t ndeferred, deferred_cap;
+
+	uint64_t file_size;         /* end of the allocated clusters (at least) */
+	uint64_t file_end;          /* physical size we grew the file to */
 	uint64_t free_hint;         /* lowest cluster index that may be free */
 	bool dirty_marked;          /* incompatible dirty bit set by us */
 	bool autoclear_cleared;     /* unknown autoclear bits cleared before first write */
+	bool write_ready;           /* qcow2_prepare_write_locked() has nothing left to do */
 
 	struct qcow2_bitmaps bitmaps;
 
@@ -294,25 +366,25 @@ int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx);
 /*
  * Get the L2 table at host offset @l2_off through the cache, pinned
  * (refs++). Validates that the offset lies inside the file and is aligned.
- * Release with qcow2_l2_put().
+ * Release with qcow2_l2_put_locked() before q->lock is dropped.
  */
 int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
-			struct qcow2_l2_table **out);
-void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_l2_table *t);
+			struct qcow2_table **out);
+void qcow2_l2_put_locked(struct qcow2 *q, struct qcow2_table *t);
 
 /* Drop a table from the cache (after it was freed or replaced). */
 void qcow2_l2_evict_locked(struct qcow2 *q, uint64_t l2_off);
 
 /* Entry @idx of a table, decoded from big-endian. */
 struct qcow2_l2_entry qcow2_l2_entry_get(const struct qcow2 *q,
-					 const struct qcow2_l2_table *t,
+					 const struct qcow2_table *t,
 					 uint64_t idx);
-/* Store entry @idx in the cached table (not yet on disk). */
-void qcow2_l2_entry_set(const struct qcow2 *q, struct qcow2_l2_table *t,
+/*
+ * Store entry @idx in the cached table and mark it dirty: it reaches the
+ * file at the next write-back (flush, close, eviction).
+ */
+void qcow2_l2_entry_set(struct qcow2 *q, struct qcow2_table *t,
 			uint64_t idx, struct qcow2_l2_entry e);
-/* Write entries [first, first+count) of a cached table to the file. */
-int qcow2_l2_write_entries_locked(struct qcow2 *q, struct qcow2_l2_table *t,
-				  uint64_t first, uint64_t count);
 
 /*
  * Classify an L2 entry for the subcluster that contains guest offset
@@ -332,6 +404,67 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 int qcow2_map_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 		     enum qcow2_cluster_type *type, uint64_t *host_off,
 		     uint64_t *run);
+
+/* --- qcow2-cache.c ---------------------------------------------------- */
+
+/* Set up / free a cache of @n slots (buffers are allocated on first use). */
+int qcow2_cache_init(struct qcow2_cache *c, unsigned int n, bool is_l2);
+void qcow2_cache_destroy(struct qcow2_cache *c);
+
+/* Slots for a cache of cluster_size entries (QCOW2_CACHE_BYTES, bounded). */
+unsigned int qcow2_cache_slots(uint64_t cluster_size);
+
+/*
+ * The cluster at host offset @off, pinned. @fresh: a new cluster, zeroed
+ * instead of read (and marked dirty). Evicting a dirty entry writes the
+ * whole cache back first (with the ordering of the top comment).
+ */
+int qcow2_cache_get_locked(struct qcow2 *q, struct qcow2_cache *c,
+			   uint64_t off, bool fresh, struct qcow2_table **out);
+void qcow2_cache_put_locked(struct qcow2_cache *c, struct qcow2_table *t);
+void qcow2_cache_mark_dirty_locked(struct qcow2_cache *c, struct qcow2_table *t);
+/* Forget the entry at @off (its cluster was freed or replaced), dirty or not. */
+void qcow2_cache_drop_locked(struct qcow2_cache *c, uint64_t off);
+void qcow2_cache_drop_all_locked(struct qcow2_cache *c);
+
+/*
+ * Write every dirty entry of @c. For the L2 cache, the refcount cache is
+ * written back and the file synced first. Returns 0 or -errno (entries
+ * that could not be written stay dirty).
+ */
+int qcow2_cache_writeback_locked(struct qcow2 *q, struct qcow2_cache *c);
+
+/*
+ * Write back all metadata in order and apply the deferred frees:
+ * refcount blocks, sync, L2 tables, sync, frees. Returns 0 or -errno.
+ */
+int qcow2_flush_metadata_locked(struct qcow2 *q);
+
+/* Sync the image file; records the error. */
+int qcow2_sync_locked(struct qcow2 *q);
+
+/*
+ * Wait (dropping q->lock while waiting) until no request that conflicts
+ * with an @exclusive one on guest range [start, end) is in flight.
+ * Returns whether it waited (the caller must then look everything up
+ * again).
+ */
+bool qcow2_req_wait_locked(struct qcow2 *q, uint64_t start, uint64_t end,
+			   bool exclusive);
+/* Whether a request would have to wait (nothing waited for). */
+bool qcow2_req_conflicts_locked(struct qcow2 *q, uint64_t start, uint64_t end,
+				bool exclusive);
+void qcow2_req_add_locked(struct qcow2 *q, struct qcow2_req *r, uint64_t start,
+			  uint64_t end, bool exclusive);
+void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r);
+
+/*
+ * Make the file at least @end bytes long, growing it ahead in large steps
+ * (q->file_size becomes at least @end). Returns 0 or -errno.
+ */
+int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end);
+/* Cut the file back to q->file_size when it was grown ahead (close). */
+int qcow2_trim_file_locked(struct qcow2 *q);
 
 /* --- qcow2-compress.c ------------------------------------------------- */
 
@@ -363,20 +496,39 @@ int qcow2_get_refcount_locked(struct qcow2 *q, uint64_t cluster, uint64_t *rc);
 
 /*
  * Add @delta to the refcount of every cluster overlapping host range
- * [off, off+len); allocates refcount blocks (and grows the table) as
- * needed. -EUCLEAN on underflow/overflow.
+ * [off, off+len) in the refcount cache (written back later, see the top
+ * comment); allocates refcount blocks (and grows the table, both
+ * synchronously) as needed. -EUCLEAN on underflow/overflow, and then
+ * nothing changed.
  */
 int qcow2_update_refcount_locked(struct qcow2 *q, uint64_t off, uint64_t len,
 				 int64_t delta);
 
 /*
- * Allocate @n contiguous clusters with refcount 1 (refcounts written
- * before return). Returns the host offset, or -errno.
+ * Allocate @n contiguous clusters with refcount 1, raised in the refcount
+ * cache; the file is grown to hold them. A caller that links them from
+ * anything but a cached L2 table (a table written directly, the header)
+ * first writes the refcount cache back and syncs
+ * (qcow2_cache_writeback_locked(q, &q->rb_cache), qcow2_sync_locked()).
+ * Returns the host offset, or -errno.
  */
 int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n);
 
-/* Release clusters (refcount -1). */
+/*
+ * Release clusters now (refcount -1): for clusters no reference on disk
+ * or in the caches points at (never linked, or unlinked and on disk).
+ */
 int qcow2_free_clusters_locked(struct qcow2 *q, uint64_t off, uint64_t len);
+
+/*
+ * Release clusters that a cached L2 entry (or L1 entry) stopped pointing
+ * at: the refcount drops at the next metadata write-back, once the change
+ * is on disk. Returns 0 or -ENOMEM.
+ */
+int qcow2_free_clusters_deferred_locked(struct qcow2 *q, uint64_t off,
+					uint64_t len);
+/* Apply the deferred frees (L2 tables written back and synced). */
+int qcow2_apply_deferred_frees_locked(struct qcow2 *q);
 
 /*
  * Rebuild all refcounts from the actual references (L1, L2, data,
@@ -402,6 +554,10 @@ int qcow2_flush(struct fmt_image *img);
 int qcow2_set_backing(struct fmt_image *img, const char *name,
 		      const char *fmt);
 /* fmt_map_for_overwrite() for qcow2 (qcow2-write.c). */
+/* fmt_io_map() and fmt_io_unmap() (qcow2-write.c). */
+int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
+		 struct fmt_io_map *map);
+int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
 int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			    struct fmt_extent *ext);
 
@@ -409,11 +565,14 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
  * Called at open for a writable image: rebuild refcounts if the dirty bit
  * is set, clear unknown autoclear bits. And before the first write:
  * qcow2_prepare_write_locked() sets the dirty bit when lazy refcounts are
- * on (and clears it at flush/close).
+ * on (close clears it once everything is written back).
  */
 int qcow2_open_rw(struct qcow2 *q);
 int qcow2_prepare_write_locked(struct qcow2 *q);
-/* Called from close for a writable image: flush, clear the dirty bit. */
+/*
+ * Called from close for a writable image: write all metadata back, trim
+ * the file, sync, clear the dirty bit.
+ */
 int qcow2_close_rw(struct qcow2 *q);
 
 /* --- qcow2-bitmap.c ---------------------------------------------------- */
@@ -537,9 +696,6 @@ int qcow2_map_ext_locked(struct qcow2 *q, uint64_t off, uint64_t len,
  */
 int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
 		     uint64_t known_end);
-
-/* Free every L2 cache buffer (close). */
-void qcow2_l2_cache_free(struct qcow2 *q);
 
 /*
  * Compressed descriptor of @raw: host byte offset and the number of bytes

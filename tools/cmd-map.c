@@ -69,9 +69,24 @@ struct map_entry {
 	int64_t offset; /* -1: no host offset */
 };
 
-static void entry_from_extent(struct map_entry *e, uint64_t start,
-			      const struct fmt_extent *ext)
+/* The layer of @top at @depth (0: @top), which block status reported. */
+static const struct fmt_image *layer_at(const struct fmt_image *top, int depth)
 {
+	while (depth-- > 0 && top)
+		top = top->backing;
+	return top;
+}
+
+/*
+ * An export's data is at its guest offsets, as `qemu-img map` shows it
+ * (the NBD protocol layer maps one to one).
+ */
+static void entry_from_extent(struct map_entry *e, uint64_t start,
+			      const struct fmt_extent *ext,
+			      const struct fmt_image *top)
+{
+	const struct fmt_image *layer = layer_at(top, ext->depth);
+
 	e->start = start;
 	e->length = ext->len;
 	e->depth = ext->depth;
@@ -79,6 +94,8 @@ static void entry_from_extent(struct map_entry *e, uint64_t start,
 	e->zero = ext->state != FMT_DATA;
 	e->data = ext->state == FMT_DATA;
 	e->offset = ext->state == FMT_UNALLOC ? -1 : ext->host_off;
+	if (e->present && layer && layer->drv->protocol)
+		e->offset = (int64_t)start;
 }
 
 static bool mergeable(const struct map_entry *a, const struct map_entry *b)
@@ -182,7 +199,7 @@ static int walk(const char *path, struct fmt_image *top, bool json,
 					"block status returned a bad extent");
 			return TOOL_EXIT_FAILURE;
 		}
-		entry_from_extent(&next, off, &ext);
+		entry_from_extent(&next, off, &ext, top);
 		off += ext.len;
 		if (have && mergeable(&cur, &next)) {
 			cur.length += next.length;

@@ -121,11 +121,18 @@ static void image_write(struct fmt_image *img, uint8_t *shadow, uint64_t off,
  */
 void fx_open_chain(struct fx *fx, int n)
 {
+	fx_open_chain_with(fx, n, 0, 0);
+}
+
+void fx_open_chain_with(struct fx *fx, int n, uint32_t cluster_size,
+			unsigned int disk_flags)
+{
 	int k;
 
 	ck_assert_int_le(n, FX_MAX_LAYERS);
 	for (k = 0; k < n; k++) {
-		struct fmt_create_opts co = { .format = "qcow2", .size = FX_SIZE };
+		struct fmt_create_opts co = { .format = "qcow2", .size = FX_SIZE,
+					      .cluster_size = cluster_size };
 		char name[64], prev[64];
 		struct fmt_image *img;
 
@@ -154,7 +161,7 @@ void fx_open_chain(struct fx *fx, int n)
 	}
 	fx->nlayers = n;
 	fx->top = fx->layers[n - 1];
-	fx->disk = bc_disk_open(fx->eng, fx->top, "qcow2", 0);
+	fx->disk = bc_disk_open(fx->eng, fx->top, "qcow2", disk_flags);
 	ck_assert_msg(fx->disk, "bc_disk_open: %s", bc_last_error()->message);
 }
 

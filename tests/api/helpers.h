@@ -40,6 +40,9 @@ void fx_setup(struct fx *fx);
 void fx_teardown(struct fx *fx);
 /* Build a chain of @n qcow2 layers (relative backing names) and open it. */
 void fx_open_chain(struct fx *fx, int n);
+/* The same with @cluster_size (0: the default) and bc_disk_open flags. */
+void fx_open_chain_with(struct fx *fx, int n, uint32_t cluster_size,
+			unsigned int disk_flags);
 void fx_close_disk(struct fx *fx);
 /* "<dir>/<name>" in a scratch buffer that lives until the test ends. */
 const char *fx_path(struct fx *fx, const char *name);

@@ -10,6 +10,11 @@
  * only; the callback records them per disk, and each disk must see
  * exactly MIRRORING then COMPLETED (pivot) or CANCELED (abort): none lost,
  * none repeated, none out of order. Seeded (BC_TEST_SEED repeats a run).
+ *
+ * It found a race at job start: a guest write that entered the disk before
+ * the job was attached is not marked dirty, and the allocation scan could
+ * run before that write reached the source's mapping, so its granule was
+ * never copied (a whole write missing from the destination).
  */
 #include <check.h>
 #include <ftw.h>
@@ -231,23 +236,39 @@ static void make_disk(struct mdisk *d, int i, unsigned int seed)
 	ck_assert_msg(d->disk, "open %s: %s", d->src, bc_last_error()->message);
 }
 
+/*
+ * The first run of bytes where @got and @want differ, as "[a, b)": says
+ * whether a whole guest write went missing or a few bytes are torn.
+ */
+static void first_difference(const uint8_t *got, const uint8_t *want,
+			     size_t *a, size_t *b)
+{
+	size_t i = 0;
+
+	while (i < DISK_SIZE && got[i] == want[i])
+		i++;
+	*a = i;
+	while (i < DISK_SIZE && got[i] != want[i])
+		i++;
+	*b = i;
+}
+
 static void check_image(const char *path, const char *format,
 			const uint8_t *want, const char *what)
 {
 	struct fmt_image *img;
 	uint8_t *buf = malloc(DISK_SIZE);
-	size_t i;
+	size_t a, b;
 
 	ck_assert_ptr_nonnull(buf);
 	ck_assert_msg(fmt_open(path, format, 0, &img) == 0, "open %s: %s", path,
 		      bc_last_error()->message);
 	ck_assert_int_eq(fmt_pread(img, buf, DISK_SIZE, 0), 0);
 	fmt_close(img);
-	for (i = 0; i < DISK_SIZE; i++) {
-		if (buf[i] != want[i])
-			ck_abort_msg("%s (%s) differs at offset %zu: 0x%02x, want 0x%02x",
-				     what, path, i, buf[i], want[i]);
-	}
+	first_difference(buf, want, &a, &b);
+	if (a < DISK_SIZE)
+		ck_abort_msg("%s (%s) differs in [%zu, %zu): 0x%02x, want 0x%02x", what,
+			     path, a, b, buf[a], want[a]);
 	free(buf);
 }
 
@@ -327,7 +348,7 @@ static void act(struct mdisk *d)
 	writer_resume(d);
 }
 
-/* R23 */
+/* R23, R35 */
 START_TEST(sixteen_disks_sixteen_jobs)
 {
 	unsigned int seed = test_seed();
@@ -381,16 +402,16 @@ START_TEST(sixteen_disks_sixteen_jobs)
 		struct mdisk *d = &disks[i];
 		const char *fmt = d->qcow2 ? "qcow2" : "raw";
 		uint8_t *buf = malloc(DISK_SIZE);
-		size_t k;
+		size_t a, b;
 
 		writer_stop(d);
 		ck_assert_msg(!d->failure[0], "disk %d writer: %s", i, d->failure);
 		ck_assert_ptr_nonnull(buf);
 		ck_assert_int_eq(bc_disk_pread(d->disk, buf, DISK_SIZE, 0), DISK_SIZE);
-		for (k = 0; k < DISK_SIZE; k++) {
-			if (buf[k] != d->shadow[k])
-				ck_abort_msg("disk %d differs from its shadow at %zu", i, k);
-		}
+		first_difference(buf, d->shadow, &a, &b);
+		if (a < DISK_SIZE)
+			ck_abort_msg("disk %d differs from its shadow in [%zu, %zu): 0x%02x, want 0x%02x",
+				     i, a, b, buf[a], d->shadow[a]);
 		free(buf);
 		ck_assert_str_eq(bc_disk_path(d->disk), d->action == ACT_PIVOT ? d->dst : d->src);
 		ck_assert_int_eq(bc_disk_close(d->disk), 0);

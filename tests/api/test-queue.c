@@ -32,10 +32,13 @@ void disk_resume(bc_disk *disk);
 #define ALIGN  4096u
 
 static struct fx fx;
+/* qcow2 disks of a test: cluster size (0: the default). */
+static uint32_t chain_cluster;
 
 static void setup(void)
 {
 	fx_setup(&fx);
+	chain_cluster = 0;
 }
 
 static void teardown(void)
@@ -74,7 +77,7 @@ static void open_disk(bool raw, unsigned int dflags)
 	if (raw)
 		open_raw(dflags);
 	else
-		fx_open_chain(&fx, 2);
+		fx_open_chain_with(&fx, 2, chain_cluster, dflags);
 }
 
 static void *aligned(size_t n)
@@ -545,14 +548,20 @@ static void fill_depth(bc_queue *q)
 	free(bufs);
 }
 
-static void depth_test(bool raw, unsigned int dflags)
+/*
+ * @cluster: qcow2 cluster size (0: raw). With STRIPE-sized clusters every
+ * write covers whole clusters, so the qcow2 requests go to the kernel
+ * directly (new clusters linked at their completion, or owned ones
+ * overwritten in place) rather than to the worker pool.
+ */
+static void depth_test(uint32_t cluster, unsigned int dflags)
 {
 	bc_queue *q;
 
-	if (raw)
+	if (!cluster)
 		open_raw(dflags);
 	else
-		fx_open_chain(&fx, 2);
+		fx_open_chain_with(&fx, 2, cluster, dflags);
 	q = bc_queue_new(fx.disk, DEPTH, 0);
 	ck_assert_msg(q, "%s", bc_last_error()->message);
 	fill_depth(q);
@@ -563,13 +572,27 @@ static void depth_test(bool raw, unsigned int dflags)
 
 START_TEST(depth_128_raw)
 {
-	depth_test(true, 0);
+	depth_test(0, 0);
 }
 END_TEST
 
 START_TEST(depth_128_qcow2)
 {
-	depth_test(false, 0);
+	depth_test(65536, 0);
+}
+END_TEST
+
+START_TEST(depth_128_qcow2_whole_clusters)
+{
+	depth_test(STRIPE, 0);
+}
+END_TEST
+
+/* O_DIRECT: the direct path of either backend (libaio needs it). */
+START_TEST(depth_128_qcow2_whole_clusters_direct)
+{
+	if (have_direct())
+		depth_test(STRIPE, BC_DISK_DIRECT);
 }
 END_TEST
 
@@ -581,7 +604,7 @@ START_TEST(depth_128_raw_direct_and_misaligned)
 	bc_queue *q;
 	if (!have_direct())
 		return; /* no O_DIRECT here (tmpfs): nothing to test */
-	depth_test(true, BC_DISK_DIRECT);
+	depth_test(0, BC_DISK_DIRECT);
 	q = bc_queue_new(fx.disk, 4, 0);
 	buf = aligned(3 * 4096);
 	memset(buf, 0x3c, 3 * 4096);
@@ -838,6 +861,14 @@ START_TEST(copy_background_pivot_qcow2)
 }
 END_TEST
 
+/* Whole-cluster writes: the guest's requests bypass the pool. */
+START_TEST(copy_background_pivot_qcow2_whole_clusters)
+{
+	chain_cluster = STRIPE;
+	copy_under_async_guest(false, 0, 0, true);
+}
+END_TEST
+
 START_TEST(copy_write_blocking_pivot_raw)
 {
 	copy_under_async_guest(true, BC_BLOCK_COPY_SYNCHRONOUS_WRITES, 0, true);
@@ -947,6 +978,8 @@ static Suite *queue_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, depth_128_raw);
 	tcase_add_test(tc, depth_128_qcow2);
+	tcase_add_test(tc, depth_128_qcow2_whole_clusters);
+	tcase_add_test(tc, depth_128_qcow2_whole_clusters_direct);
 	tcase_add_test(tc, depth_128_raw_direct_and_misaligned);
 	suite_add_tcase(s, tc);
 
@@ -956,6 +989,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, copy_background_pivot_raw);
 	tcase_add_test(tc, copy_background_pivot_raw_direct);
 	tcase_add_test(tc, copy_background_pivot_qcow2);
+	tcase_add_test(tc, copy_background_pivot_qcow2_whole_clusters);
 	tcase_add_test(tc, copy_write_blocking_pivot_raw);
 	tcase_add_test(tc, copy_write_blocking_pivot_qcow2);
 	tcase_add_test(tc, copy_auto_converge_pivot_raw);

@@ -135,6 +135,18 @@ qemu-img check -q "$D/mdst.qcow2" || fail "qemu-img check of the mirrored export
 serve "$D/ro.sock" qemu-nbd -t -r -f qcow2 -k "$D/ro.sock" "$D/src.qcow2"
 bc copy "$(uri "$D/ro.sock")" "$D/from-nbd.raw"
 assert_rc 0 "copy from qemu-nbd to a new file"
+# map of an export: data at its guest offsets, as qemu-img shows it.
+if [ "$("$BLOCKCOPY" map --output=json "$(uri "$D/ro.sock")")" = \
+     "$(qemu-img map --output=json "$(uri "$D/ro.sock")")" ]; then
+	ok "map of an NBD export matches qemu-img map --output=json"
+else
+	fail "map of an NBD export differs from qemu-img map"
+fi
+bc map "$(uri "$D/ro.sock")"
+assert_rc 0 "human map of an NBD export"
+grep -q "^0x2000000 *0x100000 *0x2000000 *nbd" "$T/out" &&
+	ok "human map of an NBD export shows the data at its offsets" ||
+	fail "human map of an NBD export: $(bc_said)"
 stop
 qemu-img compare -q -f qcow2 -F raw "$D/src.qcow2" "$D/from-nbd.raw" &&
 	ok "copy from NBD holds the source" || fail "copy from NBD differs"

@@ -804,8 +804,10 @@ START_TEST(killed_lazy_writer_leaves_repairable_image)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		/* Metadata is written back: a flush makes the write stay. */
 		if (fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img) ||
-		    fmt_pwrite(img, buf, sizeof(buf), 100000))
+		    fmt_pwrite(img, buf, sizeof(buf), 100000) ||
+		    fmt_flush(img))
 			_exit(1);
 		_exit(0); /* no close: the dirty bit stays */
 	}
@@ -828,6 +830,107 @@ START_TEST(killed_lazy_writer_leaves_repairable_image)
 	assert_qemu_check("t.qcow2");
 	if (have_qemu_img)
 		tu_sh("qemu-io -f qcow2 -c 'read -P 0x77 100000 65536' -c 'read -P 0 0 100000' t.qcow2 >/dev/null");
+}
+END_TEST
+
+/* Host offset of the cluster mapping guest offset @off (-1: none). */
+static int64_t host_of(struct fmt_image *img, uint64_t off)
+{
+	struct fmt_extent ext;
+
+	ck_assert_int_eq(fmt_block_status(img, off, 4096, &ext), 0);
+	return ext.state == FMT_DATA ? ext.host_off : -1;
+}
+
+/*
+ * Write-back metadata: an allocating write changes nothing on disk in
+ * the L2 table until a flush; a cluster that lost its reference is not
+ * handed out again before the flush wrote the change; close trims the
+ * file grown ahead.
+ */
+START_TEST(frees_wait_for_the_l2_write_back)
+{
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 4 * MiB,
+				    .cluster_size = 4096};
+	static uint8_t buf[4096];
+	struct fmt_image *img;
+	struct stat st;
+	int64_t x, y;
+
+	memset(buf, 0x5a, sizeof(buf));
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 4096, 0), 0);
+	if (have_qemu_img) {
+		/* Not flushed: the L2 entry is only in the cache. */
+		tu_sh("qemu-io -f qcow2 -r -U -c 'read -P 0 0 4096' t.qcow2 >/dev/null");
+	}
+	ck_assert_int_eq(fmt_flush(img), 0);
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -r -U -c 'read -P 0x5a 0 4096' t.qcow2 >/dev/null");
+	x = host_of(img, 0);
+	ck_assert_int_gt(x, 0);
+	/* The file grew ahead of the allocation. */
+	ck_assert_int_eq(stat("t.qcow2", &st), 0);
+	ck_assert_int_ge(st.st_size, x + (int64_t)MiB);
+	ck_assert_int_eq(fmt_write_zeroes(img, 0, 4096, FMT_ZERO_MAY_UNMAP), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 4096, 65536), 0);
+	y = host_of(img, 65536);
+	ck_assert_int_gt(y, 0);
+	ck_assert_int_ne(y, x); /* x is still referenced on disk */
+	ck_assert_int_eq(fmt_flush(img), 0);
+	ck_assert_int_eq(fmt_pwrite(img, buf, 4096, 131072), 0);
+	ck_assert_int_eq(host_of(img, 131072), x); /* free now */
+	fmt_close(img);
+	ck_assert_int_eq(stat("t.qcow2", &st), 0);
+	ck_assert_int_eq(st.st_size, BC_MAX(x, y) + 4096);
+	assert_qemu_check("t.qcow2");
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -c 'read -P 0 0 4096' -c 'read -P 0x5a 65536 4096' -c 'read -P 0x5a 131072 4096' t.qcow2 >/dev/null");
+}
+END_TEST
+
+/*
+ * More dirty L2 tables than the cache holds: evicted tables reach the file
+ * (after their refcounts), so the image on disk is consistent at every
+ * moment and the first writes are readable by another program before any
+ * flush. 512-byte clusters: one L2 table maps 32 KiB, the cache holds 256.
+ */
+START_TEST(evicted_l2_tables_are_written_in_order)
+{
+	struct fmt_create_opts o = {.format = "qcow2",
+				    .size = 16 * MiB,
+				    .cluster_size = 512,
+				    .refcount_bits = 1}; /* no new refcount block */
+	static uint8_t buf[512];
+	struct fmt_image *img;
+	uint64_t off;
+	int ret;
+
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_uint_lt(((struct qcow2 *)img->priv)->l2_cache.n, 512);
+	/* Every L2 table exists and is on disk; then only data allocates. */
+	memset(buf, 0xee, sizeof(buf));
+	for (off = 0; off < 16 * MiB; off += 32768)
+		ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), off + 4096),
+				 0);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	for (off = 0; off < 16 * MiB; off += 32768) {
+		memset(buf, (int)(off >> 15) | 1, sizeof(buf));
+		ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), off), 0);
+	}
+	if (have_qemu_img) {
+		/* 0: clean, 3: leaks only (refcounts ahead of the tables). */
+		ret = system("qemu-img check -q -U t.qcow2 >/dev/null 2>&1");
+		ck_assert(WEXITSTATUS(ret) == 0 || WEXITSTATUS(ret) == 3);
+		tu_sh("qemu-io -f qcow2 -r -U -c 'read -P 1 0 512' -c 'read -P 3 65536 512' t.qcow2 >/dev/null");
+	}
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+	if (have_qemu_img)
+		tu_sh("qemu-io -f qcow2 -c 'read -P 0xff 16744448 512' t.qcow2 >/dev/null");
 }
 END_TEST
 
@@ -918,6 +1021,8 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, refusals_have_exact_errors);
 	tcase_add_test(tc, bitmaps_kept_at_first_write);
 	tcase_add_test(tc, killed_lazy_writer_leaves_repairable_image);
+	tcase_add_test(tc, frees_wait_for_the_l2_write_back);
+	tcase_add_test(tc, evicted_l2_tables_are_written_in_order);
 	suite_add_tcase(s, tc);
 	return s;
 }
