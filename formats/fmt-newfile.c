@@ -102,6 +102,10 @@ int fmt_newfile_open(const char *path, bool named, struct fmt_newfile *nf)
 
 	*nf = (struct fmt_newfile){.fd = -1, .dirfd = -1, .path = path};
 	ret = open_dir(path, nf);
+	/* An unnamed file is linked through /proc (link_unnamed): without
+	 * /proc it could not be named at all. */
+	if (!named && access("/proc/self/fd", F_OK) != 0)
+		named = true;
 	if (ret == 0 && !named) {
 		nf->fd = openat(nf->dirfd, ".", O_TMPFILE | O_RDWR | O_CLOEXEC,
 				0644);
@@ -119,20 +123,19 @@ int fmt_newfile_open(const char *path, bool named, struct fmt_newfile *nf)
 	return ret;
 }
 
-/* Give the unnamed file its name; never replaces (linkat: -EEXIST). */
+/*
+ * Give the unnamed file its name; never replaces (linkat: -EEXIST).
+ * Through /proc/self/fd, as open(2) documents for O_TMPFILE:
+ * linkat(AT_EMPTY_PATH) would need CAP_DAC_READ_SEARCH.
+ */
 static int link_unnamed(struct fmt_newfile *nf)
 {
 	char proc[64];
 
 	(void)snprintf(proc, sizeof(proc), "/proc/self/fd/%d", nf->fd);
-	if (linkat(AT_FDCWD, proc, nf->dirfd, nf->name, AT_SYMLINK_FOLLOW) == 0)
-		return 0;
-	if (errno != ENOENT)
+	if (linkat(AT_FDCWD, proc, nf->dirfd, nf->name, AT_SYMLINK_FOLLOW) < 0)
 		return -errno;
-	/* No /proc: AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH, try anyway. */
-	if (linkat(nf->fd, "", nf->dirfd, nf->name, AT_EMPTY_PATH) == 0)
-		return 0;
-	return -errno;
+	return 0;
 }
 
 /* Move the named temporary to its name; never replaces. */

@@ -11,7 +11,8 @@
  * Where the image is written: an unnamed file (O_TMPFILE) in the target's
  * directory, linked to its name with linkat(). A crash before the link
  * leaves nothing at all: the kernel frees an unnamed inode when its last
- * descriptor goes. Filesystems without O_TMPFILE get a named temporary,
+ * descriptor goes. Filesystems without O_TMPFILE (and systems without
+ * /proc, through which the unnamed file is linked) get a named temporary,
  * ".NAME.XXXXXX" in the same directory (created O_EXCL), renamed to NAME
  * with renameat2(RENAME_NOREPLACE) (or linked and unlinked where rename
  * cannot refuse to replace); a crash there can leave that hidden name
