@@ -169,7 +169,7 @@ static int choose_reflink(struct job *job, const char *dest, int dfd)
 	}
 	if (!can_reflink(dfd)) {
 		if (always) {
-			bc_error_set(BC_ERR_UNSUPPORTED, EOPNOTSUPP,
+			bc_error_set(ERR_UNSUPPORTED, EOPNOTSUPP,
 				     "cannot reflink '%s' to '%s': %s cannot share extents between files (use --reflink=auto or never)",
 				     src->filename, dest, fs_name(dfd));
 			return -EOPNOTSUPP;
@@ -244,7 +244,7 @@ int copy_method_choose(struct job *job, const char *dest,
 		m = COPY_METHOD_FILE_RANGE;
 	} else if (want == JOB_PATH_BUFFERED) {
 		m = COPY_METHOD_BUFFERED;
-	} else if (job->disk->flags & BC_DISK_DIRECT) {
+	} else if (job->disk->flags & DISK_OPEN_DIRECT) {
 		/* The caller's O_DIRECT disk: the destination image follows. */
 		m = COPY_METHOD_DIRECT;
 		*oflags |= FMT_OPEN_DIRECT;

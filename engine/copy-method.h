@@ -14,7 +14,7 @@
  *             the final fsync covers both. The default wherever the
  *             destination's filesystem takes O_DIRECT (probed: open(2) with
  *             O_DIRECT, alignment from statx STATX_DIOALIGN). A disk
- *             opened BC_DISK_DIRECT opens the destination O_DIRECT too.
+ *             opened DISK_OPEN_DIRECT opens the destination O_DIRECT too.
  *   buffered+write-behind
  *             the destination goes through the page cache (asked for, or
  *             where O_DIRECT is refused). Its writes are issued on the copy

@@ -102,13 +102,13 @@ int dirty_bitmap_new(uint64_t size, uint32_t granularity, struct dirty_bitmap **
 	if (!bc_is_pow2(granularity) || granularity < DIRTY_BITMAP_MIN_GRANULARITY ||
 	    granularity > DIRTY_BITMAP_MAX_GRANULARITY) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"invalid bitmap granularity %u: must be a power of two from %u to %u",
 			granularity, DIRTY_BITMAP_MIN_GRANULARITY, DIRTY_BITMAP_MAX_GRANULARITY);
 		return -EINVAL;
 	}
 	if (size > INT64_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "invalid bitmap size %llu: larger than %lld",
 			     (unsigned long long)size, (long long)INT64_MAX);
 		return -EINVAL;
@@ -157,6 +157,15 @@ void dirty_bitmap_free(struct dirty_bitmap *d)
 	free(d);
 }
 
+/* The bits of word @i that lie in bits @first..@last. */
+static uint64_t span_mask(uint64_t i, uint64_t first, uint64_t last)
+{
+	unsigned int lo = i == first >> 6 ? (unsigned int)(first & 63) : 0;
+	unsigned int hi = i == last >> 6 ? (unsigned int)(last & 63) : 63;
+
+	return word_mask(lo, hi);
+}
+
 /* Sets bits @first..@last of level 0 and the summaries, keeps the count. */
 static void set_bits(struct dirty_bitmap *d, uint64_t first, uint64_t last)
 {
@@ -168,11 +177,7 @@ static void set_bits(struct dirty_bitmap *d, uint64_t first, uint64_t last)
 		bool was_empty = false;
 
 		for (i = fw; i <= lw; i++) {
-			unsigned int lo =
-				i == fw ? (unsigned int)(first & 63) : 0;
-			unsigned int hi =
-				i == lw ? (unsigned int)(last & 63) : 63;
-			uint64_t m = word_mask(lo, hi), old = w[i];
+			uint64_t m = span_mask(i, first, last), old = w[i];
 
 			if (!old)
 				was_empty = true;
@@ -200,11 +205,7 @@ static void clear_bits(struct dirty_bitmap *d, uint64_t first, uint64_t last)
 		uint64_t i, fw = first >> 6, lw = last >> 6, removed = 0;
 
 		for (i = fw; i <= lw; i++) {
-			unsigned int lo =
-				i == fw ? (unsigned int)(first & 63) : 0;
-			unsigned int hi =
-				i == lw ? (unsigned int)(last & 63) : 63;
-			uint64_t m = word_mask(lo, hi), old = w[i];
+			uint64_t m = span_mask(i, first, last), old = w[i];
 
 			if (lv == 0)
 				removed += popcount(m & old);

@@ -9,6 +9,7 @@
  * request is inside, so a request never sees a chain being swapped.
  */
 #include "engine/internal.h"
+#include "engine/copy-journal.h"
 #include "engine/job.h"
 #include "engine/queue.h"
 
@@ -19,6 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -30,9 +32,9 @@ int disk_open(bc_engine *eng, const char *path, const char *format,
 	bc_disk *disk;
 	int ret;
 
-	if (!(flags & BC_DISK_READONLY))
+	if (!(flags & DISK_OPEN_READONLY))
 		fflags |= FMT_OPEN_RDWR;
-	if (flags & BC_DISK_DIRECT)
+	if (flags & DISK_OPEN_DIRECT)
 		fflags |= FMT_OPEN_DIRECT;
 
 	disk = calloc(1, sizeof(*disk));
@@ -105,6 +107,7 @@ static void disk_free(bc_disk *disk)
 	bc_engine *eng = disk->eng;
 
 	fmt_close(disk->top);
+	copy_journal_unref(disk->journal); /* the file stays: see job.c */
 	free(disk->path);
 	while (disk->n_old_paths)
 		free(disk->old_paths[--disk->n_old_paths]);
@@ -140,13 +143,13 @@ int disk_close(bc_disk *disk)
 	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
 		/* Only detectable while another reference keeps it alive. */
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is already closed", disk->path);
 		return -EINVAL;
 	}
 	if (disk->job) {
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+		bc_error_set(ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' has an active block job",
 			     disk->path);
 		return -EBUSY;
@@ -240,12 +243,7 @@ static void wait_guests_locked(bc_disk *disk, const unsigned int *count)
 			continue;
 		}
 		/* Kernel completions do not signal disk->cond: look again soon. */
-		clock_gettime(CLOCK_REALTIME, &ts);
-		ts.tv_nsec += 200 * 1000;
-		if (ts.tv_nsec >= 1000000000L) {
-			ts.tv_sec++;
-			ts.tv_nsec -= 1000000000L;
-		}
+		ts = bc_cond_deadline(200 * 1000);
 		pthread_cond_timedwait(&disk->cond, &disk->lock, &ts);
 	}
 }
@@ -286,6 +284,13 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 	req->fast_read = fast && (disk->top->drv == &fmt_raw_driver ||
 				  disk->top->drv->io_map);
 	req->fast_write = req->fast_read;
+	req->journal = disk->journal;
+	if (req->journal) {
+		/* Its bits are set before the write: no direct route. */
+		req->fast_write = false;
+		for (i = 0; i < n; i++)
+			copy_journal_ref(req->journal);
+	}
 	if (!job) {
 		disk->untracked_inflight += n;
 		return;
@@ -299,7 +304,7 @@ static void take_view_locked(bc_disk *disk, unsigned int n, bool fast,
 		 * writes the top under its gate, which is not taken here).
 		 */
 		BC_LOCK_GUARD(&job->lock);
-		req->fast_write = job->type == BC_BLOCK_JOB_TYPE_COPY &&
+		req->fast_write = job->type == JOB_TYPE_COPY &&
 				  !job->write_blocking;
 	}
 }
@@ -329,6 +334,7 @@ void disk_guest_leave(bc_disk *disk, struct guest_req *req)
 
 	if (req->job)
 		job_unref(req->job);
+	copy_journal_unref(req->journal);
 	BC_LOCK_GUARD(&disk->lock);
 	if (untracked && --disk->untracked_inflight == 0)
 		pthread_cond_broadcast(&disk->cond);
@@ -347,7 +353,7 @@ static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
 	uint64_t end;
 
 	if (bc_add_overflow(off, len, &end) || end > disk->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "request at offset %llu length %llu is beyond the end of disk '%s' (%llu bytes)",
 			     (unsigned long long)off, (unsigned long long)len,
 			     disk->path, (unsigned long long)disk->size);
@@ -358,8 +364,8 @@ static int check_range(bc_disk *disk, uint64_t off, uint64_t len)
 
 static int check_writable(bc_disk *disk)
 {
-	if (disk->flags & BC_DISK_READONLY) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+	if (disk->flags & DISK_OPEN_READONLY) {
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is read-only", disk->path);
 		return -EROFS;
 	}
@@ -371,7 +377,7 @@ int disk_guest_check(bc_disk *disk, bool write, uint64_t off, uint64_t len)
 	int ret;
 
 	if (__atomic_load_n(&disk->closed, __ATOMIC_ACQUIRE)) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0, "disk '%s' is closed",
+		bc_error_set(ERR_OPERATION_INVALID, 0, "disk '%s' is closed",
 			     disk_path(disk));
 		return -ESHUTDOWN;
 	}
@@ -414,9 +420,13 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 		       uint64_t len, unsigned int flags)
 {
 	struct write_claim aw = { .claimed = false };
+	unsigned int jtoken = 0;
 	int ret;
 
 	pthread_rwlock_rdlock(&disk->write_gate);
+	/* The journal hears of the write before the source changes. */
+	if (req->journal)
+		jtoken = copy_journal_write_begin(req->journal, off, len);
 	if (req->job && len)
 		mirror_guest_write_begin(req->job, kind, off, len, &aw);
 	switch (kind) {
@@ -438,6 +448,8 @@ static int guest_write(bc_disk *disk, struct guest_req *req,
 	/* Even a failed write may have changed part of the range. */
 	if (req->job && len)
 		mirror_guest_write_end(req->job, kind, buf, off, len, flags, ret, &aw);
+	if (req->journal)
+		copy_journal_write_end(req->journal, jtoken);
 	pthread_rwlock_unlock(&disk->write_gate);
 	return ret;
 }
@@ -490,7 +502,7 @@ int disk_write_zeroes(bc_disk *disk, uint64_t off, uint64_t len,
 		      unsigned int flags)
 {
 	return sync_write(disk, GUEST_WRITE_ZEROES, NULL, off, len,
-			  flags ? FMT_ZERO_MAY_UNMAP : 0);
+			  (flags & DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0);
 }
 
 int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
@@ -500,6 +512,16 @@ int disk_discard(bc_disk *disk, uint64_t off, uint64_t len)
 
 int disk_guest_flush(struct guest_req *req)
 {
+	/*
+	 * The journal's bits first: once the source's writes are durable,
+	 * a power loss must not lose the record that they are still to copy.
+	 */
+	if (req->journal) {
+		int ret = copy_journal_sync(req->journal);
+
+		if (ret < 0)
+			return ret;
+	}
 	return fmt_flush(req->top);
 }
 
@@ -524,10 +546,10 @@ int64_t disk_block_status(bc_disk *disk, uint64_t off, uint64_t len,
 		*status = 0;
 		break;
 	case FMT_ZERO:
-		*status = BC_DISK_EXTENT_ZERO;
+		*status = DISK_EXTENT_ZERO;
 		break;
 	case FMT_UNALLOC:
-		*status = BC_DISK_EXTENT_ZERO | BC_DISK_EXTENT_HOLE;
+		*status = DISK_EXTENT_ZERO | DISK_EXTENT_HOLE;
 		break;
 	}
 	return (int64_t)ext.len;
@@ -558,7 +580,7 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	pthread_mutex_lock(&disk->lock);
 	if (disk->job || disk->snapshotting) {
 		pthread_mutex_unlock(&disk->lock);
-		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+		bc_error_set(ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' has an active block job",
 			     disk->path);
 		return -EBUSY;
@@ -584,7 +606,7 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	if (ret < 0)
 		goto out_resume;
 	ret = fmt_open(overlay, "qcow2", FMT_OPEN_RDWR | FMT_OPEN_NO_BACKING |
-		       ((disk->flags & BC_DISK_DIRECT) ? FMT_OPEN_DIRECT : 0),
+		       ((disk->flags & DISK_OPEN_DIRECT) ? FMT_OPEN_DIRECT : 0),
 		       &img);
 	if (ret < 0) {
 		(void)unlink(overlay);

@@ -28,7 +28,7 @@ int engine_new(unsigned int flags, bc_engine **out)
 	int ret;
 
 	if (flags) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0, "unsupported flags 0x%x", flags);
+		bc_error_set(ERR_INVALID_ARG, 0, "unsupported flags 0x%x", flags);
 		return -EINVAL;
 	}
 	/* Fail here, not at the first job, on a bad BLOCKCOPY_IO or no backend. */
@@ -44,7 +44,7 @@ int engine_new(unsigned int flags, bc_engine **out)
 		int err = errno;
 
 		free(eng);
-		bc_error_set(BC_ERR_INTERNAL, err, "cannot create eventfd");
+		bc_error_set(ERR_INTERNAL, err, "cannot create eventfd");
 		return -err;
 	}
 	pthread_mutex_init(&eng->lock, NULL);
@@ -99,7 +99,7 @@ void engine_free(bc_engine *eng)
 	engine_unref(eng);
 }
 
-int engine_event_register(bc_engine *eng, bc_block_job_cb cb, void *opaque)
+int engine_event_register(bc_engine *eng, engine_event_cb cb, void *opaque)
 {
 	int i;
 
@@ -108,7 +108,7 @@ int engine_event_register(bc_engine *eng, bc_block_job_cb cb, void *opaque)
 	for (i = 0; i < eng->ncbs && eng->cbs[i].cb; i++)
 		;
 	if (i == ENGINE_MAX_CALLBACKS) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "too many event callbacks (at most %d)",
 			     ENGINE_MAX_CALLBACKS);
 		return -ENOSPC;
@@ -124,7 +124,7 @@ int engine_event_deregister(bc_engine *eng, int id)
 {
 	BC_LOCK_GUARD(&eng->lock);
 	if (id < 0 || id >= eng->ncbs || !eng->cbs[id].cb) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "no event callback with id %d", id);
 		return -EINVAL;
 	}
@@ -139,7 +139,7 @@ int engine_event_fd(bc_engine *eng)
 }
 
 void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
-			const bc_error *err)
+			const struct error_record *err)
 {
 	struct engine_event *ev = calloc(1, sizeof(*ev));
 	uint64_t one = 1;
@@ -203,7 +203,7 @@ int engine_dispatch(bc_engine *eng, int timeout_ms)
 		if (r < 0) {
 			int err = errno;
 
-			bc_error_set(BC_ERR_INTERNAL, err, "poll on event fd failed");
+			bc_error_set(ERR_INTERNAL, err, "poll on event fd failed");
 			return -err;
 		}
 		ev = pop_event(eng);
@@ -211,7 +211,7 @@ int engine_dispatch(bc_engine *eng, int timeout_ms)
 	while (ev) {
 		int i, ncbs;
 		struct {
-			bc_block_job_cb cb;
+			engine_event_cb cb;
 			void *opaque;
 		} cbs[ENGINE_MAX_CALLBACKS];
 

@@ -20,7 +20,9 @@
  * either marked dirty or seen by the scan. Marking after the source write and before the acknowledgement
  * means a copy that read older data is always followed by another copy of
  * the range; the in-flight bitmap keeps two copies of one granule from
- * overlapping, so a stale copy never lands after a newer one.
+ * overlapping, so a stale copy never lands after a newer one. With a
+ * resume journal (engine/copy-journal.h, below job->lock as a leaf) a write
+ * also sets its bits there before the source is written.
  *
  * Pivot: set quiesce (new guest requests wait), wait for the guest
  * requests in flight to drain, copy what is still dirty, flush the
@@ -41,6 +43,7 @@
 struct dirty_bitmap;
 struct job;
 struct bc_queue;
+struct copy_journal;
 
 struct engine_event {
 	struct engine_event *next;
@@ -48,7 +51,7 @@ struct engine_event {
 	char *path;    /* the disk's path when the event was queued */
 	int type;
 	int status;
-	bc_error err;  /* FAILED: the job's error, set for the callbacks */
+	struct error_record err;  /* FAILED: the job's error, set for the callbacks */
 };
 
 #define ENGINE_MAX_CALLBACKS 8
@@ -58,7 +61,7 @@ struct bc_engine {
 	int efd;                        /* eventfd: readable while events queued */
 	struct engine_event *head, *tail;
 	struct {
-		bc_block_job_cb cb;
+		engine_event_cb cb;
 		void *opaque;
 	} cbs[ENGINE_MAX_CALLBACKS];
 	int ncbs;
@@ -72,7 +75,7 @@ struct bc_disk {
 	int refs;                       /* user + job + queued events */
 	bool closed;                    /* bc_disk_close was called (atomic
 					   access: queues read it unlocked) */
-	unsigned int flags;             /* BC_DISK_* */
+	unsigned int flags;             /* DISK_OPEN_* */
 	struct fmt_image *top;          /* current chain; swapped at pivot */
 	char *path;                     /* current top's path */
 	char **old_paths;               /* earlier paths, kept until the disk is
@@ -93,9 +96,13 @@ struct bc_disk {
 	struct bc_queue **queues;       /* [nqueues] (queues_lock) */
 	size_t nqueues;
 	bool has_last_stats;            /* a job has ended on this disk */
-	bc_block_job_stats last_stats;  /* ...and these were its statistics */
+	struct job_stats last_stats;  /* ...and these were its statistics */
 	const char *copy_method;        /* data path of the current or last copy
 					   job (static string), NULL if none */
+	struct copy_journal *journal;   /* resume journal of the copy job, or of
+					   one that ended FAILED or canceled
+					   (kept up to date until the disk
+					   closes); a reference (disk->lock) */
 };
 
 /* Engine events and references. */
@@ -103,11 +110,11 @@ void engine_ref(bc_engine *eng);
 void engine_unref(bc_engine *eng);
 /*
  * Queue a job event. @err (FAILED only, else NULL) becomes the dispatching
- * thread's bc_last_error() while the callbacks run. Takes disk->lock and
+ * thread's bc_error_get() while the callbacks run. Takes disk->lock and
  * eng->lock: call it holding neither.
  */
 void engine_queue_event(bc_engine *eng, bc_disk *disk, int type, int status,
-			const bc_error *err);
+			const struct error_record *err);
 
 void disk_ref(bc_disk *disk);
 void disk_unref(bc_disk *disk);
@@ -150,6 +157,9 @@ void disk_drain_untracked(bc_disk *disk);
 struct guest_req {
 	struct fmt_image *top; /* the chain it works on */
 	struct job *job;       /* reference held until disk_guest_leave */
+	struct copy_journal *journal; /* the disk's journal: guest writes set
+					 its bits first; reference held
+					 until disk_guest_leave */
 	bool fast_read;        /* reads may go to the kernel directly: the
 				  top is raw (flushes too), or its format
 				  maps ranges for that (fmt_io_map) */

@@ -121,12 +121,12 @@ int iob_new(unsigned depth, unsigned flags, struct iob **out)
 
 	*out = NULL;
 	if (flags) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "I/O context: unsupported flags 0x%x", flags);
 		return -EINVAL;
 	}
 	if (!depth || depth > IOB_MAX_DEPTH) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "I/O context: depth %u out of range 1..%u", depth,
 			     IOB_MAX_DEPTH);
 		return -EINVAL;
@@ -140,11 +140,11 @@ int iob_new(unsigned depth, unsigned flags, struct iob **out)
 	} else if (!strcmp(env, "aio")) {
 		ret = iob_aio_new(depth, &iob);
 		if (ret == -ENOTSUP)
-			bc_error_set(BC_ERR_UNSUPPORTED, 0,
+			bc_error_set(ERR_UNSUPPORTED, 0,
 				     "BLOCKCOPY_IO=aio: built without libaio");
 	} else {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, 0,
+			ERR_INVALID_ARG, 0,
 			"BLOCKCOPY_IO=%s: unknown I/O backend (expected uring or aio)",
 			env);
 		return -EINVAL;

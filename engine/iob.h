@@ -240,7 +240,7 @@ int iob_init(struct iob *iob, const struct iob_ops *ops, unsigned depth);
 /* Frees what iob_init() allocated. */
 void iob_fini(struct iob *iob);
 
-/* Records "<what>: <strerror>" with the BC_ERR_* code matching -@neg_errno. */
+/* Records "<what>: <strerror>" with the ERR_* code matching -@neg_errno. */
 __attribute__((cold, format(printf, 2, 3))) void
 iob_error(int neg_errno, const char *fmt, ...);
 

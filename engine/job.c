@@ -15,6 +15,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -22,10 +23,7 @@
 
 uint64_t job_now_ns(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+	return bc_now_ns();
 }
 
 void job_ref(struct job *job)
@@ -39,6 +37,7 @@ void job_unref(struct job *job)
 		return;
 	dirty_bitmap_free(job->dirty);
 	dirty_bitmap_free(job->inflight);
+	copy_journal_unref(job->journal);
 	fmt_close(job->dest);
 	free(job->scan_bits);
 	free(job->dest_path);
@@ -92,7 +91,7 @@ void job_note_guest_write(struct job *job, uint64_t off, uint64_t len)
 
 void job_set_error(struct job *job, int ret)
 {
-	const bc_error *e = bc_last_error();
+	const struct error_record *e = bc_error_get();
 
 	BC_LOCK_GUARD(&job->lock);
 	if (job->err.code)
@@ -120,11 +119,11 @@ static uint64_t retry_backoff_ns(unsigned int n)
 bool job_target_error(struct job *job, int ret)
 {
 	bool queue_paused = false, goes_on = false;
-	bc_error e;
+	struct error_record e;
 
 	if (!bc_error_is_set())
 		(void)bc_fail_errno(ret); /* a message from the errno */
-	e = *bc_last_error();
+	e = *bc_error_get();
 	pthread_mutex_lock(&job->lock);
 	if (job->err.code) {
 		/* Already failing: the first error stays. */
@@ -167,7 +166,7 @@ bool job_target_error(struct job *job, int ret)
 	bc_error_reset();
 	if (queue_paused)
 		engine_queue_event(job->disk->eng, job->disk, job->type,
-				   BC_BLOCK_JOB_PAUSED, &e);
+				   JOB_EVENT_PAUSED, &e);
 	return true;
 }
 
@@ -203,13 +202,13 @@ static int job_attach(struct job *job)
 
 	BC_LOCK_GUARD(&disk->lock);
 	if (disk->job) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' already has an active block job",
 			     disk->path);
 		return -EALREADY;
 	}
 	if (disk->snapshotting) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is taking a snapshot", disk->path);
 		return -EALREADY;
 	}
@@ -249,7 +248,7 @@ static int job_start_thread(struct job *job, void *(*body)(void *))
 	if (ret) {
 		job_detach(job);
 		job_unref(job);
-		bc_error_set(BC_ERR_INTERNAL, ret, "cannot start the job thread");
+		bc_error_set(ERR_INTERNAL, ret, "cannot start the job thread");
 		return -ret;
 	}
 	return 0;
@@ -265,7 +264,7 @@ void job_conclude(struct job *job)
 void job_finish(struct job *job, int status)
 {
 	bc_disk *disk = job->disk;
-	bc_block_job_stats st;
+	struct job_stats st;
 
 	job_conclude(job);
 	job_fill_stats(job, &st);
@@ -280,7 +279,7 @@ void job_finish(struct job *job, int status)
 
 	/* Queued before waiters wake: a synchronous abort returns after it. */
 	engine_queue_event(disk->eng, disk, job->type, status,
-			   status == BC_BLOCK_JOB_FAILED ? &job->err : NULL);
+			   status == JOB_EVENT_FAILED ? &job->err : NULL);
 	pthread_mutex_lock(&job->lock);
 	job->end_status = status;
 	job_set_state_locked(job, JOB_CONCLUDED);
@@ -302,7 +301,7 @@ static int check_dest_size(struct job *job, const char *dest)
 {
 	if (job->dest->size == job->disk->top->size)
 		return 0;
-	bc_error_set(BC_ERR_INVALID_ARG, 0,
+	bc_error_set(ERR_INVALID_ARG, 0,
 		     "destination '%s' size %llu differs from source size %llu",
 		     dest, (unsigned long long)job->dest->size,
 		     (unsigned long long)job->disk->top->size);
@@ -322,7 +321,7 @@ static int open_nbd_destination(struct job *job, const char *dest)
 	int ret;
 
 	if (!job->opts.reuse_ext) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "destination '%s' is an NBD export: it must exist, use REUSE_EXT",
 			     dest);
 		return -EINVAL;
@@ -359,14 +358,14 @@ static int open_destination(struct job *job, const char *dest)
 
 			if (fstat(l->fd, &ls) == 0 && ls.st_dev == st.st_dev &&
 			    ls.st_ino == st.st_ino) {
-				bc_error_set(BC_ERR_INVALID_ARG, 0,
+				bc_error_set(ERR_INVALID_ARG, 0,
 					     "destination '%s' is part of the backing chain of '%s'",
 					     dest, job->disk->path);
 				return -EINVAL;
 			}
 		}
 		if (!job->opts.reuse_ext && S_ISREG(st.st_mode) && st.st_size > 0) {
-			bc_error_set(BC_ERR_EXISTS, EEXIST,
+			bc_error_set(ERR_EXISTS, EEXIST,
 				     "destination file '%s' already exists; use REUSE_EXT to write into it",
 				     dest);
 			return -EEXIST;
@@ -431,13 +430,199 @@ static int open_destination(struct job *job, const char *dest)
 	return check_dest_size(job, dest);
 }
 
+/* --- resume journal (issue 12; engine/copy-journal.h) --- */
+
+/*
+ * Whether the copy to @dest keeps a journal: a regular file destination
+ * and a source that is a local file (an NBD export has no inode to check).
+ */
+static bool wants_journal(const struct job *job, const char *dest)
+{
+	const struct fmt_image *top = job->disk->top;
+	struct stat st;
+
+	return !fmt_is_nbd_uri(dest) && !fmt_is_nbd_uri(top->filename) &&
+	       top->fd >= 0 && stat(dest, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* The journal flags of @job's options. */
+static unsigned int journal_flags(const struct job *job)
+{
+	return (job->opts.shallow ? COPY_JOURNAL_SHALLOW : 0) |
+	       (job->opts.dest_raw ? COPY_JOURNAL_DEST_RAW : 0);
+}
+
+/*
+ * Make @j the disk's journal, with guests held so that no write is
+ * between the source and the marking: every write that entered before is
+ * in job->dirty when this runs, every later one sets its bits itself.
+ * Then job->dirty is copied into the journal (a new job), or with @load
+ * the journal into job->dirty (resume). A journal the disk kept for another
+ * destination can no longer be kept up to date: it is removed.
+ */
+static void journal_attach(struct job *job, struct copy_journal *j, bool load)
+{
+	bc_disk *disk = job->disk;
+	struct copy_journal *old = NULL;
+
+	disk_quiesce(disk);
+	pthread_mutex_lock(&disk->lock);
+	if (disk->journal != j) {
+		old = disk->journal;
+		copy_journal_ref(j);
+		disk->journal = j;
+	}
+	pthread_mutex_unlock(&disk->lock);
+	pthread_mutex_lock(&job->lock);
+	if (load)
+		copy_journal_load(j, job->dirty);
+	else
+		copy_journal_mark_dirty(j, job->dirty);
+	pthread_mutex_unlock(&job->lock);
+	disk_resume(disk);
+	if (old) {
+		(void)copy_journal_remove(old);
+		copy_journal_unref(old);
+	}
+}
+
+void job_journal_detach(struct job *job, bool remove)
+{
+	bc_disk *disk = job->disk;
+	struct copy_journal *j = job->journal;
+	bool was_disks = false;
+
+	if (!j)
+		return;
+	pthread_mutex_lock(&disk->lock);
+	if (remove && disk->journal == j) {
+		disk->journal = NULL;
+		was_disks = true;
+	}
+	pthread_mutex_unlock(&disk->lock);
+	if (remove)
+		(void)copy_journal_remove(j);
+	if (was_disks)
+		copy_journal_unref(j);
+}
+
+/* The identity a journal of this job must carry. */
+static int job_ident(struct job *job, const char *dest,
+		     struct copy_journal_ident *id, char **src_real,
+		     char **dst_real)
+{
+	struct fmt_image *top = job->disk->top;
+	int ret;
+
+	ret = copy_journal_ident_of(top->filename, top->fd, dest, id, src_real,
+				    dst_real);
+	id->size = job->disk->size;
+	id->granularity = job->opts.granularity;
+	id->flags = journal_flags(job);
+	return ret;
+}
+
+/* A new copy: create and publish its journal (all it will copy marked). */
+static int journal_start(struct job *job, const char *dest)
+{
+	BC_AUTOFREE char *path = NULL, *src_real = NULL, *dst_real = NULL;
+	struct copy_journal_ident id;
+	struct copy_journal *j;
+	int ret;
+
+	if (!wants_journal(job, dest))
+		return 0;
+	path = copy_journal_path(dest);
+	if (!path)
+		return -ENOMEM;
+	ret = job_ident(job, dest, &id, &src_real, &dst_real);
+	if (ret < 0)
+		return ret;
+	ret = copy_journal_create(path, &id, &j);
+	if (ret < 0)
+		return ret;
+	job->journal = j;
+	journal_attach(job, j, false);
+	ret = copy_journal_publish(j);
+	if (ret < 0)
+		job_journal_detach(job, true);
+	return ret;
+}
+
+/*
+ * RESUME, before the bitmaps exist: find the journal (the one this disk
+ * kept, or the file), take the granularity and the destination format
+ * from it. Checked against the destination by journal_resume().
+ */
+static int journal_open_for_resume(struct job *job, const char *dest,
+				   bool granularity_given)
+{
+	BC_AUTOFREE char *path = NULL;
+	struct copy_journal *j = NULL;
+	bc_disk *disk = job->disk;
+	struct stat st;
+	int ret;
+
+	/* A missing destination is reported by the journal or the open. */
+	if (!wants_journal(job, dest) && stat(dest, &st) == 0) {
+		bc_error_set(ERR_INVALID_ARG, 0,
+			     "cannot resume a copy to '%s': only a regular file destination has a journal",
+			     dest);
+		return -EINVAL;
+	}
+	path = copy_journal_path(dest);
+	if (!path)
+		return -ENOMEM;
+	pthread_mutex_lock(&disk->lock);
+	if (disk->journal && copy_journal_is_file(disk->journal, path)) {
+		j = disk->journal;
+		copy_journal_ref(j);
+	}
+	pthread_mutex_unlock(&disk->lock);
+	if (!j) {
+		ret = copy_journal_open(path, &j);
+		if (ret < 0)
+			return ret;
+	}
+	job->journal = j;
+	if (granularity_given &&
+	    job->opts.granularity != copy_journal_granularity(j)) {
+		bc_error_set(ERR_INVALID_ARG, 0,
+			     "journal '%s' granularity %u differs from the requested %u",
+			     path, copy_journal_granularity(j),
+			     job->opts.granularity);
+		return -EINVAL;
+	}
+	job->opts.granularity = copy_journal_granularity(j);
+	job->opts.dest_raw = copy_journal_flags(j) & COPY_JOURNAL_DEST_RAW;
+	job->opts.reuse_ext = true;
+	return 0;
+}
+
+/* RESUME, destination open: check who the journal is for, then load it. */
+static int journal_resume(struct job *job, const char *dest)
+{
+	BC_AUTOFREE char *src_real = NULL, *dst_real = NULL;
+	struct copy_journal_ident id;
+	int ret;
+
+	ret = job_ident(job, dest, &id, &src_real, &dst_real);
+	if (ret == 0)
+		ret = copy_journal_check(job->journal, &id);
+	if (ret < 0)
+		return ret;
+	journal_attach(job, job->journal, true);
+	return 0;
+}
+/* --- end resume journal --- */
+
 int job_start_copy(bc_disk *disk, const char *dest,
 		   const struct job_copy_opts *opts)
 {
 	struct job *job;
 	int ret;
 
-	job = job_alloc(disk, BC_BLOCK_JOB_TYPE_COPY);
+	job = job_alloc(disk, JOB_TYPE_COPY);
 	if (!job)
 		return -ENOMEM;
 	job->opts = *opts;
@@ -449,6 +634,15 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	if (!job->dest_path) {
 		ret = -ENOMEM;
 		goto err_unref;
+	}
+	/*
+	 * Without RESUME a journal of an earlier copy to @dest is replaced:
+	 * the new job copies everything (REUSE_EXT: zeros too).
+	 */
+	if (opts->resume) {
+		ret = journal_open_for_resume(job, dest, opts->granularity != 0);
+		if (ret < 0)
+			goto err_unref;
 	}
 
 	ret = dirty_bitmap_new(disk->size, job->opts.granularity, &job->dirty);
@@ -490,7 +684,13 @@ int job_start_copy(bc_disk *disk, const char *dest,
 		job_detach(job);
 		goto err_unref;
 	}
-	ret = mirror_scan(job);
+	if (opts->resume) {
+		ret = journal_resume(job, dest);
+	} else {
+		ret = mirror_scan(job);
+		if (ret == 0)
+			ret = journal_start(job, dest);
+	}
 	free(job->scan_bits);
 	job->scan_bits = NULL;
 	if (ret < 0) {
@@ -504,6 +704,9 @@ int job_start_copy(bc_disk *disk, const char *dest,
 	return 0;
 
 err_unlink:
+	/* A resumed job's journal stays as it was found. */
+	if (!opts->resume)
+		job_journal_detach(job, true);
 	if (job->dest_fresh)
 		(void)unlink(dest);
 
@@ -522,12 +725,12 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 	struct job *job;
 	int depth, ret;
 
-	if (disk->flags & BC_DISK_READONLY) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+	if (disk->flags & DISK_OPEN_READONLY) {
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' is read-only", disk->path);
 		return -EROFS;
 	}
-	job = job_alloc(disk, BC_BLOCK_JOB_TYPE_PULL);
+	job = job_alloc(disk, JOB_TYPE_PULL);
 	if (!job)
 		return -ENOMEM;
 	job->bandwidth = bandwidth;
@@ -556,7 +759,7 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 		depth++;
 	}
 	if (base && (!layer || layer == disk->top)) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     layer ? "base '%s' is the top of the chain of '%s'"
 				   : "could not find image '%s' in chain for '%s'",
 			     base, disk->path);
@@ -613,7 +816,7 @@ static struct job *get_job(bc_disk *disk)
 	struct job *job = find_job(disk);
 
 	if (!job)
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "disk '%s' does not have an active block job",
 			     disk->path);
 	return job;
@@ -630,26 +833,26 @@ static int request_pivot_locked(struct job *job, bool verify)
 {
 	bc_disk *disk = job->disk;
 
-	if (job->type != BC_BLOCK_JOB_TYPE_COPY) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+	if (job->type != JOB_TYPE_COPY) {
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "pivot of disk '%s' requires an active copy block job",
 			     disk->path);
 		return -EINVAL;
 	}
 	if (!was_ready_locked(job)) {
-		bc_error_set(BC_ERR_BLOCK_COPY_ACTIVE, 0,
+		bc_error_set(ERR_BLOCK_COPY_ACTIVE, 0,
 			     "block copy still active: disk '%s' not ready for pivot yet",
 			     disk->path);
 		return -EBUSY;
 	}
 	if (job->state == JOB_PAUSED) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "block job on disk '%s' is paused after an error: resume or abort it",
 			     disk->path);
 		return -EINVAL;
 	}
 	if (job->state != JOB_READY) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "block job on disk '%s' is already ending",
 			     disk->path);
 		return -EINVAL;
@@ -729,7 +932,7 @@ int job_resume(bc_disk *disk)
 		return -EINVAL;
 	pthread_mutex_lock(&job->lock);
 	if (job->state != JOB_PAUSED) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, 0,
+		bc_error_set(ERR_OPERATION_INVALID, 0,
 			     "block job on disk '%s' is not paused", disk->path);
 		ret = -EINVAL;
 	} else {
@@ -742,7 +945,7 @@ int job_resume(bc_disk *disk)
 	return ret;
 }
 
-int job_get_state(bc_disk *disk, int *state, bc_error *err)
+int job_get_state(bc_disk *disk, int *state, struct error_record *err)
 {
 	struct job *job = find_job(disk);
 
@@ -754,13 +957,13 @@ int job_get_state(bc_disk *disk, int *state, bc_error *err)
 	switch (job->state) {
 	case JOB_CREATED:
 	case JOB_RUNNING:
-		*state = BC_BLOCK_JOB_STATE_RUNNING;
+		*state = JOB_STATE_RUNNING;
 		break;
 	case JOB_READY:
-		*state = BC_BLOCK_JOB_STATE_READY;
+		*state = JOB_STATE_READY;
 		break;
 	case JOB_PAUSED:
-		*state = BC_BLOCK_JOB_STATE_PAUSED;
+		*state = JOB_STATE_PAUSED;
 		if (err)
 			*err = job->pause_err;
 		break;
@@ -769,7 +972,7 @@ int job_get_state(bc_disk *disk, int *state, bc_error *err)
 	case JOB_CANCELING:
 	case JOB_CONCLUDING:
 	case JOB_CONCLUDED:
-		*state = BC_BLOCK_JOB_STATE_ENDING;
+		*state = JOB_STATE_ENDING;
 		break;
 	}
 	pthread_mutex_unlock(&job->lock);
@@ -777,7 +980,7 @@ int job_get_state(bc_disk *disk, int *state, bc_error *err)
 	return 1;
 }
 
-int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
+int job_get_info(bc_disk *disk, struct job_info *info, bool bytes)
 {
 	struct job *job = find_job(disk);
 
@@ -788,7 +991,7 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	pthread_mutex_lock(&job->lock);
 	info->type = job->type;
 	info->cur = job->cur;
-	if (job->type == BC_BLOCK_JOB_TYPE_COPY)
+	if (job->type == JOB_TYPE_COPY)
 		info->end = job->cur + job->inflight_bytes +
 			    dirty_bitmap_count_bytes(job->dirty);
 	else
@@ -803,19 +1006,19 @@ int job_get_info(bc_disk *disk, bc_block_job_info *info, bool bytes)
 	return 1;
 }
 
-void job_fill_stats(struct job *job, bc_block_job_stats *st)
+void job_fill_stats(struct job *job, struct job_stats *st)
 {
 	memset(st, 0, sizeof(*st));
 	BC_LOCK_GUARD(&job->lock);
 	st->active = 1;
 	st->status = -1;
 	st->type = job->type;
-	st->mode = job->write_blocking ? BC_BLOCK_JOB_MODE_WRITE_BLOCKING
-				       : BC_BLOCK_JOB_MODE_BACKGROUND;
+	st->mode = job->write_blocking ? JOB_MODE_WRITE_BLOCKING
+				       : JOB_MODE_BACKGROUND;
 	st->auto_converge = job->opts.auto_converge;
 	st->ready = was_ready_locked(job);
 	st->cur = job->cur;
-	if (job->type == BC_BLOCK_JOB_TYPE_COPY) {
+	if (job->type == JOB_TYPE_COPY) {
 		st->dirty_bytes = dirty_bitmap_count_bytes(job->dirty);
 		st->end = job->cur + job->inflight_bytes + st->dirty_bytes;
 	} else {
@@ -830,7 +1033,7 @@ void job_fill_stats(struct job *job, bc_block_job_stats *st)
 	st->elapsed_ns = job_now_ns() - job->t0_ns;
 }
 
-int job_get_stats(bc_disk *disk, bc_block_job_stats *st)
+int job_get_stats(bc_disk *disk, struct job_stats *st)
 {
 	struct job *job;
 

@@ -65,6 +65,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "engine/copy-journal.h"
 #include "engine/copy-method.h"
 #include "engine/dirty-bitmap.h"
 #include "engine/internal.h"
@@ -91,7 +92,7 @@ enum job_state {
 
 struct job {
 	bc_disk *disk;                /* reference held for the job's life */
-	int type;                     /* BC_BLOCK_JOB_TYPE_* */
+	int type;                     /* JOB_TYPE_* */
 	atomic_int refs;
 
 	pthread_mutex_t lock;
@@ -103,16 +104,16 @@ struct job {
 	bool finish_after_pivot;      /* PIVOTING: an abort came; applies if
 					 the pivot is refused */
 	unsigned int pivot_refusals;  /* verification refusals so far */
-	bc_error refuse_err;          /* ...the last one's reason */
+	struct error_record refuse_err;          /* ...the last one's reason */
 	bool write_blocking;          /* mode: guest writes reach the
 					 destination first */
 	enum job_target_policy on_target_error; /* COPY */
 	unsigned int target_errors;   /* IGNORE: consecutive rounds of errors */
 	uint64_t retry_at_ns;         /* IGNORE: no copy issued before this */
-	bc_error pause_err;           /* PAUSED: the error that paused it */
-	int end_status;               /* CONCLUDED: BC_BLOCK_JOB_* of the event */
+	struct error_record pause_err;           /* PAUSED: the error that paused it */
+	int end_status;               /* CONCLUDED: enum job_event of the event */
 	int end_ret;                  /* 0, or -errno of the failure */
-	bc_error err;                 /* first error, code 0 when none */
+	struct error_record err;                 /* first error, code 0 when none */
 
 	struct dirty_bitmap *dirty;            /* granules to copy (job->lock) */
 	struct dirty_bitmap *inflight;         /* granules being copied or written by an
@@ -134,6 +135,9 @@ struct job {
 	uint64_t scan_nbits;
 	uint32_t scan_gran_bits;
 	enum copy_method method;      /* data path, chosen at start */
+	struct copy_journal *journal; /* resume journal (engine/copy-journal.h),
+					 NULL = none; a reference, set before
+					 the thread starts */
 	/* statistics (job->lock) */
 	uint64_t t0_ns;               /* job start */
 	uint64_t mirroring_ns;
@@ -176,8 +180,15 @@ void job_conclude(struct job *job);
  * waiters, drop refs. */
 void job_finish(struct job *job, int status);
 
+/*
+ * The job is done with its journal. @remove (the copy is complete, or it
+ * never started): the disk forgets it and the file is removed. Else the
+ * disk keeps it, recording guest writes, for a later resume.
+ */
+void job_journal_detach(struct job *job, bool remove);
+
 /* Fill @st from the job (takes job->lock). */
-void job_fill_stats(struct job *job, bc_block_job_stats *st);
+void job_fill_stats(struct job *job, struct job_stats *st);
 
 /*
  * Every guest write of a disk with a COPY job, from the guest write path:

@@ -16,7 +16,8 @@
  *       → synchronous read through the format driver
  *   zero/unallocated ranges, and data that turns out all zero
  *       → a zero write to the destination (skipped by the initial scan
- *         on a freshly created destination, which reads zero already)
+ *         where the destination reads zero already: a fresh one, or the
+ *         holes and zero runs of a reused one)
  *   destination raw → write with the I/O backend; qcow2 → through the
  *   driver (it allocates clusters), synchronously.
  *
@@ -46,6 +47,7 @@
 #include <time.h>
 
 #include "engine/iob.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -66,6 +68,17 @@
  * since, so the guest stall does not grow with time spent mirroring.
  */
 #define FLUSH_INTERVAL_NS (500ull * 1000 * 1000)
+/*
+ * Resume journal checkpoints (engine/copy-journal.h): at most this long,
+ * or this much copied, between two; a resumed copy redoes at most about
+ * that much (plus what was in flight).
+ */
+#define CHECKPOINT_NS    (1000ull * 1000 * 1000)
+#define CHECKPOINT_BYTES (128ull << 20)
+/* A checkpoint waiting for guest writes of the old epoch looks again after. */
+#define CHECKPOINT_RETRY_NS (1000ull * 1000)
+/* user_data of a checkpoint's fdatasync: no slot has it. */
+#define CKPT_TAG UINT64_MAX
 
 /* THROTTLED: read, waiting for the bandwidth limit to let its write go. */
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_THROTTLED, SLOT_WRITING };
@@ -121,6 +134,13 @@ struct mirror {
 	uint64_t quiesce_t0;
 	uint64_t last_flush_ns;
 	struct iob_cqe *cqes;
+	/* resume journal checkpoints */
+	bool ckpt_pending;    /* begun, waiting for the old epoch's writes */
+	bool ckpt_flushing;   /* its destination fdatasync is in flight */
+	uint64_t ckpt_now;    /* ...and when it was taken */
+	uint64_t ckpt_ns;     /* when the last one was committed */
+	uint64_t ckpt_work;   /* job progress then (work_done_locked) */
+	uint64_t ckpt_begin_work;
 };
 
 /* --- setup ------------------------------------------------------------ */
@@ -184,7 +204,8 @@ static int mirror_setup(struct mirror *m, struct job *job)
 			return -ret;
 		m->slots[i].buf = p;
 	}
-	ret = iob_new(m->nslots * RUNS_MAX, 0, &m->iob);
+	/* + 1: a checkpoint's fdatasync (checkpoint()). */
+	ret = iob_new(m->nslots * RUNS_MAX + 1, 0, &m->iob);
 	if (ret < 0)
 		return ret;
 	if (!copy_path_offloads(&m->path))
@@ -253,10 +274,37 @@ static int scan_bitmap(struct job *job)
 }
 
 /*
+ * Mark dirty the parts of [off, off+len), which the source reads as zeros,
+ * where the existing destination does not read zeros already: a reused
+ * destination that is empty there (a new export, a sparse file) gets no
+ * zero writes, as QEMU's mirror skips ranges its target already zeroes.
+ */
+static int scan_zero_run(struct job *job, uint64_t off, uint64_t len)
+{
+	uint64_t end = off + len;
+	int ret;
+
+	while (off < end) {
+		struct fmt_extent d;
+
+		ret = fmt_chain_block_status(job->dest, off, end - off, &d);
+		if (ret < 0)
+			return ret;
+		if (d.state == FMT_DATA) {
+			BC_LOCK_GUARD(&job->lock);
+			dirty_bitmap_set(job->dirty, off, d.len);
+		}
+		off += d.len;
+	}
+	return 0;
+}
+
+/*
  * Initial bitmap from block status. Full copy: data anywhere in the chain,
- * plus zero/unallocated ranges when the destination may hold old data.
+ * plus zero/unallocated ranges where a reused destination holds data.
  * Shallow copy: what the top layer holds (data or zero). Runs after the
- * job is attached to the disk, so writes racing the scan are tracked.
+ * job is attached to the disk and the writes that entered before it have
+ * drained, so every write is either seen here or tracked.
  */
 int mirror_scan(struct job *job)
 {
@@ -274,10 +322,16 @@ int mirror_scan(struct job *job)
 		ret = fmt_chain_block_status(src, off, size - off, &ext);
 		if (ret < 0)
 			return ret;
-		if (job->opts.shallow)
+		if (job->opts.shallow) {
 			mark = ext.depth == 0 && ext.state != FMT_UNALLOC;
-		else
-			mark = ext.state == FMT_DATA || !job->dest_fresh;
+		} else if (ext.state != FMT_DATA && !job->dest_fresh) {
+			ret = scan_zero_run(job, off, ext.len);
+			if (ret < 0)
+				return ret;
+			mark = false;
+		} else {
+			mark = ext.state == FMT_DATA;
+		}
 		if (mark) {
 			BC_LOCK_GUARD(&job->lock);
 			dirty_bitmap_set(job->dirty, off, ext.len);
@@ -556,12 +610,31 @@ static __cold int io_failed(const struct fmt_image *img, const char *what,
 	return ret;
 }
 
+static void checkpoint_flushed(struct mirror *m, int ret);
+
+/* The checkpoint's fdatasync completed with @res (raw_flush's message). */
+static void checkpoint_fsync_done(struct mirror *m, int64_t res)
+{
+	char ebuf[128];
+	int err = (int)-res;
+
+	if (res < 0)
+		bc_error_set(bc_errno_to_code(err), err, "%s: flush: %s",
+			     m->dest->filename, strerror_r(err, ebuf, sizeof(ebuf)));
+	checkpoint_flushed(m, res < 0 ? -err : 0);
+}
+
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
 {
-	struct slot *s = &m->slots[c->user_data & 0xffff];
+	struct slot *s;
 	struct slot_run *r;
 	int ret = 0;
 
+	if (c->user_data == CKPT_TAG) {
+		checkpoint_fsync_done(m, c->res);
+		return;
+	}
+	s = &m->slots[c->user_data & 0xffff];
 	if (s->state == SLOT_READING) {
 		if (c->res < 0) {
 			slot_release(m, s, io_failed(s->read_layer, "read",
@@ -831,7 +904,7 @@ void mirror_guest_write_begin(struct job *job, enum guest_write_kind kind,
 
 	aw->claimed = false;
 	aw->mirror = false;
-	if (job->type != BC_BLOCK_JOB_TYPE_COPY)
+	if (job->type != JOB_TYPE_COPY)
 		return;
 	BC_LOCK_GUARD(&job->lock);
 	/* Not while paused: the destination failed, the bitmap keeps the write. */
@@ -1014,12 +1087,14 @@ static int verify_copy(struct mirror *m)
 
 			while (a[i] == b[i])
 				i++;
-			bc_error_set(BC_ERR_IO, 0,
+			bc_error_set(ERR_IO, 0,
 				     "verification failed: '%s' and '%s' differ at offset %llu; pivot refused, mirroring goes on",
 				     m->src->filename, job->dest_path,
 				     (unsigned long long)(off + i));
 			pthread_mutex_lock(&job->lock);
 			dirty_bitmap_set(job->dirty, off, len);
+			if (job->journal)
+				copy_journal_mark(job->journal, off, len);
 			pthread_mutex_unlock(&job->lock);
 			return -EIO;
 		}
@@ -1037,7 +1112,7 @@ static void refuse_pivot(struct mirror *m)
 	struct job *job = m->job;
 
 	pthread_mutex_lock(&job->lock);
-	job->refuse_err = *bc_last_error();
+	job->refuse_err = *bc_error_get();
 	job->pivot_refusals++;
 	job->pivot_verify = false;
 	job_set_state_locked(job, job->finish_after_pivot ? JOB_FINISHING
@@ -1072,17 +1147,143 @@ static int flush_dest(struct mirror *m)
 	return ret;
 }
 
+/* --- resume journal checkpoints (engine/copy-journal.h) ------------------ */
+
+/* What the destination received so far: copies and mirrored guest writes. */
+static uint64_t work_done_locked(const struct job *job)
+{
+	return job->cur + job->blocking_writes;
+}
+
+/*
+ * Advance the journal's checkpoint: begin one when CHECKPOINT_NS or
+ * CHECKPOINT_BYTES of work passed since the last (at once when @now_due),
+ * and once the guest writes of the old epoch have ended, snapshot what is
+ * clean, flush the destination and clear those bits. Never blocks on
+ * guests.
+ */
+static void checkpoint(struct mirror *m, bool now_due)
+{
+	struct job *job = m->job;
+	struct copy_journal *j = job->journal;
+	uint64_t now, work;
+	int ret;
+
+	if (!j)
+		return;
+	now = job_now_ns();
+	pthread_mutex_lock(&job->lock);
+	work = work_done_locked(job);
+	pthread_mutex_unlock(&job->lock);
+	if (!m->ckpt_pending) {
+		if (work == m->ckpt_work)
+			return; /* nothing reached the destination since */
+		if (!now_due && now - m->ckpt_ns < CHECKPOINT_NS &&
+		    work - m->ckpt_work < CHECKPOINT_BYTES)
+			return;
+		copy_journal_checkpoint_begin(j);
+		m->ckpt_pending = true;
+		m->ckpt_begin_work = work;
+	}
+	if (!copy_journal_checkpoint_ready(j))
+		return;
+	if (m->ckpt_flushing)
+		return; /* the previous one's fdatasync is still running */
+	pthread_mutex_lock(&job->lock);
+	copy_journal_checkpoint_snapshot(j, job->dirty, job->inflight);
+	pthread_mutex_unlock(&job->lock);
+	m->ckpt_pending = false;
+	m->ckpt_now = now;
+	/*
+	 * Bits are cleared only for data that is durable. A raw destination's
+	 * flush is one fdatasync: queued with the copies, so the copy goes on
+	 * meanwhile (what the snapshot counts as copied had completed before
+	 * it is queued); checkpoint_flushed() continues. Others: at once.
+	 */
+	if (m->iob && m->dest->drv == &fmt_raw_driver &&
+	    !fmt_is_nbd_uri(job->dest_path)) {
+		bool need;
+
+		pthread_mutex_lock(&job->lock);
+		need = job->dest_unflushed;
+		job->dest_unflushed = false;
+		pthread_mutex_unlock(&job->lock);
+		if (need) {
+			ret = iob_prep_fsync(m->iob, m->dest->fd, CKPT_TAG);
+			if (ret == 0) {
+				m->ckpt_flushing = true;
+				return;
+			}
+			pthread_mutex_lock(&job->lock);
+			job->dest_unflushed = true;
+			pthread_mutex_unlock(&job->lock);
+		}
+	}
+	checkpoint_flushed(m, flush_dest(m));
+}
+
+/* The checkpoint's destination flush ended with @ret: the rest of it. */
+static void checkpoint_flushed(struct mirror *m, int ret)
+{
+	struct job *job = m->job;
+
+	m->ckpt_flushing = false;
+	if (ret < 0) {
+		pthread_mutex_lock(&job->lock);
+		job->dest_unflushed = true;
+		pthread_mutex_unlock(&job->lock);
+		(void)job_target_error(job, ret);
+		return;
+	}
+	/*
+	 * ...on both sides: what was copied must not be lost from the source
+	 * either (a qcow2 source's metadata cache holds a guest write until
+	 * a flush; killed before it, the source forgets what the copy has).
+	 */
+	ret = fmt_flush(m->src);
+	if (ret == 0)
+		ret = copy_journal_checkpoint_commit(job->journal);
+	if (ret < 0) {
+		job_set_error(job, ret);
+		return;
+	}
+	m->ckpt_ns = m->ckpt_now;
+	m->ckpt_work = m->ckpt_begin_work;
+}
+
+/* How long the loop may sleep before checkpoint() has work; 0 = no limit. */
+static uint64_t checkpoint_delay(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t now, work;
+
+	if (!job->journal)
+		return 0;
+	if (m->ckpt_pending)
+		return CHECKPOINT_RETRY_NS;
+	pthread_mutex_lock(&job->lock);
+	work = work_done_locked(job);
+	pthread_mutex_unlock(&job->lock);
+	if (work == m->ckpt_work)
+		return 0;
+	now = job_now_ns();
+	return now - m->ckpt_ns >= CHECKPOINT_NS ? CHECKPOINT_RETRY_NS
+						 : CHECKPOINT_NS - (now - m->ckpt_ns);
+}
+
+static uint64_t min_delay(uint64_t a, uint64_t b)
+{
+	if (!a)
+		return b;
+	return b ? BC_MIN(a, b) : a;
+}
+
 /* --- the job ---------------------------------------------------------- */
 
 static void wait_ns_locked(struct job *job, uint64_t ns)
 {
-	struct timespec ts;
-	uint64_t t;
+	struct timespec ts = bc_cond_deadline(ns);
 
-	clock_gettime(CLOCK_REALTIME, &ts);
-	t = (uint64_t)ts.tv_nsec + ns;
-	ts.tv_sec += (time_t)(t / 1000000000ull);
-	ts.tv_nsec = (long)(t % 1000000000ull);
 	pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 }
 
@@ -1168,8 +1369,8 @@ static bool pivot_or_finish(struct mirror *m, const struct pass *p,
 			return false;
 		}
 	}
-	*status = p->state == JOB_PIVOTING ? BC_BLOCK_JOB_COMPLETED
-					   : BC_BLOCK_JOB_CANCELED;
+	*status = p->state == JOB_PIVOTING ? JOB_EVENT_COMPLETED
+					   : JOB_EVENT_CANCELED;
 	return true;
 }
 
@@ -1203,7 +1404,7 @@ static bool reached_sync(struct mirror *m, const struct pass *p)
 	pthread_mutex_unlock(&job->lock);
 	if (queue_ready)
 		engine_queue_event(job->disk->eng, job->disk, job->type,
-				   BC_BLOCK_JOB_MIRRORING, NULL);
+				   JOB_EVENT_MIRRORING, NULL);
 	return queue_ready;
 }
 
@@ -1242,10 +1443,12 @@ void *mirror_main(void *arg)
 	struct job *job = arg;
 	struct mirror m = { 0 };
 	struct converge cv = { 0 };
-	int status = BC_BLOCK_JOB_FAILED;
+	int status = JOB_EVENT_FAILED;
+	bool finished = false; /* abort after MIRRORING: a complete copy */
 	int ret;
 
 	bc_error_reset();
+	m.ckpt_ns = job_now_ns();
 	ret = mirror_setup(&m, job);
 	pthread_mutex_lock(&job->lock);
 	job->write_blocking = job->opts.write_blocking; /* job->dest is open now */
@@ -1264,14 +1467,17 @@ void *mirror_main(void *arg)
 		ret = iob_submit(m.iob);
 		if (ret < 0)
 			job_set_error(job, ret);
-		if (m.nbusy && m.nbusy == m.nthrottled) {
+		if (m.nbusy && m.nbusy == m.nthrottled && !m.ckpt_flushing) {
 			/* Only writes waiting for the limit: a set-speed wakes us. */
+			uint64_t ns = min_delay(delay, checkpoint_delay(&m));
+
 			pthread_mutex_lock(&job->lock);
-			wait_ns_locked(job, delay);
+			wait_ns_locked(job, ns);
 			pthread_mutex_unlock(&job->lock);
+			checkpoint(&m, false);
 			continue;
 		}
-		if (m.nbusy) {
+		if (m.nbusy || m.ckpt_flushing) {
 			int ms = delay ? (int)BC_MIN(delay / 1000000 + 1, 1000) : -1;
 
 			ret = reap(&m, true, ms);
@@ -1280,6 +1486,7 @@ void *mirror_main(void *arg)
 				job_set_error(job, ret);
 				break;
 			}
+			checkpoint(&m, false);
 			continue;
 		}
 
@@ -1287,22 +1494,27 @@ void *mirror_main(void *arg)
 		if (p.failed)
 			break;
 		if (p.state == JOB_CANCELING) {
-			status = BC_BLOCK_JOB_CANCELED;
+			status = JOB_EVENT_CANCELED;
 			break;
 		}
 		if (p.state == JOB_PIVOTING || p.state == JOB_FINISHING) {
-			if (pivot_or_finish(&m, &p, &status))
+			if (pivot_or_finish(&m, &p, &status)) {
+				finished = p.state == JOB_FINISHING;
 				break;
+			}
 			continue;
 		}
 		if (p.clean && p.state != JOB_PAUSED && reached_sync(&m, &p))
 			continue;
-		wait_for_work(&m, &p, delay);
+		checkpoint(&m, false);
+		if (m.ckpt_flushing)
+			continue; /* submit its fdatasync, reap it */
+		wait_for_work(&m, &p, min_delay(delay, checkpoint_delay(&m)));
 	}
 
 out:
 	/* Drain whatever is still in flight before touching the chain. */
-	while (m.nbusy) {
+	while (m.nbusy || m.ckpt_flushing) {
 		if (reap(&m, true, -1) < 0)
 			break;
 	}
@@ -1314,7 +1526,8 @@ out:
 		m.iob = NULL;
 		m.slots = NULL;
 		m.nbusy = 0;
-		status = BC_BLOCK_JOB_FAILED;
+		m.ckpt_flushing = false;
+		status = JOB_EVENT_FAILED;
 	}
 
 	/*
@@ -1323,8 +1536,20 @@ out:
 	 * The job stays the disk's job until job_finish(): no snapshot or new
 	 * job slips in between.
 	 */
+	if (status == JOB_EVENT_CANCELED && !finished) {
+		/* Canceled early: record what is done, for a resume. */
+		checkpoint(&m, true);
+		if (m.ckpt_pending)
+			checkpoint(&m, true);
+		if (m.ckpt_flushing && iob_submit(m.iob) < 0)
+			m.ckpt_flushing = false; /* not submitted: no commit */
+		while (m.ckpt_flushing) {
+			if (reap(&m, true, -1) < 0)
+				break;
+		}
+	}
 	job_conclude(job);
-	if (status == BC_BLOCK_JOB_COMPLETED)
+	if (status == JOB_EVENT_COMPLETED)
 		pivot_swap(&m);
 	if (m.quiesced) {
 		pthread_mutex_lock(&job->lock);
@@ -1332,6 +1557,13 @@ out:
 		pthread_mutex_unlock(&job->lock);
 		disk_resume(job->disk);
 	}
+	/*
+	 * Journal (after the guests resume: unlinking is not their stall):
+	 * removed once the copy is complete (pivoted, or finished after
+	 * MIRRORING); kept by the disk otherwise (job.h). Still the disk's
+	 * job until job_finish(), so no new job races this.
+	 */
+	job_journal_detach(job, status == JOB_EVENT_COMPLETED || finished);
 	mirror_teardown(&m);
 	job_finish(job, status);
 	return NULL;

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -102,17 +103,13 @@ static bool wait_for_budget(struct job *job, uint64_t len)
 	for (;;) {
 		uint64_t delay;
 		struct timespec ts;
-		uint64_t t;
 
 		if (job->state != JOB_RUNNING) /* CANCELING */
 			return false;
 		delay = throttle_delay_ns(&job->throttle, len);
 		if (!delay)
 			break;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		t = (uint64_t)ts.tv_nsec + delay;
-		ts.tv_sec += (time_t)(t / 1000000000ull);
-		ts.tv_nsec = (long)(t % 1000000000ull);
+		ts = bc_cond_deadline(delay);
 		pthread_cond_timedwait(&job->cond, &job->lock, &ts);
 	}
 	return true;
@@ -159,7 +156,7 @@ void *pull_main(void *arg)
 {
 	struct job *job = arg;
 	uint64_t off = 0, size = job->disk->size;
-	int status = BC_BLOCK_JOB_FAILED;
+	int status = JOB_EVENT_FAILED;
 	struct copy_path path;
 	void *buf = NULL;
 	int ret;
@@ -192,13 +189,13 @@ void *pull_main(void *arg)
 	if (ret < 0) {
 		job_set_error(job, ret);
 	} else if (off < size) {
-		status = BC_BLOCK_JOB_CANCELED;
+		status = JOB_EVENT_CANCELED;
 	} else {
 		ret = pull_finish(job);
 		if (ret < 0)
 			job_set_error(job, ret);
 		else
-			status = BC_BLOCK_JOB_COMPLETED;
+			status = JOB_EVENT_COMPLETED;
 	}
 	job_finish(job, status);
 	return NULL;

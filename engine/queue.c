@@ -67,6 +67,7 @@
 #include "engine/internal.h"
 #include "engine/iob.h"
 #include "formats/fmt.h"
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -85,7 +86,7 @@ struct qreq {
 	bool mapped;            /* direct through the format: @map is held */
 	struct fmt_io_map map;  /* ...where the kernel reads or writes */
 	int64_t ret;            /* bytes or -errno */
-	int err_code;           /* BC_ERR_* when ret < 0 */
+	int err_code;           /* ERR_* when ret < 0 */
 	char *err_msg;          /* malloc'd when ret < 0; freed at reuse */
 };
 
@@ -195,7 +196,7 @@ static void post_locked(struct bc_queue *q, unsigned int slot, bool owner)
 }
 
 /* Record a failure from the calling thread's error, or from the errno. */
-static void fail_req(struct qreq *r, int neg_errno, const bc_error *e)
+static void fail_req(struct qreq *r, int neg_errno, const struct error_record *e)
 {
 	char ebuf[128];
 
@@ -217,7 +218,7 @@ static void fail_req(struct qreq *r, int neg_errno, const bc_error *e)
 }
 
 /* Put back a thread's error record saved before doing a request's work. */
-static void restore_error(const bc_error *saved)
+static void restore_error(const struct error_record *saved)
 {
 	if (saved->code)
 		bc_error_set(saved->code, saved->sys_errno, "%s", saved->message);
@@ -237,7 +238,7 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 {
 	const struct fmt_image *top = r->view.top;
 	uint8_t *p = (uint8_t *)r->buf + done;
-	bc_error saved = *bc_last_error();
+	struct error_record saved = *bc_error_get();
 	int fd = r->mapped ? r->map.fd : top->fd;
 	uint64_t pos = (r->mapped ? r->map.host_off : r->off) + done;
 	uint64_t end = r->mapped ? r->map.known_end : top->size;
@@ -250,7 +251,7 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 	else
 		ret = fmt_pwrite_file(fd, p, (size_t)(r->len - done), pos);
 	if (ret < 0)
-		fail_req(r, ret, bc_last_error());
+		fail_req(r, ret, bc_error_get());
 	restore_error(&saved);
 	return ret < 0 ? ret : (int64_t)r->len;
 }
@@ -262,14 +263,14 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
  */
 static void unmap_request(struct qreq *r)
 {
-	bc_error saved = *bc_last_error();
+	struct error_record saved = *bc_error_get();
 	int ret;
 
 	bc_error_reset();
 	ret = fmt_io_unmap(r->view.top, &r->map, r->ret < 0 ? (int)r->ret : 0);
 	r->mapped = false;
 	if (ret < 0 && r->ret >= 0)
-		fail_req(r, ret, bc_last_error());
+		fail_req(r, ret, bc_error_get());
 	restore_error(&saved);
 }
 
@@ -368,7 +369,7 @@ static void run_sync(struct bc_queue *q, struct qreq *r)
 		break;
 	}
 	if (ret < 0)
-		fail_req(r, ret, bc_last_error());
+		fail_req(r, ret, bc_error_get());
 	else
 		r->ret = r->op == QUEUE_READ || r->op == QUEUE_WRITE
 				 ? (int64_t)r->len
@@ -430,7 +431,7 @@ static void fail_now_locked(struct bc_queue *q, unsigned int slot, int err)
 	struct qreq *r = &q->reqs[slot];
 
 	r->ret = err;
-	r->err_code = BC_ERR_NO_MEMORY;
+	r->err_code = ERR_NO_MEMORY;
 	r->err_msg = strdup("cannot start a worker thread for the request");
 	q->pool_busy--;
 	post_locked(q, slot, false);
@@ -499,13 +500,13 @@ static int setup_backend(struct bc_queue *q)
 			return watch(q, q->ring.ring_fd);
 		}
 		if (want && *want) {
-			bc_error_set(BC_ERR_UNSUPPORTED, -ret,
+			bc_error_set(ERR_UNSUPPORTED, -ret,
 				     "cannot set up io_uring for an I/O queue: %s",
 				     strerror_r(-ret, ebuf, sizeof(ebuf)));
 			return -ENOTSUP;
 		}
 	} else if (strcmp(want, "aio") != 0) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "BLOCKCOPY_IO=%s: expected uring or aio", want);
 		return -EINVAL;
 	}
@@ -608,7 +609,7 @@ int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,
 	if (ret < 0)
 		return ret;
 	if (!q->nfree) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, EAGAIN,
+		bc_error_set(ERR_OPERATION_INVALID, EAGAIN,
 			     "I/O queue is full: %u requests outstanding (reap completions first)",
 			     q->depth);
 		return -EAGAIN;
@@ -618,7 +619,7 @@ int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,
 	free(r->err_msg);
 	*r = (struct qreq){
 		.tag = tag, .buf = buf, .off = off, .len = len, .op = op,
-		.zflags = zflags,
+		.zflags = (zflags & DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0,
 	};
 	q->queued[q->nqueued++] = slot;
 	return 0;
@@ -771,7 +772,7 @@ int queue_completion_fd(bc_queue *q)
 }
 
 /* Move up to @max done completions to @out; returns how many. */
-static int take_done(struct bc_queue *q, bc_completion *out, int max)
+static int take_done(struct bc_queue *q, struct queue_completion *out, int max)
 {
 	int n = 0;
 
@@ -784,7 +785,7 @@ static int take_done(struct bc_queue *q, bc_completion *out, int max)
 		if (out) {
 			out[n].tag = r->tag;
 			out[n].ret = r->ret;
-			out[n].error_code = r->ret < 0 ? r->err_code : BC_ERR_OK;
+			out[n].error_code = r->ret < 0 ? r->err_code : ERR_OK;
 			out[n].error_message = r->ret < 0 && r->err_msg
 						       ? r->err_msg
 						       : "";
@@ -837,20 +838,17 @@ static int wait_completion(struct bc_queue *q, int wait_ms)
 
 static int64_t now_ms(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)(bc_now_ns() / 1000000);
 }
 
-int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
+int queue_reap(bc_queue *q, struct queue_completion *out, int min, int max,
 	       int timeout_ms)
 {
 	int64_t deadline = timeout_ms > 0 ? now_ms() + timeout_ms : 0;
 	int n = 0;
 
 	if ((unsigned int)min > q->submitted) {
-		bc_error_set(BC_ERR_INVALID_ARG, 0,
+		bc_error_set(ERR_INVALID_ARG, 0,
 			     "cannot wait for %d completions: %u requests are submitted and not reaped",
 			     min, q->submitted);
 		return -EINVAL;

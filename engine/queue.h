@@ -15,7 +15,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "lib/blockcopy.h"
+#include "engine/engine.h"
+
+/* The public opaque queue handle; the engine defines the struct (queue.c). */
+typedef struct bc_queue bc_queue;
+
+/*
+ * One finished request, laid out as the public bc_completion (asserted in
+ * lib/api-queue.c, which hands the caller's array to queue_reap()).
+ */
+struct queue_completion {
+	void *tag;                 /* the caller's tag */
+	int64_t ret;               /* bytes, 0, or -errno */
+	int error_code;            /* ERR_*; ERR_OK when ret >= 0 */
+	const char *error_message; /* "" when ret >= 0; valid until the next
+				      call on the queue */
+};
 
 enum queue_op {
 	QUEUE_READ,
@@ -29,8 +44,8 @@ enum queue_op {
 int queue_new(bc_disk *disk, unsigned int depth, bc_queue **out);
 
 /*
- * Queue one request. @buf: READ and WRITE only; @zflags: FMT_ZERO_* for
- * ZEROES. Returns 0, -EAGAIN (queue full), or what disk_guest_check()
+ * Queue one request. @buf: READ and WRITE only; @zflags:
+ * DISK_ZEROES_MAY_UNMAP or 0, for ZEROES. Returns 0, -EAGAIN (queue full), or what disk_guest_check()
  * refuses.
  */
 int queue_add(bc_queue *q, enum queue_op op, void *buf, uint64_t off,
@@ -42,7 +57,7 @@ int queue_submit(bc_queue *q);
 int queue_completion_fd(bc_queue *q);
 
 /* -EINVAL if @min exceeds the requests submitted and not reaped. */
-int queue_reap(bc_queue *q, bc_completion *out, int min, int max,
+int queue_reap(bc_queue *q, struct queue_completion *out, int min, int max,
 	       int timeout_ms);
 
 void queue_free(bc_queue *q);

@@ -19,18 +19,15 @@
 
 #include <time.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/util.h"
 
 #define NS_PER_SEC 1000000000ull
 
 static uint64_t monotonic_ns(void *opaque)
 {
-	struct timespec ts;
-
 	(void)opaque;
-	/* Cannot fail for CLOCK_MONOTONIC on Linux. */
-	(void)clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * NS_PER_SEC + (uint64_t)ts.tv_nsec;
+	return bc_now_ns();
 }
 
 static uint64_t now(const struct throttle *t)

@@ -132,7 +132,7 @@ static int open_layer(const char *path, const char *err_prefix, char *store,
 	/* Refuse fifos and sockets before open(2) could block on them. */
 	if (stat(path, st) == 0 && !S_ISREG(st->st_mode) &&
 	    !S_ISBLK(st->st_mode) && !S_ISDIR(st->st_mode)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s'%s': not a regular file or block device",
 			     err_prefix, path);
 		return -EINVAL;
@@ -149,7 +149,7 @@ static int open_layer(const char *path, const char *err_prefix, char *store,
 	if (S_ISDIR(st->st_mode))
 		goto is_dir;
 	if (!S_ISREG(st->st_mode) && !S_ISBLK(st->st_mode)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s'%s': not a regular file or block device",
 			     err_prefix, path);
 		return -EINVAL;
@@ -197,10 +197,10 @@ static int open_layer(const char *path, const char *err_prefix, char *store,
 
 is_dir:
 	if (*err_prefix)
-		bc_error_set(BC_ERR_INVALID_ARG, EISDIR,
+		bc_error_set(ERR_INVALID_ARG, EISDIR,
 			     "%s'%s': is a directory", err_prefix, path);
 	else
-		bc_error_set(BC_ERR_INVALID_ARG, EISDIR, "%s: is a directory",
+		bc_error_set(ERR_INVALID_ARG, EISDIR, "%s: is a directory",
 			     path);
 	return -EISDIR;
 }
@@ -245,13 +245,13 @@ static int open_backing(struct fmt_image *ov, int depth, unsigned int flags,
 	int i, ret;
 
 	if (fmt_backing_is_protocol(ov->backing_name)) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: backing file '%s' uses a protocol, not supported",
 			     ov->filename, ov->backing_name);
 		return -ENOTSUP;
 	}
 	if (depth + 1 > FMT_CHAIN_MAX_DEPTH) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, ELOOP,
+		bc_error_set(ERR_IMAGE_CORRUPT, ELOOP,
 			     "%s: backing chain deeper than %d", ov->filename,
 			     FMT_CHAIN_MAX_DEPTH);
 		return -ELOOP;
@@ -259,7 +259,7 @@ static int open_backing(struct fmt_image *ov, int depth, unsigned int flags,
 	if (ov->backing_fmt) {
 		drv = fmt_driver_find(ov->backing_fmt);
 		if (!drv) {
-			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 				     "%s: backing format '%s' not supported",
 				     ov->filename, ov->backing_fmt);
 			return -ENOTSUP;
@@ -280,7 +280,7 @@ static int open_backing(struct fmt_image *ov, int depth, unsigned int flags,
 	if (stat(real, &st) == 0) {
 		for (i = 0; i <= depth; i++) {
 			if (ids[i].dev == st.st_dev && ids[i].ino == st.st_ino) {
-				bc_error_set(BC_ERR_IMAGE_CORRUPT, ELOOP,
+				bc_error_set(ERR_IMAGE_CORRUPT, ELOOP,
 					     "%s: backing chain loops back to '%s'",
 					     ov->filename, real);
 				free(real);
@@ -295,7 +295,7 @@ static int open_backing(struct fmt_image *ov, int depth, unsigned int flags,
 	/* Recheck on the opened file: the path may have changed. */
 	for (i = 0; i <= depth; i++) {
 		if (ids[i].dev == st.st_dev && ids[i].ino == st.st_ino) {
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, ELOOP,
+			bc_error_set(ERR_IMAGE_CORRUPT, ELOOP,
 				     "%s: backing chain loops back to '%s'",
 				     ov->filename, ov->backing->filename);
 			return -ELOOP;
@@ -314,7 +314,7 @@ static int open_nbd(const char *uri, const char *format, unsigned int flags,
 	int ret;
 
 	if (format && strcmp(format, "raw")) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' over NBD is not supported: the server exports guest data (raw)",
 			     uri, format);
 		return -ENOTSUP;
@@ -353,14 +353,14 @@ int fmt_open(const char *path, const char *format, unsigned int flags,
 
 	if (flags & ~(FMT_OPEN_RDWR | FMT_OPEN_DIRECT | FMT_OPEN_NO_BACKING |
 		      FMT_OPEN_CHECK)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "unsupported open flags 0x%x", flags);
 		return -EINVAL;
 	}
 	if (format) {
 		drv = fmt_driver_find(format);
 		if (!drv) {
-			bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			bc_error_set(ERR_INVALID_ARG, EINVAL,
 				     "unknown format '%s'", format);
 			return -EINVAL;
 		}

@@ -185,7 +185,7 @@ int fmt_newfile_publish(struct fmt_newfile *nf)
 	}
 	ret = nf->tmpname ? rename_named(nf) : link_unnamed(nf);
 	if (ret == -EEXIST) {
-		bc_error_set(BC_ERR_EXISTS, EEXIST, "%s: file exists",
+		bc_error_set(ERR_EXISTS, EEXIST, "%s: file exists",
 			     nf->path);
 		goto err_abandon;
 	}

@@ -116,7 +116,10 @@ static __cold int record_io_error(int fd, const char *what, int err,
 	return -err;
 }
 
-/* Alignment that satisfies O_DIRECT for every logical block size we meet. */
+/*
+ * Alignment that satisfies O_DIRECT for every logical block size we meet,
+ * when the caller does not know the file's own; the largest bounce buffer.
+ */
 #define DIRECT_BOUNCE_ALIGN 4096u
 #define DIRECT_BOUNCE_MAX   (1024u * 1024u)
 
@@ -128,23 +131,26 @@ static bool is_direct(int fd)
 }
 
 /*
- * Unaligned read from an O_DIRECT descriptor through an aligned bounce
- * buffer: returns bytes read (short only at EOF) or -errno.
+ * The one bounce buffer of the format layer: an unaligned read from an
+ * O_DIRECT descriptor, through a buffer aligned to @align (a power of
+ * two), at most DIRECT_BOUNCE_MAX bytes at a time. Returns bytes read
+ * (short only at EOF) or -errno; *@err_off is where an error happened.
  */
-static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off)
+static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off,
+			     uint32_t align, uint64_t *err_off)
 {
+	size_t bsize = (size_t)BC_MAX(align, DIRECT_BOUNCE_MAX);
 	size_t got = 0;
 	uint8_t *b;
 
-	if (posix_memalign((void **)&b, DIRECT_BOUNCE_ALIGN, DIRECT_BOUNCE_MAX))
+	if (posix_memalign((void **)&b, align, bsize))
 		return -ENOMEM;
 	while (got < n) {
 		uint64_t pos = off + got;
-		uint64_t start = bc_align_down(pos, DIRECT_BOUNCE_ALIGN);
+		uint64_t start = bc_align_down(pos, align);
 		size_t head = (size_t)(pos - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n - got,
-							 DIRECT_BOUNCE_ALIGN),
-					     (uint64_t)DIRECT_BOUNCE_MAX);
+		size_t span = (size_t)BC_MIN(bc_align_up(head + n - got, align),
+					     (uint64_t)bsize);
 		ssize_t r = pread(fd, b, span, (off_t)start);
 		size_t take;
 
@@ -152,6 +158,7 @@ static ssize_t pread_bounced(int fd, uint8_t *buf, size_t n, uint64_t off)
 			if (errno == EINTR)
 				continue;
 			r = -errno;
+			*err_off = pos;
 			free(b);
 			return r;
 		}
@@ -183,11 +190,14 @@ static int read_upto(int fd, void *buf, size_t n, uint64_t off, size_t *done)
 		ssize_t r = pread(fd, p + got, n - got, (off_t)(off + got));
 
 		if (r < 0 && errno == EINVAL && is_direct(fd)) {
-			r = pread_bounced(fd, p + got, n - got, off + got);
+			uint64_t err_off = off + got;
+
+			r = pread_bounced(fd, p + got, n - got, off + got,
+					  DIRECT_BOUNCE_ALIGN, &err_off);
 			if (r < 0) {
 				*done = got;
 				return record_io_error(fd, "read", (int)-r,
-						       off + got);
+						       err_off);
 			}
 			got += (size_t)r;
 			break;
@@ -227,7 +237,7 @@ int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off)
 		char name[PATH_MAX];
 
 		fd_name(fd, name, sizeof(name));
-		bc_error_set(BC_ERR_IO, EIO,
+		bc_error_set(ERR_IO, EIO,
 			     "%s: unexpected end of file reading %zu bytes at offset %llu",
 			     name, n, (unsigned long long)off);
 		return -EIO;
@@ -237,14 +247,8 @@ int fmt_pread_file(int fd, void *buf, size_t n, uint64_t off)
 
 int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off)
 {
-	size_t done;
-	int ret;
-
-	ret = read_upto(fd, buf, n, off, &done);
-	if (ret < 0)
-		return ret;
-	memset((uint8_t *)buf + done, 0, n - done);
-	return 0;
+	/* Known to end at 0: whatever does not come back reads as zeros. */
+	return fmt_pread_file_within(fd, buf, n, off, 0);
 }
 
 int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
@@ -256,12 +260,26 @@ int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end)
 	    (uint64_t)st.st_size >= known_end)
 		return 0;
 	fd_name(fd, name, sizeof(name));
-	bc_error_set(BC_ERR_IO, EIO,
+	bc_error_set(ERR_IO, EIO,
 		     "%s: read failed at offset %llu: the file ends at %llu, short of its known size %llu (truncated while open?)",
 		     name, (unsigned long long)BC_MAX(off, (uint64_t)st.st_size),
 		     (unsigned long long)st.st_size,
 		     (unsigned long long)known_end);
 	return -EIO;
+}
+
+/* fmt_pread_file_within after @done bytes came: the shrink check, the zeros. */
+static int end_within(int fd, void *buf, size_t n, uint64_t off, size_t done,
+		      uint64_t known_end)
+{
+	if (done < n && off + done < known_end) {
+		int ret = fmt_file_shrunk(fd, off + done, known_end);
+
+		if (ret < 0)
+			return ret;
+	}
+	memset((uint8_t *)buf + done, 0, n - done);
+	return 0;
 }
 
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
@@ -273,13 +291,84 @@ int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 	ret = read_upto(fd, buf, n, off, &done);
 	if (ret < 0)
 		return ret;
-	if (done < n && off + done < known_end) {
-		ret = fmt_file_shrunk(fd, off + done, known_end);
-		if (ret < 0)
-			return ret;
+	return end_within(fd, buf, n, off, done, known_end);
+}
+
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align)
+{
+	uint64_t err_off = off;
+	ssize_t r;
+
+	assert(bc_is_pow2(align));
+	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	r = pread_bounced(fd, buf, n, off, align, &err_off);
+	if (r < 0)
+		return record_io_error(fd, "read", (int)-r, err_off);
+	return end_within(fd, buf, n, off, (size_t)r, known_end);
+}
+
+/* Copy @len bytes of the gather list from its byte @pos on (NULL: zeros). */
+static void iov_copy_out(const struct iovec *iov, int cnt, uint64_t pos,
+			 uint8_t *dst, size_t len)
+{
+	int i;
+
+	for (i = 0; i < cnt && len; i++) {
+		size_t take;
+
+		if (pos >= iov[i].iov_len) {
+			pos -= iov[i].iov_len;
+			continue;
+		}
+		take = (size_t)BC_MIN(iov[i].iov_len - pos, (uint64_t)len);
+		if (iov[i].iov_base)
+			memcpy(dst, (const uint8_t *)iov[i].iov_base + pos, take);
+		else
+			memset(dst, 0, take);
+		dst += take;
+		len -= take;
+		pos = 0;
 	}
-	memset((uint8_t *)buf + done, 0, n - done);
-	return 0;
+}
+
+int fmt_pwritev_file_bounced(int fd, const struct iovec *iov, int cnt,
+			     uint64_t off, uint32_t align)
+{
+	size_t bsize = (size_t)BC_MAX(align, DIRECT_BOUNCE_MAX);
+	uint64_t total = 0, done = 0;
+	uint8_t *b;
+	int i, ret = 0;
+
+	assert(bc_is_pow2(align));
+	for (i = 0; i < cnt; i++)
+		total += iov[i].iov_len;
+	if (off > (uint64_t)INT64_MAX || total > (uint64_t)INT64_MAX - off)
+		return -EINVAL;
+	if (posix_memalign((void **)&b, align, bsize))
+		return -ENOMEM;
+	while (done < total && ret == 0) {
+		uint64_t pos = off + done, start = bc_align_down(pos, align);
+		size_t head = (size_t)(pos - start);
+		size_t span = (size_t)BC_MIN(bc_align_up(head + (total - done), align),
+					     (uint64_t)bsize);
+		size_t take = (size_t)BC_MIN(span - head, total - done);
+
+		/* Edge blocks written in part keep their other bytes. */
+		if (head)
+			ret = fmt_pread_file_zfill(fd, b, align, start);
+		if (ret == 0 && head + take < span && (span > align || !head))
+			ret = fmt_pread_file_zfill(fd, b + span - align, align,
+						   start + span - align);
+		if (ret < 0)
+			break;
+		iov_copy_out(iov, cnt, done, b + head, take);
+		ret = fmt_pwrite_file(fd, b, span, start);
+		done += take;
+	}
+	free(b);
+	return ret;
 }
 
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
@@ -320,7 +409,7 @@ static int check_range(const struct fmt_image *img, uint64_t off, uint64_t len)
 	uint64_t end;
 
 	if (bc_add_overflow(off, len, &end) || end > img->size) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: range %llu+%llu is outside the image (size %llu)",
 			     img->filename, (unsigned long long)off,
 			     (unsigned long long)len,
@@ -333,7 +422,7 @@ static int check_range(const struct fmt_image *img, uint64_t off, uint64_t len)
 static int check_writable(const struct fmt_image *img)
 {
 	if (!(img->flags & FMT_OPEN_RDWR)) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, EROFS,
+		bc_error_set(ERR_OPERATION_INVALID, EROFS,
 			     "%s: image is read-only", img->filename);
 		return -EROFS;
 	}
@@ -351,13 +440,18 @@ int fmt_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 	return img->drv->pread(img, buf, n, off);
 }
 
-int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
+/* A write of [off, off+len) may go ahead: the image is writable, the range inside it. */
+static int check_write(struct fmt_image *img, uint64_t off, uint64_t len)
 {
 	int ret = check_writable(img);
 
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, n);
+	return ret < 0 ? ret : check_range(img, off, len);
+}
+
+int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
+{
+	int ret = check_write(img, off, n);
+
 	if (ret < 0)
 		return ret;
 	if (!n)
@@ -372,9 +466,7 @@ int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
 
 	if (!img->drv->pwrite_behind)
 		return fmt_pwrite(img, buf, n, off);
-	ret = check_writable(img);
-	if (ret == 0)
-		ret = check_range(img, off, n);
+	ret = check_write(img, off, n);
 	if (ret < 0 || !n)
 		return ret;
 	return img->drv->pwrite_behind(img, buf, n, off);
@@ -386,15 +478,12 @@ int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 	int ret;
 
 	if (flags & ~FMT_ZERO_MAY_UNMAP) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: unsupported write-zeroes flags 0x%x",
 			     img->filename, flags);
 		return -EINVAL;
 	}
-	ret = check_writable(img);
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, len);
+	ret = check_write(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len)
@@ -404,11 +493,8 @@ int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 {
-	int ret = check_writable(img);
+	int ret = check_write(img, off, len);
 
-	if (ret < 0)
-		return ret;
-	ret = check_range(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len)
@@ -432,7 +518,7 @@ int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	if (ret < 0)
 		return ret;
 	if (!len) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: block status of an empty range", img->filename);
 		return -EINVAL;
 	}
@@ -465,10 +551,8 @@ int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
 int fmt_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 			  struct fmt_extent *ext)
 {
-	int ret = check_writable(img);
+	int ret = check_write(img, off, len);
 
-	if (ret == 0)
-		ret = check_range(img, off, len);
 	if (ret < 0)
 		return ret;
 	if (!len || !img->drv->map_for_overwrite)
@@ -542,28 +626,28 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts)
 
 	drv = fmt_driver_find(opts->format);
 	if (!drv) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
 			     opts->format ? opts->format : "(null)");
 		return -EINVAL;
 	}
 	if (lstat(path, &st) == 0) {
-		bc_error_set(BC_ERR_EXISTS, EEXIST, "%s: file exists", path);
+		bc_error_set(ERR_EXISTS, EEXIST, "%s: file exists", path);
 		return -EEXIST;
 	}
 	if (opts->backing_fmt && !fmt_driver_find(opts->backing_fmt)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "unknown format '%s'", opts->backing_fmt);
 		return -EINVAL;
 	}
 	if (opts->backing_file) {
 		if (strlen(opts->backing_file) > FMT_BACKING_NAME_MAX) {
-			bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+			bc_error_set(ERR_INVALID_ARG, EINVAL,
 				     "%s: backing file name longer than %d bytes",
 				     path, FMT_BACKING_NAME_MAX);
 			return -EINVAL;
 		}
 		if (fmt_backing_is_protocol(opts->backing_file)) {
-			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 				     "%s: backing file '%s' uses a protocol, not supported",
 				     path, opts->backing_file);
 			return -ENOTSUP;
@@ -596,24 +680,24 @@ int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt)
 	if (ret < 0)
 		return ret;
 	if (fmt && !fmt_driver_find(fmt)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown format '%s'",
 			     fmt);
 		return -EINVAL;
 	}
 	if (name && strlen(name) > FMT_BACKING_NAME_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: backing file name longer than %d bytes",
 			     img->filename, FMT_BACKING_NAME_MAX);
 		return -EINVAL;
 	}
 	if (name && fmt_backing_is_protocol(name)) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: backing file '%s' uses a protocol, not supported",
 			     img->filename, name);
 		return -ENOTSUP;
 	}
 	if (!img->drv->set_backing) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: %s images have no backing file",
 			     img->filename, img->drv->name);
 		return -ENOTSUP;
@@ -655,7 +739,7 @@ int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
 {
 	*rep = (struct fmt_check_report){ .note = note, .note_opaque = opaque };
 	if (!img->drv->check) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: format '%s' does not support checks",
 			     img->filename, img->drv->name);
 		return -ENOTSUP;
@@ -665,7 +749,7 @@ int fmt_check_noted(struct fmt_image *img, struct fmt_check_report *rep,
 
 static int no_bitmaps(struct fmt_image *img)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: format '%s' does not support persistent bitmaps",
 		     img->filename, img->drv->name);
 	return -ENOTSUP;
@@ -695,7 +779,7 @@ int fmt_bitmap_change(struct fmt_image *img, const struct fmt_bitmap_change *c)
 	if (!img->drv->bitmap_change)
 		return no_bitmaps(img);
 	if (!(img->flags & FMT_OPEN_RDWR)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EROFS,
+		bc_error_set(ERR_INVALID_ARG, EROFS,
 			     "%s: image opened read-only", img->filename);
 		return -EROFS;
 	}

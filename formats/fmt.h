@@ -11,11 +11,11 @@
  * Errors: every function returns 0 (or a count) or -errno, and records
  * the human detail with bc_error_set() where it is detected. Messages
  * name the file first: "<path>: <reason>". Conventions for errno:
- *   -ENOENT     file missing                    (BC_ERR_NO_SUCH_FILE)
- *   -EUCLEAN    corrupt or invalid metadata     (BC_ERR_IMAGE_CORRUPT)
- *   -ENOTSUP    feature not supported           (BC_ERR_UNSUPPORTED)
- *   -EINVAL     bad argument from our caller    (BC_ERR_INVALID_ARG)
- *   -ELOOP      backing chain loops or too deep (BC_ERR_IMAGE_CORRUPT)
+ *   -ENOENT     file missing                    (ERR_NO_SUCH_FILE)
+ *   -EUCLEAN    corrupt or invalid metadata     (ERR_IMAGE_CORRUPT)
+ *   -ENOTSUP    feature not supported           (ERR_UNSUPPORTED)
+ *   -EINVAL     bad argument from our caller    (ERR_INVALID_ARG)
+ *   -ELOOP      backing chain loops or too deep (ERR_IMAGE_CORRUPT)
  *   -EROFS      write to an image opened read-only
  *   -EIO, -ENOSPC, ...                          as the system said
  *
@@ -36,6 +36,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/uio.h>
 #include <sys/types.h>
 
 /* Flags of fmt_open. */
@@ -288,7 +289,8 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off);
  * first, so the caller may reuse it): for a copy's destination, whose
  * writer flushes before relying on it. Its failure is returned by a later
  * call on @img (fmt_flush() always waits for every such write); no later
- * call on @img overtakes it. Drivers without it (files: the copy loop
+ * call on @img that touches the same bytes overtakes it (others may).
+ * Drivers without it (files: the copy loop
  * maps them and uses the I/O backend) write synchronously. Returns 0 or
  * -errno.
  */
@@ -417,6 +419,13 @@ int fmt_pread_file_zfill(int fd, void *buf, size_t n, uint64_t off);
 int fmt_pread_file_within(int fd, void *buf, size_t n, uint64_t off,
 			  uint64_t known_end);
 /*
+ * fmt_pread_file_within() for an O_DIRECT @fd whatever the alignment of
+ * @buf, @n and @off: read through an aligned bounce buffer (the format
+ * layer's one), @align being the file's O_DIRECT alignment (power of two).
+ */
+int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
+				  uint64_t known_end, uint32_t align);
+/*
  * Whether the regular file behind @fd now ends before @known_end (it was
  * truncated under us): then records "<file>: read failed at offset <N>:
  * the file ends at ..." and returns -EIO; else 0.
@@ -427,5 +436,16 @@ int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
  * written, formats/fmt-newfile.h): errors name it @name. */
 int fmt_pwrite_file_as(int fd, const char *name, const void *buf, size_t n,
 		       uint64_t off);
+/*
+ * Write the gather list @iov (@cnt entries; an entry with a NULL base
+ * writes that many zeros) at @off of an O_DIRECT @fd whatever the
+ * alignment: whole blocks of @align bytes (a power of two) through the
+ * format layer's bounce buffer, the other bytes of a partly written edge
+ * block read back first (zeros past the end of the file). Two such
+ * writes sharing a block must not run at once: the caller serialises
+ * them. Returns 0 or -errno (recorded).
+ */
+int fmt_pwritev_file_bounced(int fd, const struct iovec *iov, int cnt,
+			     uint64_t off, uint32_t align);
 
 #endif /* BC_FORMATS_FMT_H */

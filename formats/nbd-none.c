@@ -12,7 +12,7 @@
 
 static int nbd_none_open(struct fmt_image *img)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: NBD is not supported: blockcopy was built without libnbd",
 		     img->filename);
 	return -ENOTSUP;

@@ -27,8 +27,9 @@
  * once the write is queued, so the copy loop reads the next chunks while
  * earlier ones are on the wire (a single connection, as qemu-nbd gives,
  * then carries many requests at once). A write-behind never overlaps
- * another one in flight (it waits), and every other entry point first
- * waits for all of them, so no request passes one it follows. The first
+ * another one in flight (it waits); every other entry point first waits
+ * for those overlapping its range (a flush for all of them), so no
+ * request passes one it follows where they touch the same bytes. The first
  * failure is kept and returned by the next call that waits (flush always
  * does), naming the URI and offset.
  *
@@ -459,6 +460,24 @@ static int drain(struct fmt_image *img)
 	return wb_error(img);
 }
 
+/*
+ * No write-behind overlapping [off, off+len) in flight (the others may
+ * go on: NBD orders nothing between requests that do not overlap); the
+ * first write-behind error, if any. A write-blocking guest write mirrored
+ * here thus waits for the copy's writes of its own range only, not for
+ * the megabytes queued behind it elsewhere.
+ */
+static int drain_range(struct fmt_image *img, uint64_t off, uint64_t len)
+{
+	struct nbd *nbd = img->priv;
+
+	pthread_mutex_lock(&nbd->lock);
+	while (wb_overlaps_locked(nbd, off, len))
+		pthread_cond_wait(&nbd->done, &nbd->lock);
+	pthread_mutex_unlock(&nbd->lock);
+	return wb_error(img);
+}
+
 static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
 				 size_t n, uint64_t off)
 {
@@ -502,7 +521,7 @@ static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
 static int nbd_drv_pread(struct fmt_image *img, void *buf, size_t n,
 			 uint64_t off)
 {
-	int ret = drain(img);
+	int ret = drain_range(img, off, n);
 
 	return ret < 0 ? ret : run(img, OP_READ, buf, n, off, 0);
 }
@@ -510,7 +529,7 @@ static int nbd_drv_pread(struct fmt_image *img, void *buf, size_t n,
 static int nbd_drv_pwrite(struct fmt_image *img, const void *buf, size_t n,
 			  uint64_t off)
 {
-	int ret = drain(img);
+	int ret = drain_range(img, off, n);
 
 	/* libnbd reads the buffer only: the cast does not make it written. */
 	return ret < 0 ? ret : run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
@@ -541,7 +560,7 @@ static int nbd_drv_write_zeroes(struct fmt_image *img, uint64_t off,
 {
 	struct nbd *nbd = img->priv;
 	uint32_t f = (flags & FMT_ZERO_MAY_UNMAP) ? 0 : LIBNBD_CMD_FLAG_NO_HOLE;
-	int ret = drain(img);
+	int ret = drain_range(img, off, len);
 
 	if (ret < 0)
 		return ret;
@@ -567,7 +586,7 @@ static int nbd_drv_write_zeroes(struct fmt_image *img, uint64_t off,
 static int nbd_drv_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 {
 	struct nbd *nbd = img->priv;
-	int ret = drain(img);
+	int ret = drain_range(img, off, len);
 
 	if (ret < 0)
 		return ret;
@@ -627,14 +646,14 @@ static int nbd_drv_block_status(struct fmt_image *img, uint64_t off,
 	ext->compressed = false;
 	ext->state = FMT_DATA;
 	ext->len = len;
-	r = drain(img);
+	r = drain_range(img, off, BC_MIN(len, NBD_RANGE_MAX));
 	if (r < 0 || !nbd->has_alloc)
 		return r;
 	r = run_request(&rq);
 	if (r < 0)
 		return r;
 	if (!a.seen || !a.len) {
-		bc_error_set(BC_ERR_IO, EPROTO,
+		bc_error_set(ERR_IO, EPROTO,
 			     "%s: block status at offset %llu: the server answered no extent",
 			     img->filename, (unsigned long long)off);
 		return -EPROTO;
@@ -657,7 +676,7 @@ static int nbd_drv_get_info(struct fmt_image *img, struct fmt_info *info)
 static int nbd_drv_set_backing(struct fmt_image *img, const char *name,
 			       const char *fmt)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: an NBD export's backing file belongs to its server",
 		     img->filename);
 	return -ENOTSUP;
@@ -755,7 +774,7 @@ static int nbd_drv_open(struct fmt_image *img)
 	r = flag_of(img, nbd_is_read_only(h), "read-only flag");
 	if (r < 0 || (r && (img->flags & FMT_OPEN_RDWR))) {
 		if (r > 0) {
-			bc_error_set(BC_ERR_OPERATION_INVALID, EROFS,
+			bc_error_set(ERR_OPERATION_INVALID, EROFS,
 				     "%s: the export is read-only", img->filename);
 			r = -EROFS;
 		}
@@ -780,7 +799,7 @@ static int nbd_drv_open(struct fmt_image *img)
 	}
 	ret = -pthread_create(&nbd->driver, NULL, driver_main, nbd);
 	if (ret < 0) {
-		bc_error_set(BC_ERR_INTERNAL, -ret,
+		bc_error_set(ERR_INTERNAL, -ret,
 			     "%s: cannot start the NBD driver thread", img->filename);
 		goto err_close;
 	}

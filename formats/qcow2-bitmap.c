@@ -38,17 +38,6 @@
 
 #define DIR_ENTRY_FIXED 24u
 
-static const char *qname(const struct qcow2 *q)
-{
-	return q->img->filename;
-}
-
-static void io_error(const struct qcow2 *q, int ret, const char *what)
-{
-	bc_error_set_default(bc_errno_to_code(-ret), -ret, "%s: cannot %s",
-			     qname(q), what);
-}
-
 static uint64_t nb_bits(const struct qcow2 *q, uint32_t gran_bits)
 {
 	return bc_div_round_up(q->hdr.size, 1ull << gran_bits);
@@ -113,7 +102,7 @@ static int parse_entry(struct qcow2 *q, const uint8_t *e, uint64_t avail,
 	uint8_t type;
 
 	if (avail < DIR_ENTRY_FIXED)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmap directory: entry truncated");
 	b->table_off = bc_get_be64(e);
 	b->table_size = bc_get_be32(e + 8);
@@ -124,11 +113,11 @@ static int parse_entry(struct qcow2 *q, const uint8_t *e, uint64_t avail,
 	xlen = bc_get_be32(e + 20);
 	*len = bc_align_up(DIR_ENTRY_FIXED + (uint64_t)xlen + nlen, 8);
 	if (*len > avail)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmap directory: entry exceeds the directory");
 	if (nlen == 0 || nlen > QCOW2_BITMAP_NAME_MAX ||
 	    memchr(e + DIR_ENTRY_FIXED + xlen, 0, nlen))
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmap directory: bad bitmap name");
 	b->name = malloc(nlen + 1u);
 	if (!b->name)
@@ -136,20 +125,20 @@ static int parse_entry(struct qcow2 *q, const uint8_t *e, uint64_t avail,
 	memcpy(b->name, e + DIR_ENTRY_FIXED + xlen, nlen);
 	b->name[nlen] = '\0';
 	if (b->flags & ~QCOW2_BME_FLAGS_KNOWN)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "bitmap '%s': reserved flags 0x%x set",
 				     b->name, b->flags & ~QCOW2_BME_FLAGS_KNOWN);
 	if (type != QCOW2_BME_TYPE_DIRTY)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "bitmap '%s': unknown type %u", b->name,
 				     type);
 	if (b->granularity_bits < QCOW2_BITMAP_MIN_GRAN_BITS ||
 	    b->granularity_bits > QCOW2_BITMAP_MAX_GRAN_BITS)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "bitmap '%s': granularity 2^%u out of range",
 				     b->name, b->granularity_bits);
 	if (b->table_size != table_entries(q, b->granularity_bits))
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "bitmap '%s': table has %u entries, the image size needs %llu",
 				     b->name, b->table_size,
 				     (unsigned long long)table_entries(
@@ -160,15 +149,15 @@ static int parse_entry(struct qcow2 *q, const uint8_t *e, uint64_t avail,
 	    (tbytes && (b->table_off < q->cluster_size ||
 			bc_add_overflow(b->table_off, tbytes, &end) ||
 			end > q->file_size)))
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "bitmap '%s': invalid table offset 0x%llx",
 				     b->name,
 				     (unsigned long long)b->table_off);
 	if (xlen) {
 		if (!(b->flags & QCOW2_BME_EXTRA_COMPATIBLE) && !q->read_only) {
-			bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+			bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 				     "%s: bitmap '%s' has extra data blockcopy does not know; cannot be opened read/write",
-				     qname(q), b->name);
+				     qcow2_name(q), b->name);
 			return -ENOTSUP;
 		}
 		b->extra = malloc(xlen);
@@ -194,10 +183,10 @@ int qcow2_bitmaps_load(struct qcow2 *q, const struct qcow2_exts *exts)
 	    !(q->hdr.autoclear_features & QCOW2_AUTOCLEAR_BITMAPS))
 		return 0; /* none, or void: ignored as QEMU does */
 	if (exts->bitmaps_reserved)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmaps extension: reserved field not zero");
 	if (exts->bitmaps_nb == 0 || exts->bitmaps_nb > QCOW2_BITMAPS_MAX)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmaps extension: %u bitmaps",
 				     exts->bitmaps_nb);
 	if (exts->bitmaps_dir_size < DIR_ENTRY_FIXED ||
@@ -207,7 +196,7 @@ int qcow2_bitmaps_load(struct qcow2 *q, const struct qcow2_exts *exts)
 	    bc_add_overflow(exts->bitmaps_dir_off, exts->bitmaps_dir_size,
 			    &end) ||
 	    end > q->file_size)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "Invalid bitmaps extension: directory at 0x%llx, %llu bytes",
 				     (unsigned long long)exts->bitmaps_dir_off,
 				     (unsigned long long)exts->bitmaps_dir_size);
@@ -228,13 +217,13 @@ int qcow2_bitmaps_load(struct qcow2 *q, const struct qcow2_exts *exts)
 		ret = parse_entry(q, dir + pos, exts->bitmaps_dir_size - pos,
 				  &bs->bm[i], &len);
 		if (ret == 0 && find(q, bs->bm[i].name) != &bs->bm[i])
-			ret = qcow2_corrupt(qname(q),
+			ret = qcow2_corrupt(qcow2_name(q),
 					    "Invalid bitmap directory: duplicate bitmap '%s'",
 					    bs->bm[i].name);
 		pos += len;
 	}
 	if (ret == 0 && pos != exts->bitmaps_dir_size)
-		ret = qcow2_corrupt(qname(q),
+		ret = qcow2_corrupt(qcow2_name(q),
 				    "Invalid bitmap directory: %llu bytes, entries take %llu",
 				    (unsigned long long)exts->bitmaps_dir_size,
 				    (unsigned long long)pos);
@@ -276,7 +265,7 @@ static int read_bits(struct qcow2 *q, struct qcow2_bitmap *b)
 		    (off && (off < cs || bc_add_overflow(off, cs, &end) ||
 			     end > q->file_size)) ||
 		    (off && (e & QCOW2_BTE_ALL_ONES))) {
-			ret = qcow2_corrupt(qname(q),
+			ret = qcow2_corrupt(qcow2_name(q),
 					    "bitmap '%s': invalid table entry %llu (0x%016llx)",
 					    b->name, (unsigned long long)j,
 					    (unsigned long long)e);
@@ -363,7 +352,7 @@ static int write_new(struct qcow2 *q, const void *buf, uint64_t n,
 	ret = fmt_pwrite_file(q->img->fd, b, len, (uint64_t)at);
 	free(b);
 	if (ret < 0) {
-		io_error(q, ret, "write bitmap data");
+		qcow2_io_error(q, ret, "write bitmap data");
 		(void)qcow2_free_clusters_locked(q, (uint64_t)at, len);
 		return ret;
 	}
@@ -539,14 +528,14 @@ static int rewrite_dir_in_place(struct qcow2 *q)
 		return -ENOMEM;
 	if (size != q->bitmaps.dir_size) {
 		free(dir);
-		return qcow2_corrupt(qname(q), "bitmap directory changed size");
+		return qcow2_corrupt(qcow2_name(q), "bitmap directory changed size");
 	}
 	ret = qcow2_meta_pwrite(q, dir, size, q->bitmaps.dir_off);
 	free(dir);
 	if (ret == 0 && fdatasync(q->img->fd) < 0)
 		ret = -errno;
 	if (ret < 0)
-		io_error(q, ret, "mark bitmaps in use");
+		qcow2_io_error(q, ret, "mark bitmaps in use");
 	return ret;
 }
 
@@ -695,16 +684,16 @@ int qcow2_bitmap_list(struct fmt_image *img, struct fmt_bitmap_info **list,
 
 static int not_found(struct qcow2 *q, const char *name)
 {
-	bc_error_set(BC_ERR_INVALID_ARG, ENOENT, "%s: bitmap '%s' not found",
-		     qname(q), name);
+	bc_error_set(ERR_INVALID_ARG, ENOENT, "%s: bitmap '%s' not found",
+		     qcow2_name(q), name);
 	return -ENOENT;
 }
 
 static int inconsistent(struct qcow2 *q, const struct qcow2_bitmap *b)
 {
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, EUCLEAN,
+	bc_error_set(ERR_IMAGE_CORRUPT, EUCLEAN,
 		     "%s: bitmap '%s' is inconsistent (in use when last saved); it can only be removed",
-		     qname(q), b->name);
+		     qcow2_name(q), b->name);
 	return -EUCLEAN;
 }
 
@@ -772,9 +761,9 @@ static int check_granularity(struct qcow2 *q, const char *name, uint64_t g,
 		g = BC_MIN(BC_MAX(q->cluster_size, 4096u), 65536u);
 	if (!bc_is_pow2(g) || g < (1ull << QCOW2_BITMAP_MIN_GRAN_BITS) ||
 	    g > (1ull << QCOW2_BITMAP_MAX_GRAN_BITS)) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: bitmap '%s': granularity must be a power of two from 512 bytes to 2 GiB",
-			     qname(q), name);
+			     qcow2_name(q), name);
 		return -EINVAL;
 	}
 	*bits = (uint32_t)__builtin_ctzll(g);
@@ -789,26 +778,26 @@ static int add_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	int ret;
 
 	if (q->hdr.version < 3) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: persistent bitmaps need a qcow2 version 3 image (compat 1.1)",
-			     qname(q));
+			     qcow2_name(q));
 		return -ENOTSUP;
 	}
 	if (!c->name[0] || strlen(c->name) > QCOW2_BITMAP_NAME_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
-			     "%s: bitmap name must be 1 to %u bytes", qname(q),
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
+			     "%s: bitmap name must be 1 to %u bytes", qcow2_name(q),
 			     QCOW2_BITMAP_NAME_MAX);
 		return -EINVAL;
 	}
 	if (find(q, c->name)) {
-		bc_error_set(BC_ERR_EXISTS, EEXIST,
-			     "%s: bitmap '%s' already exists", qname(q),
+		bc_error_set(ERR_EXISTS, EEXIST,
+			     "%s: bitmap '%s' already exists", qcow2_name(q),
 			     c->name);
 		return -EEXIST;
 	}
 	if (bs->nb >= QCOW2_BITMAPS_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, ENOSPC,
-			     "%s: an image holds at most %u bitmaps", qname(q),
+		bc_error_set(ERR_INVALID_ARG, ENOSPC,
+			     "%s: an image holds at most %u bitmaps", qcow2_name(q),
 			     QCOW2_BITMAPS_MAX);
 		return -ENOSPC;
 	}
@@ -818,9 +807,9 @@ static int add_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	nb.granularity_bits = gran;
 	nb.table_size = (uint32_t)table_entries(q, gran);
 	if ((uint64_t)nb.table_size * 8 > QCOW2_BITMAP_TABLE_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: bitmap '%s': granularity too small for the disk size",
-			     qname(q), c->name);
+			     qcow2_name(q), c->name);
 		return -EINVAL;
 	}
 	nb.flags = c->disabled ? 0 : QCOW2_BME_AUTO;
@@ -880,7 +869,7 @@ static int change_locked(struct qcow2 *q, const struct fmt_bitmap_change *c)
 	case FMT_BITMAP_MERGE:
 		break;
 	default:
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL, "unknown bitmap verb");
+		bc_error_set(ERR_INVALID_ARG, EINVAL, "unknown bitmap verb");
 		return -EINVAL;
 	}
 	/* The source is read without our lock when it is another image. */
@@ -928,9 +917,9 @@ int qcow2_bitmap_change(struct fmt_image *img,
 
 	BC_LOCK_GUARD(&q->lock);
 	if (q->bitmaps.tracking) {
-		bc_error_set(BC_ERR_OPERATION_INVALID, EBUSY,
+		bc_error_set(ERR_OPERATION_INVALID, EBUSY,
 			     "%s: bitmaps cannot be changed while the image is being written",
-			     qname(q));
+			     qcow2_name(q));
 		return -EBUSY;
 	}
 	old = snapshot_tables(q);

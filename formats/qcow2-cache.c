@@ -144,7 +144,7 @@ int qcow2_cache_get_locked(struct qcow2 *q, struct qcow2_cache *c,
 	}
 	if (!victim) {
 		/* Every slot pinned: callers pin at most a few tables each. */
-		bc_error_set(BC_ERR_INTERNAL, EBUSY,
+		bc_error_set(ERR_INTERNAL, EBUSY,
 			     "%s: metadata cache exhausted", q->img->filename);
 		return -EBUSY;
 	}

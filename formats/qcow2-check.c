@@ -107,7 +107,7 @@ bad_ref(struct refs *r, const char *what, uint64_t off, const char *fmt, ...)
 		note(r->rep, "%s", line);
 		return 0;
 	}
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+	bc_error_set(ERR_IMAGE_CORRUPT, 0,
 		     "%s: %s at offset 0x%llx is invalid", r->q->img->filename,
 		     what, (unsigned long long)off);
 	return -EUCLEAN;

@@ -59,60 +59,60 @@ static int check_opts(const char *path, const struct fmt_create_opts *o,
 
 	if (!bc_is_pow2(cs) || cs < 512 || cs > (2u << 20)) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: cluster size must be a power of two between 512 and 2097152 bytes",
 			path);
 		return -EINVAL;
 	}
 	if (compat != 2 && compat != 3) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: invalid compatibility level %d", path,
 			     compat);
 		return -EINVAL;
 	}
 	if (rb < 1 || rb > 64 || !bc_is_pow2((uint64_t)rb)) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: refcount width must be a power of two up to 64 bits",
 			path);
 		return -EINVAL;
 	}
 	if (compat == 2 && rb != 16) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: different refcount widths than 16 bits require compatibility level 1.1 or above",
 			path);
 		return -EINVAL;
 	}
 	if (compat == 2 && o->lazy_refcounts) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: lazy refcounts only supported with compatibility level 1.1 and above",
 			path);
 		return -EINVAL;
 	}
 	if (o->extended_l2 && compat == 2) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: extended L2 entries are only supported with compatibility level 1.1 and above",
 			path);
 		return -EINVAL;
 	}
 	if (o->extended_l2 && cs < (1u << QCOW2_MIN_EXTL2_CLUSTER_BITS)) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
 			path);
 		return -EINVAL;
 	}
 	if (o->size % 512) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: image size must be a multiple of 512 bytes",
 			     path);
 		return -EINVAL;
 	}
 	if (o->backing_fmt && !o->backing_file) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: backing format given without a backing file",
 			     path);
 		return -EINVAL;
@@ -141,7 +141,7 @@ static int build_header(const char *path, const struct fmt_create_opts *o,
 	need = hlen + (fmt_len ? ext_size(fmt_len) : 0) + 8 + name_len;
 	if (need > cs) {
 		bc_error_set(
-			BC_ERR_INVALID_ARG, EINVAL,
+			ERR_INVALID_ARG, EINVAL,
 			"%s: backing file name does not fit in the header cluster",
 			path);
 		return -EINVAL;
@@ -275,7 +275,7 @@ static int write_image(int fd, const char *path,
 	span = 1ull << (cluster_bits + l2_bits);
 	l1_size = o->size / span + (o->size % span ? 1 : 0);
 	if (l1_size * 8 > QCOW2_MAX_L1_BYTES) {
-		bc_error_set(BC_ERR_INVALID_ARG, EFBIG,
+		bc_error_set(ERR_INVALID_ARG, EFBIG,
 			     "%s: image size too large for this cluster size",
 			     path);
 		return -EFBIG;
@@ -299,7 +299,7 @@ static int write_image(int fd, const char *path,
 	}
 	if ((nt << cluster_bits) > QCOW2_MAX_REFTABLE_BYTES ||
 	    total > (1ull << (56 - cluster_bits))) {
-		bc_error_set(BC_ERR_INVALID_ARG, EFBIG,
+		bc_error_set(ERR_INVALID_ARG, EFBIG,
 			     "%s: image size too large for this cluster size",
 			     path);
 		return -EFBIG;

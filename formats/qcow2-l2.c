@@ -49,13 +49,8 @@ int qcow2_corrupt(const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
+	bc_error_set(ERR_IMAGE_CORRUPT, 0, "%s: %s", name, reason);
 	return -EUCLEAN;
-}
-
-static const char *qname(const struct qcow2 *q)
-{
-	return q->img->filename;
 }
 
 /* Alignment that file I/O on this image needs (1 without O_DIRECT). */
@@ -66,7 +61,7 @@ static void io_error(const struct qcow2 *q, int ret, const char *what,
 
 	bc_error_set_default(bc_errno_to_code(-ret), -ret,
 			     "%s: cannot %s at offset %" PRIu64 ": %s",
-			     qname(q), what, off,
+			     qcow2_name(q), what, off,
 			     strerror_r(-ret, eb, sizeof(eb)));
 }
 
@@ -81,48 +76,20 @@ static bool io_is_aligned(const struct qcow2 *q, const void *buf, uint64_t n,
 		bc_is_aligned((uintptr_t)buf, align));
 }
 
-/*
- * An aligned buffer covering [off, off+n) widened to whole I/O blocks,
- * which start at *start and end at *end. NULL on ENOMEM.
- */
-static void *io_bounce(const struct qcow2 *q, uint64_t n, uint64_t off,
-		       uint64_t *start, uint64_t *end)
-{
-	uint64_t align = qcow2_io_align(q);
-	void *bounce;
-
-	*start = bc_align_down(off, align);
-	*end = bc_align_up(off + n, align);
-	if (posix_memalign(&bounce, BC_MAX(align, META_BUF_ALIGN),
-			   (size_t)(*end - *start)))
-		return NULL;
-	return bounce;
-}
-
 int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
 		     uint64_t known_end)
 {
-	uint64_t start, end;
-	void *bounce;
 	int ret;
 
-	if (io_is_aligned(q, buf, n, off)) {
+	if (io_is_aligned(q, buf, n, off))
 		ret = fmt_pread_file_within(q->img->fd, buf, (size_t)n, off,
 					    known_end);
-		if (ret < 0)
-			io_error(q, ret, "read", off);
-		return ret;
-	}
-	bounce = io_bounce(q, n, off, &start, &end);
-	if (!bounce)
-		return -ENOMEM;
-	ret = fmt_pread_file_within(q->img->fd, bounce, (size_t)(end - start),
-				    start, known_end);
+	else
+		ret = fmt_pread_file_within_bounced(q->img->fd, buf, (size_t)n,
+						    off, known_end,
+						    (uint32_t)qcow2_io_align(q));
 	if (ret < 0)
 		io_error(q, ret, "read", off);
-	else
-		memcpy(buf, (uint8_t *)bounce + (off - start), (size_t)n);
-	free(bounce);
 	return ret;
 }
 
@@ -135,31 +102,16 @@ int qcow2_file_pread(struct qcow2 *q, void *buf, uint64_t n, uint64_t off,
  */
 int qcow2_meta_pwrite(struct qcow2 *q, const void *buf, size_t n, uint64_t off)
 {
-	uint64_t start, end;
-	void *bounce;
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = n };
 	int ret;
 
-	if (io_is_aligned(q, buf, n, off)) {
-		ret = fmt_pwrite_file(q->img->fd, buf, (size_t)n, off);
-		if (ret < 0)
-			io_error(q, ret, "write metadata", off);
-		return ret;
-	}
-	bounce = io_bounce(q, n, off, &start, &end);
-	if (!bounce)
-		return -ENOMEM;
-	ret = fmt_pread_file_zfill(q->img->fd, bounce, (size_t)(end - start),
-				   start);
-	if (ret < 0) {
-		io_error(q, ret, "read metadata", start);
-	} else {
-		memcpy((uint8_t *)bounce + (off - start), buf, (size_t)n);
-		ret = fmt_pwrite_file(q->img->fd, bounce, (size_t)(end - start),
-				      start);
-		if (ret < 0)
-			io_error(q, ret, "write metadata", start);
-	}
-	free(bounce);
+	if (io_is_aligned(q, buf, n, off))
+		ret = fmt_pwrite_file(q->img->fd, buf, n, off);
+	else
+		ret = fmt_pwritev_file_bounced(q->img->fd, &iov, 1, off,
+					       (uint32_t)qcow2_io_align(q));
+	if (ret < 0)
+		io_error(q, ret, "write metadata", off);
 	return ret;
 }
 
@@ -200,14 +152,14 @@ int qcow2_l1_load(struct qcow2 *q)
 		}
 		if (e & QCOW2_L1E_RESERVED) {
 			ret = qcow2_corrupt(
-				qname(q),
+				qcow2_name(q),
 				"L1 entry %" PRIu32
 				" has reserved bits set (0x%016" PRIx64 ")",
 				i, e);
 			goto out_free;
 		}
 		if (!bc_is_aligned(l2_off, q->cluster_size)) {
-			ret = qcow2_corrupt(qname(q),
+			ret = qcow2_corrupt(qcow2_name(q),
 					    "L2 table offset 0x%" PRIx64
 					    " unaligned (L1 index %" PRIu32 ")",
 					    l2_off, i);
@@ -242,12 +194,12 @@ int qcow2_l2_get_locked(struct qcow2 *q, uint64_t l2_off,
 	uint64_t end;
 
 	if (!l2_off || !bc_is_aligned(l2_off, q->cluster_size))
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "L2 table offset 0x%" PRIx64 " unaligned",
 				     l2_off);
 	if (bc_add_overflow(l2_off, q->cluster_size, &end) ||
 	    end > q->file_size)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "L2 table offset 0x%" PRIx64
 				     " beyond end of file",
 				     l2_off);
@@ -311,13 +263,13 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 		/* Offset bits past 55 must be zero (spec); no subclusters. */
 		if ((hoff >> 56) || (q->extended_l2 && e.bitmap))
 			return qcow2_corrupt(
-				qname(q),
+				qcow2_name(q),
 				"invalid compressed cluster descriptor 0x%016" PRIx64
 				" (guest offset 0x%" PRIx64 ")",
 				raw, off);
 		if (hoff >= q->file_size)
 			return qcow2_corrupt(
-				qname(q),
+				qcow2_name(q),
 				"compressed cluster at host offset 0x%" PRIx64
 				" beyond end of file (guest offset 0x%" PRIx64
 				")",
@@ -333,19 +285,19 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 		reserved |= QCOW2_OFLAG_ZERO;
 	if (raw & reserved)
 		return qcow2_corrupt(
-			qname(q),
+			qcow2_name(q),
 			"L2 entry 0x%016" PRIx64
 			" has reserved bits set (guest offset 0x%" PRIx64 ")",
 			raw, off);
 	hoff = raw & QCOW2_L2E_OFFSET_MASK;
 	if (!bc_is_aligned(hoff, q->cluster_size))
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "cluster offset 0x%" PRIx64
 				     " unaligned (guest offset 0x%" PRIx64 ")",
 				     hoff, off);
 	if (hoff && hoff >= q->file_size)
 		return qcow2_corrupt(
-			qname(q),
+			qcow2_name(q),
 			"cluster offset 0x%" PRIx64
 			" beyond end of file (guest offset 0x%" PRIx64 ")",
 			hoff, off);
@@ -364,13 +316,13 @@ int qcow2_l2_classify(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t off,
 
 		if (alloc & zero)
 			return qcow2_corrupt(
-				qname(q),
+				qcow2_name(q),
 				"subclusters both allocated and zero (bitmap 0x%016" PRIx64
 				", guest offset 0x%" PRIx64 ")",
 				e.bitmap, off);
 		if (alloc && !hoff)
 			return qcow2_corrupt(
-				qname(q),
+				qcow2_name(q),
 				"allocated subclusters without a host cluster (bitmap 0x%016" PRIx64
 				", guest offset 0x%" PRIx64 ")",
 				e.bitmap, off);

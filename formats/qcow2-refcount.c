@@ -101,6 +101,12 @@ void qcow2_refblock_set(uint8_t *block, uint32_t refcount_order, uint64_t idx,
 				(((uint32_t)value << shift) & mask));
 }
 
+void qcow2_io_error(const struct qcow2 *q, int ret, const char *what)
+{
+	bc_error_set_default(bc_errno_to_code(-ret), -ret, "%s: cannot %s",
+			     qcow2_name(q), what);
+}
+
 void *qcow2_alloc_buf(size_t n)
 {
 	void *p = NULL;
@@ -132,7 +138,7 @@ int qcow2_refcount_load(struct qcow2 *q)
 	}
 	q->refcount_order = q->hdr.refcount_order;
 	if (q->refcount_order > 6) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: invalid refcount order %u", name,
 			     q->refcount_order);
 		return -EUCLEAN;
@@ -145,20 +151,20 @@ int qcow2_refcount_load(struct qcow2 *q)
 
 	if (q->hdr.refcount_table_clusters == 0) {
 		bc_error_set(
-			BC_ERR_IMAGE_CORRUPT, 0,
+			ERR_IMAGE_CORRUPT, 0,
 			"%s: image does not contain a reference count table",
 			name);
 		return -EUCLEAN;
 	}
 	bytes = (uint64_t)q->hdr.refcount_table_clusters << q->cluster_bits;
 	if (bytes > QCOW2_MAX_REFTABLE_BYTES) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: Reference count table too large", name);
 		return -EUCLEAN;
 	}
 	if (!bc_is_aligned(off, q->cluster_size) || off == 0 ||
 	    off > q->file_size || bytes > q->file_size - off) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: Invalid reference count table offset", name);
 		return -EUCLEAN;
 	}
@@ -189,7 +195,7 @@ int qcow2_refcount_load(struct qcow2 *q)
 			    q->cluster_size > q->file_size - rb))) {
 			free(buf);
 			bc_error_set(
-				BC_ERR_IMAGE_CORRUPT, 0,
+				ERR_IMAGE_CORRUPT, 0,
 				"%s: refcount block %llu at offset 0x%llx is invalid",
 				name, (unsigned long long)i,
 				(unsigned long long)e);
@@ -396,7 +402,7 @@ static int alloc_refblock(struct qcow2 *q, uint64_t rt, uint64_t avoid_s,
 	int ret;
 
 	if (depth > 4) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: cannot place a refcount block",
 			     q->img->filename);
 		return -EUCLEAN;
@@ -411,7 +417,7 @@ static int alloc_refblock(struct qcow2 *q, uint64_t rt, uint64_t avoid_s,
 		if (ret < 0)
 			return ret;
 		if (cand == 0) {
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+			bc_error_set(ERR_IMAGE_CORRUPT, 0,
 				     "%s: refcount of the header cluster is 0",
 				     q->img->filename);
 			return -EUCLEAN;
@@ -500,7 +506,7 @@ static int grow_reftable(struct qcow2 *q, uint64_t min_entries,
 		nb = BC_MAX(nb, nb2);
 	}
 	if ((nt << q->cluster_bits) > QCOW2_MAX_REFTABLE_BYTES) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: refcount table would exceed %u bytes",
 			     q->img->filename, QCOW2_MAX_REFTABLE_BYTES);
 		return -EFBIG;
@@ -573,7 +579,7 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 		if (rt >= q->reftable_entries || !q->reftable[rt]) {
 			/* Only a decrement can get here: refcount is 0. */
 			bc_error_set(
-				BC_ERR_IMAGE_CORRUPT, 0,
+				ERR_IMAGE_CORRUPT, 0,
 				"%s: refcount of cluster %llu would drop below 0",
 				q->img->filename, (unsigned long long)c);
 			return -EUCLEAN;
@@ -589,7 +595,7 @@ static int apply_delta(struct qcow2 *q, uint64_t first, uint64_t last,
 			    (delta > 0 &&
 			     q->refcount_max - v < (uint64_t)delta)) {
 				bc_error_set(
-					BC_ERR_IMAGE_CORRUPT, 0,
+					ERR_IMAGE_CORRUPT, 0,
 					"%s: refcount of cluster %llu would %s",
 					q->img->filename, (unsigned long long)i,
 					delta < 0 ? "drop below 0"
@@ -646,13 +652,13 @@ int64_t qcow2_alloc_clusters_locked(struct qcow2 *q, uint64_t n)
 		return ret;
 	if (c == 0) {
 		/* The header cluster is counted 0: refuse to overwrite it. */
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: refcount of the header cluster is 0",
 			     q->img->filename);
 		return -EUCLEAN;
 	}
 	if ((c + n) > (1ull << (56 - q->cluster_bits))) {
-		bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+		bc_error_set(ERR_IMAGE_CORRUPT, 0,
 			     "%s: image file would exceed 2^56 bytes",
 			     q->img->filename);
 		return -EFBIG;
@@ -802,7 +808,7 @@ int qcow2_write_refcounts_locked(struct qcow2 *q, uint32_t *refs, uint64_t nb)
 		uint64_t v = c < nb ? refs[c] : (c >= start ? 1 : 0);
 
 		if (v > q->refcount_max) {
-			bc_error_set(BC_ERR_IMAGE_CORRUPT, 0,
+			bc_error_set(ERR_IMAGE_CORRUPT, 0,
 				     "%s: cluster %llu has too many references",
 				     q->img->filename, (unsigned long long)c);
 			ret = -EUCLEAN;

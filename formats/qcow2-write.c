@@ -75,50 +75,28 @@ struct plan {
 	uint32_t gs, ge; /* guest data range within the cluster */
 };
 
-static const char *qname(const struct qcow2 *q)
-{
-	return q->img->filename;
-}
-
 static bool has_backing(const struct qcow2 *q)
 {
 	return q->img->backing_name != NULL;
 }
 
-static void io_error(const struct qcow2 *q, int ret, const char *what)
-{
-	bc_error_set_default(bc_errno_to_code(-ret), -ret, "%s: cannot %s",
-			     qname(q), what);
-}
-
-/* Read host bytes (any alignment; bounced under O_DIRECT). */
+/* Read host bytes (any alignment; bounced under O_DIRECT); zeros past the end. */
 static int host_read(struct qcow2 *q, void *buf, size_t n, uint64_t off)
 {
-	uint64_t align = qcow2_io_align(q), start, end;
-	uint8_t *b;
-	int ret;
+	uint64_t align = qcow2_io_align(q);
 
 	if (align == 1)
 		return fmt_pread_file_zfill(q->img->fd, buf, n, off);
-	start = bc_align_down(off, align);
-	end = bc_align_up(off + n, align);
-	b = qcow2_alloc_buf(end - start);
-	if (!b)
-		return -ENOMEM;
-	ret = fmt_pread_file_zfill(q->img->fd, b, end - start, start);
-	if (ret == 0)
-		memcpy(buf, b + (off - start), n);
-	free(b);
-	return ret;
+	return fmt_pread_file_within_bounced(q->img->fd, buf, n, off, 0,
+					     (uint32_t)align);
 }
 
 /* Write a gather list at host offset @off, whole. */
 static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 		       uint64_t off)
 {
-	uint64_t align = qcow2_io_align(q), total = 0, start, end, p;
-	uint8_t *b;
-	int i, ret;
+	uint64_t align = qcow2_io_align(q), total = 0;
+	int i;
 
 	for (i = 0; i < cnt; i++)
 		total += iov[i].iov_len;
@@ -150,46 +128,35 @@ static int host_writev(struct qcow2 *q, struct iovec *iov, int cnt,
 	    bc_is_aligned(total, align) &&
 	    bc_is_aligned((uintptr_t)iov[0].iov_base, align))
 		return fmt_pwrite_file(q->img->fd, iov[0].iov_base, total, off);
-	/* O_DIRECT: one aligned bounce, edges read back first. */
-	start = bc_align_down(off, align);
-	end = bc_align_up(off + total, align);
-	b = qcow2_alloc_buf(end - start);
-	if (!b)
-		return -ENOMEM;
-	ret = 0;
-	if (start < off)
-		ret = fmt_pread_file_zfill(q->img->fd, b, align, start);
-	if (ret == 0 && end > off + total)
-		ret = fmt_pread_file_zfill(q->img->fd,
-					   b + (end - start - align), align,
-					   end - align);
-	for (i = 0, p = off - start; ret == 0 && i < cnt; i++) {
-		memcpy(b + p, iov[i].iov_base, iov[i].iov_len);
-		p += iov[i].iov_len;
-	}
-	if (ret == 0)
-		ret = fmt_pwrite_file(q->img->fd, b, end - start, start);
-	free(b);
-	return ret;
+	/* O_DIRECT: whole blocks, edges read back first. */
+	return fmt_pwritev_file_bounced(q->img->fd, iov, cnt, off,
+					(uint32_t)align);
 }
 
 /* --- feature bits -------------------------------------------------------- */
 
-static int write_incompat(struct qcow2 *q, uint64_t v)
+/* Write the header's 64-bit feature field at @off, durably. */
+static int write_feature_field(struct qcow2 *q, uint64_t off, uint64_t v)
 {
 	uint8_t be[8];
 	int ret;
 
 	bc_put_be64(be, v);
-	ret = qcow2_meta_pwrite(q, be, 8, 72);
+	ret = qcow2_meta_pwrite(q, be, 8, off);
 	if (ret == 0 && fdatasync(q->img->fd) < 0)
 		ret = -errno;
-	if (ret < 0) {
-		io_error(q, ret, "update the header");
-		return ret;
-	}
-	q->hdr.incompatible_features = v;
-	return 0;
+	if (ret < 0)
+		qcow2_io_error(q, ret, "update the header");
+	return ret;
+}
+
+static int write_incompat(struct qcow2 *q, uint64_t v)
+{
+	int ret = write_feature_field(q, 72, v);
+
+	if (ret == 0)
+		q->hdr.incompatible_features = v;
+	return ret;
 }
 
 int qcow2_open_rw(struct qcow2 *q)
@@ -198,21 +165,21 @@ int qcow2_open_rw(struct qcow2 *q)
 
 	if (q->hdr.crypt_method) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing encrypted qcow2 images is not supported",
-			qname(q));
+			qcow2_name(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_DATA_FILE) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: writing qcow2 images with an external data file is not supported",
-			qname(q));
+			qcow2_name(q));
 		return -ENOTSUP;
 	}
 	if (q->hdr.incompatible_features & QCOW2_INCOMPAT_CORRUPT) {
 		return qcow2_corrupt(
-			qname(q),
+			qcow2_name(q),
 			"image is marked corrupt; cannot be opened read/write");
 	}
 	if (!q->reftable) {
@@ -242,18 +209,12 @@ static int clear_autoclear(struct qcow2 *q)
 {
 	uint64_t keep = q->bitmaps.present ? QCOW2_AUTOCLEAR_BITMAPS : 0;
 	uint64_t v = q->hdr.autoclear_features & keep;
-	uint8_t be[8];
 	int ret;
 
 	if (q->hdr.version >= 3 && q->hdr.autoclear_features != v) {
-		bc_put_be64(be, v);
-		ret = qcow2_meta_pwrite(q, be, 8, 88);
-		if (ret == 0 && fdatasync(q->img->fd) < 0)
-			ret = -errno;
-		if (ret < 0) {
-			io_error(q, ret, "update the header");
+		ret = write_feature_field(q, 88, v);
+		if (ret < 0)
 			return ret;
-		}
 		q->hdr.autoclear_features = v;
 	}
 	q->autoclear_cleared = true;
@@ -291,6 +252,19 @@ int qcow2_prepare_write_locked(struct qcow2 *q)
 	q->dirty_marked = true;
 	q->write_ready = true;
 	return 0;
+}
+
+/*
+ * A change of guest range [off, off+len) is about to be made: the image
+ * is ready for writes and its enabled bitmaps record the range first.
+ */
+static int begin_change_locked(struct qcow2 *q, uint64_t off, uint64_t len)
+{
+	int ret = qcow2_prepare_write_locked(q);
+
+	if (ret == 0)
+		qcow2_bitmaps_note_write(q, off, len);
+	return ret;
 }
 
 /* Write the metadata back when the deferred frees pile up. */
@@ -376,7 +350,7 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 
 	*out = NULL;
 	if (l1i >= q->l1_size)
-		return qcow2_corrupt(qname(q),
+		return qcow2_corrupt(qcow2_name(q),
 				     "L1 table too small for offset 0x%llx",
 				     (unsigned long long)off);
 	old_e = q->l1[l1i];
@@ -522,9 +496,9 @@ static int fill_view(struct qcow2 *q, struct qcow2_l2_entry e, uint64_t gc,
 			if (has_backing(q) && !q->img->backing) {
 				/* Zeros here would hide the backing's data for good. */
 				bc_error_set(
-					BC_ERR_UNSUPPORTED, ENOTSUP,
+					ERR_UNSUPPORTED, ENOTSUP,
 					"%s: backing file not opened: cannot copy-on-write a partial cluster",
-					qname(q));
+					qcow2_name(q));
 				return -ENOTSUP;
 			}
 			ret = fmt_read_backing(q->img, dst, seg, gc + pos);
@@ -670,7 +644,7 @@ static int write_run_data(struct qcow2 *q, const struct plan *pl, size_t a,
 	}
 	ret = host_writev(q, iov, cnt, f->nhost + f->ws);
 	if (ret < 0)
-		io_error(q, ret, "write data");
+		qcow2_io_error(q, ret, "write data");
 out_free:
 	free(head);
 	free(tail);
@@ -918,10 +892,9 @@ int qcow2_pwrite(struct fmt_image *img, const void *buf, size_t n, uint64_t off)
 	int ret;
 
 	BC_LOCK_GUARD(&q->lock);
-	ret = qcow2_prepare_write_locked(q);
+	ret = begin_change_locked(q, off, n);
 	if (ret < 0)
 		return ret;
-	qcow2_bitmaps_note_write(q, off, n);
 	return write_locked(q, buf, n, off);
 }
 
@@ -1091,7 +1064,7 @@ int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
 	if (st->new_host && result == 0) {
 		ret = link_new_clusters_locked(q, off, len, st->new_host);
 		if (ret < 0)
-			io_error(q, ret, "link new clusters");
+			qcow2_io_error(q, ret, "link new clusters");
 	}
 	if (st->new_host && ret < 0)
 		(void)qcow2_free_clusters_locked(q, st->new_host, len);
@@ -1126,11 +1099,10 @@ int qcow2_map_for_overwrite(struct fmt_image *img, uint64_t off, uint64_t len,
 	if (!bc_is_aligned(off, cs) || len < cs)
 		return -ENOTSUP;
 	BC_LOCK_GUARD(&q->lock);
-	ret = qcow2_prepare_write_locked(q);
+	/* Marks the whole request: more than this call maps is harmless. */
+	ret = begin_change_locked(q, off, len);
 	if (ret < 0)
 		return ret;
-	/* Marks the whole request: more than this call maps is harmless. */
-	qcow2_bitmaps_note_write(q, off, len);
 	/* One L2 table, whole clusters, a bounded run. */
 	n = BC_MIN(len, bc_align_down(off, span) + span - off) >> q->cluster_bits;
 	n = BC_MIN(n, (uint64_t)BC_ARRAY_SIZE(old));
@@ -1404,10 +1376,9 @@ int qcow2_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 	int ret;
 
 	BC_LOCK_GUARD(&q->lock);
-	ret = qcow2_prepare_write_locked(q);
+	ret = begin_change_locked(q, off, len);
 	if (ret < 0)
 		return ret;
-	qcow2_bitmaps_note_write(q, off, len);
 	return zero_range_locked(q, off, len,
 				 (flags & FMT_ZERO_MAY_UNMAP) ? ZM_ZERO_UNMAP
 							      : ZM_ZERO);
@@ -1420,16 +1391,15 @@ int qcow2_discard(struct fmt_image *img, uint64_t off, uint64_t len)
 
 	if (q->hdr.version < 3 && has_backing(q)) {
 		bc_error_set(
-			BC_ERR_UNSUPPORTED, ENOTSUP,
+			ERR_UNSUPPORTED, ENOTSUP,
 			"%s: discard is not supported on qcow2 v2 images with a backing file",
 			img->filename);
 		return -ENOTSUP;
 	}
 	BC_LOCK_GUARD(&q->lock);
-	ret = qcow2_prepare_write_locked(q);
+	ret = begin_change_locked(q, off, len);
 	if (ret < 0)
 		return ret;
-	qcow2_bitmaps_note_write(q, off, len);
 	return zero_range_locked(q, off, len, ZM_DISCARD);
 }
 
@@ -1460,13 +1430,13 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 	}
 	ret = host_read(q, old, cs, 0);
 	if (ret < 0) {
-		io_error(q, ret, "read the header");
+		qcow2_io_error(q, ret, "read the header");
 		goto out_free;
 	}
 	memset(nw, 0, cs);
 	hlen = q->hdr.version < 3 ? QCOW2_HDR_V2_LEN : bc_get_be32(old + 100);
 	if (hlen > cs) {
-		ret = qcow2_corrupt(qname(q),
+		ret = qcow2_corrupt(qcow2_name(q),
 				    "qcow2 header exceeds cluster size");
 		goto out_free;
 	}
@@ -1497,7 +1467,7 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 		if (type == QCOW2_EXT_END)
 			break;
 		if (len > cs - pos - 8) {
-			ret = qcow2_corrupt(qname(q),
+			ret = qcow2_corrupt(qcow2_name(q),
 					    "Header extension too large");
 			goto out_free;
 		}
@@ -1555,7 +1525,7 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 	if (ret == 0 && fdatasync(img->fd) < 0)
 		ret = -errno;
 	if (ret < 0) {
-		io_error(q, ret, "write the header");
+		qcow2_io_error(q, ret, "write the header");
 		goto out_free;
 	}
 	q->hdr.backing_file_offset = name_len ? out : 0;
@@ -1569,9 +1539,9 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 
 too_long:
 	bc_error_set(
-		BC_ERR_INVALID_ARG, EINVAL,
+		ERR_INVALID_ARG, EINVAL,
 		"%s: backing file name and header extensions do not fit in the header cluster",
-		qname(q));
+		qcow2_name(q));
 	ret = -EINVAL;
 out_free:
 	free(old_name);

@@ -7,8 +7,8 @@
  * Validation (docs/qcow2.md §3): every header field, offset and size is
  * checked before anything uses it, sums and products with overflow
  * checks, tables against the file size and against cluster 0. Invalid
- * metadata is -EUCLEAN (BC_ERR_IMAGE_CORRUPT); a valid image using a
- * feature we do not implement is -ENOTSUP (BC_ERR_UNSUPPORTED) naming the
+ * metadata is -EUCLEAN (ERR_IMAGE_CORRUPT); a valid image using a
+ * feature we do not implement is -ENOTSUP (ERR_UNSUPPORTED) naming the
  * feature, so nothing is ever misread. Checks run in this order: basic
  * header fields, the header extension walk (it yields the feature name
  * table that names unknown features), unsupported features, then the
@@ -93,7 +93,7 @@ unsupported(const char *name, const char *fmt, ...)
 	va_start(ap, fmt);
 	(void)vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP, "%s: %s", name, reason);
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP, "%s: %s", name, reason);
 	return -ENOTSUP;
 }
 

@@ -661,7 +661,7 @@ int qcow2_parse_header_ext(const char *name, const uint8_t *buf, size_t len,
 void qcow2_exts_free(struct qcow2_exts *exts);
 
 /*
- * Record "<name>: <reason>" as BC_ERR_IMAGE_CORRUPT and return -EUCLEAN,
+ * Record "<name>: <reason>" as ERR_IMAGE_CORRUPT and return -EUCLEAN,
  * for metadata found invalid.
  */
 __attribute__((format(printf, 2, 3))) int
@@ -708,6 +708,18 @@ void qcow2_compressed_desc(const struct qcow2 *q, uint64_t raw,
 
 /* Buffer aligned for O_DIRECT (4 KiB); release with free(). NULL on ENOMEM. */
 void *qcow2_alloc_buf(size_t n);
+
+/* The image's name in messages. */
+static inline const char *qcow2_name(const struct qcow2 *q)
+{
+	return q->img->filename;
+}
+
+/*
+ * Record "<image>: cannot <what>" for a failed I/O (-errno @ret), unless
+ * the failing call recorded its own, more precise error already.
+ */
+void qcow2_io_error(const struct qcow2 *q, int ret, const char *what);
 
 /*
  * Write metadata bytes at @off; with O_DIRECT (request_align > 1) the

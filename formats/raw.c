@@ -119,40 +119,12 @@ static void *bounce_alloc(const struct fmt_image *img, size_t n)
 	return p;
 }
 
-/* Unaligned O_DIRECT read through a bounce buffer, chunk by chunk. */
-static int read_bounced(struct fmt_image *img, uint8_t *buf, size_t n,
-			uint64_t off)
-{
-	uint64_t a = img->request_align;
-	uint8_t *bounce = bounce_alloc(img, RAW_CHUNK);
-	int ret = 0;
-
-	if (!bounce)
-		return -ENOMEM;
-	while (n) {
-		uint64_t start = bc_align_down(off, a);
-		size_t head = (size_t)(off - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n, a),
-					     (uint64_t)RAW_CHUNK);
-		size_t take = BC_MIN(span - head, n);
-
-		ret = fmt_pread_file_within(img->fd, bounce, span, start,
-					    img->size);
-		if (ret < 0)
-			break;
-		memcpy(buf, bounce + head, take);
-		buf += take;
-		off += take;
-		n -= take;
-	}
-	free(bounce);
-	return ret;
-}
-
 static int raw_pread(struct fmt_image *img, void *buf, size_t n, uint64_t off)
 {
 	if (!is_aligned_req(img, buf, n, off))
-		return read_bounced(img, buf, n, off);
+		return fmt_pread_file_within_bounced(img->fd, buf, n, off,
+						     img->size,
+						     BC_MAX(img->request_align, 512u));
 	/*
 	 * The file was img->size bytes at open: a short read inside that
 	 * means it was truncated under us, an error, never zeros.
@@ -176,51 +148,23 @@ static int restore_size(struct fmt_image *img, const struct raw *raw)
 }
 
 /*
- * Unaligned O_DIRECT write: read-modify-write of aligned chunks. @buf
- * NULL writes zeros.
+ * Unaligned O_DIRECT write: read-modify-write of whole blocks
+ * (fmt_pwritev_file_bounced), serialised so that two writes sharing a
+ * block cannot undo each other. @buf NULL writes zeros.
  */
 static int write_bounced(struct fmt_image *img, const uint8_t *buf, size_t n,
 			 uint64_t off)
 {
 	struct raw *raw = img->priv;
 	uint64_t a = img->request_align;
-	uint8_t *bounce = bounce_alloc(img, RAW_CHUNK);
-	bool grew = false;
-	int ret = 0;
+	struct iovec iov = { .iov_base = (void *)(uintptr_t)buf, .iov_len = n };
+	int ret, r;
 
-	if (!bounce)
-		return -ENOMEM;
 	BC_LOCK_GUARD(&raw->rmw_lock);
-	while (n) {
-		uint64_t start = bc_align_down(off, a);
-		size_t head = (size_t)(off - start);
-		size_t span = (size_t)BC_MIN(bc_align_up(head + n, a),
-					     (uint64_t)RAW_CHUNK);
-		size_t take = BC_MIN(span - head, n);
-
-		if (head || take < span) {
-			ret = fmt_pread_file_zfill(img->fd, bounce, span, start);
-			if (ret < 0)
-				break;
-		}
-		if (buf) {
-			memcpy(bounce + head, buf, take);
-			buf += take;
-		} else {
-			memset(bounce + head, 0, take);
-		}
-		ret = fmt_pwrite_file(img->fd, bounce, span, start);
-		if (ret < 0)
-			break;
-		if (start + span > img->size)
-			grew = true;
-		off += take;
-		n -= take;
-	}
-	free(bounce);
-	if (grew) {
-		int r = restore_size(img, raw);
-
+	ret = fmt_pwritev_file_bounced(img->fd, &iov, 1, off, (uint32_t)a);
+	/* The last block may reach past the image's end: cut it back. */
+	if (bc_align_up(off + n, a) > img->size) {
+		r = restore_size(img, raw);
 		if (!ret)
 			ret = r;
 	}
@@ -360,12 +304,12 @@ static int raw_create(int fd, const char *path,
 	int ret;
 
 	if (opts->backing_file) {
-		bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+		bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 			     "%s: raw images have no backing file", path);
 		return -ENOTSUP;
 	}
 	if (opts->size > (uint64_t)INT64_MAX) {
-		bc_error_set(BC_ERR_INVALID_ARG, EINVAL,
+		bc_error_set(ERR_INVALID_ARG, EINVAL,
 			     "%s: image size %llu too large", path,
 			     (unsigned long long)opts->size);
 		return -EINVAL;
@@ -420,7 +364,7 @@ static int raw_create(int fd, const char *path,
 static int raw_set_backing(struct fmt_image *img, const char *name,
 			   const char *fmt)
 {
-	bc_error_set(BC_ERR_UNSUPPORTED, ENOTSUP,
+	bc_error_set(ERR_UNSUPPORTED, ENOTSUP,
 		     "%s: raw images have no backing file", img->filename);
 	return -ENOTSUP;
 }

@@ -9,6 +9,13 @@
 #include "engine/engine.h"
 #include "lib/api-internal.h"
 
+/* The engine's disk flags and extent bits are the public ones. */
+API_SAME_VALUE(DISK_OPEN_READONLY, BC_DISK_READONLY);
+API_SAME_VALUE(DISK_OPEN_DIRECT, BC_DISK_DIRECT);
+API_SAME_VALUE(DISK_ZEROES_MAY_UNMAP, BC_DISK_ZEROES_MAY_UNMAP);
+API_SAME_VALUE(DISK_EXTENT_ZERO, BC_DISK_EXTENT_ZERO);
+API_SAME_VALUE(DISK_EXTENT_HOLE, BC_DISK_EXTENT_HOLE);
+
 bc_disk *bc_disk_open(bc_engine *engine, const char *path, const char *format,
 		      unsigned int flags)
 {

@@ -9,6 +9,10 @@
 #include "engine/engine.h"
 #include "lib/api-internal.h"
 
+/* A public callback is called as the engine's. */
+_Static_assert(__builtin_types_compatible_p(bc_block_job_cb, engine_event_cb),
+	       "event callback type");
+
 bc_engine *bc_engine_new(unsigned int flags)
 {
 	bc_engine *eng;

@@ -12,6 +12,14 @@
 #include "lib/blockcopy.h"
 #include "lib/common/error.h"
 
+/*
+ * The layers below lib/ name the public constants themselves (engine/
+ * engine.h, lib/common/error.h): each pair is checked where lib/ maps it.
+ */
+#define API_SAME_VALUE(internal, public)                                     \
+	_Static_assert((long long)(internal) == (long long)(public),          \
+		       #internal " equals " #public)
+
 static inline bool api_bad_flags(unsigned int flags, unsigned int mask,
 				 const char *func)
 {

@@ -8,10 +8,27 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/engine.h"
 #include "lib/api-internal.h"
 #include "lib/common/util.h"
+
+/* The engine's job constants are the public ones. */
+API_SAME_VALUE(JOB_TYPE_UNKNOWN, BC_BLOCK_JOB_TYPE_UNKNOWN);
+API_SAME_VALUE(JOB_TYPE_PULL, BC_BLOCK_JOB_TYPE_PULL);
+API_SAME_VALUE(JOB_TYPE_COPY, BC_BLOCK_JOB_TYPE_COPY);
+API_SAME_VALUE(JOB_EVENT_COMPLETED, BC_BLOCK_JOB_COMPLETED);
+API_SAME_VALUE(JOB_EVENT_FAILED, BC_BLOCK_JOB_FAILED);
+API_SAME_VALUE(JOB_EVENT_CANCELED, BC_BLOCK_JOB_CANCELED);
+API_SAME_VALUE(JOB_EVENT_MIRRORING, BC_BLOCK_JOB_MIRRORING);
+API_SAME_VALUE(JOB_EVENT_PAUSED, BC_BLOCK_JOB_PAUSED);
+API_SAME_VALUE(JOB_STATE_RUNNING, BC_BLOCK_JOB_STATE_RUNNING);
+API_SAME_VALUE(JOB_STATE_READY, BC_BLOCK_JOB_STATE_READY);
+API_SAME_VALUE(JOB_STATE_PAUSED, BC_BLOCK_JOB_STATE_PAUSED);
+API_SAME_VALUE(JOB_STATE_ENDING, BC_BLOCK_JOB_STATE_ENDING);
+API_SAME_VALUE(JOB_MODE_BACKGROUND, BC_BLOCK_JOB_MODE_BACKGROUND);
+API_SAME_VALUE(JOB_MODE_WRITE_BLOCKING, BC_BLOCK_JOB_MODE_WRITE_BLOCKING);
 
 #define REBASE_MASK                                                          \
 	(BC_BLOCK_REBASE_SHALLOW | BC_BLOCK_REBASE_REUSE_EXT |               \
@@ -22,7 +39,8 @@
 	 BC_BLOCK_COPY_TRANSIENT_JOB | BC_BLOCK_COPY_SYNCHRONOUS_WRITES |     \
 	 BC_BLOCK_COPY_AUTO_CONVERGE | BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |   \
 	 BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE | COPY_PATH_MASK |              \
-	 BC_BLOCK_COPY_REFLINK | BC_BLOCK_COPY_REFLINK_ALWAYS)
+	 BC_BLOCK_COPY_REFLINK | BC_BLOCK_COPY_REFLINK_ALWAYS |               \
+	 BC_BLOCK_COPY_RESUME)
 #define COPY_PATH_MASK                                                       \
 	(BC_BLOCK_COPY_DIRECT | BC_BLOCK_COPY_BUFFERED |                     \
 	 BC_BLOCK_COPY_FILE_RANGE)
@@ -188,6 +206,11 @@ static int start_copy(bc_disk *disk, const char *dest, const char *bitmap,
 	opts.auto_converge = flags & BC_BLOCK_COPY_AUTO_CONVERGE;
 	opts.shallow = flags & BC_BLOCK_COPY_SHALLOW;
 	opts.reuse_ext = flags & BC_BLOCK_COPY_REUSE_EXT;
+	/* Resume (issue 12): the journal says what is left to copy. */
+	opts.resume = flags & BC_BLOCK_COPY_RESUME;
+	if (opts.resume && bitmap)
+		return bc_fail(BC_ERR_INVALID_ARG, 0,
+			       "resume and a bitmap are mutually exclusive: the journal says what is left to copy");
 	ret = job_start_copy(disk, dest, &opts);
 	return ret < 0 ? bc_fail_errno(ret) : 0;
 }
@@ -232,23 +255,56 @@ int bc_block_job_abort(bc_disk *disk, unsigned int flags)
 int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
 			  unsigned int flags)
 {
+	struct job_info ji;
+	int ret;
+
 	bc_error_reset();
 	if (api_null(disk, "disk", __func__) ||
 	    api_null(info, "info", __func__) ||
 	    api_bad_flags(flags, BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES, __func__))
 		return -1;
-	return job_get_info(disk, info, flags & BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES);
+	ret = job_get_info(disk, &ji, flags & BC_BLOCK_JOB_INFO_BANDWIDTH_BYTES);
+	if (ret == 1) {
+		info->type = ji.type;
+		info->bandwidth = ji.bandwidth;
+		info->cur = ji.cur;
+		info->end = ji.end;
+	}
+	return ret;
 }
 
 int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
 			   unsigned int flags)
 {
+	struct job_stats js;
+	int ret;
+
 	bc_error_reset();
 	if (api_null(disk, "disk", __func__) ||
 	    api_null(stats, "stats", __func__) ||
 	    api_bad_flags(flags, 0, __func__))
 		return -1;
-	return job_get_stats(disk, stats);
+	ret = job_get_stats(disk, &js);
+	if (ret == 1)
+		*stats = (bc_block_job_stats){
+			.active = js.active,
+			.type = js.type,
+			.mode = js.mode,
+			.auto_converge = js.auto_converge,
+			.ready = js.ready,
+			.status = js.status,
+			.cur = js.cur,
+			.end = js.end,
+			.dirty_bytes = js.dirty_bytes,
+			.bytes_copied = js.bytes_copied,
+			.bytes_zeroed = js.bytes_zeroed,
+			.active_writes = js.active_writes,
+			.mirroring_ns = js.mirroring_ns,
+			.mode_switch_ns = js.mode_switch_ns,
+			.pivot_stall_ns = js.pivot_stall_ns,
+			.elapsed_ns = js.elapsed_ns,
+		};
+	return ret;
 }
 
 int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
@@ -273,12 +329,23 @@ int bc_block_job_set_speed(bc_disk *disk, unsigned long bandwidth,
 int bc_get_block_job_state(bc_disk *disk, int *state, bc_error *error,
 			   unsigned int flags)
 {
+	struct error_record paused_by;
+	int ret;
+
 	bc_error_reset();
 	if (api_null(disk, "disk", __func__) ||
 	    api_null(state, "state", __func__) ||
 	    api_bad_flags(flags, 0, __func__))
 		return -1;
-	return job_get_state(disk, state, error);
+	ret = job_get_state(disk, state, error ? &paused_by : NULL);
+	if (ret == 1 && error) {
+		error->code = paused_by.code;
+		error->sys_errno = paused_by.sys_errno;
+		_Static_assert(sizeof(error->message) == sizeof(paused_by.message),
+			       "message size");
+		memcpy(error->message, paused_by.message, sizeof(error->message));
+	}
+	return ret;
 }
 
 int bc_block_job_resume(bc_disk *disk, unsigned int flags)

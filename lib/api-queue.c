@@ -5,9 +5,21 @@
  */
 #include "lib/blockcopy.h"
 
+#include <stddef.h>
+
 #include "engine/queue.h"
-#include "formats/fmt.h"
 #include "lib/api-internal.h"
+
+/* queue_reap() fills the caller's bc_completion array as struct queue_completion. */
+_Static_assert(sizeof(struct queue_completion) == sizeof(bc_completion),
+	       "completion size");
+_Static_assert(offsetof(struct queue_completion, tag) == offsetof(bc_completion, tag) &&
+		       offsetof(struct queue_completion, ret) == offsetof(bc_completion, ret) &&
+		       offsetof(struct queue_completion, error_code) ==
+			       offsetof(bc_completion, error_code) &&
+		       offsetof(struct queue_completion, error_message) ==
+			       offsetof(bc_completion, error_message),
+	       "completion layout");
 
 bc_queue *bc_queue_new(bc_disk *disk, unsigned int depth, unsigned int flags)
 {
@@ -67,8 +79,8 @@ int bc_queue_write_zeroes(bc_queue *q, uint64_t off, uint64_t len, void *tag,
 			  unsigned int flags)
 {
 	return add(q, QUEUE_ZEROES, NULL, false, off, len, tag,
-		   (flags & BC_DISK_ZEROES_MAY_UNMAP) ? FMT_ZERO_MAY_UNMAP : 0,
-		   flags, BC_DISK_ZEROES_MAY_UNMAP, __func__);
+		   flags & BC_DISK_ZEROES_MAY_UNMAP, flags,
+		   BC_DISK_ZEROES_MAY_UNMAP, __func__);
 }
 
 int bc_queue_discard(bc_queue *q, uint64_t off, uint64_t len, void *tag,
@@ -117,7 +129,9 @@ int bc_queue_reap(bc_queue *q, bc_completion *out, int min, int max,
 			     min, max);
 		return -1;
 	}
-	ret = queue_reap(q, out, min, max, timeout_ms);
+	/* The engine fills the caller's array: the same layout (asserted above). */
+	ret = queue_reap(q, (struct queue_completion *)(void *)out, min, max,
+			 timeout_ms);
 	return ret < 0 ? bc_fail_errno(ret) : ret;
 }
 

@@ -571,6 +571,45 @@ BC_API int bc_snapshot_create(bc_disk *disk, const char *overlay,
 #define BC_BLOCK_COPY_ON_TARGET_ERROR_STOP   (1u << 17)
 #define BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE (1u << 18)
 
+/*
+ * --- blockcopy 1.1: resumable copies (extension, issue 12) -------------
+ *
+ * A COPY job to a regular file DST keeps a journal, "DST.bcjournal", next
+ * to it: which granules may still differ between source and destination.
+ * It is created (durably) before the first byte is copied; a guest write
+ * sets its bits before the source is written; every second (or 128 MiB)
+ * the job flushes the destination and the source and clears the bits of
+ * what is then copied. The journal is removed when the copy is complete (COMPLETED, or
+ * an abort after MIRRORING); it stays when the job ends FAILED, is
+ * canceled before MIRRORING, or its process dies. While the disk stays
+ * open after such an end, guest writes keep setting its bits; once the
+ * disk is closed, nothing must write the source until it is resumed.
+ *
+ * BC_BLOCK_COPY_RESUME (bc_block_copy, bc_block_copy_bitmap): continue
+ * the copy the journal of @dest records instead of starting over. It
+ * implies REUSE_EXT; the granularity and the destination format (raw for
+ * a COPY_RAW copy) come from the journal, params->granularity must be 0
+ * or the same. The journal must be for this source (top image path,
+ * device and inode), this destination, the same virtual size and the same
+ * SHALLOW flag; only what it marks is copied, then the job mirrors as
+ * usual. A resumed copy ends byte-identical to an uninterrupted one.
+ * Errors: BC_ERR_NO_SUCH_FILE "no journal 'J' to resume from";
+ * BC_ERR_INVALID_ARG "journal 'J' <field> ..." naming the first field that
+ * does not match (source, destination, virtual size, shallow/full,
+ * granularity) or what is wrong with the file ("journal 'J': header
+ * checksum mismatch", ...), "resume and a bitmap are mutually exclusive:
+ * the journal says what is left to copy", "cannot resume a copy to 'D':
+ * only a regular file destination has a journal".
+ *
+ * Without RESUME, a journal beside an existing destination (REUSE_EXT)
+ * is refused: BC_ERR_EXISTS "journal 'J' exists: a copy to 'D' was
+ * interrupted; resume it with RESUME or remove the journal". Beside a
+ * destination that is missing or empty, it is stale and replaced.
+ * A pull (bc_block_rebase) needs no journal: run again, it copies only
+ * what the top does not hold yet.
+ */
+#define BC_BLOCK_COPY_RESUME (1u << 19)
+
 /* Event status (extension): the job paused on a destination error. */
 enum {
 	BC_BLOCK_JOB_PAUSED = 4,

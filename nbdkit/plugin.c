@@ -300,4 +300,6 @@ static struct nbdkit_plugin plugin = {
 
 /* NBDKIT_REGISTER_PLUGIN wants the model as a macro too. */
 #define THREAD_MODEL NBDKIT_THREAD_MODEL_PARALLEL
+/* The entry point the macro defines, declared (-Wmissing-prototypes). */
+struct nbdkit_plugin *plugin_init(void);
 NBDKIT_REGISTER_PLUGIN(plugin)

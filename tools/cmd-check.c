@@ -8,7 +8,6 @@
 #include "tool.h"
 
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <string.h>
 
@@ -42,16 +41,6 @@ const char tool_help_check[] =
 	"Exit status: 0 no errors, 1 could not check (IMG unreadable, errors\n"
 	"while checking), 2 corruptions found, 3 leaked clusters only. Bad usage\n"
 	"also exits 2, with its one line on stderr and nothing on stdout.\n";
-
-enum { OPT_JSON = 256 };
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 /* A finding, as qemu-img check prints it: one line on stderr. */
 static void print_finding(void *opaque, const char *line)
@@ -125,38 +114,17 @@ static void print_json(const char *path, const char *format,
 int cmd_check(int argc, char **argv)
 {
 	struct fmt_check_report rep = {0};
-	const char *path, *format = NULL;
+	struct tool_opts o = { 0 };
 	struct fmt_image *img = NULL;
-	bool json = false;
-	int c, ret, status;
+	const char *path;
+	int ret, status;
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'O': /* qemu-img's spelling, for muscle memory */
-			if (tool_parse_output("check", optarg, &json) < 0)
-				return TOOL_EXIT_USAGE;
-			break;
-		case 'h':
-			tool_print_help("check");
-			return EXIT_CLEAN;
-		default:
-			return tool_getopt_error("check", c, argv);
-		}
-	}
-	if (tool_one_image("check", argc, argv, format, &path) < 0)
-		return TOOL_EXIT_USAGE;
-	tool_json_errors(json);
+	ret = tool_image_command("check", argc, argv, false, &o, &path);
+	if (ret != TOOL_CONTINUE)
+		return ret; /* --help: EXIT_CLEAN */
 
 	bc_error_reset();
-	ret = fmt_open(path, format, FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img);
+	ret = fmt_open(path, o.format, FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img);
 	if (ret < 0) {
 		tool_report(path, ret);
 		return EXIT_NOCHECK;
@@ -175,7 +143,7 @@ int cmd_check(int argc, char **argv)
 		return EXIT_NOCHECK;
 	}
 	tool_json_errors(false); /* the report is on stdout */
-	if (json)
+	if (o.json)
 		print_json(path, img->drv->name, &rep);
 	else
 		print_human(&rep);

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -34,6 +35,9 @@ const char tool_help_copy[] =
 	"      --shallow          copy only the top image, share its backing\n"
 	"      --reuse-external   DST exists: keep its metadata, write data\n"
 	"      --raw              make DST raw whatever SRC's format\n"
+	"      --resume           continue the interrupted copy that DST.bcjournal\n"
+	"                         records (implies --reuse-external; granularity\n"
+	"                         and --raw come from the journal)\n"
 	"      --bitmap=NAME      copy only what SRC's persistent dirty bitmap NAME\n"
 	"                         records (incremental; with --reuse-external into\n"
 	"                         the previous copy, DST ends equal to SRC)\n"
@@ -65,6 +69,12 @@ const char tool_help_copy[] =
 	"ext4 it measured 2.5 times slower than O_DIRECT, with 6 times its CPU.\n"
 	"--json reports the path taken as \"method\".\n"
 	"\n"
+	"Resume: while it runs, a copy to a file keeps DST.bcjournal, the granules\n"
+	"still to copy. If the copy is killed, fails, or is interrupted into a DST\n"
+	"that existed before, the journal stays and `copy --resume SRC DST` copies\n"
+	"only what it records; a DST this command created is removed with its\n"
+	"journal on failure. --json's \"bytes-copied\" is the data this run copied.\n"
+	"\n"
 	"Exit status: 0 copied, 1 failed or interrupted, 2 bad usage.\n";
 
 enum {
@@ -78,10 +88,9 @@ enum {
 	OPT_BUFFERED,
 	OPT_FILE_RANGE,
 	OPT_REFLINK,
-	OPT_PROGRESS,
-	OPT_JSON,
 	OPT_BITMAP,
 	OPT_ON_ERROR,
+	OPT_RESUME,
 };
 
 static const struct option long_opts[] = {
@@ -97,10 +106,11 @@ static const struct option long_opts[] = {
 	{"copy-file-range", no_argument, NULL, OPT_FILE_RANGE},
 	{"reflink", optional_argument, NULL, OPT_REFLINK},
 	{"on-error", required_argument, NULL, OPT_ON_ERROR},
-	{"progress", no_argument, NULL, OPT_PROGRESS},
+	{"progress", no_argument, NULL, TOOL_OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
-	{"json", no_argument, NULL, OPT_JSON},
+	{"json", no_argument, NULL, TOOL_OPT_JSON},
 	{"bitmap", required_argument, NULL, OPT_BITMAP},
+	{"resume", no_argument, NULL, OPT_RESUME},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -113,15 +123,22 @@ static void print_result(const char *src, const char *dst,
 	char size[32], rate_s[32];
 
 	if (json) {
+		bc_block_job_stats st = { 0 };
+
+		/* The ended job's own counters: what this run wrote. */
+		if (bc_get_block_job_stats(run->disk, &st, 0) < 0)
+			memset(&st, 0, sizeof(st));
 		printf("{\"source\": ");
 		tool_json_string(stdout, src);
 		printf(", \"destination\": ");
 		tool_json_string(stdout, dst);
 		printf(", \"method\": ");
 		tool_json_string(stdout, method ? method : "");
-		printf(", \"bytes\": %" PRIu64 ", \"seconds\": %.3f, "
+		printf(", \"bytes\": %" PRIu64 ", \"bytes-copied\": %" PRIu64
+		       ", \"bytes-zeroed\": %" PRIu64 ", \"seconds\": %.3f, "
 		       "\"mirroring-seconds\": %.3f, \"bytes-per-second\": %.0f}\n",
-		       run->bytes, run->seconds, run->mirroring_s, rate);
+		       run->bytes, st.bytes_copied, st.bytes_zeroed, run->seconds,
+		       run->mirroring_s, rate);
 		return;
 	}
 	tool_human_size(run->bytes, size, sizeof(size));
@@ -130,13 +147,25 @@ static void print_result(const char *src, const char *dst,
 	       run->seconds, rate_s, method ? method : "?");
 }
 
+/* Remove a DST this command created, and its resume journal. */
+static void unlink_dest(const char *dst)
+{
+	char journal[PATH_MAX];
+
+	(void)unlink(dst);
+	if (snprintf(journal, sizeof(journal), "%s.bcjournal", dst) <
+	    (int)sizeof(journal))
+		(void)unlink(journal);
+}
+
 int cmd_copy(int argc, char **argv)
 {
 	bc_block_copy_params params = { 0 };
 	struct job_run run = { .pivot = true };
-	const char *format = NULL, *src, *dst, *buf_size_arg = NULL;
+	struct tool_opts o = { 0 };
+	const char *src, *dst, *buf_size_arg = NULL;
 	const char *bitmap = NULL;
-	bool quiet = false, json = false, raw = false, existed;
+	bool raw = false, existed;
 	unsigned int flags = 0, dflags = BC_DISK_READONLY;
 	struct stat st;
 	uint64_t v;
@@ -146,9 +175,6 @@ int cmd_copy(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":f:qh", long_opts, NULL)) != -1) {
 		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
 		case OPT_SHALLOW:
 			flags |= BC_BLOCK_COPY_SHALLOW;
 			break;
@@ -160,6 +186,9 @@ int cmd_copy(int argc, char **argv)
 			break;
 		case OPT_BITMAP:
 			bitmap = optarg;
+			break;
+		case OPT_RESUME:
+			flags |= BC_BLOCK_COPY_RESUME;
 			break;
 		case OPT_BANDWIDTH:
 			if (tool_parse_rate(optarg, &v) < 0)
@@ -207,23 +236,13 @@ int cmd_copy(int argc, char **argv)
 				return tool_usage_error("copy", "invalid --on-error '%s' (expected report, stop or ignore)",
 							optarg);
 			break;
-		case OPT_PROGRESS:
-			run.progress = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'h':
-			tool_print_help("copy");
-			return TOOL_EXIT_OK;
 		default:
-			return tool_getopt_error("copy", c, argv);
+			c = tool_common_option("copy", c, argv, &o);
+			if (c != TOOL_CONTINUE)
+				return c;
 		}
 	}
-	if (run.progress && quiet)
+	if (o.progress && o.quiet)
 		return tool_usage_error("copy", "--progress and --quiet are mutually exclusive");
 	if (argc - optind != 2)
 		return tool_usage_error("copy", "expected SRC and DST");
@@ -234,24 +253,19 @@ int cmd_copy(int argc, char **argv)
 	if (params.buf_size && !tool_buf_size_ok(params.buf_size, params.granularity))
 		return tool_usage_error("copy", "invalid buffer size '%s' (from the granularity, 64K by default, to 1G)",
 					buf_size_arg);
-	if (format && !tool_format_known(format))
-		return tool_usage_error("copy", "unknown format '%s'", format);
-	tool_json_errors(json);
+	if (o.format && !tool_format_known(o.format))
+		return tool_usage_error("copy", "unknown format '%s'", o.format);
+	tool_json_errors(o.json);
+	run.progress = o.progress;
 	src = argv[optind];
 	dst = argv[optind + 1];
 	existed = stat(dst, &st) == 0;
 
-	run.eng = bc_engine_new(0);
-	if (!run.eng) {
-		tool_report(src, -ENOMEM);
+	if (job_run_open(&run, src, o.format, dflags) < 0)
 		return TOOL_EXIT_FAILURE;
-	}
-	run.disk = bc_disk_open(run.eng, src, format, dflags);
-	if (!run.disk) {
-		tool_report(src, -EIO);
-		goto out_engine;
-	}
-	tool_signals_install();
+	/* Resumed: the journal says whether DST is raw. */
+	if (raw && (flags & BC_BLOCK_COPY_RESUME))
+		raw = false;
 	if (raw) {
 		/* COPY_RAW exists on the rebase entry point only (libvirt's). */
 		unsigned int rflags = BC_BLOCK_REBASE_COPY | BC_BLOCK_REBASE_COPY_RAW |
@@ -260,13 +274,13 @@ int cmd_copy(int argc, char **argv)
 		if (flags & (BC_BLOCK_COPY_ON_TARGET_ERROR_STOP |
 			     BC_BLOCK_COPY_ON_TARGET_ERROR_IGNORE)) {
 			ret = tool_usage_error("copy", "--raw cannot be combined with --on-error stop or ignore");
-			goto out_disk;
+			goto out_close;
 		}
 		if (params.granularity || params.buf_size || bitmap ||
 		    (flags & ~(BC_BLOCK_COPY_SHALLOW | BC_BLOCK_COPY_REUSE_EXT |
 			       BC_BLOCK_COPY_DIRECT))) {
 			ret = tool_usage_error("copy", "--raw cannot be combined with --granularity, --buf-size, --bitmap, --buffered, --copy-file-range or --reflink");
-			goto out_disk;
+			goto out_close;
 		}
 		if (flags & BC_BLOCK_COPY_SHALLOW)
 			rflags |= BC_BLOCK_REBASE_SHALLOW;
@@ -280,27 +294,20 @@ int cmd_copy(int argc, char **argv)
 	}
 	if (c < 0) {
 		tool_report(dst, -EIO);
-		goto out_disk;
+		goto out_close;
 	}
 	if (job_run_wait(&run) < 0) {
-		if (run.interrupted)
-			tool_error_file("interrupted", dst, "copy interrupted");
-		else if (run.err.code)
-			tool_report_error(&run.err);
-		else
-			tool_error_file("incomplete", dst, "copy did not complete");
+		job_run_report_failure(&run, dst, "copy", "copy interrupted");
 		if (!existed)
-			(void)unlink(dst);
-		goto out_disk;
+			unlink_dest(dst);
+		goto out_close;
 	}
-	if (json)
+	if (o.json)
 		print_result(src, dst, &run, bc_block_job_copy_method(run.disk), true);
-	else if (!quiet)
+	else if (!o.quiet)
 		print_result(src, dst, &run, bc_block_job_copy_method(run.disk), false);
 	ret = TOOL_EXIT_OK;
-out_disk:
-	(void)bc_disk_close(run.disk);
-out_engine:
-	bc_engine_free(run.eng);
+out_close:
+	job_run_close(&run);
 	return ret;
 }

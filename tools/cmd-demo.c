@@ -64,26 +64,19 @@ const char tool_help_demo[] =
 
 enum {
 	OPT_SIZE = 256,
-	OPT_GUEST_RATE,
-	OPT_GUEST_THREADS,
-	OPT_DURATION,
-	OPT_MODE,
-	OPT_SHALLOW,
 	OPT_KEEP,
-	OPT_JSON,
-	OPT_VERIFY,
 };
 
 static const struct option long_opts[] = {
 	{"size", required_argument, NULL, OPT_SIZE},
-	{"guest-rate", required_argument, NULL, OPT_GUEST_RATE},
-	{"guest-threads", required_argument, NULL, OPT_GUEST_THREADS},
-	{"duration", required_argument, NULL, OPT_DURATION},
-	{"mode", required_argument, NULL, OPT_MODE},
-	{"shallow", no_argument, NULL, OPT_SHALLOW},
+	{"guest-rate", required_argument, NULL, LIVE_OPT_GUEST_RATE},
+	{"guest-threads", required_argument, NULL, LIVE_OPT_GUEST_THREADS},
+	{"duration", required_argument, NULL, LIVE_OPT_DURATION},
+	{"mode", required_argument, NULL, LIVE_OPT_MODE},
+	{"shallow", no_argument, NULL, LIVE_OPT_SHALLOW},
 	{"keep", no_argument, NULL, OPT_KEEP},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"verify", no_argument, NULL, OPT_VERIFY},
+	{"json", no_argument, NULL, TOOL_OPT_JSON},
+	{"verify", no_argument, NULL, LIVE_OPT_VERIFY},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -325,13 +318,14 @@ int cmd_demo(int argc, char **argv)
 	};
 	struct demo d = { .size = 1ull << 30 };
 	struct live_result *res = NULL;
-	bool json = false, keep = false, temp;
+	struct tool_opts common = { 0 };
+	bool json, keep = false, temp;
 	bc_engine *eng = NULL;
 	uint8_t *buf = NULL;
 	char tmpl[] = "/tmp/blockcopy-demo.XXXXXX", extra[1024];
 	unsigned int l;
 	uint64_t v;
-	int c, m, ret = TOOL_EXIT_FAILURE;
+	int c, ret = TOOL_EXIT_FAILURE;
 
 	opterr = 0;
 	optind = 1;
@@ -343,44 +337,16 @@ int cmd_demo(int argc, char **argv)
 				return tool_usage_error("demo", "invalid size '%s' (a multiple of 4M, 16M..64G)", optarg);
 			d.size = v;
 			break;
-		case OPT_GUEST_RATE:
-			if (tool_parse_rate(optarg, &v) < 0)
-				return tool_usage_error("demo", "invalid guest rate '%s'", optarg);
-			o.guest.rate = v;
-			break;
-		case OPT_GUEST_THREADS:
-			if (tool_parse_threads(optarg, &o.guest.threads) < 0)
-				return tool_usage_error("demo", "invalid thread count '%s' (1..64)", optarg);
-			break;
-		case OPT_DURATION:
-			if (tool_parse_seconds(optarg, 0, &o.duration_s) < 0)
-				return tool_usage_error("demo", "invalid duration '%s'", optarg);
-			break;
-		case OPT_MODE:
-			m = live_parse_mode(optarg);
-			if (m < 0)
-				return tool_usage_error("demo", "invalid mode '%s' (background, write-blocking or auto)", optarg);
-			o.mode = (enum live_mode)m;
-			break;
-		case OPT_SHALLOW:
-			o.copy_flags |= BC_BLOCK_COPY_SHALLOW;
-			break;
 		case OPT_KEEP:
 			keep = true;
 			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case OPT_VERIFY:
-			o.verify = true;
-			break;
-		case 'h':
-			tool_print_help("demo");
-			return TOOL_EXIT_OK;
 		default:
-			return tool_getopt_error("demo", c, argv);
+			c = live_option("demo", c, argv, &o, &common);
+			if (c != TOOL_CONTINUE)
+				return c;
 		}
 	}
+	json = common.json;
 	if (argc - optind > 1)
 		return tool_usage_error("demo", "expected at most one DIR");
 	if (o.duration_s < 2 * o.before_s) {

@@ -10,7 +10,6 @@
  */
 #include "tool.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,17 +32,6 @@ const char tool_help_info[] =
 	"  -h, --help          this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
-
-enum { OPT_CHAIN = 256, OPT_JSON };
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"backing-chain", no_argument, NULL, OPT_CHAIN},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 static const char *compression_name(int type)
 {
@@ -207,44 +195,23 @@ static void print_json(int ind, const char *name, const struct fmt_image *img,
 
 int cmd_info(int argc, char **argv)
 {
-	const char *path, *format = NULL;
-	bool chain = false, json = false;
+	struct tool_opts o = { 0 };
 	struct fmt_image *top = NULL, *img;
 	char *name = NULL, *next_name;
 	struct fmt_bitmap_info *bm = NULL;
+	const char *path;
 	size_t nbm = 0;
-	int c, ret, status = TOOL_EXIT_FAILURE;
+	int ret, status = TOOL_EXIT_FAILURE;
+	bool chain, json;
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
-		case OPT_CHAIN:
-			chain = true;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'O': /* qemu-img's spelling, for muscle memory */
-			if (tool_parse_output("info", optarg, &json) < 0)
-				return TOOL_EXIT_USAGE;
-			break;
-		case 'h':
-			tool_print_help("info");
-			return TOOL_EXIT_OK;
-		default:
-			return tool_getopt_error("info", c, argv);
-		}
-	}
-	if (tool_one_image("info", argc, argv, format, &path) < 0)
-		return TOOL_EXIT_USAGE;
-	tool_json_errors(json);
+	ret = tool_image_command("info", argc, argv, true, &o, &path);
+	if (ret != TOOL_CONTINUE)
+		return ret;
+	chain = o.chain;
+	json = o.json;
 
 	bc_error_reset();
-	ret = fmt_open(path, format, chain ? 0 : FMT_OPEN_NO_BACKING, &top);
+	ret = fmt_open(path, o.format, chain ? 0 : FMT_OPEN_NO_BACKING, &top);
 	if (ret < 0) {
 		tool_report(path, ret);
 		return TOOL_EXIT_FAILURE;

@@ -11,7 +11,6 @@
  */
 #include "tool.h"
 
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,16 +46,6 @@ const char tool_help_map[] =
 	"  -h, --help        this text\n"
 	"\n"
 	"Exit status: 0 success, 1 failure, 2 bad usage.\n";
-
-enum { OPT_JSON = 256 };
-
-static const struct option long_opts[] = {
-	{"format", required_argument, NULL, 'f'},
-	{"json", no_argument, NULL, OPT_JSON},
-	{"output", required_argument, NULL, 'O'},
-	{"help", no_argument, NULL, 'h'},
-	{NULL, 0, NULL, 0},
-};
 
 /* One merged run of qemu-img's map entry. */
 struct map_entry {
@@ -231,39 +220,18 @@ out_compressed:
 
 int cmd_map(int argc, char **argv)
 {
-	const char *path, *format = NULL;
+	struct tool_opts o = { 0 };
 	struct fmt_image *top = NULL;
+	const char *path;
 	char **names;
-	bool json = false;
-	int c, n = 0, ret;
+	int n = 0, ret;
 
-	opterr = 0;
-	optind = 1;
-	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
-		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'O': /* qemu-img's spelling, for muscle memory */
-			if (tool_parse_output("map", optarg, &json) < 0)
-				return TOOL_EXIT_USAGE;
-			break;
-		case 'h':
-			tool_print_help("map");
-			return TOOL_EXIT_OK;
-		default:
-			return tool_getopt_error("map", c, argv);
-		}
-	}
-	if (tool_one_image("map", argc, argv, format, &path) < 0)
-		return TOOL_EXIT_USAGE;
-	tool_json_errors(json);
+	ret = tool_image_command("map", argc, argv, false, &o, &path);
+	if (ret != TOOL_CONTINUE)
+		return ret;
 
 	bc_error_reset();
-	ret = fmt_open(path, format, 0, &top);
+	ret = fmt_open(path, o.format, 0, &top);
 	if (ret < 0) {
 		tool_report(path, ret);
 		return TOOL_EXIT_FAILURE;
@@ -276,7 +244,7 @@ int cmd_map(int argc, char **argv)
 	}
 	/* From here stdout holds the result: a failure is stderr's alone. */
 	tool_json_errors(false);
-	ret = walk(path, top, json, names, n);
+	ret = walk(path, top, o.json, names, n);
 	free_names(names, n);
 	fmt_close(top);
 	return ret;

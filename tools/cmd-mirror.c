@@ -54,35 +54,28 @@ const char tool_help_mirror[] =
 	"failed (one line says what), 2 bad usage.\n";
 
 enum {
-	OPT_SHALLOW = 256,
-	OPT_REUSE,
-	OPT_MODE,
+	OPT_REUSE = 256,
 	OPT_BANDWIDTH,
-	OPT_GUEST_RATE,
-	OPT_GUEST_THREADS,
-	OPT_DURATION,
 	OPT_TIMEOUT,
 	OPT_PIVOT,
 	OPT_ABORT,
-	OPT_VERIFY,
 	OPT_DIRECT,
-	OPT_JSON,
 };
 
 static const struct option long_opts[] = {
-	{"shallow", no_argument, NULL, OPT_SHALLOW},
+	{"shallow", no_argument, NULL, LIVE_OPT_SHALLOW},
 	{"reuse-external", no_argument, NULL, OPT_REUSE},
-	{"mode", required_argument, NULL, OPT_MODE},
+	{"mode", required_argument, NULL, LIVE_OPT_MODE},
 	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
-	{"guest-rate", required_argument, NULL, OPT_GUEST_RATE},
-	{"guest-threads", required_argument, NULL, OPT_GUEST_THREADS},
-	{"duration", required_argument, NULL, OPT_DURATION},
+	{"guest-rate", required_argument, NULL, LIVE_OPT_GUEST_RATE},
+	{"guest-threads", required_argument, NULL, LIVE_OPT_GUEST_THREADS},
+	{"duration", required_argument, NULL, LIVE_OPT_DURATION},
 	{"timeout", required_argument, NULL, OPT_TIMEOUT},
 	{"pivot", no_argument, NULL, OPT_PIVOT},
 	{"abort", no_argument, NULL, OPT_ABORT},
-	{"verify", no_argument, NULL, OPT_VERIFY},
+	{"verify", no_argument, NULL, LIVE_OPT_VERIFY},
 	{"direct", no_argument, NULL, OPT_DIRECT},
-	{"json", no_argument, NULL, OPT_JSON},
+	{"json", no_argument, NULL, TOOL_OPT_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -97,45 +90,24 @@ int cmd_mirror(int argc, char **argv)
 		.after_s = 1,
 		.pivot = true,
 	};
+	struct tool_opts common = { 0 };
 	struct live_result *res;
-	bool json = false, have_pivot = false, have_abort = false;
+	bool have_pivot = false, have_abort = false;
 	bc_engine *eng;
 	uint64_t v;
-	int c, m, ret;
+	int c, ret;
 
 	opterr = 0;
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":h", long_opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_SHALLOW:
-			o.copy_flags |= BC_BLOCK_COPY_SHALLOW;
-			break;
 		case OPT_REUSE:
 			o.copy_flags |= BC_BLOCK_COPY_REUSE_EXT;
-			break;
-		case OPT_MODE:
-			m = live_parse_mode(optarg);
-			if (m < 0)
-				return tool_usage_error("mirror", "invalid mode '%s' (background, write-blocking or auto)", optarg);
-			o.mode = (enum live_mode)m;
 			break;
 		case OPT_BANDWIDTH:
 			if (tool_parse_rate(optarg, &v) < 0)
 				return tool_usage_error("mirror", "invalid rate '%s'", optarg);
 			o.bandwidth = v;
-			break;
-		case OPT_GUEST_RATE:
-			if (tool_parse_rate(optarg, &v) < 0)
-				return tool_usage_error("mirror", "invalid guest rate '%s'", optarg);
-			o.guest.rate = v;
-			break;
-		case OPT_GUEST_THREADS:
-			if (tool_parse_threads(optarg, &o.guest.threads) < 0)
-				return tool_usage_error("mirror", "invalid thread count '%s' (1..64)", optarg);
-			break;
-		case OPT_DURATION:
-			if (tool_parse_seconds(optarg, 0, &o.duration_s) < 0)
-				return tool_usage_error("mirror", "invalid duration '%s'", optarg);
 			break;
 		case OPT_TIMEOUT:
 			if (tool_parse_seconds(optarg, 0.001, &o.timeout_s) < 0)
@@ -147,20 +119,13 @@ int cmd_mirror(int argc, char **argv)
 		case OPT_ABORT:
 			have_abort = true;
 			break;
-		case OPT_VERIFY:
-			o.verify = true;
-			break;
 		case OPT_DIRECT:
 			o.direct = true;
 			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'h':
-			tool_print_help("mirror");
-			return TOOL_EXIT_OK;
 		default:
-			return tool_getopt_error("mirror", c, argv);
+			c = live_option("mirror", c, argv, &o, &common);
+			if (c != TOOL_CONTINUE)
+				return c;
 		}
 	}
 	if (have_pivot && have_abort)
@@ -193,14 +158,14 @@ int cmd_mirror(int argc, char **argv)
 		return TOOL_EXIT_FAILURE;
 	}
 	ret = live_run(eng, &o, NULL, NULL, res);
-	if (json)
+	if (common.json)
 		live_print_json(stdout, &o, res, NULL);
 	else
 		live_print_text(stdout, &o, res);
 	if (ret < 0) {
 		tool_fail(res->interrupted ? "interrupted" : "verify-failed", "%s",
 			  res->error);
-	} else if (!json) {
+	} else if (!common.json) {
 		printf("verified: %s matches the guest's %llu writes\n",
 		       o.pivot ? o.dst : o.src, (unsigned long long)res->writes);
 	}

@@ -38,16 +38,16 @@ const char tool_help_pull[] =
 	"\n"
 	"Exit status: 0 pulled, 1 failed or interrupted, 2 bad usage.\n";
 
-enum { OPT_BASE = 256, OPT_RELATIVE, OPT_BANDWIDTH, OPT_PROGRESS, OPT_JSON };
+enum { OPT_BASE = 256, OPT_RELATIVE, OPT_BANDWIDTH };
 
 static const struct option long_opts[] = {
 	{"format", required_argument, NULL, 'f'},
 	{"base", required_argument, NULL, OPT_BASE},
 	{"relative", no_argument, NULL, OPT_RELATIVE},
 	{"bandwidth", required_argument, NULL, OPT_BANDWIDTH},
-	{"progress", no_argument, NULL, OPT_PROGRESS},
+	{"progress", no_argument, NULL, TOOL_OPT_PROGRESS},
 	{"quiet", no_argument, NULL, 'q'},
-	{"json", no_argument, NULL, OPT_JSON},
+	{"json", no_argument, NULL, TOOL_OPT_JSON},
 	{"help", no_argument, NULL, 'h'},
 	{NULL, 0, NULL, 0},
 };
@@ -55,9 +55,9 @@ static const struct option long_opts[] = {
 int cmd_pull(int argc, char **argv)
 {
 	struct job_run run = { 0 };
-	const char *format = NULL, *base = NULL, *img;
+	struct tool_opts o = { 0 };
+	const char *base = NULL, *img;
 	unsigned int flags = BC_BLOCK_REBASE_BANDWIDTH_BYTES;
-	bool quiet = false, json = false;
 	uint64_t bw = 0;
 	int c, ret = TOOL_EXIT_FAILURE;
 
@@ -65,9 +65,6 @@ int cmd_pull(int argc, char **argv)
 	optind = 1;
 	while ((c = getopt_long(argc, argv, ":f:qh", long_opts, NULL)) != -1) {
 		switch (c) {
-		case 'f':
-			format = optarg;
-			break;
 		case OPT_BASE:
 			base = optarg;
 			break;
@@ -78,58 +75,36 @@ int cmd_pull(int argc, char **argv)
 			if (tool_parse_rate(optarg, &bw) < 0)
 				return tool_usage_error("pull", "invalid rate '%s'", optarg);
 			break;
-		case OPT_PROGRESS:
-			run.progress = true;
-			break;
-		case 'q':
-			quiet = true;
-			break;
-		case OPT_JSON:
-			json = true;
-			break;
-		case 'h':
-			tool_print_help("pull");
-			return TOOL_EXIT_OK;
 		default:
-			return tool_getopt_error("pull", c, argv);
+			c = tool_common_option("pull", c, argv, &o);
+			if (c != TOOL_CONTINUE)
+				return c;
 		}
 	}
-	if (run.progress && quiet)
+	if (o.progress && o.quiet)
 		return tool_usage_error("pull", "--progress and --quiet are mutually exclusive");
 	if ((flags & BC_BLOCK_REBASE_RELATIVE) && !base)
 		return tool_usage_error("pull", "--relative needs --base");
 	if (argc - optind != 1)
 		return tool_usage_error("pull", "expected one image");
-	if (format && !tool_format_known(format))
-		return tool_usage_error("pull", "unknown format '%s'", format);
+	if (o.format && !tool_format_known(o.format))
+		return tool_usage_error("pull", "unknown format '%s'", o.format);
 	img = argv[optind];
-	tool_json_errors(json);
+	tool_json_errors(o.json);
+	run.progress = o.progress;
 
-	run.eng = bc_engine_new(0);
-	if (!run.eng) {
-		tool_report(img, -ENOMEM);
+	if (job_run_open(&run, img, o.format, 0) < 0)
 		return TOOL_EXIT_FAILURE;
-	}
-	run.disk = bc_disk_open(run.eng, img, format, 0);
-	if (!run.disk) {
-		tool_report(img, -EIO);
-		goto out_engine;
-	}
-	tool_signals_install();
 	if (bc_block_rebase(run.disk, base, (unsigned long)bw, flags) < 0) {
 		tool_report(img, -EIO);
-		goto out_disk;
+		goto out_close;
 	}
 	if (job_run_wait(&run) < 0) {
-		if (run.interrupted)
-			tool_error_file("interrupted", img, "pull interrupted (the image is valid; its backing file is unchanged)");
-		else if (run.err.code)
-			tool_report_error(&run.err);
-		else
-			tool_error_file("incomplete", img, "pull did not complete");
-		goto out_disk;
+		job_run_report_failure(&run, img, "pull",
+				       "pull interrupted (the image is valid; its backing file is unchanged)");
+		goto out_close;
 	}
-	if (json) {
+	if (o.json) {
 		printf("{\"image\": ");
 		tool_json_string(stdout, img);
 		printf(", \"base\": ");
@@ -140,14 +115,12 @@ int cmd_pull(int argc, char **argv)
 		printf(", \"method\": ");
 		tool_json_string(stdout, bc_block_job_copy_method(run.disk));
 		printf(", \"seconds\": %.3f}\n", run.seconds);
-	} else if (!quiet) {
+	} else if (!o.quiet) {
 		printf("Pulled into %s in %.2f s; backing file: %s\n", img,
 		       run.seconds, base ? base : "none");
 	}
 	ret = TOOL_EXIT_OK;
-out_disk:
-	(void)bc_disk_close(run.disk);
-out_engine:
-	bc_engine_free(run.eng);
+out_close:
+	job_run_close(&run);
 	return ret;
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/clock.h"
 #include "common/util.h"
 
 #define STRIPE_MAX   (256u * 1024)
@@ -69,14 +70,6 @@ struct guest {
 	unsigned int nstarted;
 };
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 static uint64_t splitmix(uint64_t *s)
 {
 	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
@@ -130,7 +123,7 @@ static void guest_fail(struct guest *g, const char *fmt, ...)
 /* Waits until the pacing lets @len bytes of writes go; false when stopped. */
 static bool pace(struct guest *g, uint64_t len)
 {
-	uint64_t now = now_ns(), start;
+	uint64_t now = bc_now_ns(), start;
 
 	if (!g->rate)
 		return true;
@@ -144,7 +137,7 @@ static bool pace(struct guest *g, uint64_t len)
 	g->pace_tat = start + (uint64_t)((double)len * 1e9 / (double)g->rate);
 	pthread_mutex_unlock(&g->pace_lock);
 	while (!atomic_load(&g->stop)) {
-		uint64_t t = now_ns(), d;
+		uint64_t t = bc_now_ns(), d;
 		struct timespec ts;
 
 		if (t >= start)
@@ -300,7 +293,7 @@ static void *guest_thread(void *arg)
 		}
 		ph = atomic_load(&g->phase);
 		ps = atomic_load(&g->mark);
-		t0 = now_ns();
+		t0 = bc_now_ns();
 		switch (op) {
 		case OP_WRITE:
 		case OP_ZEROES:
@@ -317,7 +310,7 @@ static void *guest_thread(void *arg)
 			bad = bc_disk_flush(g->disk) < 0;
 			break;
 		}
-		lat = now_ns() - t0;
+		lat = bc_now_ns() - t0;
 		if (!bad && (op == OP_WRITE || op == OP_ZEROES)) {
 			/* The rest of a partial first and last block: one generation each. */
 			if (op == OP_WRITE)
@@ -400,7 +393,7 @@ struct guest *guest_new(bc_disk *disk, const struct guest_opts *opts,
 	g->size = (uint64_t)size;
 	g->nthreads = n;
 	g->rate = opts->rate;
-	g->seed = opts->seed ? opts->seed : (unsigned int)now_ns();
+	g->seed = opts->seed ? opts->seed : (unsigned int)bc_now_ns();
 	g->stripe = STRIPE_MAX;
 	if (g->size / n < g->stripe)
 		g->stripe = g->size / n / IO_MIN * IO_MIN;
@@ -451,7 +444,7 @@ int guest_start(struct guest *g)
 	unsigned int i;
 	int ret;
 
-	g->phase_ns[GUEST_BEFORE] = now_ns();
+	g->phase_ns[GUEST_BEFORE] = bc_now_ns();
 	g->pace_tat = g->phase_ns[GUEST_BEFORE];
 	for (i = 0; i < g->nthreads; i++) {
 		struct gthread *t = &g->th[i];
@@ -488,7 +481,7 @@ void guest_set_phase(struct guest *g, enum guest_phase phase)
 	int p;
 
 	for (p = atomic_load(&g->phase) + 1; p <= (int)phase; p++)
-		g->phase_ns[p] = now_ns();
+		g->phase_ns[p] = bc_now_ns();
 	atomic_store(&g->phase, (int)phase);
 }
 
@@ -510,7 +503,7 @@ int guest_stop(struct guest *g)
 	for (i = 0; i < g->nstarted; i++)
 		pthread_join(g->th[i].tid, NULL);
 	if (g->nstarted && !g->phase_ns[GUEST_NPHASES])
-		g->phase_ns[GUEST_NPHASES] = now_ns();
+		g->phase_ns[GUEST_NPHASES] = bc_now_ns();
 	g->nstarted = 0;
 	return atomic_load(&g->failed) ? -1 : 0;
 }
@@ -564,56 +557,23 @@ void guest_phase_stats(const struct guest *g, enum guest_phase phase,
 	st->max_ms = (double)maxns / 1e6;
 }
 
-uint64_t guest_total_writes(const struct guest *g)
+void guest_totals(const struct guest *g, struct guest_totals *t)
 {
-	uint64_t n = 0;
+	uint64_t mark_max_ns = 0;
 	unsigned int i, p;
 
-	for (i = 0; i < g->nthreads; i++)
+	*t = (struct guest_totals){ 0 };
+	for (i = 0; i < g->nthreads; i++) {
+		const struct gthread *th = &g->th[i];
+
 		for (p = 0; p < GUEST_NPHASES; p++)
-			n += g->th[i].writes[p];
-	return n;
-}
-
-uint64_t guest_total_reads(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].reads;
-	return n;
-}
-
-uint64_t guest_total_zeroes(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].zeroes;
-	return n;
-}
-
-uint64_t guest_total_discards(const struct guest *g)
-{
-	uint64_t n = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		n += g->th[i].discards;
-	return n;
-}
-
-double guest_mark_max_ms(const struct guest *g)
-{
-	uint64_t m = 0;
-	unsigned int i;
-
-	for (i = 0; i < g->nthreads; i++)
-		if (g->th[i].mark_max_ns > m)
-			m = g->th[i].mark_max_ns;
-	return (double)m / 1e6;
+			t->writes += th->writes[p];
+		t->reads += th->reads;
+		t->zeroes += th->zeroes;
+		t->discards += th->discards;
+		mark_max_ns = BC_MAX(mark_max_ns, th->mark_max_ns);
+	}
+	t->mark_max_ms = (double)mark_max_ns / 1e6;
 }
 
 void guest_free(struct guest *g)

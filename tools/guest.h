@@ -84,13 +84,16 @@ const char *guest_failure(const struct guest *g);
 
 void guest_phase_stats(const struct guest *g, enum guest_phase phase,
 		       struct guest_phase_stats *st);
-/* Totals over the whole run: data writes, verified reads, zero writes, discards. */
-uint64_t guest_total_writes(const struct guest *g);
-uint64_t guest_total_reads(const struct guest *g);
-uint64_t guest_total_zeroes(const struct guest *g);
-uint64_t guest_total_discards(const struct guest *g);
-/* Longest operation of any kind in flight across the marked switch, ms. */
-double guest_mark_max_ms(const struct guest *g);
+/* Totals over the whole run, summed over the guest's threads. */
+struct guest_totals {
+	uint64_t writes;     /* data writes */
+	uint64_t reads;      /* verified reads */
+	uint64_t zeroes;     /* zero writes */
+	uint64_t discards;
+	double mark_max_ms;  /* longest operation of any kind in flight across
+				the marked switch */
+};
+void guest_totals(const struct guest *g, struct guest_totals *t);
 
 void guest_free(struct guest *g);
 

@@ -4,6 +4,7 @@
  */
 #include "job-run.h"
 
+#include <errno.h>
 #include <math.h>
 #include <poll.h>
 #include <stdio.h>
@@ -11,14 +12,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "tool.h"
 
 static double now_s(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bc_secs(bc_now_ns());
 }
 
 /*
@@ -220,4 +219,42 @@ int job_run_wait(struct job_run *run)
 				!run->interrupted && pivot_sent)
 		       ? 0
 		       : -1;
+}
+
+int job_run_open(struct job_run *run, const char *path, const char *format,
+		 unsigned int disk_flags)
+{
+	run->eng = bc_engine_new(0);
+	if (!run->eng) {
+		tool_report(path, -ENOMEM);
+		return -1;
+	}
+	run->disk = bc_disk_open(run->eng, path, format, disk_flags);
+	if (!run->disk) {
+		tool_report(path, -EIO);
+		bc_engine_free(run->eng);
+		run->eng = NULL;
+		return -1;
+	}
+	tool_signals_install();
+	return 0;
+}
+
+void job_run_close(struct job_run *run)
+{
+	(void)bc_disk_close(run->disk);
+	bc_engine_free(run->eng);
+	run->disk = NULL;
+	run->eng = NULL;
+}
+
+void job_run_report_failure(const struct job_run *run, const char *file,
+			    const char *what, const char *interrupted)
+{
+	if (run->interrupted)
+		tool_error_file("interrupted", file, "%s", interrupted);
+	else if (run->err.code)
+		tool_report_error(&run->err);
+	else
+		tool_error_file("incomplete", file, "%s did not complete", what);
 }

@@ -28,9 +28,28 @@ struct job_run {
 };
 
 /*
+ * A new engine and @path opened on it as run->disk (@format NULL: probe;
+ * @disk_flags BC_DISK_*), then the tool's signal handler installed.
+ * Returns 0, or -1 with the failure reported (naming @path) and nothing
+ * left open.
+ */
+int job_run_open(struct job_run *run, const char *path, const char *format,
+		 unsigned int disk_flags);
+
+/* Closes the disk and frees the engine of job_run_open(). */
+void job_run_close(struct job_run *run);
+
+/*
  * Wait for the job on run->disk to end; returns 0 when it completed,
  * -1 otherwise (run->status / run->err / run->interrupted say why).
  */
 int job_run_wait(struct job_run *run);
+
+/*
+ * Reports why job_run_wait() failed, one line about @file: @interrupted
+ * after SIGINT/SIGTERM, the job's error, else "<what> did not complete".
+ */
+void job_run_report_failure(const struct job_run *run, const char *file,
+			    const char *what, const char *interrupted);
 
 #endif /* BC_TOOLS_JOB_RUN_H */

@@ -9,12 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "lib/common/clock.h"
 #include "tool.h"
-
-static double secs(uint64_t ns)
-{
-	return (double)ns / 1e9;
-}
 
 static void json_num_or_null(FILE *f, const char *key, bool have, double v,
 			     int prec)
@@ -35,7 +31,7 @@ static double copy_mib_s(const struct live_result *res)
 	if (!res->have_stats)
 		return 0;
 	if (res->stats.mirroring_ns)
-		return (double)res->copied_at_ready / secs(res->stats.mirroring_ns) /
+		return (double)res->copied_at_ready / bc_secs(res->stats.mirroring_ns) /
 		       (1024.0 * 1024.0);
 	return res->job_s > 0 ? (double)res->stats.bytes_copied / res->job_s /
 					(1024.0 * 1024.0)
@@ -63,11 +59,11 @@ void live_print_json(FILE *f, const struct live_opts *o,
 	else
 		fputs("\"ended\": null, ", f);
 	json_num_or_null(f, "mirroring_seconds", res->have_stats && st->mirroring_ns,
-			 secs(st->mirroring_ns), 3);
+			 bc_secs(st->mirroring_ns), 3);
 	fputs(", ", f);
 	json_num_or_null(f, "mode_switch_seconds",
 			 res->have_stats && st->mode_switch_ns,
-			 secs(st->mode_switch_ns), 3);
+			 bc_secs(st->mode_switch_ns), 3);
 	fprintf(f, ", \"pivot_stall_ms\": %.3f, \"copy_bytes\": %" PRIu64
 		", \"copy_zeroed_bytes\": %" PRIu64 ", \"copy_mib_s\": %.1f, "
 		"\"copy_bytes_to_mirroring\": %" PRIu64 ", \"job_seconds\": %.3f, ",
@@ -135,14 +131,14 @@ void live_print_text(FILE *f, const struct live_opts *o,
 
 			mib(c3, sizeof(c3), res->copied_at_ready);
 			fprintf(f, "        MIRRORING after %.2f s: %s copied by then, %.0f MiB/s; %s in all (%s as zeroes)\n",
-				secs(st->mirroring_ns), c3, copy_mib_s(res), c1, c2);
+				bc_secs(st->mirroring_ns), c3, copy_mib_s(res), c1, c2);
 		}
 		else
 			fprintf(f, "        no MIRRORING in %.1f s: %s copied (%s as zeroes)\n",
 				res->job_s, c1, c2);
 		if (o->mode == LIVE_AUTO && st->mode_switch_ns)
 			fprintf(f, "        auto-converge: switched to write-blocking after %.2f s\n",
-				secs(st->mode_switch_ns));
+				bc_secs(st->mode_switch_ns));
 		else if (o->mode == LIVE_AUTO)
 			fprintf(f, "        auto-converge: stayed in background mode (converged without switching)\n");
 		if (res->switched && o->pivot)

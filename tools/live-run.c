@@ -4,6 +4,7 @@
  */
 #include "live-run.h"
 
+#include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -11,15 +12,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "lib/common/clock.h"
 #include "tool.h"
-
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 struct live_events {
 	bc_disk *disk;
@@ -44,7 +38,7 @@ static void live_on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		bc_block_job_stats st;
 
 		if (!ev->mirroring_ns) {
-			ev->mirroring_ns = now_ns() - ev->t0;
+			ev->mirroring_ns = bc_now_ns() - ev->t0;
 			/* The copy rate is that of the bulk phase: sample it now. */
 			if (bc_get_block_job_stats(disk, &st, 0) == 1)
 				ev->copied_at_ready = st.bytes_copied;
@@ -68,9 +62,9 @@ static void live_poll(bc_engine *eng, int ms)
 /* Sleeps @s seconds while delivering events; false when interrupted. */
 static bool live_sleep(bc_engine *eng, double s)
 {
-	uint64_t end = now_ns() + (uint64_t)(s * 1e9);
+	uint64_t end = bc_now_ns() + (uint64_t)(s * 1e9);
 
-	while (now_ns() < end) {
+	while (bc_now_ns() < end) {
 		if (tool_stop_requested())
 			return false;
 		live_poll(eng, 20);
@@ -78,12 +72,8 @@ static bool live_sleep(bc_engine *eng, double s)
 	return true;
 }
 
-static double secs(uint64_t ns)
-{
-	return (double)ns / 1e9;
-}
-
-int live_parse_mode(const char *s)
+/* "background", "write-blocking" or "auto"; -1 for anything else. */
+static int parse_mode(const char *s)
 {
 	if (!strcmp(s, "background"))
 		return LIVE_BACKGROUND;
@@ -92,6 +82,41 @@ int live_parse_mode(const char *s)
 	if (!strcmp(s, "auto"))
 		return LIVE_AUTO;
 	return -1;
+}
+
+int live_option(const char *cmd, int c, char **argv, struct live_opts *o,
+		struct tool_opts *common)
+{
+	int m;
+
+	switch (c) {
+	case LIVE_OPT_GUEST_RATE:
+		if (tool_parse_rate(optarg, &o->guest.rate) < 0)
+			return tool_usage_error(cmd, "invalid guest rate '%s'", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_GUEST_THREADS:
+		if (tool_parse_threads(optarg, &o->guest.threads) < 0)
+			return tool_usage_error(cmd, "invalid thread count '%s' (1..64)", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_DURATION:
+		if (tool_parse_seconds(optarg, 0, &o->duration_s) < 0)
+			return tool_usage_error(cmd, "invalid duration '%s'", optarg);
+		return TOOL_CONTINUE;
+	case LIVE_OPT_MODE:
+		m = parse_mode(optarg);
+		if (m < 0)
+			return tool_usage_error(cmd, "invalid mode '%s' (background, write-blocking or auto)", optarg);
+		o->mode = (enum live_mode)m;
+		return TOOL_CONTINUE;
+	case LIVE_OPT_SHALLOW:
+		o->copy_flags |= BC_BLOCK_COPY_SHALLOW;
+		return TOOL_CONTINUE;
+	case LIVE_OPT_VERIFY:
+		o->verify = true;
+		return TOOL_CONTINUE;
+	default:
+		return tool_common_option(cmd, c, argv, common);
+	}
 }
 
 const char *live_mode_name(enum live_mode mode)
@@ -216,6 +241,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	static struct live_events ev;
 	unsigned int flags = o->copy_flags, aflags;
 	struct guest *g = NULL;
+	struct guest_totals totals;
 	bc_disk *disk;
 	uint64_t t_job, t_end = 0;
 	bool ended = false, job_started = false;
@@ -258,7 +284,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 		goto interrupted;
 
 	guest_set_phase(g, GUEST_DURING);
-	t_job = now_ns();
+	t_job = bc_now_ns();
 	ev.t0 = t_job;
 	if (bc_block_copy(disk, o->dst, &params, flags) < 0) {
 		live_error(res, "%s", bc_last_error()->message);
@@ -266,7 +292,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	}
 	job_started = true;
 	for (;;) {
-		double t = secs(now_ns() - t_job);
+		double t = bc_secs(bc_now_ns() - t_job);
 
 		live_poll(eng, 20);
 		if (tool_stop_requested())
@@ -283,7 +309,7 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 			goto out_abort;
 		}
 		if (ev.mirroring_ns && t >= o->duration_s &&
-		    t - secs(ev.mirroring_ns) >= o->settle_s)
+		    t - bc_secs(ev.mirroring_ns) >= o->settle_s)
 			break;
 		if (!ev.mirroring_ns && t >= o->timeout_s) {
 			snprintf(res->error, sizeof(res->error),
@@ -306,8 +332,8 @@ int live_run(bc_engine *eng, const struct live_opts *o,
 	guest_mark_end(g);
 	sw = o->pivot ? SWITCH_PIVOT : SWITCH_ABORT;
 	res->switched = true;
-	t_end = now_ns();
-	while (ev.status < 0 && now_ns() - t_end < 10000000000ull)
+	t_end = bc_now_ns();
+	while (ev.status < 0 && bc_now_ns() - t_end < 10000000000ull)
 		live_poll(eng, 20);
 	ended = true;
 	if (ev.status != (o->pivot ? BC_BLOCK_JOB_COMPLETED : BC_BLOCK_JOB_CANCELED)) {
@@ -326,27 +352,28 @@ interrupted:
 out_abort:
 	if (job_started && !ended) {
 		(void)bc_block_job_abort(disk, 0);
-		t_end = now_ns();
-		while (ev.status < 0 && now_ns() - t_end < 10000000000ull)
+		t_end = bc_now_ns();
+		while (ev.status < 0 && bc_now_ns() - t_end < 10000000000ull)
 			live_poll(eng, 20);
 		ended = true;
 	}
 out_stop:
 	(void)guest_stop(g);
 	if (!t_end)
-		t_end = now_ns();
+		t_end = bc_now_ns();
 	if (job_started) {
-		res->job_s = secs(t_end - t_job);
+		res->job_s = bc_secs(t_end - t_job);
 		res->have_stats = bc_get_block_job_stats(disk, &res->stats, 0) == 1;
 		res->copied_at_ready = ev.copied_at_ready;
 	}
 	for (int p = 0; p < GUEST_NPHASES; p++)
 		guest_phase_stats(g, (enum guest_phase)p, &res->phase[p]);
-	res->writes = guest_total_writes(g);
-	res->reads = guest_total_reads(g);
-	res->zeroes = guest_total_zeroes(g);
-	res->discards = guest_total_discards(g);
-	res->mark_max_ms = guest_mark_max_ms(g);
+	guest_totals(g, &totals);
+	res->writes = totals.writes;
+	res->reads = totals.reads;
+	res->zeroes = totals.zeroes;
+	res->discards = totals.discards;
+	res->mark_max_ms = totals.mark_max_ms;
 	if (guest_failure(g)) {
 		live_error(res, "%s", guest_failure(g));
 		goto out_guest;

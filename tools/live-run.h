@@ -81,8 +81,29 @@ void live_print_json(FILE *f, const struct live_opts *o,
 void live_print_text(FILE *f, const struct live_opts *o,
 		     const struct live_result *res);
 
-/* "background", "write-blocking" or "auto"; -1 for anything else. */
-int live_parse_mode(const char *s);
 const char *live_mode_name(enum live_mode mode);
+
+/*
+ * The options the live subcommands (mirror, demo) share, codes for their
+ * getopt_long() tables: --guest-rate, --guest-threads, --duration,
+ * --mode, --shallow, --verify.
+ */
+enum {
+	LIVE_OPT_GUEST_RATE = 0x1100, /* above TOOL_OPT_* */
+	LIVE_OPT_GUEST_THREADS,
+	LIVE_OPT_DURATION,
+	LIVE_OPT_MODE,
+	LIVE_OPT_SHALLOW,
+	LIVE_OPT_VERIFY,
+};
+
+/*
+ * Option @c of subcommand @cmd: one of the live options into @o, any
+ * other to tool_common_option() with @common. Returns TOOL_CONTINUE, or
+ * the exit status to return now (a bad value is a usage error, reported).
+ */
+struct tool_opts;
+int live_option(const char *cmd, int c, char **argv, struct live_opts *o,
+		struct tool_opts *common);
 
 #endif /* BC_TOOLS_LIVE_RUN_H */

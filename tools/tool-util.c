@@ -223,6 +223,72 @@ int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
 	return 0;
 }
 
+int tool_common_option(const char *cmd, int c, char **argv,
+		       struct tool_opts *o)
+{
+	switch (c) {
+	case 'f':
+		o->format = optarg;
+		return TOOL_CONTINUE;
+	case TOOL_OPT_JSON:
+		o->json = true;
+		return TOOL_CONTINUE;
+	case 'O': /* qemu-img's spelling, for muscle memory */
+		if (tool_parse_output(cmd, optarg, &o->json) < 0)
+			return TOOL_EXIT_USAGE;
+		return TOOL_CONTINUE;
+	case TOOL_OPT_PROGRESS:
+		o->progress = true;
+		return TOOL_CONTINUE;
+	case 'q':
+		o->quiet = true;
+		return TOOL_CONTINUE;
+	case TOOL_OPT_CHAIN:
+		o->chain = true;
+		return TOOL_CONTINUE;
+	case 'h':
+		tool_print_help(cmd);
+		return TOOL_EXIT_OK;
+	default:
+		return tool_getopt_error(cmd, c, argv);
+	}
+}
+
+int tool_image_command(const char *cmd, int argc, char **argv,
+		       bool chain_option, struct tool_opts *o,
+		       const char **path)
+{
+	static const struct option image_opts[] = {
+		{"format", required_argument, NULL, 'f'},
+		{"json", no_argument, NULL, TOOL_OPT_JSON},
+		{"output", required_argument, NULL, 'O'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	static const struct option chain_opts[] = {
+		{"format", required_argument, NULL, 'f'},
+		{"backing-chain", no_argument, NULL, TOOL_OPT_CHAIN},
+		{"json", no_argument, NULL, TOOL_OPT_JSON},
+		{"output", required_argument, NULL, 'O'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	const struct option *long_opts = chain_option ? chain_opts : image_opts;
+	int c, ret;
+
+	opterr = 0;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, ":f:h", long_opts, NULL)) != -1) {
+		ret = tool_common_option(cmd, c, argv, o);
+		if (ret != TOOL_CONTINUE)
+			return ret;
+	}
+	if (tool_one_image(cmd, argc, argv, o->format, path) < 0)
+		return TOOL_EXIT_USAGE;
+	tool_json_errors(o->json);
+	return TOOL_CONTINUE;
+}
+
 int tool_parse_seconds(const char *s, double min, double *out)
 {
 	char *end;

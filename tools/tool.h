@@ -94,6 +94,50 @@ int tool_parse_output(const char *cmd, const char *arg, bool *json);
 int tool_one_image(const char *cmd, int argc, char **argv, const char *format,
 		   const char **path);
 
+/*
+ * The options several subcommands share, one meaning each: -f/--format,
+ * --json, --output=json|human, --progress, -q/--quiet, --backing-chain,
+ * -h/--help. A subcommand lists those it takes in its getopt_long()
+ * tables (long ones with the codes below) and hands every option it does
+ * not handle itself to tool_common_option().
+ */
+enum {
+	TOOL_OPT_JSON = 0x1000, /* above every subcommand's own codes */
+	TOOL_OPT_PROGRESS,
+	TOOL_OPT_CHAIN,
+};
+
+struct tool_opts {
+	const char *format; /* -f FMT; NULL: probe */
+	bool json;
+	bool progress;
+	bool quiet;
+	bool chain;         /* --backing-chain */
+};
+
+/* Parsing goes on (tool_common_option(), tool_image_command()). */
+#define TOOL_CONTINUE (-1)
+
+/*
+ * Option @c, as getopt_long() returned it (optarg set), of subcommand
+ * @cmd into @o. Returns TOOL_CONTINUE, or the exit status to return now:
+ * TOOL_EXIT_OK after -h (the help printed), TOOL_EXIT_USAGE after an
+ * unknown option, a missing argument or a bad --output (reported).
+ */
+int tool_common_option(const char *cmd, int c, char **argv,
+		       struct tool_opts *o);
+
+/*
+ * The command line of a subcommand that reads one image (check, info,
+ * map): -f/--format, --json, --output, -h/--help and, with @chain_option,
+ * --backing-chain; then exactly one IMG, into *@path, of a known format.
+ * --json turns on JSON errors. Returns TOOL_CONTINUE, or the exit status
+ * to return now.
+ */
+int tool_image_command(const char *cmd, int argc, char **argv,
+		       bool chain_option, struct tool_opts *o,
+		       const char **path);
+
 /* A --granularity bc_block_copy accepts: a power of two, 4K..64M. */
 bool tool_granularity_ok(uint64_t v);
 

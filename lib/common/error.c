@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local bc_error tls_error;
+static _Thread_local struct error_record tls_error;
 
 void bc_error_reset(void)
 {
@@ -55,35 +55,35 @@ int bc_errno_to_code(int err)
 {
 	switch (err) {
 	case 0:
-		return BC_ERR_OK;
+		return ERR_OK;
 	case ENOMEM:
-		return BC_ERR_NO_MEMORY;
+		return ERR_NO_MEMORY;
 	case ENOENT:
-		return BC_ERR_NO_SUCH_FILE;
+		return ERR_NO_SUCH_FILE;
 	case EEXIST:
-		return BC_ERR_EXISTS;
+		return ERR_EXISTS;
 	case ENOSPC:
 	case EDQUOT:
-		return BC_ERR_NO_SPACE;
+		return ERR_NO_SPACE;
 	case EINVAL:
-		return BC_ERR_INVALID_ARG;
+		return ERR_INVALID_ARG;
 	case ENOTSUP:
-		return BC_ERR_UNSUPPORTED;
+		return ERR_UNSUPPORTED;
 	case EUCLEAN:
 	case ELOOP:
-		return BC_ERR_IMAGE_CORRUPT;
+		return ERR_IMAGE_CORRUPT;
 	case EBUSY:
-		return BC_ERR_BLOCK_COPY_ACTIVE;
+		return ERR_BLOCK_COPY_ACTIVE;
 	case EPERM:
 	case EROFS:
 	case EALREADY:
-		return BC_ERR_OPERATION_INVALID;
+		return ERR_OPERATION_INVALID;
 	default:
-		return BC_ERR_IO;
+		return ERR_IO;
 	}
 }
 
-const bc_error *bc_last_error(void)
+const struct error_record *bc_error_get(void)
 {
 	return &tls_error;
 }

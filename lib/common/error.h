@@ -11,7 +11,35 @@
 #ifndef BC_LIB_COMMON_ERROR_H
 #define BC_LIB_COMMON_ERROR_H
 
-#include "../blockcopy.h"
+/*
+ * Error codes, recorded in error_record.code. They are the public
+ * ERR_* codes (lib/api-error.c asserts that each value equals its
+ * public twin), named here so that no layer below lib/ needs the public
+ * header.
+ */
+enum error_code {
+	ERR_OK = 0,
+	ERR_INTERNAL = 1,
+	ERR_NO_MEMORY = 2,
+	ERR_INVALID_ARG = 3,
+	ERR_OPERATION_INVALID = 4,
+	ERR_BLOCK_COPY_ACTIVE = 5,
+	ERR_NO_SUCH_FILE = 6,
+	ERR_EXISTS = 7,
+	ERR_IO = 8,
+	ERR_NO_SPACE = 9,
+	ERR_IMAGE_CORRUPT = 10,
+	ERR_UNSUPPORTED = 11,
+};
+
+#define ERROR_MESSAGE_MAX 1024
+
+/* One thread's error record; laid out as the public bc_error (asserted in lib/). */
+struct error_record {
+	int code;      /* ERR_* */
+	int sys_errno; /* errno behind the failure, 0 if none */
+	char message[ERROR_MESSAGE_MAX];
+};
 
 /* Clears the calling thread's error record. */
 void bc_error_reset(void);
@@ -27,7 +55,10 @@ __attribute__((format(printf, 3, 4))) void bc_error_set(int code, int sys_errno,
 __attribute__((format(printf, 3, 4))) void
 bc_error_set_default(int code, int sys_errno, const char *fmt, ...);
 
-/* Maps an errno to a BC_ERR_* code (ENOENT → NO_SUCH_FILE, ...). */
+/* The calling thread's record; never NULL (code 0 when none). */
+const struct error_record *bc_error_get(void);
+
+/* Maps an errno to an ERR_* code (ENOENT → NO_SUCH_FILE, ...). */
 int bc_errno_to_code(int err);
 
 /* Whether the calling thread has an error recorded. */

@@ -5,7 +5,6 @@
 #include "tests/api/helpers.h"
 
 #include <check.h>
-#include <ftw.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +13,7 @@
 #include <unistd.h>
 
 #include "formats/fmt.h"
+#include "tests/scratch.h"
 
 static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 		     int type, int status, void *opaque)
@@ -33,27 +33,13 @@ static void on_event(bc_engine *eng, bc_disk *disk, const char *path,
 
 void fx_setup(struct fx *fx)
 {
-	const char *base = getenv("BC_TEST_TMPDIR");
-
 	memset(fx, 0, sizeof(*fx));
-	if (!base || mkdir(base, 0755) < 0)
-		base = access(base ? base : "", W_OK) == 0 ? base : "/tmp";
-	snprintf(fx->dir, sizeof(fx->dir), "%s/bc-api-XXXXXX", base);
-	ck_assert_ptr_nonnull(mkdtemp(fx->dir));
+	scratch_dir(fx->dir, sizeof(fx->dir), NULL, "bc-api-");
 	fx->eng = bc_engine_new(0);
 	ck_assert_ptr_nonnull(fx->eng);
 	ck_assert_int_ge(bc_engine_event_register(fx->eng, on_event, fx), 0);
 	fx->shadow = calloc(1, FX_SIZE);
 	ck_assert_ptr_nonnull(fx->shadow);
-}
-
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
 }
 
 void fx_teardown(struct fx *fx)
@@ -68,7 +54,7 @@ void fx_teardown(struct fx *fx)
 		(void)bc_disk_close(fx->disk);
 	}
 	bc_engine_free(fx->eng);
-	(void)nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	scratch_remove(fx->dir);
 	for (i = 0; i < fx->nlayers; i++)
 		free(fx->layers[i]);
 	free(fx->shadow);
@@ -184,6 +170,26 @@ void fx_expect_event(struct fx *fx, int type, int status)
 	ck_assert_int_eq(fx->events[fx->consumed].type, type);
 	ck_assert_int_eq(fx->events[fx->consumed].status, status);
 	fx->consumed++;
+}
+
+bool fx_mirroring_within(struct fx *fx, int ms)
+{
+	struct timespec t0, t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int i;
+
+		for (i = fx->consumed; i < fx->nevents; i++) {
+			if (fx->events[i].status == BC_BLOCK_JOB_MIRRORING)
+				return true;
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 +
+			    (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
+			return false;
+		ck_assert_int_ge(bc_engine_dispatch(fx->eng, 50), 0);
+	}
 }
 
 void fx_guest_write(struct fx *fx, uint64_t off, uint64_t len, uint8_t byte)

@@ -50,6 +50,11 @@ const char *fx_fmt(struct fx *fx, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 /* Dispatch until the next event arrives (30 s at most) and check it. */
 void fx_expect_event(struct fx *fx, int type, int status);
+/*
+ * Whether a MIRRORING event is recorded, not yet consumed, or arrives
+ * within @ms while dispatching (the events stay recorded).
+ */
+bool fx_mirroring_within(struct fx *fx, int ms);
 void fx_guest_write(struct fx *fx, uint64_t off, uint64_t len, uint8_t byte);
 void fx_check_disk_equals_shadow(struct fx *fx);
 void fx_check_image_equals_shadow(struct fx *fx, const char *path,

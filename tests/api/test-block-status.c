@@ -11,21 +11,10 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 #define MiB (1u << 20)
-
-static struct fx fx;
-
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
 
 /* An image of 4 MiB: 0xab at [1, 2) MiB; qcow2 also zeroes [2, 3) MiB. */
 static const char *make_image(const char *fmt)
@@ -105,7 +94,7 @@ int main(void)
 	Suite *s = suite_create("block-status");
 	TCase *tc = tcase_create("block-status");
 
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, raw_reports_data_and_holes);
 	tcase_add_test(tc, qcow2_reports_data_zero_and_unallocated);

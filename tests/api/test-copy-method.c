@@ -23,21 +23,10 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 #define EXT4_MAGIC 0xEF53
-
-static struct fx fx;
-
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
 
 /* Whether the test directory's filesystem takes O_DIRECT. */
 static bool dir_can_direct(void)
@@ -256,14 +245,14 @@ static Suite *copy_method_suite(void)
 	TCase *tc = tcase_create("rules");
 
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, clashing_paths_are_refused);
 	tcase_add_test(tc, file_range_from_qcow2_is_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("paths");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, default_path_copies_buffered_guest_writes);
 	tcase_add_test(tc, buffered_path_with_write_behind);
 	tcase_add_test(tc, direct_path_to_raw);

@@ -17,7 +17,6 @@
  * never copied (a whole write missing from the destination).
  */
 #include <check.h>
-#include <ftw.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -31,6 +30,7 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/scratch.h"
 
 #define NDISKS    16
 #define DISK_SIZE (4u << 20)
@@ -272,15 +272,6 @@ static void check_image(const char *path, const char *format,
 	free(buf);
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag,
-		  struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
 static unsigned int test_seed(void)
 {
 	const char *s = getenv("BC_TEST_SEED");
@@ -292,12 +283,7 @@ static unsigned int test_seed(void)
 
 static void setup(void)
 {
-	const char *t = getenv("BC_TEST_TMPDIR");
-
-	if (t)
-		(void)mkdir(t, 0755);
-	snprintf(dir, sizeof(dir), "%s/bc-many-XXXXXX", t && access(t, W_OK) == 0 ? t : "/tmp");
-	ck_assert_ptr_nonnull(mkdtemp(dir));
+	scratch_dir(dir, sizeof(dir), NULL, "bc-many-");
 	eng = bc_engine_new(0);
 	ck_assert_ptr_nonnull(eng);
 	ck_assert_int_ge(bc_engine_event_register(eng, on_event, NULL), 0);
@@ -315,7 +301,7 @@ static void teardown(void)
 		pthread_cond_destroy(&disks[i].cond);
 	}
 	bc_engine_free(eng);
-	(void)nftw(dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	scratch_remove(dir);
 }
 
 static double now_s(void)

@@ -17,12 +17,11 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 #define NTHREADS 3
 #define STRIPE   (16u * 1024)
-
-static struct fx fx;
 
 struct hammer {
 	pthread_t tid[NTHREADS];
@@ -84,36 +83,6 @@ static void hammer_stop(struct hammer *h)
 		pthread_join(h->tid[i], NULL);
 }
 
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
-
-/* Whether a MIRRORING event arrives within @ms (events are recorded). */
-static bool mirroring_within(int ms)
-{
-	struct timespec t0, t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		int i;
-
-		for (i = fx.consumed; i < fx.nevents; i++) {
-			if (fx.events[i].status == BC_BLOCK_JOB_MIRRORING)
-				return true;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
-			return false;
-		ck_assert_int_ge(bc_engine_dispatch(fx.eng, 50), 0);
-	}
-}
-
 /* Copy at 8 MiB/s while three threads write as fast as they can. */
 static void start_copy_under_hammer(struct hammer *h, unsigned int flags)
 {
@@ -135,7 +104,7 @@ START_TEST(background_does_not_converge_under_heavy_writes)
 
 	start_copy_under_hammer(&h, 0);
 	for (i = 0; i < 4; i++) {
-		ck_assert(!mirroring_within(500));
+		ck_assert(!fx_mirroring_within(&fx, 500));
 		ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 		ck_assert_int_eq(st.mode, BC_BLOCK_JOB_MODE_BACKGROUND);
 		ck_assert_uint_gt(st.dirty_bytes, 0);
@@ -144,7 +113,7 @@ START_TEST(background_does_not_converge_under_heavy_writes)
 	ck_assert_uint_gt(atomic_load(&h.writes), 1000);
 	hammer_stop(&h);
 	/* Once the guest stops, the job catches up and can be finished. */
-	ck_assert(mirroring_within(30000));
+	ck_assert(fx_mirroring_within(&fx, 30000));
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
@@ -159,7 +128,7 @@ START_TEST(write_blocking_converges_under_heavy_writes)
 	struct hammer h;
 
 	start_copy_under_hammer(&h, BC_BLOCK_COPY_SYNCHRONOUS_WRITES);
-	ck_assert_msg(mirroring_within(20000), "no MIRRORING in write-blocking mode");
+	ck_assert_msg(fx_mirroring_within(&fx, 20000), "no MIRRORING in write-blocking mode");
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 	ck_assert_int_eq(st.mode, BC_BLOCK_JOB_MODE_WRITE_BLOCKING);
@@ -189,7 +158,7 @@ START_TEST(auto_converge_switches_and_converges)
 	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 	ck_assert_int_eq(st.auto_converge, 1);
 	ck_assert_int_eq(st.mode, BC_BLOCK_JOB_MODE_BACKGROUND);
-	ck_assert_msg(mirroring_within(30000), "auto-converge did not converge");
+	ck_assert_msg(fx_mirroring_within(&fx, 30000), "auto-converge did not converge");
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 	ck_assert_int_eq(st.mode, BC_BLOCK_JOB_MODE_WRITE_BLOCKING);
@@ -359,7 +328,7 @@ int main(void)
 	TCase *tc = tcase_create("modes");
 
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, background_does_not_converge_under_heavy_writes);
 	tcase_add_test(tc, write_blocking_converges_under_heavy_writes);
 	tcase_add_test(tc, auto_converge_switches_and_converges);
@@ -368,7 +337,7 @@ int main(void)
 	suite_add_tcase(s, tc);
 	tc = tcase_create("verify");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, verify_refuses_pivot_to_corrupted_destination);
 	tcase_add_test(tc, verify_needs_pivot);
 	tcase_add_test(tc, stats_of_finished_job);

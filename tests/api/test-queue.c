@@ -9,18 +9,21 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 /* Engine internals, to hold a disk quiesced as a pivot does. */
@@ -31,19 +34,14 @@ void disk_resume(bc_disk *disk);
 #define STRIPE (16u * 1024)
 #define ALIGN  4096u
 
-static struct fx fx;
 /* qcow2 disks of a test: cluster size (0: the default). */
 static uint32_t chain_cluster;
 
+/* The shared fixture, and the default cluster size again. */
 static void setup(void)
 {
-	fx_setup(&fx);
+	fx_fixture_setup();
 	chain_cluster = 0;
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
 }
 
 #define ck_assert_error(code_, msg_)                                         \
@@ -437,6 +435,69 @@ START_TEST(short_read_fails_as_the_sync_call)
 }
 END_TEST
 
+/* Bytes the file at @path has allocated. */
+static uint64_t allocated(const char *path)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(path, &st), 0);
+	return (uint64_t)st.st_blocks * 512;
+}
+
+/*
+ * Zeroes [@off, +1 MiB) of the raw disk through @q (NULL: the synchronous
+ * call) with @flags; returns how many bytes the file freed.
+ */
+static int64_t zero_mib(bc_queue *q, uint64_t off, unsigned int flags)
+{
+	uint64_t before = allocated(fx.top);
+	bc_completion c;
+
+	if (q) {
+		ck_assert_int_eq(bc_queue_write_zeroes(q, off, 1u << 20, NULL, flags), 0);
+		ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+		ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+		ck_assert_msg(c.ret == 0, "%s", c.error_message);
+	} else {
+		ck_assert_int_eq(bc_disk_write_zeroes(fx.disk, off, 1u << 20, flags), 0);
+	}
+	memset(fx.shadow + off, 0, 1u << 20);
+	return (int64_t)before - (int64_t)allocated(fx.top);
+}
+
+/*
+ * BC_DISK_ZEROES_MAY_UNMAP deallocates (a raw file gets a hole) and zeroes
+ * without it keep the blocks, through a queue as through the synchronous
+ * call. Skipped where the file system cannot punch holes.
+ */
+START_TEST(zeroes_may_unmap_deallocates_as_the_sync_call)
+{
+	const char *probe = fx_path(&fx, "probe");
+	int fd = open(probe, O_CREAT | O_RDWR, 0644);
+	bc_queue *q;
+	bool can_punch;
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, 65536), 0);
+	can_punch = fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+			      4096) == 0;
+	close(fd);
+	if (!can_punch)
+		return;
+	open_raw(0);
+	q = bc_queue_new(fx.disk, 2, 0);
+	ck_assert_ptr_nonnull(q);
+	ck_assert_int_lt(zero_mib(q, 0, 0), 512 * 1024);
+	ck_assert_int_ge(zero_mib(q, 1u << 20, BC_DISK_ZEROES_MAY_UNMAP),
+			 (1 << 20) - 8192);
+	ck_assert_int_ge(zero_mib(NULL, 2u << 20, BC_DISK_ZEROES_MAY_UNMAP),
+			 (1 << 20) - 8192);
+	ck_assert_int_lt(zero_mib(NULL, 3u << 20, 0), 512 * 1024);
+	bc_queue_free(q);
+	fx_check_disk_equals_shadow(&fx);
+}
+END_TEST
+
 /* --- depth 128 from one thread ------------------------------------------ */
 
 /*
@@ -746,26 +807,6 @@ static void ahammer_progress(struct ahammer *h, uint64_t n)
 	}
 }
 
-static bool mirroring_within(int ms)
-{
-	struct timespec t0, t;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	for (;;) {
-		int i;
-
-		for (i = fx.consumed; i < fx.nevents; i++) {
-			if (fx.events[i].status == BC_BLOCK_JOB_MIRRORING)
-				return true;
-		}
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 +
-			    (t.tv_nsec - t0.tv_nsec) / 1000000 > ms)
-			return false;
-		ck_assert_int_ge(bc_engine_dispatch(fx.eng, 50), 0);
-	}
-}
-
 /*
  * Background mode converges only while the copy outruns the guest. Under a
  * sanitizer's slowdown the unpaced asynchronous guest can outrun it and
@@ -808,7 +849,7 @@ static void copy_under_async_guest_on(bool raw, unsigned int dflags,
 	ck_assert_msg(bc_block_copy(fx.disk, dst, &p, flags) == 0, "%s",
 		      bc_last_error()->message);
 	ahammer_progress(&h, 200); /* during the bulk copy */
-	ck_assert_msg(mirroring_within(30000), "no MIRRORING");
+	ck_assert_msg(fx_mirroring_within(&fx, 30000), "no MIRRORING");
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
 	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
 	if (flags & (BC_BLOCK_COPY_SYNCHRONOUS_WRITES | BC_BLOCK_COPY_AUTO_CONVERGE))
@@ -960,7 +1001,7 @@ static Suite *queue_suite(void)
 	TCase *tc = tcase_create("errors");
 
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, fx_fixture_teardown);
 	tcase_add_test(tc, new_refuses_bad_arguments);
 	tcase_add_test(tc, requests_refuse_bad_arguments);
 	tcase_add_test(tc, request_past_the_end_is_refused);
@@ -971,11 +1012,12 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, reap_times_out_while_the_disk_is_quiesced);
 	tcase_add_test(tc, failed_request_reports_in_its_completion);
 	tcase_add_test(tc, short_read_fails_as_the_sync_call);
+	tcase_add_test(tc, zeroes_may_unmap_deallocates_as_the_sync_call);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, fx_fixture_teardown);
 	tcase_add_test(tc, depth_128_raw);
 	tcase_add_test(tc, depth_128_qcow2);
 	tcase_add_test(tc, depth_128_qcow2_whole_clusters);
@@ -985,7 +1027,7 @@ static Suite *queue_suite(void)
 
 	tc = tcase_create("jobs");
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, setup, fx_fixture_teardown);
 	tcase_add_test(tc, copy_background_pivot_raw);
 	tcase_add_test(tc, copy_background_pivot_raw_direct);
 	tcase_add_test(tc, copy_background_pivot_qcow2);

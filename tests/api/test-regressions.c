@@ -25,19 +25,8 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
-
-static struct fx fx;
-
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
 
 static uint64_t now_ms(void)
 {
@@ -1072,7 +1061,7 @@ static Suite *regressions_suite(void)
 
 	tc = tcase_create("bugs");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, regress_disk_path_pointer_freed_by_pivot);
 	tcase_add_test(tc, regress_copy_into_own_chain_is_accepted);
 	tcase_add_test(tc, regress_direct_copy_of_unaligned_size_fails);
@@ -1087,7 +1076,7 @@ static Suite *regressions_suite(void)
 
 	tc = tcase_create("behaviour");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, pivot_from_mirroring_callback_and_close_from_completed);
 	tcase_add_test(tc, engine_free_with_undelivered_events);
 	tcase_add_test(tc, second_copy_right_after_pivot);

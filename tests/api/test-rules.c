@@ -22,19 +22,8 @@
 #include "engine/iob-fault.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
-
-static struct fx fx;
-
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
 
 /* --- argument and flag rules ------------------------------------------ */
 
@@ -574,7 +563,7 @@ static Suite *rules_suite(void)
 	TCase *tc;
 
 	tc = tcase_create("args");
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, copy_without_base_is_refused);
 	tcase_add_test(tc, shallow_without_copy_is_refused);
 	tcase_add_test(tc, reuse_ext_without_copy_is_refused);
@@ -588,7 +577,7 @@ static Suite *rules_suite(void)
 
 	tc = tcase_create("pull");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, pull_completes_and_drops_backing);
 	tcase_add_test(tc, pull_to_base_keeps_base);
 	tcase_add_test(tc, pull_relative_keeps_relative_name);
@@ -600,7 +589,7 @@ static Suite *rules_suite(void)
 
 	tc = tcase_create("copy");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, full_copy_mirrors_then_pivots);
 	tcase_add_test(tc, shallow_copy_keeps_backing);
 	tcase_add_test(tc, copy_raw_makes_raw_destination);
@@ -615,7 +604,7 @@ static Suite *rules_suite(void)
 
 	tc = tcase_create("failure");
 	tcase_set_timeout(tc, 60);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, read_error_fails_job_guest_unharmed);
 	tcase_add_test(tc, full_destination_fails_job);
 	suite_add_tcase(s, tc);

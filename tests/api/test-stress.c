@@ -20,12 +20,11 @@
 #include "tests/check-main.h"
 #include "formats/fmt.h"
 #include "lib/blockcopy.h"
+#include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 
 #define NTHREADS 4
 #define STRIPE   (16u * 1024)
-
-static struct fx fx;
 
 struct guest {
 	pthread_t tid;
@@ -196,16 +195,6 @@ static void copy_under_load(const char *dst, const char *dst_fmt,
 	}
 }
 
-static void setup(void)
-{
-	fx_setup(&fx);
-}
-
-static void teardown(void)
-{
-	fx_teardown(&fx);
-}
-
 /* R18 */
 START_TEST(qcow2_full_pivot)
 {
@@ -278,7 +267,7 @@ int main(void)
 	TCase *tc = tcase_create("guest-load");
 
 	tcase_set_timeout(tc, 120);
-	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_add_test(tc, qcow2_full_pivot);
 	tcase_add_test(tc, qcow2_shallow_pivot);
 	tcase_add_test(tc, qcow2_full_abort);

@@ -6,7 +6,9 @@
     crash.py --self-test      the oracle against hand-made logs and images
 
 SCENARIO is one of: copy-full, copy-shallow, copy-reuse, copy-raw (the
-blockcopy tool's copy), pull, pull-base (its pull), mirror (a live mirror
+blockcopy tool's copy), copy-resume (the copy run again with --resume
+while its journal exists: kill, resume, kill, resume...; the journal
+must be gone once a run completes), pull, pull-base (its pull), mirror (a live mirror
 with a guest writing, tests/crash/crash-guest.c), snapshot (snapshots
 taken under a guest writing, same program), create (the tool's create,
 qcow2 or raw, with and without preallocation and a backing file). Each round makes a fresh
@@ -212,7 +214,7 @@ def copy_argv(rd):
     argv = [BLOCKCOPY, "copy", "-q"]
     if rd.bw:
         argv += ["--bandwidth", rd.bw]
-    if s == "copy-shallow" or (s == "copy-reuse" and rd.shallow):
+    if s == "copy-shallow" or (s in ("copy-reuse", "copy-resume") and rd.shallow):
         argv.append("--shallow")
     if s == "copy-reuse":
         argv.append("--reuse-external")
@@ -349,9 +351,15 @@ def after_kill_copy(rd):
 
 def next_copy(rd):
     """The copy again: into the destination the killed run left, as a
-    pre-created image (the tool refuses to overwrite it otherwise)."""
-    argv = list(rd.argv)
-    if os.path.exists(rd.path("dst")) and "--reuse-external" not in argv:
+    pre-created image (the tool refuses to overwrite it otherwise);
+    copy-resume: with --resume while the killed run's journal exists (a
+    kill before the journal was published leaves none: start over)."""
+    argv = [a for a in rd.argv if a != "--resume"]
+    journal = rd.path("dst") + ".bcjournal"
+    if rd.scen == "copy-resume" and os.path.exists(journal):
+        argv.insert(2, "--resume")
+        rd.resumes = getattr(rd, "resumes", 0) + 1
+    elif os.path.exists(rd.path("dst")) and "--reuse-external" not in argv:
         argv.insert(2, "--reuse-external")
     return argv
 
@@ -361,6 +369,8 @@ def final_copy(rd):
     if rd.scen != "copy-raw":
         qcheck(rd.path("dst"), "destination after the rerun")
     compare(copy_src(rd), rd.path("dst"), "rerun")
+    if os.path.exists(rd.path("dst") + ".bcjournal"):
+        raise Failure("the journal is left after a completed copy")
 
 
 CREATE_SIZE = 32 << 20  # large enough that full preallocation takes a while
@@ -463,8 +473,8 @@ def check_live(rd, tmp):
 TOOL = {"copy": (after_kill_copy, next_copy, final_copy),
         "pull": (after_kill_pull, lambda rd: rd.argv, final_pull),
         "create": (after_kill_create, lambda rd: rd.argv, final_create)}
-SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "pull", "pull-base",
-             "mirror", "snapshot", "create"]
+SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "copy-resume",
+             "pull", "pull-base", "mirror", "snapshot", "create"]
 
 
 def fresh(tmpl, work, scen):
@@ -592,7 +602,7 @@ def main():
         # Calibrate: one unkilled run per bandwidth choice gives the span
         # the kill instants are drawn from.
         spans = {}
-        kills = finished = strays = 0
+        kills = finished = strays = resumes = 0
         counts = [0, 0, 0]
         t_end = time.monotonic() + a.seconds
         rnd = 0
@@ -645,6 +655,7 @@ def main():
                 except Failure as e:
                     raise Failure("round %d, the final run: %s" % (rnd, e))
             strays += rd.strays
+            resumes += getattr(rd, "resumes", 0)
             st = getattr(rd, "stats", None)
             if st:
                 counts = [c + x for c, x in zip(counts, st)]
@@ -652,6 +663,8 @@ def main():
         if a.scenario in ("mirror", "snapshot"):
             extra = ", guest: %d acknowledged writes, %d flushes, %d %s" % (
                 counts[0], counts[1], counts[2], "pivots" if a.scenario == "mirror" else "snapshots")
+        if a.scenario == "copy-resume":
+            extra += ", %d runs resumed from a journal" % resumes
         if strays:
             extra += ("; %d hidden temporary file(s) left by kills during image creation "
                       "(this filesystem has no O_TMPFILE)" % strays)

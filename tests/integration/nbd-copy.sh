@@ -199,13 +199,24 @@ grep -qF "$(uri "$D/e.sock"): write failed at offset " "$T/err" &&
 stop
 [ "$(sha "$D/src.qcow2")" = "$SRC_SHA" ] && ok "source untouched" || fail "source changed"
 
-serve "$D/e2.sock" nbdkit -f -U "$D/e2.sock" --filter=error memory 64M \
-	error=ENOSPC error-zero-rate=100%
+# The export holds data everywhere, so the source's zero runs must be
+# written as zeros (where it already reads zeros the copy writes nothing).
+serve "$D/e2.sock" nbdkit -f -U "$D/e2.sock" --filter=error data \
+	data='( 0x55 )*67108864' size=64M error=ENOSPC error-zero-rate=100%
 bc copy --reuse-external "$D/src.qcow2" "$(uri "$D/e2.sock")"
 assert_rc 1 "copy to a server failing write zeroes with ENOSPC"
 grep -qF "$(uri "$D/e2.sock"): write zeroes failed at offset " "$T/err" &&
 	grep -qF "No space left on device" "$T/err" ||
-	fail "flush failure message: $(bc_said)"
+	fail "write zeroes failure message: $(bc_said)"
+stop
+serve "$D/e3.sock" nbdkit -f -U "$D/e3.sock" --filter=error memory 64M \
+	error=ENOSPC error-zero-rate=100%
+bc copy --reuse-external --json "$D/src.qcow2" "$(uri "$D/e3.sock")"
+assert_rc 0 "copy to an empty export writes no zeros (its zero writes would fail)"
+# 5 MiB of data; the 1 MiB zero run at 40M costs nothing.
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(j["bytes"] != 5 << 20)' "$T/out" &&
+	ok "no zeros written where the export reads zeros" ||
+	fail "zeros written to an empty export: $(bc_said)"
 stop
 
 # --- a server killed mid-copy: FAILED, cleanly, in time -------------------

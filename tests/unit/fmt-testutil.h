@@ -17,6 +17,7 @@
 
 #include "formats/fmt.h"
 #include "lib/common/error.h"
+#include "tests/scratch.h"
 
 static char tu_dir[4096];
 
@@ -29,41 +30,26 @@ static char tu_base[2048];
  */
 static inline void tu_case_setup(void)
 {
-	const char *base = getenv("BC_TEST_TMPDIR");
-	char cmd[4200];
-
-	if (!base || !*base)
-		base = "/tmp";
-	(void)snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", base);
-	ck_assert_int_eq(system(cmd), 0);
-	(void)snprintf(tu_base, sizeof(tu_base), "%s/fmt-XXXXXX", base);
-	ck_assert_ptr_nonnull(mkdtemp(tu_base));
+	scratch_dir(tu_base, sizeof(tu_base), NULL, "fmt-");
 }
 
 static inline void tu_case_teardown(void)
 {
-	char cmd[4200];
-
-	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_base);
-	(void)system(cmd);
+	scratch_remove(tu_base);
 }
 
 /* Checked fixture: a fresh scratch directory, also the test's CWD. */
 static inline void tu_setup(void)
 {
-	(void)snprintf(tu_dir, sizeof(tu_dir), "%s/t-XXXXXX", tu_base);
-	ck_assert_ptr_nonnull(mkdtemp(tu_dir));
+	scratch_dir(tu_dir, sizeof(tu_dir), tu_base, "t-");
 	ck_assert_int_eq(chdir(tu_dir), 0);
 	bc_error_reset();
 }
 
 static inline void tu_teardown(void)
 {
-	char cmd[4200];
-
 	ck_assert_int_eq(chdir("/"), 0);
-	(void)snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tu_dir);
-	(void)system(cmd);
+	scratch_remove(tu_dir);
 }
 
 /* Both fixtures on @tc. */

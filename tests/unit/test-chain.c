@@ -252,8 +252,8 @@ START_TEST(unknown_backing_format_refused)
 	tu_sh("qemu-img create -q -f raw base.img 1M && "
 	      "qemu-img create -q -f qcow2 -u -b base.img -F vmdk top.qcow2 1M");
 	ck_assert_int_eq(fmt_open("top.qcow2", "qcow2", 0, &img), -ENOTSUP);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_int_eq(bc_error_get()->code, ERR_UNSUPPORTED);
+	ck_assert_str_eq(bc_error_get()->message,
 			 "top.qcow2: backing format 'vmdk' not supported");
 	ck_assert_ptr_null(img);
 }
@@ -268,8 +268,8 @@ START_TEST(missing_backing_is_enoent)
 	      "qemu-img create -q -f qcow2 -b base.raw -F raw sub/top.qcow2 && "
 	      "rm sub/base.raw");
 	ck_assert_int_eq(fmt_open("sub/top.qcow2", NULL, 0, &img), -ENOENT);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_NO_SUCH_FILE);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_int_eq(bc_error_get()->code, ERR_NO_SUCH_FILE);
+	ck_assert_str_eq(bc_error_get()->message,
 			 "sub/top.qcow2: could not open backing file 'sub/base.raw': No such file or directory");
 	ck_assert_ptr_null(img);
 	/* Deeper: the message names the backing layer by its real path. */
@@ -280,7 +280,7 @@ START_TEST(missing_backing_is_enoent)
 	(void)snprintf(exp, sizeof(exp),
 		       "%s: could not open backing file '%s': No such file or directory",
 		       abs_path("sub/top.qcow2"), abs_path("sub/base.raw"));
-	ck_assert_str_eq(bc_last_error()->message, exp);
+	ck_assert_str_eq(bc_error_get()->message, exp);
 }
 END_TEST
 
@@ -293,10 +293,10 @@ START_TEST(loop_a_b_a)
 	      "qemu-img create -q -f qcow2 -b b.qcow2 -F qcow2 a.qcow2 && "
 	      "qemu-img rebase -u -b a.qcow2 -F qcow2 b.qcow2");
 	ck_assert_int_eq(fmt_open("a.qcow2", NULL, 0, &img), -ELOOP);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 	(void)snprintf(exp, sizeof(exp), "%s: backing chain loops back to '%s'",
 		       abs_path("b.qcow2"), abs_path("a.qcow2"));
-	ck_assert_str_eq(bc_last_error()->message, exp);
+	ck_assert_str_eq(bc_error_get()->message, exp);
 	ck_assert_ptr_null(img);
 	/* Through a symlink: the same file, another name. */
 	tu_sh("ln -s a.qcow2 alias.qcow2 && qemu-img rebase -u -b alias.qcow2 -F qcow2 b.qcow2");
@@ -314,7 +314,7 @@ START_TEST(self_loop)
 	ck_assert_int_eq(fmt_open("s.qcow2", NULL, 0, &img), -ELOOP);
 	(void)snprintf(exp, sizeof(exp), "s.qcow2: backing chain loops back to '%s'",
 		       abs_path("s.qcow2"));
-	ck_assert_str_eq(bc_last_error()->message, exp);
+	ck_assert_str_eq(bc_error_get()->message, exp);
 	ck_assert_ptr_null(img);
 }
 END_TEST
@@ -338,10 +338,10 @@ START_TEST(depth_limit)
 	fmt_close(img);
 	img = NULL;
 	ck_assert_int_eq(fmt_open("l257.qcow2", NULL, 0, &img), -ELOOP);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 	(void)snprintf(exp, sizeof(exp), "%s: backing chain deeper than 256",
 		       abs_path("l1.qcow2"));
-	ck_assert_str_eq(bc_last_error()->message, exp);
+	ck_assert_str_eq(bc_error_get()->message, exp);
 	ck_assert_ptr_null(img);
 }
 END_TEST
@@ -365,11 +365,11 @@ START_TEST(protocol_names_refused)
 		      "-F raw p.qcow2 1M", names[i]);
 		bc_error_reset();
 		ck_assert_int_eq(fmt_open("p.qcow2", NULL, 0, &img), -ENOTSUP);
-		ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
+		ck_assert_int_eq(bc_error_get()->code, ERR_UNSUPPORTED);
 		(void)snprintf(exp, sizeof(exp),
 			       "p.qcow2: backing file '%s' uses a protocol, not supported",
 			       names[i]);
-		ck_assert_str_eq(bc_last_error()->message, exp);
+		ck_assert_str_eq(bc_error_get()->message, exp);
 		ck_assert_ptr_null(img);
 	}
 }
@@ -511,7 +511,7 @@ START_TEST(create_takes_backing_size)
 	o.backing_file = "nbd:localhost:10809";
 	o.size = MiB;
 	ck_assert_int_eq(fmt_create("new/y.qcow2", &o), -ENOTSUP);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "new/y.qcow2: backing file 'nbd:localhost:10809' uses a protocol, not supported");
 	ck_assert_int_eq(access("new/y.qcow2", F_OK), -1);
 }

@@ -355,16 +355,16 @@ START_TEST(new_rejects_bad_granularity)
 		bc_error_reset();
 		ck_assert_int_eq(dirty_bitmap_new(1 * MiB, bad[i], &d), -EINVAL);
 		ck_assert_ptr_null(d);
-		ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+		ck_assert_int_eq(bc_error_get()->code, ERR_INVALID_ARG);
 		snprintf(
 			msg, sizeof(msg),
 			"invalid bitmap granularity %u: must be a power of two from 512 to 67108864",
 			bad[i]);
-		ck_assert_str_eq(bc_last_error()->message, msg);
+		ck_assert_str_eq(bc_error_get()->message, msg);
 	}
 	ck_assert_int_eq(dirty_bitmap_new((uint64_t)INT64_MAX + 1, 65536, &d), -EINVAL);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"invalid bitmap size 9223372036854775808: larger than 9223372036854775807");
 	ck_assert_ptr_null(d);
 }

@@ -114,10 +114,9 @@ START_TEST(existing_name_is_never_replaced)
 		write_all(nf.fd, "new image");
 		tu_sh("%s", squatters[k]);
 		ck_assert_int_eq(fmt_newfile_publish(&nf), -EEXIST);
-		ck_assert_int_eq(bc_last_error()->code, BC_ERR_EXISTS);
-		ck_assert_int_eq(bc_last_error()->sys_errno, EEXIST);
-		ck_assert_str_eq(bc_last_error()->message,
-				 "x.img: file exists");
+		ck_assert_int_eq(bc_error_get()->code, ERR_EXISTS);
+		ck_assert_int_eq(bc_error_get()->sys_errno, EEXIST);
+		ck_assert_str_eq(bc_error_get()->message, "x.img: file exists");
 		ck_assert_int_eq(nf.fd, -1);
 		/* Nothing of ours left: no temporary, no second name. */
 		assert_listing("x.img ");
@@ -179,18 +178,18 @@ START_TEST(open_errors_name_the_path)
 	struct fmt_newfile nf;
 
 	ck_assert_int_eq(fmt_newfile_open("nodir/x.img", _i, &nf), -ENOENT);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_NO_SUCH_FILE);
+	ck_assert_int_eq(bc_error_get()->code, ERR_NO_SUCH_FILE);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"nodir/x.img: cannot create: No such file or directory");
 	ck_assert_int_eq(nf.fd, -1);
 	ck_assert_int_eq(nf.dirfd, -1);
 	ck_assert_int_eq(fmt_newfile_open("x.img/", _i, &nf), -EISDIR);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "x.img/: cannot create: Is a directory");
 	tu_sh("touch f");
 	ck_assert_int_eq(fmt_newfile_open("f/x.img", _i, &nf), -ENOTDIR);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "f/x.img: cannot create: Not a directory");
 	assert_listing("f ");
 }
@@ -214,10 +213,10 @@ START_TEST(create_failure_leaves_nothing)
 	lim.rlim_cur = 1u << 20;
 	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &lim), 0);
 	ck_assert_int_eq(fmt_create("q.qcow2", &q), -EFBIG);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "q.qcow2: cannot write the new image");
 	ck_assert_int_eq(fmt_create("r.raw", &r), -EFBIG);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "r.raw: truncate: File too large");
 	/* A write to the unnamed file names the image, not "/.../#123
 	 * (deleted)" as /proc would. */
@@ -229,7 +228,7 @@ START_TEST(create_failure_leaves_nothing)
 			fmt_pwrite_file_as(nf.fd, "w.raw", "x", 1, 2u << 20),
 			-EFBIG);
 		ck_assert_str_eq(
-			bc_last_error()->message,
+			bc_error_get()->message,
 			"w.raw: write failed at offset 2097152: File too large");
 		fmt_newfile_abandon(&nf);
 	}

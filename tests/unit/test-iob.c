@@ -26,6 +26,7 @@
 
 #include "lib/common/error.h"
 #include "lib/common/util.h"
+#include "tests/scratch.h"
 
 static const char *const backends[] = {"uring", "aio"};
 static bool have_backend[2]; /* works here */
@@ -43,50 +44,30 @@ struct req {
 	uint64_t off;
 };
 
-static void rm_rf(const char *dir)
-{
-	char cmd[4300];
-
-	if (dir[0] &&
-	    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir) < (int)sizeof(cmd))
-		(void)system(cmd);
-}
-
 /*
  * Unchecked fixture: runs in the parent, so the directory goes away even
  * when a test fails or crashes in its child.
  */
 static void setup_case(void)
 {
-	const char *base = getenv("BC_TEST_TMPDIR");
-
-	if (!base || !*base)
-		base = "/tmp";
-	(void)mkdir(base, 0755);
-	ck_assert_int_lt(
-		snprintf(casedir, sizeof(casedir), "%s/iob-XXXXXX", base),
-		(int)sizeof(casedir));
-	ck_assert_ptr_nonnull(mkdtemp(casedir));
+	scratch_dir(casedir, sizeof(casedir), NULL, "iob-");
 }
 
 static void teardown_case(void)
 {
-	rm_rf(casedir);
+	scratch_remove(casedir);
 }
 
 /* Checked fixture: a fresh directory and the seeded random sequence. */
 static void setup_tmpdir(void)
 {
-	ck_assert_int_lt(
-		snprintf(tmpdir, sizeof(tmpdir), "%s/t-XXXXXX", casedir),
-		(int)sizeof(tmpdir));
-	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	scratch_dir(tmpdir, sizeof(tmpdir), casedir, "t-");
 	srand(seed);
 }
 
 static void teardown_tmpdir(void)
 {
-	rm_rf(tmpdir);
+	scratch_remove(tmpdir);
 }
 
 /* Opens (creates) @name in the test's directory; -errno if open fails. */
@@ -540,7 +521,7 @@ START_TEST(invalid_arguments)
 	ck_assert_ptr_null(iob);
 	ck_assert_int_eq(iob_new(IOB_MAX_DEPTH + 1, 0, &iob), -EINVAL);
 	ck_assert_int_eq(iob_new(4, 1, &iob), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "I/O context: unsupported flags 0x1");
 	iob = new_iob(4);
 	ck_assert_int_eq(iob_prep_read(iob, 0, buf, 0, 0, 0), -EINVAL);
@@ -600,9 +581,9 @@ START_TEST(unknown_backend_is_refused)
 	bc_error_reset();
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);
 	ck_assert_ptr_null(iob);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_int_eq(bc_error_get()->code, ERR_INVALID_ARG);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"BLOCKCOPY_IO=posix: unknown I/O backend (expected uring or aio)");
 	ck_assert_int_eq(setenv("BLOCKCOPY_IO", "URING", 1), 0);
 	ck_assert_int_eq(iob_new(8, 0, &iob), -EINVAL);

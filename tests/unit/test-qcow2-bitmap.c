@@ -36,7 +36,7 @@ static struct fmt_image *open_rw(const char *path)
 			   &img);
 
 	ck_assert_msg(ret == 0, "open %s: %d %s", path, ret,
-		      bc_last_error()->message);
+		      bc_error_get()->message);
 	return img;
 }
 
@@ -46,7 +46,7 @@ static struct fmt_image *open_ro(const char *path)
 	int ret = fmt_open(path, "qcow2", FMT_OPEN_NO_BACKING, &img);
 
 	ck_assert_msg(ret == 0, "open %s: %d %s", path, ret,
-		      bc_last_error()->message);
+		      bc_error_get()->message);
 	return img;
 }
 
@@ -62,7 +62,7 @@ static char *set_bits(const char *path, const char *name)
 	int ret;
 
 	ret = fmt_bitmap_read(img, name, &bits, &nbits, &g);
-	ck_assert_msg(ret == 0, "read %s: %s", name, bc_last_error()->message);
+	ck_assert_msg(ret == 0, "read %s: %s", name, bc_error_get()->message);
 	out[0] = '\0';
 	for (i = 0; i < nbits; i++)
 		if (bits[i / 8] & (1u << (i % 8)))
@@ -175,7 +175,7 @@ START_TEST(crash_leaves_in_use)
 		bc_error_reset();
 		ck_assert_int_eq(fmt_bitmap_read(img, "on", &bits, &nbits, &g),
 				 -EUCLEAN);
-		ck_assert_str_eq(bc_last_error()->message,
+		ck_assert_str_eq(bc_error_get()->message,
 				 "c.qcow2: bitmap 'on' is inconsistent (in use when last saved); it can only be removed");
 	}
 	fmt_close(img);
@@ -232,16 +232,16 @@ START_TEST(verbs)
 				 .granularity = 512 * KiB, .disabled = true }),
 			 0);
 	ck_assert_int_eq(change(img, FMT_BITMAP_ADD, "a"), -EEXIST);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "v.qcow2: bitmap 'a' already exists");
 	ck_assert_int_eq(fmt_bitmap_change(img, &(struct fmt_bitmap_change){
 				 .verb = FMT_BITMAP_ADD, .name = "c",
 				 .granularity = 3000 }),
 			 -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "v.qcow2: bitmap 'c': granularity must be a power of two from 512 bytes to 2 GiB");
 	ck_assert_int_eq(change(img, FMT_BITMAP_REMOVE, "nope"), -ENOENT);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "v.qcow2: bitmap 'nope' not found");
 	fmt_close(img);
 	s = qemu_bitmaps("v.qcow2");
@@ -254,7 +254,7 @@ START_TEST(verbs)
 	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 8192), 0);
 	/* Not while the image is being written. */
 	ck_assert_int_eq(change(img, FMT_BITMAP_CLEAR, "a"), -EBUSY);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "v.qcow2: bitmaps cannot be changed while the image is being written");
 	fmt_close(img);
 	ck_assert_str_eq(set_bits("v.qcow2", "a"), "2");
@@ -350,7 +350,7 @@ static void expect_refused(const char *path, const char *msg)
 	bc_error_reset();
 	ck_assert_int_eq(fmt_open(path, "qcow2", FMT_OPEN_NO_BACKING, &img),
 			 -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message, msg);
+	ck_assert_str_eq(bc_error_get()->message, msg);
 	/* check still opens it, to report. */
 	ck_assert_int_eq(fmt_open(path, "qcow2",
 				  FMT_OPEN_NO_BACKING | FMT_OPEN_CHECK, &img),

@@ -109,7 +109,7 @@ static void note_failure(struct run *r, int line, const char *what, uint64_t off
 			       "%s at %llu+%llu: %d (%s)", what,
 			       (unsigned long long)off,
 			       (unsigned long long)len, ret,
-			       bc_last_error()->message);
+			       bc_error_get()->message);
 	}
 	pthread_mutex_unlock(&r->lock);
 }

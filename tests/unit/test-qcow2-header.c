@@ -79,18 +79,18 @@ static int parse(struct qcow2_header *h)
 	return qcow2_parse_header(NAME, hb, sizeof(hb), FSIZE, h);
 }
 
-/* The parse fails with @ret, the matching BC_ERR_* and "img.qcow2: @msg". */
+/* The parse fails with @ret, the matching ERR_* and "img.qcow2: @msg". */
 static void expect_fail(int ret, const char *msg)
 {
 	struct qcow2_header h;
 	char full[1100];
 
 	ck_assert_int_eq(parse(&h), ret);
-	ck_assert_int_eq(bc_last_error()->code, ret == -ENOTSUP
-							? BC_ERR_UNSUPPORTED
-							: BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ret == -ENOTSUP
+							? ERR_UNSUPPORTED
+							: ERR_IMAGE_CORRUPT);
 	(void)snprintf(full, sizeof(full), "%s: %s", NAME, msg);
-	ck_assert_str_eq(bc_last_error()->message, full);
+	ck_assert_str_eq(bc_error_get()->message, full);
 }
 
 /* --- valid headers --- */
@@ -228,7 +228,7 @@ START_TEST(file_too_short)
 	build(3);
 	bc_error_reset();
 	ck_assert_int_eq(qcow2_parse_header(NAME, hb, 100, 100, &h), -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 NAME ": file too short for a qcow2 header");
 	ck_assert_int_eq(qcow2_parse_header(NAME, hb, 4, 4, &h), -EUCLEAN);
 }
@@ -287,7 +287,7 @@ START_TEST(header_exceeds_file)
 	bc_error_reset();
 	ck_assert_int_eq(qcow2_parse_header(NAME, hb, 2048, FSIZE, &h),
 			 -EUCLEAN);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 NAME ": qcow2 header exceeds end of file");
 }
 END_TEST

@@ -35,7 +35,7 @@ static struct fmt_image *open_img(const char *path, unsigned int flags)
 	int ret = fmt_open(path, "qcow2", flags | FMT_OPEN_NO_BACKING, &img);
 
 	ck_assert_msg(ret == 0, "open %s: %d %s", path, ret,
-		      bc_last_error()->message);
+		      bc_error_get()->message);
 	return img;
 }
 
@@ -104,7 +104,7 @@ START_TEST(read_maps_only_data_this_layer_holds)
 	img = open_img("c.qcow2", 0);
 	ck_assert_int_eq(fmt_io_map(img, false, 0, 4096, &map), -ENOTSUP);
 	fmt_close(img);
-	ck_assert_int_eq(bc_last_error()->code, 0);
+	ck_assert_int_eq(bc_error_get()->code, 0);
 }
 END_TEST
 
@@ -144,7 +144,7 @@ START_TEST(write_maps_only_in_place_overwrites)
 	ck_assert_int_eq(fmt_io_map(img, true, 1 * MiB + 60 * KiB, 8192, &map), -ENOTSUP);
 	ck_assert_int_eq(fmt_flush(img), 0);
 	fmt_close(img);
-	ck_assert_int_eq(bc_last_error()->code, 0);
+	ck_assert_int_eq(bc_error_get()->code, 0);
 
 	/* What went to the file through the mapping is the guest's data. */
 	tu_sh("qemu-io -f qcow2 -c 'read -P 0x11 0 4k' -c 'read -P 0x33 4k 8k' "

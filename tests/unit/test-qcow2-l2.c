@@ -75,8 +75,8 @@ static void expect_corrupt(struct qcow2 *q, struct qcow2_l2_entry e,
 
 	bc_error_reset();
 	ck_assert_int_eq(qcow2_l2_classify(q, e, off, &t, &h), -EUCLEAN);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
-	ck_assert_str_eq(bc_last_error()->message, msg);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
+	ck_assert_str_eq(bc_error_get()->message, msg);
 }
 
 START_TEST(standard_entries)
@@ -227,7 +227,7 @@ static struct fmt_image *open_img(const char *path, unsigned int flags)
 
 	if (ret < 0)
 		ck_abort_msg("fmt_open %s: %d %s", path, ret,
-			     bc_last_error()->message);
+			     bc_error_get()->message);
 	return img;
 }
 
@@ -804,9 +804,9 @@ START_TEST(corrupt_bit_read_only)
 	bc_error_reset();
 	ck_assert_int_eq(fmt_open("c.qcow2", "qcow2", FMT_OPEN_RDWR, &img),
 			 -EUCLEAN);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"c.qcow2: image is marked corrupt; cannot be opened read/write");
 	img = open_img("c.qcow2", FMT_OPEN_NO_BACKING);
 	assert_reads_match(img, "c.qcow2");
@@ -848,9 +848,9 @@ START_TEST(unsupported_feature_at_open)
 	ck_assert_int_eq(
 		fmt_open("u.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
 		-ENOTSUP);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
+	ck_assert_int_eq(bc_error_get()->code, ERR_UNSUPPORTED);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"u.qcow2: unsupported qcow2 feature(s): unknown incompatible feature bits 0x100");
 }
 END_TEST
@@ -885,7 +885,7 @@ START_TEST(corrupt_tables)
 		fmt_open("l1.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img),
 		-EUCLEAN);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"l1.qcow2: L1 entry 0 has reserved bits set (0x0100000000000000)");
 
 	/* L2 entry with an unaligned host offset: refused when read. */
@@ -896,7 +896,7 @@ START_TEST(corrupt_tables)
 	bc_error_reset();
 	ck_assert_int_eq(fmt_pread(img, buf, 512, 65536 + 512), -EUCLEAN);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"l2.qcow2: cluster offset 0x50200 unaligned (guest offset 0x10200)");
 	fmt_close(img);
 
@@ -907,7 +907,7 @@ START_TEST(corrupt_tables)
 	bc_error_reset();
 	ck_assert_int_eq(fmt_pread(img, buf, 512, 0), -EUCLEAN);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"l1b.qcow2: L2 table offset 0x100000000 beyond end of file");
 	fmt_close(img);
 }
@@ -938,7 +938,7 @@ START_TEST(corrupt_compressed_data)
 	ck_assert_ptr_nonnull(buf);
 	bc_error_reset();
 	ck_assert_int_eq(fmt_pread(img, buf, 4096, 0), -EUCLEAN);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 	{
 		char want[256];
 
@@ -946,7 +946,7 @@ START_TEST(corrupt_compressed_data)
 			want, sizeof(want),
 			"z.qcow2: compressed cluster at host offset 0x%llx does not decompress to one cluster",
 			(unsigned long long)m.host_off);
-		ck_assert_str_eq(bc_last_error()->message, want);
+		ck_assert_str_eq(bc_error_get()->message, want);
 	}
 	/* The other clusters still read. */
 	ck_assert_int_eq(fmt_pread(img, buf, 65536, 65536), 0);
@@ -1004,7 +1004,7 @@ START_TEST(fuzzed_metadata_fails_cleanly)
 		ret = fmt_open("fz.qcow2", "qcow2", FMT_OPEN_NO_BACKING, &img);
 		ck_assert_msg(ret == 0 || ret == -EUCLEAN || ret == -ENOTSUP,
 			      "iteration %d: open returned %d (%s)", it, ret,
-			      bc_last_error()->message);
+			      bc_error_get()->message);
 		if (ret < 0)
 			continue;
 		opened++;
@@ -1012,7 +1012,7 @@ START_TEST(fuzzed_metadata_fails_cleanly)
 				0);
 		ck_assert_msg(ret == 0 || ret == -EUCLEAN,
 			      "iteration %d: read returned %d (%s)", it, ret,
-			      bc_last_error()->message);
+			      bc_error_get()->message);
 		for (off = 0, i = 0; off < img->size && i < 200; i++) {
 			struct fmt_extent e;
 

@@ -142,7 +142,7 @@ START_TEST(update_overflow_and_underflow_refused)
 
 	pthread_mutex_lock(&q->lock);
 	ck_assert_int_eq(qcow2_update_refcount_locked(q, 0, 4096, 1), -EUCLEAN);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 	ck_assert_int_eq(qcow2_get_refcount_locked(q, 0, &rc), 0);
 	ck_assert_uint_eq(rc, 1);
 	/* A range failing half-way changes nothing. */
@@ -433,12 +433,12 @@ START_TEST(load_rejects_bad_refblock_offsets)
 		      bad[i]);
 		ck_assert_int_eq(fmt_open("b.qcow2", "qcow2", 0, &img),
 				 -EUCLEAN);
-		ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
+		ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
 		(void)snprintf(
 			msg, sizeof(msg),
 			"b.qcow2: refcount block 0 at offset %s is invalid",
 			bad[i]);
-		ck_assert_str_eq(bc_last_error()->message, msg);
+		ck_assert_str_eq(bc_error_get()->message, msg);
 	}
 }
 END_TEST

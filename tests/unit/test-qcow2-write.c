@@ -627,22 +627,22 @@ START_TEST(refusals_have_exact_errors)
 
 	ck_assert_int_eq(fmt_create("x.qcow2", &bad), -EINVAL);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"x.qcow2: extended L2 entries are only supported with cluster sizes of at least 16384 bytes");
 	ck_assert_int_eq(access("x.qcow2", F_OK), -1);
 	bad.cluster_size = 65536;
 	bad.size = 1000;
 	ck_assert_int_eq(fmt_create("x.qcow2", &bad), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "x.qcow2: image size must be a multiple of 512 bytes");
 
 	ck_assert_int_eq(fmt_create("b.raw", &r), 0);
 	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
 	ck_assert_int_eq(fmt_discard(img, 0, 65536), -ENOTSUP);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_UNSUPPORTED);
+	ck_assert_int_eq(bc_error_get()->code, ERR_UNSUPPORTED);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"t.qcow2: discard is not supported on qcow2 v2 images with a backing file");
 	/* A long name fits in a 64 KiB header cluster. */
 	memset(name, 'n', 1000);
@@ -660,13 +660,13 @@ START_TEST(refusals_have_exact_errors)
 			 0);
 	ck_assert_int_eq(fmt_pwrite(img, buf, 100, 0), -ENOTSUP);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"t.qcow2: backing file not opened: cannot copy-on-write a partial cluster");
 	ck_assert_int_eq(fmt_pwrite(img, buf, 1024, 512), 0);
 	/* 512-byte header cluster: a 1000-byte name does not fit. */
 	ck_assert_int_eq(fmt_set_backing(img, name, "raw"), -EINVAL);
 	ck_assert_str_eq(
-		bc_last_error()->message,
+		bc_error_get()->message,
 		"t.qcow2: backing file name and header extensions do not fit in the header cluster");
 	ck_assert_str_eq(img->backing_name, "b.raw");
 	fmt_close(img);

@@ -94,8 +94,8 @@ START_TEST(create_refuses_existing_file)
 
 	tu_sh("echo hello > x.raw");
 	ck_assert_int_eq(fmt_create("x.raw", &o), -EEXIST);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_EXISTS);
-	ck_assert_str_eq(bc_last_error()->message, "x.raw: file exists");
+	ck_assert_int_eq(bc_error_get()->code, ERR_EXISTS);
+	ck_assert_str_eq(bc_error_get()->message, "x.raw: file exists");
 	ck_assert_int_eq(stat("x.raw", &st), 0);
 	ck_assert_int_eq(st.st_size, 6); /* untouched */
 	/* A dangling symlink is an existing name too. */
@@ -110,13 +110,13 @@ START_TEST(create_refuses_bad_args)
 	struct fmt_create_opts o = { .format = "vmdk", .size = MiB };
 
 	ck_assert_int_eq(fmt_create("v.img", &o), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message, "unknown format 'vmdk'");
+	ck_assert_str_eq(bc_error_get()->message, "unknown format 'vmdk'");
 	ck_assert_int_eq(access("v.img", F_OK), -1);
 	o.format = "raw";
 	o.backing_file = "base.raw";
 	tu_sh("truncate -s 1M base.raw");
 	ck_assert_int_eq(fmt_create("r.img", &o), -ENOTSUP);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "r.img: raw images have no backing file");
 	ck_assert_int_eq(access("r.img", F_OK), -1);
 }
@@ -377,10 +377,10 @@ START_TEST(read_only_refuses_writes)
 	tu_sh("truncate -s 1M ro.raw");
 	ck_assert_int_eq(fmt_open("ro.raw", "raw", 0, &img), 0);
 	ck_assert_int_eq(fmt_pwrite(img, b, sizeof(b), 0), -EROFS);
-	ck_assert_str_eq(bc_last_error()->message, "ro.raw: image is read-only");
+	ck_assert_str_eq(bc_error_get()->message, "ro.raw: image is read-only");
 	bc_error_reset();
 	ck_assert_int_eq(fmt_write_zeroes(img, 0, 512, 0), -EROFS);
-	ck_assert_str_eq(bc_last_error()->message, "ro.raw: image is read-only");
+	ck_assert_str_eq(bc_error_get()->message, "ro.raw: image is read-only");
 	ck_assert_int_eq(fmt_discard(img, 0, 512), -EROFS);
 	ck_assert_int_eq(fmt_set_backing(img, NULL, NULL), -EROFS);
 	ck_assert_int_eq(fcntl(img->fd, F_GETFL) & O_ACCMODE, O_RDONLY);
@@ -396,8 +396,8 @@ START_TEST(out_of_range_is_einval)
 	uint8_t b[16];
 
 	ck_assert_int_eq(fmt_pread(img, b, 2, MiB - 1), -EINVAL);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_int_eq(bc_error_get()->code, ERR_INVALID_ARG);
+	ck_assert_str_eq(bc_error_get()->message,
 			 "o.raw: range 1048575+2 is outside the image (size 1048576)");
 	ck_assert_int_eq(fmt_pwrite(img, b, 16, UINT64_MAX - 8), -EINVAL);
 	ck_assert_int_eq(fmt_write_zeroes(img, 512, UINT64_MAX, 0), -EINVAL);
@@ -417,18 +417,18 @@ START_TEST(open_errors)
 	struct fmt_image *img = NULL;
 
 	ck_assert_int_eq(fmt_open("missing.raw", NULL, 0, &img), -ENOENT);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_NO_SUCH_FILE);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_int_eq(bc_error_get()->code, ERR_NO_SUCH_FILE);
+	ck_assert_str_eq(bc_error_get()->message,
 			 "missing.raw: No such file or directory");
 	tu_sh("mkdir dir");
 	ck_assert_int_eq(fmt_open("dir", "raw", 0, &img), -EISDIR);
-	ck_assert_str_eq(bc_last_error()->message, "dir: is a directory");
+	ck_assert_str_eq(bc_error_get()->message, "dir: is a directory");
 	ck_assert_int_eq(fmt_open("dir", "raw", FMT_OPEN_RDWR, &img), -EISDIR);
 	tu_sh("mkfifo fifo");
 	ck_assert_int_eq(fmt_open("fifo", "raw", 0, &img), -EINVAL);
 	tu_sh("truncate -s 1M f.raw");
 	ck_assert_int_eq(fmt_open("f.raw", "vhdx", 0, &img), -EINVAL);
-	ck_assert_str_eq(bc_last_error()->message, "unknown format 'vhdx'");
+	ck_assert_str_eq(bc_error_get()->message, "unknown format 'vhdx'");
 	ck_assert_ptr_null(img);
 }
 END_TEST
@@ -447,7 +447,7 @@ START_TEST(declared_raw_is_never_qcow2)
 	ck_assert_int_eq(fmt_pread(img, b, 4, 0), 0);
 	ck_assert_mem_eq(b, "QFI\373", 4);
 	ck_assert_int_eq(fmt_set_backing(img, "x.qcow2", "qcow2"), -ENOTSUP);
-	ck_assert_str_eq(bc_last_error()->message,
+	ck_assert_str_eq(bc_error_get()->message,
 			 "g.raw: raw images have no backing file");
 	ck_assert_int_eq(fmt_check(img, &(struct fmt_check_report){ 0 }), -ENOTSUP);
 	fmt_close(img);
@@ -486,7 +486,7 @@ START_TEST(file_helpers)
 		(void)snprintf(exp, sizeof(exp),
 			       "%s/h.bin: unexpected end of file reading 7 bytes at offset 0",
 			       dir);
-		ck_assert_str_eq(bc_last_error()->message, exp);
+		ck_assert_str_eq(bc_error_get()->message, exp);
 		free(dir);
 	}
 	memset(b, 0xff, sizeof(b));

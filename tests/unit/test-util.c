@@ -88,21 +88,21 @@ END_TEST
 START_TEST(error_record)
 {
 	bc_error_reset();
-	ck_assert_int_eq(bc_last_error()->code, 0);
-	ck_assert_str_eq(bc_last_error()->message, "");
-	bc_error_set(BC_ERR_IMAGE_CORRUPT, 0, "%s: bad %d", "a.qcow2", 7);
-	bc_error_set_default(BC_ERR_IO, EIO, "ignored");
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_IMAGE_CORRUPT);
-	ck_assert_str_eq(bc_last_error()->message, "a.qcow2: bad 7");
+	ck_assert_int_eq(bc_error_get()->code, 0);
+	ck_assert_str_eq(bc_error_get()->message, "");
+	bc_error_set(ERR_IMAGE_CORRUPT, 0, "%s: bad %d", "a.qcow2", 7);
+	bc_error_set_default(ERR_IO, EIO, "ignored");
+	ck_assert_int_eq(bc_error_get()->code, ERR_IMAGE_CORRUPT);
+	ck_assert_str_eq(bc_error_get()->message, "a.qcow2: bad 7");
 	ck_assert_int_eq(bc_fail_errno(-EIO), -1);
-	ck_assert_str_eq(bc_last_error()->message, "a.qcow2: bad 7");
+	ck_assert_str_eq(bc_error_get()->message, "a.qcow2: bad 7");
 	bc_error_reset();
 	ck_assert_int_eq(bc_fail_errno(-ENOENT), -1);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_NO_SUCH_FILE);
-	ck_assert_int_eq(bc_last_error()->sys_errno, ENOENT);
-	ck_assert_str_eq(bc_last_error()->message, "No such file or directory");
-	ck_assert_int_eq(bc_fail(BC_ERR_INVALID_ARG, 0, "x %s", "y"), -1);
-	ck_assert_int_eq(bc_last_error()->code, BC_ERR_INVALID_ARG);
+	ck_assert_int_eq(bc_error_get()->code, ERR_NO_SUCH_FILE);
+	ck_assert_int_eq(bc_error_get()->sys_errno, ENOENT);
+	ck_assert_str_eq(bc_error_get()->message, "No such file or directory");
+	ck_assert_int_eq(bc_fail(ERR_INVALID_ARG, 0, "x %s", "y"), -1);
+	ck_assert_int_eq(bc_error_get()->code, ERR_INVALID_ARG);
 }
 END_TEST
 

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: LGPL-2.1-or-later
+# Resumable copies through the tool (docs/rules.md R40): a throttled copy of
+# a 256 MiB image holding 128 MiB of data, killed with SIGKILL half-way,
+# then `copy --resume`: qemu-img compares it equal, qemu-img check is clean,
+# and the resumed run copies what was left plus at most one checkpoint
+# interval (1 s of the throttled rate), read from --json's bytes-copied.
+# Also: a raw destination (--raw comes from the journal), --resume errors,
+# and a killed pull that is simply run again.
+. "$(dirname "$0")/lib.sh"
+require_qemu_img
+
+cd "$T" || die "cd $T"
+MIB=$((1024 * 1024))
+RATE_MIB=8 # throttled rate: 128 MiB of data take 16 s; killed at 8 s
+
+# 256 MiB, 1 MiB of data every 2 MiB (each its own pattern): 128 MiB of data.
+args=()
+for i in $(seq 0 127); do
+	args+=(-c "write -P $((i % 250 + 1)) $((i * 2))M 1M")
+done
+qimg create -q -f qcow2 src.qcow2 256M
+qio "${args[@]}" src.qcow2
+
+json_field() { # FILE KEY
+	python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"
+}
+journal_left() { # JOURNAL: bytes it marks still to copy (docs/design.md §12)
+	python3 - "$1" <<'EOF'
+import struct, sys
+d = open(sys.argv[1], "rb").read()
+hs, gb = struct.unpack_from("<II", d, 12)
+size, nbits = struct.unpack_from("<QQ", d, 24)
+n = sum(bin(b).count("1") for b in d[hs:hs + (nbits + 7) // 8])
+print(min(n << gb, size))
+EOF
+}
+
+# killed_copy DST SECONDS ARGS...: start a throttled copy, SIGKILL it.
+killed_copy() {
+	local dst=$1 secs=$2 pid
+	shift 2
+	"$BLOCKCOPY" copy -q --bandwidth "$RATE_MIB" "$@" src.qcow2 "$dst" \
+		>"$T/out" 2>"$T/err" &
+	pid=$!
+	sleep "$secs"
+	if kill -0 "$pid" 2>/dev/null; then
+		kill -9 "$pid"
+		wait "$pid" 2>/dev/null
+		ok "copy to $dst killed after $secs s"
+	else
+		wait "$pid"
+		fail "copy to $dst ended by itself before the kill (exit $?): $(bc_said)"
+	fi
+}
+
+# --- the whole data, uninterrupted ------------------------------------------
+bc copy --json src.qcow2 ref.qcow2
+assert_rc 0 "uninterrupted copy"
+DATA=$(json_field "$T/out" bytes-copied)
+[ "$DATA" -eq $((128 * MIB)) ] && ok "uninterrupted copy copied 128 MiB" ||
+	fail "uninterrupted copy copied $DATA bytes, want $((128 * MIB))"
+[ -e ref.qcow2.bcjournal ] && fail "journal left after a completed copy" ||
+	ok "no journal after a completed copy"
+
+# --- killed at ~50 %, resumed ------------------------------------------------------
+killed_copy dst.qcow2 8
+if [ -e dst.qcow2.bcjournal ]; then
+	ok "journal kept after SIGKILL"
+	LEFT=$(journal_left dst.qcow2.bcjournal)
+	echo "journal: $((LEFT / MIB)) MiB of 256 MiB still to copy"
+else
+	fail "no journal after SIGKILL"
+fi
+BC_TIMEOUT=60 bc copy --resume --json src.qcow2 dst.qcow2
+assert_rc 0 "copy --resume"
+RESUMED=$(json_field "$T/out" bytes-copied)
+echo "resumed run copied $((RESUMED / MIB)) MiB of $((DATA / MIB)) MiB of data"
+# 55 % of the data, plus one checkpoint interval at the throttled rate.
+LIMIT=$((DATA * 55 / 100 + RATE_MIB * MIB))
+[ "$RESUMED" -le "$LIMIT" ] && ok "resumed run copied <= 55 % + 1 s of the data" ||
+	fail "resumed run copied $RESUMED bytes, more than $LIMIT"
+[ "$RESUMED" -ge $((DATA * 30 / 100)) ] && ok "resumed run did copy the rest" ||
+	fail "resumed run copied only $RESUMED bytes: was the copy killed half-way?"
+if qemu-img compare -q src.qcow2 dst.qcow2; then ok "resumed copy equals the source"
+else fail "resumed copy differs from the source"; fi
+if qemu-img check -q dst.qcow2 >/dev/null 2>&1; then ok "qemu-img check of the resumed copy"
+else fail "qemu-img check dst.qcow2: $(qemu-img check dst.qcow2 2>&1 | tail -2)"; fi
+[ -e dst.qcow2.bcjournal ] && fail "journal left after the resumed copy" ||
+	ok "journal removed after the resumed copy"
+
+# --- raw destination: the journal says raw ----------------------------------------
+killed_copy dst.raw 2 --raw
+bc copy --resume -q src.qcow2 dst.raw
+assert_rc 0 "copy --resume into a raw destination"
+if qemu-img compare -q -f qcow2 -F raw src.qcow2 dst.raw; then ok "resumed raw copy equals the source"
+else fail "resumed raw copy differs from the source"; fi
+
+# --- errors: one line naming the journal -----------------------------------------------
+bc copy --resume src.qcow2 none.qcow2
+assert_rc 1 "copy --resume without a journal"
+[ "$(cat "$T/err")" = "blockcopy: no journal 'none.qcow2.bcjournal' to resume from" ] &&
+	ok "missing journal message" || fail "missing journal message: $(bc_said)"
+killed_copy other.qcow2 1
+bc copy --resume --shallow src.qcow2 other.qcow2
+assert_rc 1 "copy --resume --shallow of a full copy"
+[ "$(cat "$T/err")" = "blockcopy: journal 'other.qcow2.bcjournal' records a full copy, not a shallow one" ] &&
+	ok "shallow mismatch message" || fail "shallow mismatch message: $(bc_said)"
+bc copy --resume -q src.qcow2 other.qcow2
+assert_rc 0 "copy --resume after the refused one"
+if qemu-img compare -q src.qcow2 other.qcow2; then ok "copy resumed after a refusal equals the source"
+else fail "copy resumed after a refusal differs"; fi
+
+# --- pull: no journal, a rerun continues -------------------------------------------------
+qimg create -q -f qcow2 -b src.qcow2 -F qcow2 top.qcow2
+qio -c 'write -P 0xee 3M 2M' top.qcow2
+ref_raw top.qcow2 top-ref.raw
+"$BLOCKCOPY" pull --bandwidth "$RATE_MIB" top.qcow2 >"$T/out" 2>"$T/err" &
+pid=$!
+sleep 2
+kill -9 "$pid" 2>/dev/null && ok "pull killed" || fail "pull ended before the kill"
+wait "$pid" 2>/dev/null
+BC_TIMEOUT=60 bc pull top.qcow2
+assert_rc 0 "pull run again"
+if qemu-img compare -q -F raw top.qcow2 top-ref.raw; then ok "pulled top equals the chain"
+else fail "pulled top differs from the chain"; fi
+[ -z "$(qemu-img info --output=json top.qcow2 | python3 -c "import json,sys; print(json.load(sys.stdin).get('backing-filename') or '')")" ] &&
+	ok "pulled top has no backing file" || fail "pulled top still has a backing file"
+if qemu-img check -q top.qcow2 >/dev/null 2>&1; then ok "qemu-img check of the pulled top"
+else fail "qemu-img check top.qcow2: $(qemu-img check top.qcow2 2>&1 | tail -2)"; fi
+
+finish
