@@ -6,9 +6,11 @@
  * and, measured from outside, the destination file's allocated bytes
  * (st_blocks), read every 100 ms.
  *
- * Usage: throttle-probe [--direct] SRC DST RATE_BYTES_PER_S
- * Without --direct the engine chooses the data path (the default path);
- * with it the source disk and the destination are O_DIRECT.
+ * Usage: throttle-probe [--direct | --buffered] SRC DST RATE_BYTES_PER_S
+ * Without an option the engine chooses the data path (the default path);
+ * with --direct the source disk and the destination are O_DIRECT; with
+ * --buffered the destination goes through the page cache with
+ * write-behind (BC_BLOCK_COPY_BUFFERED, the tool's --buffered).
  * Output: one line "t_seconds cur end" per sample, one line
  * "alloc t_seconds bytes" per 100 ms, then "method NAME", "mirroring T"
  * and "completed T" lines. Exit 0 when the job pivoted, 1 otherwise.
@@ -56,12 +58,15 @@ int main(int argc, char **argv)
 
 	if (argc > 1 && !strcmp(argv[1], "--direct")) {
 		dflags |= BC_DISK_DIRECT;
+		copy_flags = BC_BLOCK_COPY_DIRECT;
+		i++;
+	} else if (argc > 1 && !strcmp(argv[1], "--buffered")) {
+		copy_flags = BC_BLOCK_COPY_BUFFERED;
 		i++;
 	}
-	if (argc - i == 3 && (dflags & BC_DISK_DIRECT))
-		copy_flags = BC_BLOCK_COPY_DIRECT;
 	if (argc - i != 3) {
-		fprintf(stderr, "usage: throttle-probe [--direct] SRC DST RATE\n");
+		fprintf(stderr,
+			"usage: throttle-probe [--direct | --buffered] SRC DST RATE\n");
 		return 2;
 	}
 	params.bandwidth = strtoull(argv[i + 2], NULL, 10);

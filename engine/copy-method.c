@@ -319,6 +319,8 @@ int copy_path_open(struct copy_path *p, enum copy_method method,
 	p->read_fd = calloc(p->nlayers, sizeof(*p->read_fd));
 	p->read_align = calloc(p->nlayers, sizeof(*p->read_align));
 	if (!p->read_fd || !p->read_align) {
+		/* calloc'd zeros are not descriptors to close. */
+		p->nlayers = 0;
 		copy_path_close(p);
 		return -ENOMEM;
 	}
@@ -349,6 +351,21 @@ int copy_path_open(struct copy_path *p, enum copy_method method,
 		}
 	}
 	return 0;
+}
+
+enum copy_method copy_method_pull(const struct fmt_image *top)
+{
+	return top->flags & FMT_OPEN_DIRECT ? COPY_METHOD_DIRECT
+					    : COPY_METHOD_BUFFERED;
+}
+
+void copy_path_open_pull(struct copy_path *p, enum copy_method method,
+			 struct fmt_image *top)
+{
+	memset(p, 0, sizeof(*p));
+	p->method = method;
+	p->write_fd = -1;
+	p->wb.fd = method == COPY_METHOD_BUFFERED ? top->fd : -1;
 }
 
 void copy_path_close(struct copy_path *p)

@@ -783,6 +783,8 @@ int job_start_pull(bc_disk *disk, const char *base, uint64_t bandwidth,
 	ret = job_attach(job);
 	if (ret < 0)
 		goto err_unref;
+	/* The disk's job now: reported from bc_block_rebase()'s return on. */
+	copy_method_record(job, copy_method_pull(disk->top));
 	ret = job_start_thread(job, pull_main);
 	if (ret < 0)
 		goto err_unref;

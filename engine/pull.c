@@ -10,6 +10,12 @@
  * the top still does not hold the range, reads the backing and writes the
  * top. Guest reads are not held: before and after the chunk they read the
  * same content.
+ *
+ * Data path (engine/copy-method.h, copy_path_open_pull): read through the
+ * backing's drivers and written through the top's, which puts the data in
+ * the file before the metadata that exposes it. On a buffered top the host
+ * ranges written go to write-behind after the chunk, outside the write
+ * gate (its waits must not hold guest writes).
  */
 #include "engine/job.h"
 
@@ -22,15 +28,41 @@
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
-#define PULL_CHUNK (1u << 20)
+#define PULL_CHUNK     (1u << 20)
+#define PULL_BUF_ALIGN 4096u /* an O_DIRECT disk's driver reads into it */
+/* Host runs of one written chunk handed to write-behind (more: dropped,
+ * the final flush writes them). */
+#define PULL_RUNS_MAX 8u
+
+struct pull_written {
+	uint64_t host[PULL_RUNS_MAX], len[PULL_RUNS_MAX];
+	unsigned int n;
+};
+
+/* Where the top now holds [off, off + len): for write-behind. */
+static void note_written(struct fmt_image *top, uint64_t off, uint64_t len,
+			 struct pull_written *w)
+{
+	struct fmt_extent e;
+
+	while (len && w->n < PULL_RUNS_MAX &&
+	       fmt_block_status(top, off, len, &e) == 0 && e.host_off >= 0) {
+		w->host[w->n] = (uint64_t)e.host_off;
+		w->len[w->n++] = e.len;
+		off += e.len;
+		len -= e.len;
+	}
+	bc_error_reset(); /* only a hint for the page cache */
+}
 
 /*
  * Handle the first block-status run of [off, off+len): copy it into the
  * top if a layer above base holds it. *done = the run's length, *copied =
  * bytes written to the top (what the bandwidth limit counts).
  */
-static int pull_chunk(struct job *job, uint8_t *buf, uint64_t off,
-		      uint64_t len, uint64_t *done, uint64_t *copied)
+static int pull_chunk(struct job *job, const struct copy_path *path,
+		      uint8_t *buf, uint64_t off, uint64_t len, uint64_t *done,
+		      uint64_t *copied, struct pull_written *w)
 {
 	bc_disk *disk = job->disk;
 	struct fmt_image *top = disk->top;
@@ -53,6 +85,8 @@ static int pull_chunk(struct job *job, uint8_t *buf, uint64_t off,
 	ret = fmt_read_backing(top, buf, (size_t)ext.len, off);
 	if (ret == 0)
 		ret = fmt_pwrite(top, buf, (size_t)ext.len, off);
+	if (ret == 0 && path->wb.fd >= 0)
+		note_written(top, off, ext.len, w);
 	*copied = ext.len;
 out:
 	pthread_rwlock_unlock(&disk->write_gate);
@@ -123,20 +157,26 @@ void *pull_main(void *arg)
 	struct job *job = arg;
 	uint64_t off = 0, size = job->disk->size;
 	int status = JOB_EVENT_FAILED;
-	uint8_t *buf;
-	int ret = 0;
+	struct copy_path path;
+	void *buf = NULL;
+	int ret;
 
 	bc_error_reset();
-	buf = malloc(PULL_CHUNK);
-	if (!buf)
-		ret = -ENOMEM;
+	copy_path_open_pull(&path, job->method, job->disk->top);
+	ret = -posix_memalign(&buf, PULL_BUF_ALIGN, PULL_CHUNK);
+	if (ret < 0)
+		buf = NULL; /* unspecified after a failure */
 	while (ret == 0 && off < size) {
 		uint64_t len = BC_MIN(PULL_CHUNK, size - off);
 		uint64_t done = 0, copied = 0;
+		struct pull_written w = {.n = 0};
+		unsigned int i;
 
 		if (!wait_for_budget(job, len))
 			break;
-		ret = pull_chunk(job, buf, off, len, &done, &copied);
+		ret = pull_chunk(job, &path, buf, off, len, &done, &copied, &w);
+		for (i = 0; ret == 0 && i < w.n; i++)
+			ret = copy_path_written(&path, w.host[i], w.len[i]);
 		off += done;
 		pthread_mutex_lock(&job->lock);
 		throttle_account(&job->throttle, copied);
@@ -144,6 +184,7 @@ void *pull_main(void *arg)
 		pthread_mutex_unlock(&job->lock);
 	}
 	free(buf);
+	copy_path_close(&path);
 
 	if (ret < 0) {
 		job_set_error(job, ret);

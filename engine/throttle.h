@@ -2,10 +2,12 @@
 /*
  * Bandwidth limit for the copy job: a token bucket on copied bytes.
  *
- * The copy loop asks throttle_delay_ns() before issuing a request, waits that
- * long (on its condition variable, so set-speed can wake it early and ask
- * again), issues the request and charges it with throttle_account(). The
- * clock is injected so tests run on simulated time.
+ * The copy loop asks throttle_delay_ns() before submitting a destination
+ * write, waits that long (on its condition variable, so set-speed can wake
+ * it early and ask again), submits the write and charges it with
+ * throttle_account(): the limit paces what the destination receives, not
+ * the reads before it. The pull job asks before each chunk and charges
+ * what it wrote. The clock is injected so tests run on simulated time.
  *
  * Model: every byte charged costs 1/rate seconds of "debt"; debt drains
  * in real time. A request may go when, after charging it, the debt would
@@ -65,7 +67,7 @@ void throttle_set_rate(struct throttle *t, uint64_t rate);
 uint64_t throttle_delay_ns(const struct throttle *t, uint64_t bytes);
 
 /*
- * Charges @bytes that were just sent (issue time, not completion, so
+ * Charges @bytes that were just sent (submission time, not completion, so
  * requests in flight count). Does nothing when unlimited.
  */
 void throttle_account(struct throttle *t, uint64_t bytes);

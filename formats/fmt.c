@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fmt-newfile.h"
 #include "fmt-priv.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
@@ -95,16 +96,23 @@ static bool at_eof(int fd, uint64_t pos)
 	return pos >= (uint64_t)st.st_size;
 }
 
+static __cold void record_named_io_error(const char *name, const char *what,
+					 int err, uint64_t off)
+{
+	char ebuf[128];
+
+	bc_error_set(bc_errno_to_code(err), err, "%s: %s failed at offset %llu: %s",
+		     name, what, (unsigned long long)off,
+		     strerror_r(err, ebuf, sizeof(ebuf)));
+}
+
 static __cold int record_io_error(int fd, const char *what, int err,
 				  uint64_t off)
 {
 	char name[PATH_MAX];
-	char ebuf[128];
 
 	fd_name(fd, name, sizeof(name));
-	bc_error_set(bc_errno_to_code(err), err, "%s: %s failed at offset %llu: %s",
-		     name, what, (unsigned long long)off,
-		     strerror_r(err, ebuf, sizeof(ebuf)));
+	record_named_io_error(name, what, err, off);
 	return -err;
 }
 
@@ -365,21 +373,31 @@ int fmt_pwritev_file_bounced(int fd, const struct iovec *iov, int cnt,
 
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off)
 {
+	return fmt_pwrite_file_as(fd, NULL, buf, n, off);
+}
+
+int fmt_pwrite_file_as(int fd, const char *name, const void *buf, size_t n,
+		       uint64_t off)
+{
 	const uint8_t *p = buf;
 	size_t done = 0;
+	int err;
 
 	if (off > (uint64_t)INT64_MAX || n > (uint64_t)INT64_MAX - off)
 		return -EINVAL;
 	while (done < n) {
 		ssize_t r = pwrite(fd, p + done, n - done, (off_t)(off + done));
 
-		if (r < 0) {
-			if (errno == EINTR)
-				continue;
-			return record_io_error(fd, "write", errno, off + done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			err = r < 0 ? errno : ENOSPC;
+			if (!name)
+				return record_io_error(fd, "write", err,
+						       off + done);
+			record_named_io_error(name, "write", err, off + done);
+			return -err;
 		}
-		if (r == 0)
-			return record_io_error(fd, "write", ENOSPC, off + done);
 		done += (size_t)r;
 	}
 	return 0;
@@ -582,6 +600,24 @@ char *fmt_resolve_backing(const char *overlay_path, const char *name)
 	return out;
 }
 
+/* The driver writes the image into a new file that then takes @path. */
+static int create_published(const struct fmt_driver *drv, const char *path,
+			    const struct fmt_create_opts *o)
+{
+	struct fmt_newfile nf;
+	int ret;
+
+	ret = fmt_newfile_open(path, false, &nf);
+	if (ret < 0)
+		return ret;
+	ret = drv->create(nf.fd, path, o);
+	if (ret < 0) {
+		fmt_newfile_abandon(&nf);
+		return ret;
+	}
+	return fmt_newfile_publish(&nf);
+}
+
 int fmt_create(const char *path, const struct fmt_create_opts *opts)
 {
 	struct fmt_create_opts o = *opts;
@@ -632,7 +668,7 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts)
 		o.size = b->size;
 		fmt_close(b);
 	}
-	return drv->create(path, &o);
+	return create_published(drv, path, &o);
 }
 
 int fmt_set_backing(struct fmt_image *img, const char *name, const char *fmt)

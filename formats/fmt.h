@@ -197,7 +197,11 @@ struct fmt_driver {
 	/* This layer only: state of the range starting at off. */
 	int (*block_status)(struct fmt_image *img, uint64_t off, uint64_t len,
 			    struct fmt_extent *ext);
-	int (*create)(const char *path, const struct fmt_create_opts *opts);
+	/* Write a new image into @fd, an empty file opened read-write that
+	 * fmt_create() publishes as @path afterwards (@path is for messages;
+	 * the driver neither syncs nor names the file). */
+	int (*create)(int fd, const char *path,
+		      const struct fmt_create_opts *opts);
 	/* Rewrite the backing name/format atomically (a crash leaves the
 	 * old or the new header); NULL name removes the backing file. */
 	int (*set_backing)(struct fmt_image *img, const char *name,
@@ -318,7 +322,11 @@ int fmt_read_backing(struct fmt_image *img, void *buf, size_t n, uint64_t off);
 /*
  * Create an image. A relative backing name is resolved against the
  * directory of @path to read the backing's size when opts->size is 0.
- * Refuses an existing file (-EEXIST). Returns 0 or -errno.
+ * Refuses an existing file (-EEXIST). Crash-atomic: the image is written
+ * and synced under no name (or a hidden temporary one) and then given
+ * @path in one step that never replaces a file (formats/fmt-newfile.h),
+ * so @path is absent or a complete image, and nothing is left on failure.
+ * Returns 0 or -errno.
  */
 int fmt_create(const char *path, const struct fmt_create_opts *opts);
 
@@ -424,6 +432,10 @@ int fmt_pread_file_within_bounced(int fd, void *buf, size_t n, uint64_t off,
  */
 int fmt_file_shrunk(int fd, uint64_t off, uint64_t known_end);
 int fmt_pwrite_file(int fd, const void *buf, size_t n, uint64_t off);
+/* fmt_pwrite_file() to a file that has no name yet (a new image being
+ * written, formats/fmt-newfile.h): errors name it @name. */
+int fmt_pwrite_file_as(int fd, const char *name, const void *buf, size_t n,
+		       uint64_t off);
 /*
  * Write the gather list @iov (@cnt entries; an entry with a NULL base
  * writes that many zeros) at @off of an O_DIRECT @fd whatever the

@@ -10,8 +10,9 @@
  * L2 table and data cluster follows the L1 table. Every cluster written
  * gets refcount 1.
  *
- * The file is created with O_EXCL and unlinked again on any failure, so
- * a failed create leaves nothing behind.
+ * The driver writes into a new file fmt_create() hands it and publishes
+ * afterwards (formats/fmt-newfile.h): the image takes its name only once
+ * complete and synced, so a crash never leaves a qcow2 without its header.
  */
 #include "qcow2.h"
 
@@ -196,7 +197,8 @@ static int build_header(const char *path, const struct fmt_create_opts *o,
  * allocated with extended L2). Data reads zeros: the file is sparse
  * (metadata), fallocated (falloc) or written with zeros (full).
  */
-static int write_prealloc(int fd, const struct fmt_create_opts *o,
+static int write_prealloc(int fd, const char *path,
+			  const struct fmt_create_opts *o,
 			  uint32_t cluster_bits, uint64_t l1_off,
 			  uint64_t l1_size, uint64_t l2_off, uint64_t data_off,
 			  uint64_t nd)
@@ -217,7 +219,7 @@ static int write_prealloc(int fd, const struct fmt_create_opts *o,
 			bc_put_be64(buf + j * 8,
 				    (l2_off + ((i + j) << cluster_bits)) |
 					    QCOW2_OFLAG_COPIED);
-		ret = fmt_pwrite_file(fd, buf, n * 8, l1_off + i * 8);
+		ret = fmt_pwrite_file_as(fd, path, buf, n * 8, l1_off + i * 8);
 	}
 	for (i = 0; i < l1_size && ret == 0; i++) {
 		memset(buf, 0, cs);
@@ -228,8 +230,8 @@ static int write_prealloc(int fd, const struct fmt_create_opts *o,
 			if (o->extended_l2)
 				bc_put_be64(buf + j * esz + 8, 0xffffffffull);
 		}
-		ret = fmt_pwrite_file(fd, buf, cs,
-				      l2_off + (i << cluster_bits));
+		ret = fmt_pwrite_file_as(fd, path, buf, cs,
+					 l2_off + (i << cluster_bits));
 	}
 	free(buf);
 	if (ret < 0 || o->prealloc == FMT_PREALLOC_METADATA)
@@ -248,7 +250,8 @@ static int write_prealloc(int fd, const struct fmt_create_opts *o,
 		while (pos < total && ret == 0) {
 			uint64_t n = BC_MIN(chunk, total - pos);
 
-			ret = fmt_pwrite_file(fd, z, n, data_off + pos);
+			ret = fmt_pwrite_file_as(fd, path, z, n,
+						 data_off + pos);
 			pos += n;
 		}
 		free(z);
@@ -336,7 +339,7 @@ static int write_image(int fd, const char *path,
 		for (j = 0; j < n; j++)
 			bc_put_be64(meta + j * 8,
 				    rb_off + ((i + j) << cluster_bits));
-		ret = fmt_pwrite_file(fd, meta, cs, rt_off + i * 8);
+		ret = fmt_pwrite_file_as(fd, path, meta, cs, rt_off + i * 8);
 	}
 	/* Refcount blocks: 1 for each of the first @total clusters. */
 	for (i = 0; i < nb && ret == 0; i++) {
@@ -345,53 +348,35 @@ static int write_image(int fd, const char *path,
 		memset(meta, 0, cs);
 		for (j = 0; j < n; j++)
 			qcow2_refblock_set(meta, refcount_order, j, 1);
-		ret = fmt_pwrite_file(fd, meta, cs,
-				      rb_off + (i << cluster_bits));
+		ret = fmt_pwrite_file_as(fd, path, meta, cs,
+					 rb_off + (i << cluster_bits));
 	}
 	if (ret == 0 && o->prealloc != FMT_PREALLOC_OFF)
 		ret = write_prealloc(
-			fd, o, cluster_bits, l1_off, l1_size,
+			fd, path, o, cluster_bits, l1_off, l1_size,
 			l1_off + (l1_clusters << cluster_bits),
 			l1_off + ((l1_clusters + nl2) << cluster_bits), nd);
 	if (ret < 0)
 		goto out_free;
-	/* The header last: until then the file is no valid image. */
-	ret = fmt_pwrite_file(fd, c0, cs, 0);
-	if (ret < 0)
-		goto out_free;
-	if (fdatasync(fd) < 0)
-		ret = -errno;
+	/* The caller syncs the file before it takes its name. */
+	ret = fmt_pwrite_file_as(fd, path, c0, cs, 0);
 out_free:
 	free(c0);
 	free(meta);
 	return ret;
 }
 
-int qcow2_create(const char *path, const struct fmt_create_opts *opts)
+int qcow2_create(int fd, const char *path, const struct fmt_create_opts *opts)
 {
 	uint32_t cluster_bits, refcount_order;
-	int fd, ret;
+	int ret;
 
 	ret = check_opts(path, opts, &cluster_bits, &refcount_order);
 	if (ret < 0)
 		return ret;
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		char eb[128];
-
-		ret = -errno;
-		bc_error_set(bc_errno_to_code(-ret), -ret,
-			     "%s: cannot create: %s", path,
-			     strerror_r(-ret, eb, sizeof(eb)));
-		return ret;
-	}
 	ret = write_image(fd, path, opts, cluster_bits, refcount_order);
-	if (close(fd) < 0 && ret == 0)
-		ret = -errno;
-	if (ret < 0) {
-		(void)unlink(path);
+	if (ret < 0)
 		bc_error_set_default(bc_errno_to_code(-ret), -ret,
 				     "%s: cannot write the new image", path);
-	}
 	return ret;
 }

@@ -623,7 +623,8 @@ int qcow2_rewrite_header_locked(struct qcow2 *q,
 
 /* --- qcow2-create.c --------------------------------------------------- */
 
-int qcow2_create(const char *path, const struct fmt_create_opts *opts);
+/* The driver's create: a new image written into the empty file @fd. */
+int qcow2_create(int fd, const char *path, const struct fmt_create_opts *opts);
 
 /* --- qcow2-check.c ---------------------------------------------------- */
 

@@ -295,15 +295,11 @@ static int raw_block_status(struct fmt_image *img, uint64_t off, uint64_t len,
 	return 0;
 }
 
-static int unlink_failed(const char *path, int ret)
+/* Size the empty file @fd (a new image fmt_create() publishes later) and
+ * preallocate as asked. */
+static int raw_create(int fd, const char *path,
+		      const struct fmt_create_opts *opts)
 {
-	(void)unlink(path);
-	return ret;
-}
-
-static int raw_create(const char *path, const struct fmt_create_opts *opts)
-{
-	BC_AUTOCLOSE int fd = -1;
 	char ebuf[128];
 	int ret;
 
@@ -318,23 +314,11 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 			     (unsigned long long)opts->size);
 		return -EINVAL;
 	}
-	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		ret = errno;
-		if (ret == EEXIST) {
-			bc_error_set(ERR_EXISTS, EEXIST, "%s: file exists",
-				     path);
-			return -EEXIST;
-		}
-		bc_error_set(bc_errno_to_code(ret), ret, "%s: %s", path,
-			     strerror_r(ret, ebuf, sizeof(ebuf)));
-		return -ret;
-	}
 	if (ftruncate(fd, (off_t)opts->size) < 0) {
 		ret = errno;
 		bc_error_set(bc_errno_to_code(ret), ret, "%s: truncate: %s",
 			     path, strerror_r(ret, ebuf, sizeof(ebuf)));
-		return unlink_failed(path, -ret);
+		return -ret;
 	}
 	switch (opts->prealloc) {
 	case FMT_PREALLOC_OFF:
@@ -349,7 +333,7 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 			bc_error_set(bc_errno_to_code(ret), ret,
 				     "%s: preallocation: %s", path,
 				     strerror_r(ret, ebuf, sizeof(ebuf)));
-			return unlink_failed(path, -ret);
+			return -ret;
 		}
 		break;
 	case FMT_PREALLOC_FULL: {
@@ -357,34 +341,22 @@ static int raw_create(const char *path, const struct fmt_create_opts *opts)
 		uint64_t off = 0;
 
 		if (!zero)
-			return unlink_failed(path, -ENOMEM);
+			return -ENOMEM;
 		ret = 0;
 		while (off < opts->size) {
 			size_t n = (size_t)BC_MIN(opts->size - off,
 						  (uint64_t)RAW_CHUNK);
 
-			ret = fmt_pwrite_file(fd, zero, n, off);
+			ret = fmt_pwrite_file_as(fd, path, zero, n, off);
 			if (ret < 0)
 				break;
 			off += n;
 		}
 		free(zero);
 		if (ret < 0)
-			return unlink_failed(path, ret);
+			return ret;
 		break;
 	}
-	}
-	if (fsync(fd) < 0) {
-		ret = errno;
-		bc_error_set(bc_errno_to_code(ret), ret, "%s: sync: %s", path,
-			     strerror_r(ret, ebuf, sizeof(ebuf)));
-		return unlink_failed(path, -ret);
-	}
-	if (close(bc_steal_fd(&fd)) < 0) {
-		ret = errno;
-		bc_error_set(bc_errno_to_code(ret), ret, "%s: close: %s", path,
-			     strerror_r(ret, ebuf, sizeof(ebuf)));
-		return unlink_failed(path, -ret);
 	}
 	return 0;
 }

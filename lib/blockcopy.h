@@ -515,9 +515,9 @@ BC_API int bc_get_block_job_info(bc_disk *disk, bc_block_job_info *info,
 BC_API int bc_get_block_job_stats(bc_disk *disk, bc_block_job_stats *stats,
 				  unsigned int flags);
 /*
- * The data path of the disk's copy job, or of its last one: "direct",
- * "buffered+write-behind", "copy_file_range" or "reflink" (a static
- * string); NULL (no error recorded) when the disk never had a copy job.
+ * The data path of the disk's copy or pull job, or of its last one:
+ * "direct", "buffered+write-behind", "copy_file_range" or "reflink" (a
+ * static string); NULL (no error recorded) when the disk never had one.
  */
 BC_API const char *bc_block_job_copy_method(bc_disk *disk);
 /*

@@ -32,6 +32,10 @@ const char tool_help_pull[] =
 	"      --json             print the result as a JSON object\n"
 	"  -h, --help             this text\n"
 	"\n"
+	"Data path: the backing chain is read and IMG written through their\n"
+	"format drivers (the data before the metadata that exposes it), through\n"
+	"the page cache with write-behind. --json reports it as \"method\".\n"
+	"\n"
 	"Exit status: 0 pulled, 1 failed or interrupted, 2 bad usage.\n";
 
 enum { OPT_BASE = 256, OPT_RELATIVE, OPT_BANDWIDTH };
@@ -108,6 +112,8 @@ int cmd_pull(int argc, char **argv)
 			tool_json_string(stdout, base);
 		else
 			printf("null");
+		printf(", \"method\": ");
+		tool_json_string(stdout, bc_block_job_copy_method(run.disk));
 		printf(", \"seconds\": %.3f}\n", run.seconds);
 	} else if (!o.quiet) {
 		printf("Pulled into %s in %.2f s; backing file: %s\n", img,

@@ -5,6 +5,10 @@
  * copies what a guest wrote through a buffered disk, before the job and
  * while it runs (the direct path reads the source on its own O_DIRECT
  * descriptors; the kernel writes the guest's page-cache data back first).
+ * A pull (engine/pull.c) takes its path from copy-method.c too: the
+ * method it reports, and that what it pulls equals the chain's content
+ * with guest writes before and during the job, on a buffered and on an
+ * O_DIRECT disk.
  */
 #include <check.h>
 #include <errno.h>
@@ -143,6 +147,49 @@ START_TEST(direct_path_to_raw)
 }
 END_TEST
 
+/*
+ * Pull the chain (the disk opened with @disk_flags) into its top while a
+ * guest writes; the top alone then holds the shadow's content.
+ */
+static void pull_under_guest(unsigned int disk_flags, const char *want_method)
+{
+	struct fmt_image *img;
+
+	fx_open_chain(&fx, 3);
+	fx_close_disk(&fx);
+	fx.disk = bc_disk_open(fx.eng, fx.top, "qcow2", disk_flags);
+	ck_assert_msg(fx.disk, "%s", bc_last_error()->message);
+	fx_guest_write(&fx, (1u << 20) + 4096, 300000, 0xa1); /* before */
+	ck_assert_int_eq(bc_block_pull(fx.disk, 0, 0), 0);
+	ck_assert_str_eq(bc_block_job_copy_method(fx.disk), want_method);
+	fx_guest_write(&fx, 4096 * 7, 8192, 0xb2); /* during */
+	fx_guest_write(&fx, (6u << 20) + 12345, 65536, 0xc3);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_PULL, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_str_eq(bc_block_job_copy_method(fx.disk), want_method);
+	fx_check_disk_equals_shadow(&fx);
+	fx_close_disk(&fx);
+	/* The top stands alone now: no backing file, the guest's content. */
+	ck_assert_int_eq(fmt_open(fx.top, "qcow2", FMT_OPEN_NO_BACKING, &img),
+			 0);
+	ck_assert_ptr_null(img->backing_name);
+	fmt_close(img);
+	fx_check_image_equals_shadow(&fx, fx.top, "qcow2");
+}
+
+START_TEST(pull_on_a_buffered_disk_writes_behind)
+{
+	pull_under_guest(0, "buffered+write-behind");
+}
+END_TEST
+
+START_TEST(pull_on_a_direct_disk_is_direct)
+{
+	if (!dir_can_direct())
+		return;
+	pull_under_guest(BC_DISK_DIRECT, "direct");
+}
+END_TEST
+
 /* A raw source made from the chain's content, opened as the disk. */
 static void open_raw_source(struct fx *f)
 {
@@ -211,6 +258,8 @@ static Suite *copy_method_suite(void)
 	tcase_add_test(tc, direct_path_to_raw);
 	tcase_add_test(tc, file_range_raw_to_raw);
 	tcase_add_test(tc, reflink_always_fails_clearly_on_ext4);
+	tcase_add_test(tc, pull_on_a_buffered_disk_writes_behind);
+	tcase_add_test(tc, pull_on_a_direct_disk_is_direct);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -10,12 +10,16 @@ blockcopy tool's copy), copy-resume (the copy run again with --resume
 while its journal exists: kill, resume, kill, resume...; the journal
 must be gone once a run completes), pull, pull-base (its pull), mirror (a live mirror
 with a guest writing, tests/crash/crash-guest.c), snapshot (snapshots
-taken under a guest writing, same program). Each round makes a fresh
+taken under a guest writing, same program), create (the tool's create,
+qcow2 or raw, with and without preallocation and a backing file). Each round makes a fresh
 qcow2 chain base <- mid <- top (8 MiB, data at every depth, a zero
 cluster in the top hiding backing data), starts the job in a child
 process, kills it with SIGKILL at a random instant and checks:
 
 - every layer the job must not write is byte-identical (sha256);
+- image creation is atomic: every image under its name (destination,
+  snapshot overlay) is complete, and no temporary file is left where the
+  filesystem has O_TMPFILE (formats/fmt-newfile.c);
 - qemu-img check finds no corruption in any image (exit 0, or 3: leaks);
 - pull: the guest-visible content is unchanged and the backing pointer
   is the old or the new one (qemu-img info --output=json), never torn;
@@ -117,11 +121,6 @@ def compare(a, b, what):
             what, a, b, r.returncode, r.stdout.decode(errors="replace").strip()))
 
 
-def opens(path):
-    return subprocess.run(["qemu-img", "info", "-U", path], stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL).returncode == 0
-
-
 # --- the guest's log (crash-guest.c) ------------------------------------
 
 CYCLE = bytes(i & 0xFF for i in range(BLOCK + 512))
@@ -203,7 +202,8 @@ class Round:
         self.scen, self.rng, self.work, self.tmpl_sha = scen, rng, work, tmpl_sha
         self.argv = None
         self.bw = None
-        self.empty = 0  # images a kill left empty (empty_leftover)
+        self.strays = 0  # hidden temporaries a kill left (no_strays)
+        self.tmpfile = True  # set by main() from has_tmpfile()
 
     def path(self, name):
         return os.path.join(self.work, name)
@@ -240,9 +240,14 @@ def choose(rd):
         # The unpaced guest outruns a background copy: converge by
         # write-blocking, from the start or once progress stalls.
         rd.mode = rng.choice(["sync", "auto"])
+    elif s == "create":
+        rd.fmt = rng.choice(["qcow2", "raw"])
+        rd.prealloc = rng.choice(["off", "full"] + (["metadata"] if rd.fmt == "qcow2" else []))
     rd.seed = rng.randrange(1 << 30)
     if s == "mirror":
         rd.key = (rd.bw, rd.mode)
+    elif s == "create":
+        rd.key = (rd.fmt, rd.prealloc)
     else:
         rd.key = (rd.bw, rd.direct, rd.shallow and rd.reuse)
 
@@ -257,6 +262,11 @@ def prepare(rd):
         run("qemu-img", "create", "-q", "-f", "qcow2", *opts, rd.path("dst"), "8M")
     if s.startswith("copy"):
         rd.argv = copy_argv(rd)
+    elif s == "create":
+        rd.argv = [BLOCKCOPY, "create", "-f", rd.fmt, "-o", "preallocation=" + rd.prealloc]
+        if rd.fmt == "qcow2" and rd.shallow:
+            rd.argv += ["-b", "top.qcow2", "-F", "qcow2"]
+        rd.argv += [rd.path("dst"), str(CREATE_SIZE)]
     elif s.startswith("pull"):
         rd.argv = [BLOCKCOPY, "pull", "-q"] + (["--bandwidth", rd.bw] if rd.bw else [])
         if s == "pull-base":
@@ -292,42 +302,51 @@ def copy_src(rd):
     return rd.path("src.raw") if rd.scen == "copy-raw" else rd.path("top.qcow2")
 
 
-STRICT = os.environ.get("BC_CRASH_STRICT") == "1"
-
-
-def is_qcow2(path):
-    with open(path, "rb") as f:
-        return f.read(4) == b"QFI\xfb"
-
-
-def empty_leftover(rd, path):
-    """True when a kill left @path as an image still being created: empty,
-    or a qcow2 destination whose header magic is not written yet (it reads
-    as raw). Image creation is not atomic (formats/qcow2-create.c, raw.c:
-    no temporary name renamed into place), so this happens when a kill
-    lands in that window; it is counted and printed, and fails the run
-    with BC_CRASH_STRICT=1 (kept out of the default suite until creation
-    is atomic). A qcow2 image, once it carries its magic, must always pass
-    qemu-img check."""
-    if not os.path.exists(path):
+def has_tmpfile(d):
+    """Whether @d's filesystem has O_TMPFILE: then image creation
+    (formats/fmt-newfile.c) never leaves a name behind, not even a hidden
+    temporary one; without it a kill may leave '.NAME.XXXXXX'."""
+    try:
+        os.close(os.open(d, os.O_TMPFILE | os.O_RDWR, 0o600))
+        return True
+    except OSError:
         return False
-    if os.path.getsize(path) != 0 and (rd.scen == "copy-raw" or is_qcow2(path)):
-        return False
-    if STRICT:
-        raise Failure("%s left empty by the kill: created, killed before its header "
-                      "(image creation is not atomic)" % os.path.basename(path))
-    rd.empty += 1
-    return True
+
+
+def no_strays(rd):
+    """Image creation is atomic: a kill leaves the image complete under
+    its name or absent. Hidden temporaries ('.NAME.XXXXXX') may only be
+    left where the filesystem has no O_TMPFILE; they are counted, and
+    removed as a user would."""
+    strays = sorted(n for n in os.listdir(rd.work) if n.startswith("."))
+    if strays and rd.tmpfile:
+        raise Failure("temporary file(s) left by the kill: %s" % ", ".join(strays))
+    for n in strays:
+        os.unlink(rd.path(n))
+    rd.strays += len(strays)
+
+
+def complete(path, fmt, size, what):
+    """An image a kill left under its name is complete: a raw one has its
+    full size (a half-created one would be empty or short), a qcow2 one
+    passes qemu-img check and has its virtual size."""
+    if fmt == "raw":
+        if os.path.getsize(path) != size:
+            raise Failure("%s: raw image left with %d bytes, want %d" % (
+                what, os.path.getsize(path), size))
+        return
+    qcheck(path, "%s (%d bytes)" % (what, os.path.getsize(path)))
+    got = info(path).get("virtual-size")
+    if got != size:
+        raise Failure("%s: virtual size %r, want %d" % (what, got, size))
 
 
 def after_kill_copy(rd):
     layers = ["src.raw"] if rd.scen == "copy-raw" else ["base.qcow2", "mid.qcow2", "top.qcow2"]
     unchanged(rd, layers)  # byte-identical to the template, which is clean
-    dst = rd.path("dst")
-    if empty_leftover(rd, dst):
-        os.unlink(dst)  # as a user would before running the copy again
-    elif os.path.exists(dst) and rd.scen != "copy-raw":
-        qcheck(dst, "destination (%d bytes)" % os.path.getsize(dst))
+    no_strays(rd)
+    if os.path.exists(rd.path("dst")):
+        complete(rd.path("dst"), "raw" if rd.scen == "copy-raw" else "qcow2", SIZE, "destination")
 
 
 def next_copy(rd):
@@ -352,6 +371,25 @@ def final_copy(rd):
     compare(copy_src(rd), rd.path("dst"), "rerun")
     if os.path.exists(rd.path("dst") + ".bcjournal"):
         raise Failure("the journal is left after a completed copy")
+
+
+CREATE_SIZE = 32 << 20  # large enough that full preallocation takes a while
+
+
+def after_kill_create(rd):
+    """The image is complete under its name, or absent. A complete one is
+    removed so that the next attempt is killed while creating again."""
+    unchanged(rd, ["base.qcow2", "mid.qcow2", "top.qcow2"])
+    no_strays(rd)
+    dst = rd.path("dst")
+    if os.path.exists(dst):
+        complete(dst, rd.fmt, CREATE_SIZE, "created image")
+        os.unlink(dst)
+
+
+def final_create(rd):
+    run(*rd.argv, timeout=120)
+    after_kill_create(rd)
 
 
 def pull_new_backing(rd):
@@ -383,14 +421,11 @@ def check_live(rd, tmp):
     unchanged(rd, ["base.qcow2", "mid.qcow2"])
     recs = read_log(rd.path("guest.log"))
     kinds = [t for t, _, _ in recs]
+    no_strays(rd)
+    # Every image under its name is complete, whenever the kill came.
     for n in sorted(os.listdir(rd.work)):
-        p = rd.path(n)
         if n.endswith(".qcow2") or n == "dst" or ".snap" in n:
-            if not empty_leftover(rd, p) and opens(p):
-                qcheck(p, "after the kill")
-    if os.path.exists(rd.path("dst")) and os.path.getsize(rd.path("dst")) and not opens(rd.path("dst")):
-        raise Failure("the destination cannot be opened after the kill (%d bytes; "
-                      "killed while creating it?)" % os.path.getsize(rd.path("dst")))
+            qcheck(rd.path(n), "after the kill")
     if "E" in kinds:
         raise Failure("the job ended before MIRRORING (see the log)")
     top = rd.path("top.qcow2")
@@ -408,10 +443,7 @@ def check_live(rd, tmp):
         cands = [cur]
         if started and (not done or started[-1] > done[-1]):
             nxt = "%s.snap%d" % (top, started[-1])
-            if os.path.exists(nxt) and os.path.getsize(nxt):
-                if not opens(nxt):
-                    raise Failure("overlay %s cannot be opened after the kill (%d bytes; "
-                                  "killed while creating it?)" % (nxt, os.path.getsize(nxt)))
+            if os.path.exists(nxt):  # complete: checked above
                 cands.append(nxt)
     floor, newest = guest_bounds(recs)
     with open(rd.ref, "rb") as f:
@@ -439,9 +471,10 @@ def check_live(rd, tmp):
 # job again, killed again), the final unkilled run and its checks. The
 # live scenarios are killed once per round.
 TOOL = {"copy": (after_kill_copy, next_copy, final_copy),
-        "pull": (after_kill_pull, lambda rd: rd.argv, final_pull)}
+        "pull": (after_kill_pull, lambda rd: rd.argv, final_pull),
+        "create": (after_kill_create, lambda rd: rd.argv, final_create)}
 SCENARIOS = ["copy-full", "copy-shallow", "copy-reuse", "copy-raw", "copy-resume",
-             "pull", "pull-base", "mirror", "snapshot"]
+             "pull", "pull-base", "mirror", "snapshot", "create"]
 
 
 def fresh(tmpl, work, scen):
@@ -565,10 +598,11 @@ def main():
             if qcheck(os.path.join(tmpl, n), "template") != 0:
                 raise Failure("template %s has leaks" % n)
         work = os.path.join(base, "work")
+        tmpfile = has_tmpfile(base)
         # Calibrate: one unkilled run per bandwidth choice gives the span
         # the kill instants are drawn from.
         spans = {}
-        kills = finished = empties = resumes = 0
+        kills = finished = strays = resumes = 0
         counts = [0, 0, 0]
         t_end = time.monotonic() + a.seconds
         rnd = 0
@@ -576,6 +610,7 @@ def main():
             rnd += 1
             rd = Round(a.scenario, rng, work, tmpl_sha)
             rd.ref = os.path.join(tmpl, "ref.raw")
+            rd.tmpfile = tmpfile
             choose(rd)
             if rd.key not in spans:
                 fresh(tmpl, work, a.scenario)
@@ -619,7 +654,7 @@ def main():
                     tool[2](rd)
                 except Failure as e:
                     raise Failure("round %d, the final run: %s" % (rnd, e))
-            empties += rd.empty
+            strays += rd.strays
             resumes += getattr(rd, "resumes", 0)
             st = getattr(rd, "stats", None)
             if st:
@@ -630,9 +665,9 @@ def main():
                 counts[0], counts[1], counts[2], "pivots" if a.scenario == "mirror" else "snapshots")
         if a.scenario == "copy-resume":
             extra += ", %d runs resumed from a journal" % resumes
-        if empties:
-            extra += ("; %d image(s) left EMPTY by a kill during their creation "
-                      "(not atomic; BC_CRASH_STRICT=1 fails on it)" % empties)
+        if strays:
+            extra += ("; %d hidden temporary file(s) left by kills during image creation "
+                      "(this filesystem has no O_TMPFILE)" % strays)
         print("crash %s: %d rounds, %d killed, %d finished before the kill%s: all checks passed" % (
             a.scenario, rnd, kills, finished, extra))
     except Failure as e:

@@ -7,6 +7,9 @@
 # copy_file_range on a qcow2 source, clashing options), and on every path
 # the bandwidth limit (the copy takes at least data / limit) and
 # cancellation (SIGINT: exit 1, the destination it created is removed).
+# Pull takes its path from copy-method.c too: the method it reports, its
+# content against a reference taken before the pull (qemu-img compare),
+# qemu-img check, the backing pointer after it, and its bandwidth limit.
 . "$(dirname "$0")/lib.sh"
 require_qemu_img
 
@@ -35,6 +38,15 @@ method_of() { # the "method" of the JSON that the last bc printed
 }
 seconds_of() {
 	python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["seconds"])' "$T/out" 2>/dev/null
+}
+took_within() { # MIN MAX DESC: the "seconds" of the last JSON in [MIN, MAX]
+	local s
+	s=$(seconds_of)
+	if python3 -c "import sys; sys.exit(0 if $1 <= float('$s') <= $2 else 1)"; then
+		ok "$3 took $s s"
+	else
+		fail "$3 took $s s (want $1..$2)"
+	fi
 }
 same_as() { # DST SRC DESC
 	if qemu-img compare -q "$2" "$1" 2>/dev/null; then ok "$3"; else fail "$3: $1 differs from $2"; fi
@@ -126,12 +138,7 @@ for p in "${PATHS[@]}"; do
 	rm -f d.raw
 	bc copy --json --bandwidth 5M $p src.raw d.raw
 	assert_rc 0 "$name: throttled copy"
-	s=$(seconds_of)
-	if python3 -c "import sys; sys.exit(0 if 1.7 <= float('$s') <= 6 else 1)"; then
-		ok "$name: 10 MiB at 5 MiB/s took $s s"
-	else
-		fail "$name: 10 MiB at 5 MiB/s took $s s (want 1.7..6)"
-	fi
+	took_within 1.7 6 "$name: 10 MiB at 5 MiB/s"
 	same_as d.raw src.raw "$name: throttled copy content"
 
 	# Cancel half way: SIGINT at ~1 s of a ~5 s copy.
@@ -147,5 +154,49 @@ for p in "${PATHS[@]}"; do
 	grep -q "copy interrupted" "$T/err" && ok "$name: says it was interrupted" || fail "$name: $(bc_said)"
 	[ ! -e d.raw ] && ok "$name: interrupted copy removed its destination" || fail "$name: d.raw left behind"
 done
+
+# --- pull on the same paths (engine/pull.c with copy-method.c) ------------------
+# A 3-deep chain with data at every depth, a zero cluster in the top hiding
+# backing data, and an odd tail; the reference is its content before the pull.
+pull_chain() {
+	rm -f pb.qcow2 pm.qcow2 pt.qcow2 ref.raw
+	qimg create -q -f qcow2 pb.qcow2 24M
+	qio -c 'write -P 0x11 0 6M' -c 'write -P 0x12 16M 2M' -c 'write -P 0x13 23M 1M' pb.qcow2
+	qimg create -q -f qcow2 -b pb.qcow2 -F qcow2 pm.qcow2
+	qio -c 'write -P 0x21 4M 4M' -c 'write -P 0x22 20M 64k' pm.qcow2
+	qimg create -q -f qcow2 -o cluster_size=4096 -b pm.qcow2 -F qcow2 pt.qcow2
+	qio -c 'write -P 0x31 5M 1M' -c 'write -z 16M 1M' -c 'write -P 0x32 12345 777' pt.qcow2
+	qimg convert -O raw pt.qcow2 ref.raw
+}
+# pull_with WANT_METHOD BACKING_AFTER [OPTIONS...]
+pull_with() {
+	local want=$1 after=$2
+	shift 2
+	pull_chain
+	bc pull --json "$@" pt.qcow2
+	assert_rc 0 "pull $*" || return
+	local got
+	got=$(method_of)
+	[ "$got" = "$want" ] && ok "pull $*: method $got" ||
+		fail "pull $*: method '$got', want '$want'; $(bc_said)"
+	same_as pt.qcow2 ref.raw "pull $*: content"
+	[ "$(qemu-img check -q pt.qcow2 2>&1)" = "" ] && ok "pull $*: checks clean" ||
+		fail "pull $*: qemu-img check pt.qcow2"
+	got=$(qemu-img info --output=json pt.qcow2 | python3 -c 'import json,sys; print(json.load(sys.stdin).get("backing-filename", ""))')
+	[ "$got" = "$after" ] && ok "pull $*: backing '$after'" || fail "pull $*: backing '$got', want '$after'"
+}
+# The tool opens the image buffered: the top is written through its driver
+# with write-behind.
+pull_with buffered+write-behind ""
+pull_with buffered+write-behind "$T/pb.qcow2" --base pb.qcow2
+pull_with buffered+write-behind "" --bandwidth 1G
+# Throttled: the layers below the top hold 11 MiB where the top holds
+# nothing, about 9 MiB of it data (zero writes are not charged): at
+# 4 MiB/s about 2.2 s, never much less.
+pull_chain
+bc pull --json --bandwidth 4M pt.qcow2
+assert_rc 0 "throttled pull"
+took_within 1.8 8 "pull of ~9 MiB at 4 MiB/s"
+same_as pt.qcow2 ref.raw "throttled pull: content"
 
 finish
