@@ -70,19 +70,10 @@ struct guest {
 	unsigned int nstarted;
 };
 
-static uint64_t splitmix(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in [0, n); n > 0. The bias of the modulo does not matter here. */
 static uint64_t rnd(uint64_t *s, uint64_t n)
 {
-	return splitmix(s) % n;
+	return bc_splitmix64(s) % n;
 }
 
 static unsigned int lat_bucket(uint64_t ns)

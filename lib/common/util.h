@@ -165,4 +165,18 @@ static inline bool bc_is_zero(const void *buf, size_t n)
 	return memcmp(p, p + 16, n - 16) == 0;
 }
 
+/*
+ * splitmix64: the next value of a 64-bit pseudo-random sequence whose state
+ * is *s; deterministic across libcs, unlike rand(). For test patterns and
+ * the synthetic guest, never for anything that must be unpredictable.
+ */
+static inline uint64_t bc_splitmix64(uint64_t *s)
+{
+	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
 #endif /* BC_LIB_COMMON_UTIL_H */

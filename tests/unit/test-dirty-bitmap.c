@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "lib/common/error.h"
+#include "lib/common/util.h"
 
 #define KiB (UINT64_C(1) << 10)
 #define MiB (UINT64_C(1) << 20)
@@ -27,30 +28,10 @@
 
 static uint64_t seed;
 
-/*
- * ck_assert() writes to a pipe on every call (Check records the last
- * passing location), which dominates loops of millions of checks.
- */
-#define require(cond, ...)                         \
-	do {                                       \
-		if (!(cond))                       \
-			ck_abort_msg(__VA_ARGS__); \
-	} while (0)
-
-/* splitmix64: deterministic across libcs, unlike rand(). */
-static uint64_t rnd_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 /* Uniform in [0, n); 0 when n is 0. */
 static uint64_t rnd_below(uint64_t *s, uint64_t n)
 {
-	return n ? rnd_next(s) % n : 0;
+	return n ? bc_splitmix64(s) % n : 0;
 }
 
 /* Reference model: one byte per granule, every answer by linear scan. */

@@ -19,6 +19,7 @@
  */
 #include "tests/check-main.h"
 #include "engine/throttle.h"
+#include "lib/common/util.h"
 
 #include <check.h>
 #include <inttypes.h>
@@ -35,28 +36,9 @@
 
 static uint64_t seed;
 
-/*
- * ck_assert() writes to a pipe on every call (Check records the last
- * passing location), which dominates loops of millions of checks.
- */
-#define require(cond, ...)                         \
-	do {                                       \
-		if (!(cond))                       \
-			ck_abort_msg(__VA_ARGS__); \
-	} while (0)
-
-static uint64_t rnd_next(uint64_t *s)
-{
-	uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
 static uint64_t rnd_range(uint64_t *s, uint64_t lo, uint64_t hi)
 {
-	return lo + rnd_next(s) % (hi - lo + 1);
+	return lo + bc_splitmix64(s) % (hi - lo + 1);
 }
 
 static uint64_t fake_now(void *opaque)
