@@ -385,13 +385,13 @@ int copy_journal_publish(struct copy_journal *j)
 	assert(j->tmp_path);
 	if (msync(j->map, j->map_len, MS_SYNC) < 0 || fsync(j->fd) < 0 ||
 	    rename(j->tmp_path, j->path) < 0)
-		ret = -errno;
-	if (ret == 0)
-		ret = sync_dir_of(j->path);
-	if (ret < 0)
-		return sys_error(ret, "cannot write journal", j->path);
+		return sys_error(-errno, "cannot write journal", j->path);
+	/* Named now: a failure from here on must remove j->path, not .tmp. */
 	free(j->tmp_path);
 	j->tmp_path = NULL;
+	ret = sync_dir_of(j->path);
+	if (ret < 0)
+		return sys_error(ret, "cannot write journal", j->path);
 	return 0;
 }
 

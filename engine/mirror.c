@@ -1175,7 +1175,13 @@ static void checkpoint(struct mirror *m, bool now_due)
 	uint64_t now, work;
 	int ret;
 
-	if (!j)
+	/*
+	 * One checkpoint at a time: beginning the next one while the
+	 * previous one's fdatasync runs would forget the granules written
+	 * since that one began (its "recent" set), and its commit would then
+	 * clear their bits.
+	 */
+	if (!j || m->ckpt_flushing)
 		return;
 	now = job_now_ns();
 	pthread_mutex_lock(&job->lock);
@@ -1193,8 +1199,6 @@ static void checkpoint(struct mirror *m, bool now_due)
 	}
 	if (!copy_journal_checkpoint_ready(j))
 		return;
-	if (m->ckpt_flushing)
-		return; /* the previous one's fdatasync is still running */
 	pthread_mutex_lock(&job->lock);
 	copy_journal_checkpoint_snapshot(j, job->dirty, job->inflight);
 	pthread_mutex_unlock(&job->lock);

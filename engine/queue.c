@@ -18,7 +18,8 @@
  *    ones, linked at the completion: fmt_io_map, which keeps the range
  *    registered until then); the buffer aligned when the
  *    disk is O_DIRECT, and for a write no job or a copy in background
- *    mode. It goes to the queue's own io_uring from the caller's buffer.
+ *    mode without a resume journal (its bits are set before the source
+ *    changes, on the synchronous path; a flush then syncs it first). It goes to the queue's own io_uring from the caller's buffer.
  *    When the kernel completes it, whoever harvests the ring (the owner in
  *    bc_queue_reap, or a quiesce waiting for the disk to drain) marks a
  *    write dirty in the job, leaves the disk, then posts the completion.
@@ -282,12 +283,15 @@ static void complete_direct_locked(struct bc_queue *q, unsigned int slot,
 	int64_t ret = res;
 
 	iob_unpoison(r->buf, (size_t)r->len); /* the buffer is ours again */
-	if (res >= 0 && r->op != QUEUE_FLUSH && (uint64_t)res < r->len)
-		ret = finish_short(r, (uint64_t)res); /* records its failure */
-	else if (ret < 0)
+	if (res >= 0 && r->op != QUEUE_FLUSH && (uint64_t)res < r->len) {
+		/* Records its own failure in the request. */
+		if (finish_short(r, (uint64_t)res) >= 0)
+			r->ret = (int64_t)r->len;
+	} else if (ret < 0) {
 		fail_req(r, (int)ret, NULL);
-	else
+	} else {
 		r->ret = r->op == QUEUE_FLUSH ? 0 : (int64_t)r->len;
+	}
 	if (r->mapped)
 		unmap_request(r);
 	/* Even a failed write may have changed part of the range. */
@@ -667,8 +671,14 @@ static bool goes_direct(const struct bc_queue *q, struct qreq *r)
 		return true;
 	/* Anything the format must do itself (allocation, copy-on-write,
 	 * other layers, a conflicting request) goes to the pool. */
-	r->mapped = fmt_io_map(v->top, r->op == QUEUE_WRITE, r->off, r->len,
-			       &r->map) == 0;
+	{
+		/* A refusal is not the caller's error: keep its record. */
+		struct error_record saved = *bc_error_get();
+
+		r->mapped = fmt_io_map(v->top, r->op == QUEUE_WRITE, r->off,
+				       r->len, &r->map) == 0;
+		restore_error(&saved);
+	}
 	return r->mapped;
 }
 

@@ -350,20 +350,22 @@ int fmt_create(const char *path, const struct fmt_create_opts *opts);
  * host clusters, linked at fmt_io_unmap()). On success the range stays
  * registered with the driver (requests that would change its mapping, or
  * read it while it is being allocated, wait) until fmt_io_unmap(), which
- * the caller must call once the I/O completed. Never waits. Returns 0,
+ * the caller must call once the I/O completed. Never waits for another
+ * request (it may read metadata, under the driver's lock). Returns 0,
  * -ENOTSUP (the request needs the driver: use fmt_pread()/fmt_pwrite()),
  * -EAGAIN (a conflicting request is in flight: use the driver, which
- * waits) or another -errno (then the driver path reports it). Records no
- * error.
+ * waits) or another -errno (then the driver path reports it again; this
+ * call may have recorded it too).
  */
 int fmt_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
 	       struct fmt_io_map *map);
 /*
  * The I/O of a mapped range completed with @result (0 or -errno): release
  * the registration and, for a write into new clusters that succeeded,
- * link them (a failed one frees them). Returns @result, or -errno
- * (recorded) when linking failed: the write is then lost, as a failed
- * write may be.
+ * link them (a failed one frees them; if linking fails part way, the
+ * clusters already linked stay, the others are freed). Returns @result,
+ * or -errno (recorded) when linking failed: the write is then lost, as a
+ * failed write may be.
  */
 int fmt_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result);
 

@@ -930,5 +930,7 @@ int qcow2_bitmap_change(struct fmt_image *img,
 	if (ret == 0)
 		ret = commit_locked(q, old, nold);
 	free(old);
+	/* A bitmap enabled now must start tracking at the next write. */
+	q->write_ready = false;
 	return ret;
 }

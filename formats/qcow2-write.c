@@ -1027,12 +1027,14 @@ int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
  * table), and the entries they replace are released once the tables are.
  */
 static int link_new_clusters_locked(struct qcow2 *q, uint64_t off,
-				    uint64_t len, uint64_t host)
+				    uint64_t len, uint64_t host,
+				    uint64_t *linked)
 {
 	uint64_t l1e = q->l1[qcow2_l1_index(q, off)], i;
 	struct qcow2_table *t;
 	int ret;
 
+	*linked = 0;
 	/* The exclusive registration kept the table and the entries. */
 	assert((l1e & QCOW2_OFLAG_COPIED) && (l1e & QCOW2_L1E_OFFSET_MASK));
 	ret = qcow2_l2_get_locked(q, l1e & QCOW2_L1E_OFFSET_MASK, &t);
@@ -1047,6 +1049,7 @@ static int link_new_clusters_locked(struct qcow2 *q, uint64_t off,
 		};
 
 		qcow2_l2_entry_set(q, t, idx, ne);
+		(*linked)++;
 		ret = release_entry(q, old);
 	}
 	qcow2_l2_put_locked(q, t);
@@ -1058,16 +1061,21 @@ int qcow2_io_unmap(struct fmt_image *img, struct fmt_io_map *map, int result)
 	struct qcow2 *q = img->priv;
 	struct io_map_state *st = io_map_state(map);
 	uint64_t off = st->req.start, len = st->req.end - st->req.start;
+	uint64_t linked = 0;
 	int ret = result;
 
 	BC_LOCK_GUARD(&q->lock);
 	if (st->new_host && result == 0) {
-		ret = link_new_clusters_locked(q, off, len, st->new_host);
+		ret = link_new_clusters_locked(q, off, len, st->new_host,
+					       &linked);
 		if (ret < 0)
 			qcow2_io_error(q, ret, "link new clusters");
 	}
-	if (st->new_host && ret < 0)
-		(void)qcow2_free_clusters_locked(q, st->new_host, len);
+	/* Only clusters no entry points at go back: linked ones stay. */
+	if (st->new_host && ret < 0 && (linked << q->cluster_bits) < len)
+		(void)qcow2_free_clusters_locked(
+			q, st->new_host + (linked << q->cluster_bits),
+			len - (linked << q->cluster_bits));
 	qcow2_req_remove_locked(q, &st->req);
 	return ret;
 }

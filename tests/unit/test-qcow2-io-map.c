@@ -184,6 +184,45 @@ START_TEST(write_maps_allocated_subclusters_only)
 }
 END_TEST
 
+/* A bitmap added to an image already written records the mapped writes too. */
+START_TEST(bitmap_added_later_records_mapped_writes)
+{
+	struct fmt_io_map map;
+	struct fmt_image *img;
+	uint8_t buf[4096], *bits = NULL;
+	uint64_t nbits = 0;
+	uint32_t gbits = 0;
+
+	tu_sh("qemu-img create -q -f qcow2 t.qcow2 4M");
+	tu_sh("qemu-io -f qcow2 -c 'write -P 0x11 0 1M' t.qcow2 >/dev/null");
+	img = open_img("t.qcow2", FMT_OPEN_RDWR);
+	memset(buf, 0x22, sizeof(buf));
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
+	ck_assert_int_eq(fmt_io_map(img, true, 64 * KiB, 4096, &map), 0);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
+	ck_assert_int_eq(fmt_bitmap_change(img, &(struct fmt_bitmap_change){
+		.verb = FMT_BITMAP_ADD, .name = "b", .granularity = 64 * KiB }), 0);
+	/* The next write goes through the driver, which starts tracking. */
+	ck_assert_int_eq(fmt_io_map(img, true, 128 * KiB, 4096, &map), -ENOTSUP);
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
+	ck_assert_int_eq(fmt_io_map(img, true, 192 * KiB, 4096, &map), 0);
+	ck_assert_int_eq(pwrite(map.fd, buf, sizeof(buf), (off_t)map.host_off), 4096);
+	ck_assert_int_eq(fmt_io_unmap(img, &map, 0), 0);
+	fmt_close(img);
+
+	img = open_img("t.qcow2", 0);
+	ck_assert_int_eq(fmt_bitmap_read(img, "b", &bits, &nbits, &gbits), 0);
+	ck_assert_uint_eq(gbits, 16);
+	ck_assert_uint_eq(nbits, 64);
+	ck_assert_msg(bits[0] & 1, "the driver's write at 0 is not recorded");
+	ck_assert_msg(bits[0] & 8, "the mapped write at 192K is not recorded");
+	ck_assert_msg(!(bits[0] & 2), "granule 64K recorded: written before the bitmap");
+	free(bits);
+	fmt_close(img);
+	tu_sh("qemu-img check -q t.qcow2");
+}
+END_TEST
+
 struct reader {
 	struct fmt_image *img;
 	atomic_bool done;
@@ -336,6 +375,7 @@ static Suite *io_map_suite(void)
 	tcase_add_test(tc, write_maps_only_in_place_overwrites);
 	tcase_add_test(tc, write_maps_allocated_subclusters_only);
 	tcase_add_test(tc, write_of_whole_clusters_allocates);
+	tcase_add_test(tc, bitmap_added_later_records_mapped_writes);
 	tcase_add_test(tc, mapped_range_holds_off_remapping);
 	suite_add_tcase(s, tc);
 	return s;
