@@ -664,6 +664,10 @@ def main():
             extra = ", guest: %d acknowledged writes, %d flushes, %d %s" % (
                 counts[0], counts[1], counts[2], "pivots" if a.scenario == "mirror" else "snapshots")
         if a.scenario == "copy-resume":
+            # Without a journal the scenario is copy-reuse: it would test
+            # nothing of resume and still pass.
+            if kills >= 5 and not resumes:
+                raise Failure("%d kills and not one run resumed from a journal" % kills)
             extra += ", %d runs resumed from a journal" % resumes
         if strays:
             extra += ("; %d hidden temporary file(s) left by kills during image creation "

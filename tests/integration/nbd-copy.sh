@@ -214,7 +214,7 @@ serve "$D/e3.sock" nbdkit -f -U "$D/e3.sock" --filter=error memory 64M \
 bc copy --reuse-external --json "$D/src.qcow2" "$(uri "$D/e3.sock")"
 assert_rc 0 "copy to an empty export writes no zeros (its zero writes would fail)"
 # 5 MiB of data; the 1 MiB zero run at 40M costs nothing.
-python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(j["bytes"] != 5 << 20)' "$T/out" &&
+python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); sys.exit(j["bytes"] != 5 << 20 or j["bytes-zeroed"] != 0)' "$T/out" &&
 	ok "no zeros written where the export reads zeros" ||
 	fail "zeros written to an empty export: $(bc_said)"
 stop
