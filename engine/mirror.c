@@ -166,6 +166,27 @@ static void register_slots(struct mirror *m)
 	free(iov);
 }
 
+/*
+ * A destination this job created (or is resuming) receives about what the
+ * bitmap marks, into space not yet allocated: tell its format, so that a
+ * qcow2 file grows once rather than while the writes run. Only a hint: a
+ * refusal (no space now) leaves the writes to allocate, and fail, as
+ * they would have.
+ */
+static void reserve_dest(struct mirror *m)
+{
+	struct job *job = m->job;
+	uint64_t bytes;
+
+	if (!job->dest_fresh && !job->opts.resume)
+		return;
+	pthread_mutex_lock(&job->lock);
+	bytes = dirty_bitmap_count_bytes(job->dirty);
+	pthread_mutex_unlock(&job->lock);
+	if (fmt_reserve(m->dest, bytes) < 0)
+		bc_error_reset();
+}
+
 static int mirror_setup(struct mirror *m, struct job *job)
 {
 	uint64_t buf_size = job->opts.buf_size ? job->opts.buf_size
@@ -216,6 +237,7 @@ static int mirror_setup(struct mirror *m, struct job *job)
 	}
 	if (!copy_path_offloads(&m->path))
 		register_slots(m);
+	reserve_dest(m);
 	return 0;
 }
 

@@ -64,9 +64,10 @@
  * deferred frees are applied. A crash at any instant leaks clusters at
  * worst, and every write acknowledged before a completed flush stays.
  *
- * The file grows ahead in allocated steps of max(1 MiB, file size / 16)
- * (q->file_end is the physical size, q->file_size the end of what is
- * allocated); close trims the unused tail.
+ * The file grows ahead in allocated steps of max(1 MiB, file size / 16),
+ * or at once by what a copy announces (fmt_reserve()) (q->file_end is the
+ * physical size, q->file_size the end of what is allocated); close trims
+ * the unused tail.
  */
 #ifndef BC_FORMATS_QCOW2_H
 #define BC_FORMATS_QCOW2_H
@@ -465,6 +466,8 @@ void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r);
 int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end);
 /* Cut the file back to q->file_size when it was grown ahead (close). */
 int qcow2_trim_file_locked(struct qcow2 *q);
+/* fmt_reserve(): grow the file once by what a copy is about to write. */
+int qcow2_reserve(struct fmt_image *img, uint64_t bytes);
 
 /* --- qcow2-compress.c ------------------------------------------------- */
 

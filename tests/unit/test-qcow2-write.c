@@ -34,6 +34,7 @@
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)
+#define GiB (1024ull * MiB)
 
 static int have_qemu_img;
 
@@ -401,6 +402,63 @@ START_TEST(sequential_write_allocates_contiguously)
 	fmt_close(img);
 	assert_qemu_check("t.qcow2");
 	free(buf);
+}
+END_TEST
+
+static uint64_t file_size_of(const char *name, uint64_t *allocated)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(name, &st), 0);
+	if (allocated)
+		*allocated = (uint64_t)st.st_blocks * 512;
+	return (uint64_t)st.st_size;
+}
+
+/*
+ * fmt_reserve(): the file is grown (and allocated) once by what is
+ * announced, data spread over four L2 tables then needs no growth, and
+ * close gives back what was not used.
+ */
+START_TEST(reserve_grows_once_and_close_trims)
+{
+	struct fmt_create_opts o = {.format = "qcow2", .size = 4 * GiB};
+	uint64_t before, reserved, alloc, i;
+	struct fmt_image *img;
+	uint8_t *buf = malloc(4 * MiB), *back = malloc(4 * MiB);
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_ptr_nonnull(back);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	before = file_size_of("t.qcow2", NULL);
+	ck_assert_int_eq(fmt_reserve(img, 16 * MiB), 0);
+	reserved = file_size_of("t.qcow2", &alloc);
+	ck_assert_uint_ge(reserved, before + 16 * MiB);
+	ck_assert_uint_ge(alloc, 16 * MiB);
+	/* 64 KiB clusters: one L2 table per 512 MiB, four of them here. */
+	for (i = 0; i < 4; i++) {
+		tu_pattern(buf, 4 * MiB, i * GiB, 11);
+		ck_assert_int_eq(fmt_pwrite(img, buf, 4 * MiB, i * GiB + 64 * KiB), 0);
+	}
+	ck_assert_uint_eq(file_size_of("t.qcow2", NULL), reserved);
+	fmt_close(img);
+	ck_assert_uint_lt(file_size_of("t.qcow2", NULL), reserved);
+	assert_qemu_check("t.qcow2");
+
+	/* Read-only: nothing to reserve, nothing changes. */
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", 0, &img), 0);
+	before = file_size_of("t.qcow2", NULL);
+	ck_assert_int_eq(fmt_reserve(img, 64 * MiB), 0);
+	ck_assert_uint_eq(file_size_of("t.qcow2", NULL), before);
+	for (i = 0; i < 4; i++) {
+		tu_pattern(buf, 4 * MiB, i * GiB, 11);
+		ck_assert_int_eq(fmt_pread(img, back, 4 * MiB, i * GiB + 64 * KiB), 0);
+		ck_assert_mem_eq(back, buf, 4 * MiB);
+	}
+	fmt_close(img);
+	free(buf);
+	free(back);
 }
 END_TEST
 
@@ -1012,6 +1070,7 @@ static Suite *write_suite(void)
 	tu_add_fixtures(tc);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, sequential_write_allocates_contiguously);
+	tcase_add_test(tc, reserve_grows_once_and_close_trims);
 	tcase_add_loop_test(tc, map_for_overwrite_maps_whole_clusters, 0, 3);
 	tcase_add_test(tc, write_zeroes_keeps_or_unmaps_host_cluster);
 	tcase_add_test(tc, set_backing_rewrites_header);
