@@ -60,6 +60,7 @@ void qcow2_cache_destroy(struct qcow2_cache *c)
 
 int qcow2_sync_locked(struct qcow2 *q)
 {
+	q->syncs++;
 	if (fdatasync(q->img->fd) < 0) {
 		int ret = -errno;
 
@@ -228,7 +229,7 @@ int qcow2_flush_metadata_locked(struct qcow2 *q)
 {
 	int ret;
 
-	if (!q->l2_cache.ndirty && !q->ndeferred) {
+	if (!q->l2_cache.ndirty && !q->ndeferred && !qcow2_l1_dirty(q)) {
 		/* Refcount blocks alone reference nothing: no order to keep. */
 		return qcow2_cache_writeback_locked(q, &q->rb_cache);
 	}
@@ -237,6 +238,12 @@ int qcow2_flush_metadata_locked(struct qcow2 *q)
 		ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
 	if (ret == 0)
 		ret = qcow2_sync_locked(q);
+	/* New tables are on disk now: the L1 entries that link them. */
+	if (ret == 0 && qcow2_l1_dirty(q)) {
+		ret = qcow2_l1_writeback_locked(q);
+		if (ret == 0)
+			ret = qcow2_sync_locked(q);
+	}
 	if (ret == 0)
 		ret = qcow2_apply_deferred_frees_locked(q);
 	return ret;
