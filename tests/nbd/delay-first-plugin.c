@@ -102,8 +102,7 @@ static int64_t df_get_size(void *h)
 }
 
 /* 0 when @r is the whole @count, else -1 with the error reported. */
-static int io_result(const char *what, ssize_t r, uint32_t count,
-		     uint64_t off)
+static int io_result(const char *what, ssize_t r, uint32_t count, uint64_t off)
 {
 	if (r == (ssize_t)count)
 		return 0;
@@ -117,7 +116,8 @@ static int io_result(const char *what, ssize_t r, uint32_t count,
 static int df_pread(void *h, void *buf, uint32_t count, uint64_t off,
 		    uint32_t flags)
 {
-	return io_result("pread", pread(fd, buf, count, (off_t)off), count, off);
+	return io_result("pread", pread(fd, buf, count, (off_t)off), count,
+			 off);
 }
 
 /* Whether this write is the one to hold back: the first at delay_at. */
