@@ -509,6 +509,85 @@ START_TEST(reuse_ext_without_resume_starts_over)
 }
 END_TEST
 
+/* --- a checkpoint's fdatasync whose submission fails -------------------- */
+
+/* Wait (10 s at most) until the running job has copied something. */
+static void wait_progress(void)
+{
+	time_t deadline = time(NULL) + 10;
+
+	for (;;) {
+		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 1);
+		if (fx.info.cur > 0)
+			return;
+		ck_assert_msg(time(NULL) < deadline, "no progress within 10 s");
+		usleep(2000);
+	}
+}
+
+/*
+ * The checkpoint a cancel takes (raw destination: its fdatasync queued
+ * on the ring) is refused at submission once: the teardown still reaps
+ * it (iob_free asserted on the request left prepared, aborting the
+ * process), and the commit follows it.
+ */
+/* R40 */
+START_TEST(cancel_checkpoint_fsync_submit_refused_once)
+{
+	bc_block_copy_params p = {.bandwidth = 2u << 20};
+	const char *dst = keep(fx_path(&fx, "dst.raw"));
+	int64_t left;
+
+	open_raw_source();
+	iob_fault_global_submit(IOB_FSYNC, 1, EAGAIN);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
+	/* Well inside the first CHECKPOINT_NS: the cancel's is the first. */
+	wait_progress();
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
+	/* The refused submit, then the wait that handed the fsync over. */
+	ck_assert_uint_eq(iob_fault_global_submit_matched(), 2);
+	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 0);
+	/* Committed: what was copied is no longer marked. */
+	left = journal_bytes(journal_of(dst));
+	ck_assert_int_gt(left, 0);
+	ck_assert_uint_lt((uint64_t)left, FX_SIZE);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	pivot();
+	ck_assert_uint_le(last_bytes_copied(), (uint64_t)left);
+	fx_check_image_equals_shadow(&fx, dst, "raw");
+}
+END_TEST
+
+/*
+ * A periodic checkpoint's fdatasync refused at submission fails the job
+ * (the backend refused a request) without waiting forever for the
+ * completion: the next wait hands it over and reaps it.
+ */
+/* R40 */
+START_TEST(checkpoint_fsync_submit_refused_fails_the_job)
+{
+	bc_block_copy_params p = {.bandwidth = 2u << 20};
+	const char *dst = keep(fx_path(&fx, "dst.raw"));
+
+	open_raw_source();
+	iob_fault_global_submit(IOB_FSYNC, 1, EAGAIN);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_FAILED);
+	/* The refused submit, then the wait that handed the fsync over. */
+	ck_assert_uint_eq(iob_fault_global_submit_matched(), 2);
+	ck_assert_int_eq(fx.last_err.code, BC_ERR_IO);
+	ck_assert_str_eq(fx.last_err.message,
+			 "submit (injected fault): Resource temporarily unavailable");
+	ck_assert_int_gt(journal_bytes(journal_of(dst)), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	pivot();
+	fx_check_image_equals_shadow(&fx, dst, "raw");
+}
+END_TEST
+
 /* --- identity checks ------------------------------------------------------ */
 
 /* A journal left by a copy canceled before MIRRORING; the disk closed. */
@@ -800,6 +879,8 @@ int main(void)
 	tcase_add_test(tc, abort_after_mirroring_removes_cancel_before_keeps);
 	tcase_add_test(tc, resume_after_failed);
 	tcase_add_test(tc, reuse_ext_without_resume_starts_over);
+	tcase_add_test(tc, cancel_checkpoint_fsync_submit_refused_once);
+	tcase_add_test(tc, checkpoint_fsync_submit_refused_fails_the_job);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("identity");
