@@ -517,7 +517,8 @@ static void wait_progress(void)
 	time_t deadline = time(NULL) + 10;
 
 	for (;;) {
-		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 1);
+		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0),
+				 1);
 		if (fx.info.cur > 0)
 			return;
 		ck_assert_msg(time(NULL) < deadline, "no progress within 10 s");
@@ -578,8 +579,9 @@ START_TEST(checkpoint_fsync_submit_refused_fails_the_job)
 	/* The refused submit, then the wait that handed the fsync over. */
 	ck_assert_uint_eq(iob_fault_global_submit_matched(), 2);
 	ck_assert_int_eq(fx.last_err.code, BC_ERR_IO);
-	ck_assert_str_eq(fx.last_err.message,
-			 "submit (injected fault): Resource temporarily unavailable");
+	ck_assert_str_eq(
+		fx.last_err.message,
+		"submit (injected fault): Resource temporarily unavailable");
 	ck_assert_int_gt(journal_bytes(journal_of(dst)), 0);
 	ck_assert_int_eq(
 		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
