@@ -291,7 +291,7 @@ static Suite *newfile_suite(void)
 	Suite *s = suite_create("fmt-newfile");
 	TCase *tc = tcase_create("publish");
 	char why[1024]; /* a TAP comment: a long path may be cut */
-	int first = 0; /* the first path run: 0 unnamed, 1 named */
+	int first = 0;	/* the first path run: 0 unnamed, 1 named */
 
 	if (!has_unnamed_files(why, sizeof(why))) {
 		printf("# %s: the unnamed cases are skipped\n", why);
