@@ -578,6 +578,70 @@ START_TEST(reuse_ext_without_resume_starts_over)
 }
 END_TEST
 
+/*
+ * Bytes alone trigger a checkpoint: a copy that passes CHECKPOINT_BYTES
+ * (128 MiB, engine/mirror.c) well within CHECKPOINT_NS (1 s) has
+ * checkpointed by then. A shallow copy of a 512 MiB qcow2 image that is
+ * all zero clusters (over an empty backing file): each chunk is one cheap zero write, so the copy
+ * passes 128 MiB in a few milliseconds, and nothing but the bytes can
+ * explain a journal that shrank before 1 s (the first time trigger comes
+ * 1 s after the job thread starts, after bc_block_copy() was called).
+ */
+/* R40 */
+START_TEST(checkpoint_after_128_mib_within_a_second)
+{
+	struct fmt_create_opts co = {.format = "qcow2", .size = 512u << 20};
+	const char *base = keep(fx_path(&fx, "empty.qcow2"));
+	const char *src = keep(fx_path(&fx, "zeros.qcow2"));
+	const char *dst = keep(fx_path(&fx, "dst.qcow2"));
+	struct fmt_image *img;
+	struct timespec t0, t;
+	int64_t j0, j, ms;
+
+	/* Zeros over a backing file are zero clusters, not holes. */
+	ck_assert_int_eq(fmt_create(base, &co), 0);
+	co.backing_file = "empty.qcow2";
+	co.backing_fmt = "qcow2";
+	ck_assert_int_eq(fmt_create(src, &co), 0);
+	ck_assert_int_eq(fmt_open(src, "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_write_zeroes(img, 0, co.size, 0), 0);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	fmt_close(img);
+	fx.disk = bc_disk_open(fx.eng, src, "qcow2", 0);
+	ck_assert_ptr_nonnull(fx.disk);
+	fx.top = bc_disk_path(fx.disk);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_SHALLOW), 0);
+	j0 = journal_bytes(journal_of(dst));
+	/* The journal marked all of it before the copy began (R40). */
+	ck_assert_int_eq(j0, (int64_t)co.size);
+	for (;;) {
+		j = journal_bytes(journal_of(dst));
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ms = (t.tv_sec - t0.tv_sec) * 1000 +
+		     (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (j < j0 || ms >= 1000)
+			break;
+		usleep(1000);
+	}
+	fprintf(stderr, "# journal %lld of %lld bytes after %lld ms\n",
+		(long long)j, (long long)j0, (long long)ms);
+	ck_assert_msg(
+		j < j0,
+		"no checkpoint within 1 s of a copy of 512 MiB of zeros (journal %lld bytes)",
+		(long long)j);
+	/* At least the first 128 MiB were durable and cleared at once. */
+	ck_assert_int_le(j, j0 - (128 << 20));
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT),
+			 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_int_eq(journal_bytes(journal_of(dst)), -1);
+}
+END_TEST
+
 /* --- a checkpoint's fdatasync whose submission fails -------------------- */
 
 /* Wait (10 s at most) until the running job has copied something. */
@@ -948,6 +1012,7 @@ int main(void)
 	tcase_add_test(tc, abort_after_mirroring_removes_cancel_before_keeps);
 	tcase_add_test(tc, resume_after_failed);
 	tcase_add_test(tc, reuse_ext_without_resume_starts_over);
+	tcase_add_test(tc, checkpoint_after_128_mib_within_a_second);
 	tcase_add_test(tc, cancel_checkpoint_fsync_submit_refused_once);
 	tcase_add_test(tc, checkpoint_fsync_submit_refused_fails_the_job);
 	suite_add_tcase(s, tc);
