@@ -261,7 +261,10 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 /*
  * Release a range the format mapped (fmt_io_unmap links the new clusters
  * of an allocating write); a failure to link fails the request. Like
- * finish_short(), keeps the calling thread's own error record.
+ * finish_short(), keeps the calling thread's own error record. Runs under
+ * q->lock (harvest_locked completes each CQE under it), so linking's
+ * metadata I/O (an L2 table evicted since the mapping, refcounts) holds
+ * the queue's lock; the mapping itself is done before it (queue_submit).
  */
 static void unmap_request(struct qreq *r)
 {
