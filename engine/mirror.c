@@ -1649,6 +1649,37 @@ static void wait_for_work(struct mirror *m, const struct pass *p,
 }
 
 /*
+ * Submit what is prepared (a cancel's checkpoint fdatasync), then reap
+ * until nothing is in flight: copies and that fdatasync. A refused
+ * submission is tried again by the wait (iob_wait() submits first), as
+ * in the loop, so nothing is waited for that was never handed over. If
+ * the backend fails with requests outstanding, the kernel may still
+ * write into the slot buffers: they and the context are leaked rather
+ * than freed, the checkpoint is not committed, and the job fails.
+ * Returns 0 or -errno.
+ */
+static int drain(struct mirror *m)
+{
+	int ret = 0;
+
+	if (m->iob && iob_submit(m->iob) < 0)
+		bc_error_reset(); /* the wait below tries again */
+	while (m->nbusy || m->ckpt_flushing) {
+		ret = reap(m, true, -1);
+		if (ret < 0)
+			break;
+	}
+	if (!m->iob || !iob_in_flight(m->iob))
+		return 0;
+	job_set_error(m->job, ret < 0 ? ret : -EIO);
+	m->iob = NULL;
+	m->slots = NULL;
+	m->nbusy = 0;
+	m->ckpt_flushing = false;
+	return ret < 0 ? ret : -EIO;
+}
+
+/*
  * The COPY job's thread: issue dirty chunks, reap completions, and act on
  * the state (job.h) once nothing is in flight, until the outcome is
  * decided; then conclude.
@@ -1729,21 +1760,8 @@ void *mirror_main(void *arg)
 
 out:
 	/* Drain whatever is still in flight before touching the chain. */
-	while (m.nbusy || m.ckpt_flushing) {
-		if (reap(&m, true, -1) < 0)
-			break;
-	}
-	if (m.iob && iob_in_flight(m.iob)) {
-		/*
-		 * The kernel may still write into the slot buffers: leak them
-		 * and the ring rather than free memory it owns. The job fails.
-		 */
-		m.iob = NULL;
-		m.slots = NULL;
-		m.nbusy = 0;
-		m.ckpt_flushing = false;
+	if (drain(&m) < 0)
 		status = JOB_EVENT_FAILED;
-	}
 
 	/*
 	 * Guests are held: stop tracking and mirroring before they resume, so
@@ -1756,12 +1774,9 @@ out:
 		checkpoint(&m, true);
 		if (m.ckpt_pending)
 			checkpoint(&m, true);
-		if (m.ckpt_flushing && iob_submit(m.iob) < 0)
-			m.ckpt_flushing = false; /* not submitted: no commit */
-		while (m.ckpt_flushing) {
-			if (reap(&m, true, -1) < 0)
-				break;
-		}
+		/* Its fdatasync, if queued: submitted, reaped, committed. */
+		if (drain(&m) < 0)
+			status = JOB_EVENT_FAILED;
 	}
 	job_conclude(job);
 	if (status == JOB_EVENT_COMPLETED)
