@@ -1517,6 +1517,7 @@ static void pivot_swap(struct mirror *m)
 		abort(); /* a pivot cannot be half done */
 	old = disk->top;
 	disk->top = job->dest;
+	disk_watch_top(disk, disk->top);
 	pthread_mutex_unlock(&disk->lock);
 	job->dest = NULL;
 	fmt_close(old);
