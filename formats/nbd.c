@@ -19,8 +19,10 @@
  * command, and calls nbd_aio_notify_read/write: it is the only thread
  * that moves the connections, so no two threads ever drive one handle.
  * A caller queues the pieces of its request (data split into pieces so
- * that several are on the wire at once) and sleeps on nbd->done until
- * their callbacks have run.
+ * that several are on the wire at once) and sleeps on its own condition
+ * until their callbacks have run: a completion wakes the one thread that
+ * waits for it (with a guest's writes in flight, waking every waiter on
+ * each completion cost more CPU than the I/O).
  *
  * Write-behind (fmt_pwrite_behind, the copy loop's destination writes):
  * the data is copied into one of NBD_WB_BUFS buffers and the call returns
@@ -92,7 +94,8 @@ struct nbd {
 	bool can_zero, can_fast_zero, can_trim, can_flush, has_alloc;
 	bool fast_zero_refused;     /* the server said no once: stop asking */
 	pthread_mutex_t lock;       /* guards what follows */
-	pthread_cond_t done;        /* a command completed, or work arrived */
+	pthread_cond_t work;        /* the driver: commands queued, or stop */
+	pthread_cond_t wb_done;     /* a write-behind completed */
 	unsigned int rr;            /* round-robin connection choice */
 	unsigned int ncmds;         /* commands queued, callback not done */
 	struct wb_buf wb[NBD_WB_BUFS];
@@ -176,7 +179,7 @@ static void *driver_main(void *arg)
 
 		pthread_mutex_lock(&nbd->lock);
 		while (!nbd->stop && !nbd->ncmds)
-			pthread_cond_wait(&nbd->done, &nbd->lock);
+			pthread_cond_wait(&nbd->work, &nbd->lock);
 		if (nbd->stop && !nbd->ncmds) {
 			pthread_mutex_unlock(&nbd->lock);
 			return NULL;
@@ -243,6 +246,7 @@ struct request {
 	uint32_t flags;     /* LIBNBD_CMD_FLAG_* */
 	nbd_extent_callback extent; /* OP_STATUS */
 	struct piece pieces[NBD_SLOTS];
+	pthread_cond_t done;       /* a piece completed (nbd->lock) */
 	unsigned int inflight;     /* nbd->lock */
 	int err;            /* first failure, -errno; message recorded */
 	int cmd_err;        /* first command failure: errno (nbd->lock) */
@@ -272,7 +276,8 @@ static void piece_free(void *opaque)
 	p->busy = false;
 	p->rq->inflight--;
 	nbd->ncmds--;
-	pthread_cond_broadcast(&nbd->done);
+	/* Only the request's caller waits: it returns after our unlock. */
+	pthread_cond_signal(&p->rq->done);
 }
 
 static int64_t queue_piece(struct request *rq, struct piece *p, uint64_t len)
@@ -308,7 +313,14 @@ static int run_request(struct request *rq)
 {
 	struct nbd *nbd = rq->nbd;
 	bool flush = rq->op == OP_FLUSH;
+	int ret = -pthread_cond_init(&rq->done, NULL);
 
+	if (ret < 0) {
+		bc_error_set(bc_errno_to_code(-ret), -ret,
+			     "%s: cannot wait for an NBD request",
+			     nbd->img->filename);
+		return ret;
+	}
 	pthread_mutex_lock(&nbd->lock);
 	for (;;) {
 		unsigned int s;
@@ -328,7 +340,7 @@ static int run_request(struct request *rq)
 			p->busy = true;
 			rq->inflight++;
 			if (nbd->ncmds++ == 0)
-				pthread_cond_broadcast(&nbd->done); /* driver: work */
+				pthread_cond_signal(&nbd->work);
 			rq->off += len;
 			flush = false;
 			pthread_mutex_unlock(&nbd->lock);
@@ -347,9 +359,10 @@ static int run_request(struct request *rq)
 		}
 		if (!rq->inflight && (rq->off >= rq->end || rq->err || rq->cmd_err))
 			break;
-		pthread_cond_wait(&nbd->done, &nbd->lock);
+		pthread_cond_wait(&rq->done, &nbd->lock);
 	}
 	pthread_mutex_unlock(&nbd->lock);
+	pthread_cond_destroy(&rq->done);
 	if (!rq->err && rq->cmd_err)
 		rq->err = cmd_fail(nbd->img, op_names[rq->op], rq->cmd_err_off,
 				   rq->cmd_err);
@@ -395,7 +408,8 @@ static void wb_free(void *opaque)
 	w->busy = false;
 	nbd->wb_busy--;
 	nbd->ncmds--;
-	pthread_cond_broadcast(&nbd->done);
+	/* The copy loop, guest writes over this range, a flush, close. */
+	pthread_cond_broadcast(&nbd->wb_done);
 }
 
 /* Whether a write-behind in flight overlaps [off, off+len); lock held. */
@@ -428,14 +442,14 @@ static struct wb_buf *wb_wait(struct nbd *nbd, uint64_t off, uint64_t len)
 		if (len && nbd->wb_busy < NBD_WB_BUFS &&
 		    !wb_overlaps_locked(nbd, off, len))
 			break;
-		pthread_cond_wait(&nbd->done, &nbd->lock);
+		pthread_cond_wait(&nbd->wb_done, &nbd->lock);
 	}
 	for (i = 0; nbd->wb[i].busy; i++)
 		;
 	nbd->wb[i].busy = true;
 	nbd->wb_busy++;
 	if (nbd->ncmds++ == 0)
-		pthread_cond_broadcast(&nbd->done); /* the driver waits for work */
+		pthread_cond_signal(&nbd->work);
 	return &nbd->wb[i];
 }
 
@@ -473,7 +487,7 @@ static int drain_range(struct fmt_image *img, uint64_t off, uint64_t len)
 
 	pthread_mutex_lock(&nbd->lock);
 	while (wb_overlaps_locked(nbd, off, len))
-		pthread_cond_wait(&nbd->done, &nbd->lock);
+		pthread_cond_wait(&nbd->wb_done, &nbd->lock);
 	pthread_mutex_unlock(&nbd->lock);
 	return wb_error(img);
 }
@@ -695,7 +709,7 @@ static void nbd_drv_close(struct fmt_image *img)
 	(void)wb_wait(nbd, 0, 0);
 	pthread_mutex_lock(&nbd->lock);
 	nbd->stop = true;
-	pthread_cond_broadcast(&nbd->done);
+	pthread_cond_signal(&nbd->work);
 	pthread_mutex_unlock(&nbd->lock);
 	wake(nbd);
 	(void)pthread_join(nbd->driver, NULL);
@@ -707,7 +721,8 @@ static void nbd_drv_close(struct fmt_image *img)
 	for (i = 0; i < NBD_WB_BUFS; i++)
 		free(nbd->wb[i].data);
 	(void)close(nbd->efd);
-	pthread_cond_destroy(&nbd->done);
+	pthread_cond_destroy(&nbd->wb_done);
+	pthread_cond_destroy(&nbd->work);
 	pthread_mutex_destroy(&nbd->lock);
 	free(nbd);
 	img->priv = NULL;
@@ -757,8 +772,10 @@ static int nbd_drv_open(struct fmt_image *img)
 	}
 	if ((ret = -pthread_mutex_init(&nbd->lock, NULL)))
 		goto err_efd;
-	if ((ret = -pthread_cond_init(&nbd->done, NULL)))
+	if ((ret = -pthread_cond_init(&nbd->work, NULL)))
 		goto err_mutex;
+	if ((ret = -pthread_cond_init(&nbd->wb_done, NULL)))
+		goto err_work;
 	img->priv = nbd;
 	ret = connect_one(img, &h);
 	if (ret < 0)
@@ -811,7 +828,9 @@ err_close:
 	for (i = 0; i < nbd->nconns; i++)
 		nbd_close(nbd->conns[i]);
 err_cond:
-	pthread_cond_destroy(&nbd->done);
+	pthread_cond_destroy(&nbd->wb_done);
+err_work:
+	pthread_cond_destroy(&nbd->work);
 err_mutex:
 	pthread_mutex_destroy(&nbd->lock);
 err_efd:
