@@ -40,9 +40,13 @@ struct iob_fault {
 	struct iob *inner; /* owned */
 	struct fault_rule own;
 	struct fault_rule *rule; /* &own or &global_rule */
+	unsigned batch_ops;	 /* 1u << op of each request prepared since
+				  * the last successful submit */
 };
 
 static struct fault_rule global_rule;
+/* Submission faults (iob_fault_global_submit): op and nth, fd unused. */
+static struct fault_rule global_submit;
 
 static struct iob_fault *to_fault(struct iob *iob)
 {
@@ -69,6 +73,7 @@ static int fault_prep(struct iob *iob, unsigned slot, enum iob_op op, int fd,
 		iob_complete_now(iob, slot, -(int64_t)f->rule->err);
 		return 0;
 	}
+	f->batch_ops |= 1u << op;
 	switch (op) {
 	case IOB_READ:
 		return iob_prep_read(f->inner, fd, buf, len, off, slot);
@@ -86,7 +91,22 @@ static int fault_prep(struct iob *iob, unsigned slot, enum iob_op op, int fd,
 
 static int fault_submit(struct iob *iob)
 {
-	return iob_submit(to_fault(iob)->inner);
+	struct iob_fault *f = to_fault(iob);
+	struct fault_rule *r = &global_submit;
+	int ret;
+
+	/* A batch of injected completions only has nothing to hand over. */
+	if (f->batch_ops && r->nth &&
+	    (r->op == IOB_ANY || (f->batch_ops & (1u << r->op))) &&
+	    atomic_fetch_add(&r->matched, 1) + 1 == r->nth) {
+		/* The batch stays prepared, as a refused io_uring_submit. */
+		iob_error(-r->err, "submit (injected fault)");
+		return -r->err;
+	}
+	ret = iob_submit(f->inner);
+	if (ret == 0)
+		f->batch_ops = 0;
+	return ret;
 }
 
 static int fault_wait(struct iob *iob, unsigned min, struct iob_cqe *cqes,
@@ -191,13 +211,28 @@ unsigned iob_fault_global_matched(void)
 	return atomic_load(&global_rule.matched);
 }
 
+void iob_fault_global_submit(enum iob_op op, unsigned nth, int err)
+{
+	global_submit.op = op;
+	global_submit.fd = -1;
+	global_submit.nth = nth;
+	global_submit.from_nth = false;
+	global_submit.err = err;
+	atomic_store(&global_submit.matched, 0);
+}
+
+unsigned iob_fault_global_submit_matched(void)
+{
+	return atomic_load(&global_submit.matched);
+}
+
 int __wrap_iob_new(unsigned depth, unsigned flags, struct iob **out)
 {
 	struct iob *wrapped;
 	int ret;
 
 	ret = __real_iob_new(depth, flags, out);
-	if (ret < 0 || !global_rule.nth)
+	if (ret < 0 || (!global_rule.nth && !global_submit.nth))
 		return ret;
 	ret = iob_fault_wrap(*out, &wrapped);
 	if (ret < 0) {

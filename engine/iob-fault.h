@@ -56,6 +56,21 @@ unsigned iob_fault_global_matched(void);
 void iob_fault_global_from(enum iob_op op, int fd, unsigned nth, int err);
 
 /*
+ * Process-wide submission fault: from now on every iob_new() returns its
+ * context wrapped in an injector, and the @nth (1-based) iob_submit() in
+ * the process, direct or the one iob_wait() makes first, of a batch
+ * holding a request of kind @op (IOB_ANY: any request) fails with -@err
+ * and records "submit (injected fault): <reason>"; only that one. The
+ * batch stays prepared, as after a refused io_uring_submit: the next
+ * submit or wait hands it over. @nth = 0 disarms. Independent of the
+ * request plan of iob_fault_global().
+ */
+void iob_fault_global_submit(enum iob_op op, unsigned nth, int err);
+
+/* Matching submissions seen since iob_fault_global_submit() armed it. */
+unsigned iob_fault_global_submit_matched(void);
+
+/*
  * The linker's --wrap=iob_new target: the real iob_new(), then an
  * injector around its context while a global plan is armed.
  */

@@ -115,7 +115,9 @@ struct job {
 	int end_ret;                  /* 0, or -errno of the failure */
 	struct error_record err;                 /* first error, code 0 when none */
 
-	struct dirty_bitmap *dirty;            /* granules to copy (job->lock) */
+	struct dirty_bitmap *dirty;            /* COPY: granules to copy; PULL: granules
+					 guest writes touched since the chunk began
+					 (pull.c) (job->lock) */
 	struct dirty_bitmap *inflight;         /* granules being copied or written by an
 					 active guest write (job->lock) */
 	pthread_cond_t inflight_cond; /* an in-flight range was released */

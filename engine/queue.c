@@ -84,6 +84,7 @@ struct qreq {
 	enum queue_op op;
 	unsigned int zflags;    /* ZEROES: FMT_ZERO_* */
 	struct guest_req view;  /* from entry until leave */
+	bool direct;            /* routed to the ring at submission */
 	bool mapped;            /* direct through the format: @map is held */
 	struct fmt_io_map map;  /* ...where the kernel reads or writes */
 	int64_t ret;            /* bytes or -errno */
@@ -260,7 +261,10 @@ static int64_t finish_short(struct qreq *r, uint64_t done)
 /*
  * Release a range the format mapped (fmt_io_unmap links the new clusters
  * of an allocating write); a failure to link fails the request. Like
- * finish_short(), keeps the calling thread's own error record.
+ * finish_short(), keeps the calling thread's own error record. Runs under
+ * q->lock (harvest_locked completes each CQE under it), so linking's
+ * metadata I/O (an L2 table evicted since the mapping, refcounts) holds
+ * the queue's lock; the mapping itself is done before it (queue_submit).
  */
 static void unmap_request(struct qreq *r)
 {
@@ -744,6 +748,27 @@ int queue_submit(bc_queue *q)
 	if (!n)
 		return 0;
 	entered = disk_guest_try_enter(q->disk, n, &view);
+	/*
+	 * Routes are chosen before q->lock: fmt_io_map may read metadata (a
+	 * qcow2 L2 table the cache misses) or wait for the driver's lock,
+	 * and q->lock must not wait for that (workers post under it, a
+	 * quiesce harvests under it). The queued slots and the ring's
+	 * submission side are the owner's: no lock needed for them.
+	 */
+	for (i = 0; i < n; i++) {
+		unsigned int slot = q->queued[i];
+		struct qreq *r = &q->reqs[slot];
+
+		r->direct = false;
+		if (!entered)
+			continue;
+		r->view = view;
+		r->direct = goes_direct(q, r);
+		if (r->direct) {
+			prep_direct(q, slot);
+			ndirect++;
+		}
+	}
 	pthread_mutex_lock(&q->lock);
 	for (i = 0; i < n; i++) {
 		unsigned int slot = q->queued[i];
@@ -756,12 +781,8 @@ int queue_submit(bc_queue *q)
 				fail_now_locked(q, slot, ret);
 			continue;
 		}
-		r->view = view;
-		if (goes_direct(q, r)) {
-			prep_direct(q, slot);
-			ndirect++;
+		if (r->direct)
 			continue;
-		}
 		q->pool_busy++;
 		ret = push_work_locked(q, slot);
 		if (ret < 0) {

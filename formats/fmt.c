@@ -472,6 +472,13 @@ int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
 	return img->drv->pwrite_behind(img, buf, n, off);
 }
 
+int fmt_reserve(struct fmt_image *img, uint64_t bytes)
+{
+	if (!(img->flags & FMT_OPEN_RDWR) || !img->drv->reserve || !bytes)
+		return 0;
+	return img->drv->reserve(img, bytes);
+}
+
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags)
 {

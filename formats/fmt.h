@@ -228,6 +228,8 @@ struct fmt_driver {
 	/* See fmt_pwrite_behind(); NULL: fmt_pwrite() is used. */
 	int (*pwrite_behind)(struct fmt_image *img, const void *buf, size_t n,
 			     uint64_t off);
+	/* See fmt_reserve(); NULL where a file's space needs no planning. */
+	int (*reserve)(struct fmt_image *img, uint64_t bytes);
 };
 
 struct fmt_image {
@@ -298,6 +300,15 @@ int fmt_pwrite_behind(struct fmt_image *img, const void *buf, size_t n,
 		      uint64_t off);
 int fmt_write_zeroes(struct fmt_image *img, uint64_t off, uint64_t len,
 		     unsigned int flags);
+/*
+ * A hint: about @bytes of guest data not yet allocated in @img are about
+ * to be written (a copy into a new destination). A format that allocates
+ * as it goes (qcow2) sets the file's space aside now, in one step, rather
+ * than growing it while the writes run; what is left unused is given back
+ * at close. Nothing changes in what the image reads. Returns 0 or -errno
+ * (the hint not taken: later writes allocate as before).
+ */
+int fmt_reserve(struct fmt_image *img, uint64_t bytes);
 int fmt_discard(struct fmt_image *img, uint64_t off, uint64_t len);
 int fmt_flush(struct fmt_image *img);
 int fmt_block_status(struct fmt_image *img, uint64_t off, uint64_t len,

@@ -60,6 +60,7 @@ void qcow2_cache_destroy(struct qcow2_cache *c)
 
 int qcow2_sync_locked(struct qcow2 *q)
 {
+	q->syncs++;
 	if (fdatasync(q->img->fd) < 0) {
 		int ret = -errno;
 
@@ -228,7 +229,7 @@ int qcow2_flush_metadata_locked(struct qcow2 *q)
 {
 	int ret;
 
-	if (!q->l2_cache.ndirty && !q->ndeferred) {
+	if (!q->l2_cache.ndirty && !q->ndeferred && !qcow2_l1_dirty(q)) {
 		/* Refcount blocks alone reference nothing: no order to keep. */
 		return qcow2_cache_writeback_locked(q, &q->rb_cache);
 	}
@@ -237,6 +238,12 @@ int qcow2_flush_metadata_locked(struct qcow2 *q)
 		ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
 	if (ret == 0)
 		ret = qcow2_sync_locked(q);
+	/* New tables are on disk now: the L1 entries that link them. */
+	if (ret == 0 && qcow2_l1_dirty(q)) {
+		ret = qcow2_l1_writeback_locked(q);
+		if (ret == 0)
+			ret = qcow2_sync_locked(q);
+	}
 	if (ret == 0)
 		ret = qcow2_apply_deferred_frees_locked(q);
 	return ret;
@@ -304,28 +311,61 @@ void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r)
  * writes: 98 MiB/s with ftruncate, 500 MiB/s with fallocate). Where
  * fallocate is not supported the file is only resized.
  */
+static int grow_to_locked(struct qcow2 *q, uint64_t target)
+{
+	if (fallocate(q->img->fd, 0, (off_t)q->file_end,
+		      (off_t)(target - q->file_end)) < 0 &&
+	    ftruncate(q->img->fd, (off_t)target) < 0) {
+		int ret = -errno;
+
+		bc_error_set(bc_errno_to_code(-ret), -ret,
+			     "%s: cannot grow the file", q->img->filename);
+		return ret;
+	}
+	q->file_end = target;
+	return 0;
+}
+
 int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end)
 {
-	uint64_t target;
-
 	if (end > q->file_end) {
-		target = end + BC_MAX(GROW_MIN, end / 16);
-		target = bc_align_up(target, q->cluster_size);
-		if (fallocate(q->img->fd, 0, (off_t)q->file_end,
-			      (off_t)(target - q->file_end)) < 0 &&
-		    ftruncate(q->img->fd, (off_t)target) < 0) {
-			int ret = -errno;
+		int ret = grow_to_locked(
+			q, bc_align_up(end + BC_MAX(GROW_MIN, end / 16),
+				       q->cluster_size));
 
-			bc_error_set(bc_errno_to_code(-ret), -ret,
-				     "%s: cannot grow the file",
-				     q->img->filename);
+		if (ret < 0)
 			return ret;
-		}
-		q->file_end = target;
 	}
 	if (end > q->file_size)
 		q->file_size = end;
 	return 0;
+}
+
+/*
+ * fmt_reserve(): the data clusters, an L2 table for each L1 entry they may
+ * touch (no more than one per cluster), and the refcount blocks of all of
+ * them; what is not used is trimmed at close. One fallocate
+ * before the writes start: each growth while O_DIRECT writes run waits
+ * for all of them (ext4's fallocate drains the inode's direct I/O), which
+ * cost a 1.25 GiB copy 73 growths and 0.25 s of its 1.2 s.
+ */
+int qcow2_reserve(struct fmt_image *img, uint64_t bytes)
+{
+	struct qcow2 *q = img->priv;
+	uint64_t clusters = bc_div_round_up(bytes, q->cluster_size);
+	uint64_t l2 = BC_MIN(clusters, (uint64_t)q->l1_size);
+	uint64_t rb = ((clusters + l2) >> q->refblock_bits) + 2;
+	uint64_t target;
+	int ret = 0;
+
+	if (q->read_only)
+		return 0;
+	pthread_mutex_lock(&q->lock);
+	target = q->file_size + ((clusters + l2 + rb) << q->cluster_bits);
+	if (target > q->file_end)
+		ret = grow_to_locked(q, target);
+	pthread_mutex_unlock(&q->lock);
+	return ret;
 }
 
 int qcow2_trim_file_locked(struct qcow2 *q)

@@ -177,13 +177,37 @@ out_free:
 	return ret;
 }
 
-int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx)
+void qcow2_l1_mark_dirty_locked(struct qcow2 *q, uint64_t idx)
 {
-	uint8_t be[8];
-
 	assert(idx < q->l1_size);
-	bc_put_be64(be, q->l1[idx]);
-	return qcow2_meta_pwrite(q, be, sizeof(be), q->hdr.l1_table_offset + idx * 8);
+	if (q->l1_dirty_lo == q->l1_dirty_hi) {
+		q->l1_dirty_lo = idx;
+		q->l1_dirty_hi = idx + 1;
+	} else {
+		q->l1_dirty_lo = BC_MIN(q->l1_dirty_lo, idx);
+		q->l1_dirty_hi = BC_MAX(q->l1_dirty_hi, idx + 1);
+	}
+}
+
+/* The dirty span in one write: a few new tables are usually neighbours. */
+int qcow2_l1_writeback_locked(struct qcow2 *q)
+{
+	uint64_t lo = q->l1_dirty_lo, n = q->l1_dirty_hi - lo, i;
+	uint8_t *be;
+	int ret;
+
+	if (!n)
+		return 0;
+	be = malloc(n * 8);
+	if (!be)
+		return -ENOMEM;
+	for (i = 0; i < n; i++)
+		bc_put_be64(be + i * 8, q->l1[lo + i]);
+	ret = qcow2_meta_pwrite(q, be, n * 8, q->hdr.l1_table_offset + lo * 8);
+	free(be);
+	if (ret == 0)
+		q->l1_dirty_lo = q->l1_dirty_hi = 0;
+	return ret;
 }
 
 /* --- L2 cache ---------------------------------------------------------- */

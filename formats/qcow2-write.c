@@ -284,7 +284,7 @@ int qcow2_flush(struct fmt_image *img)
 	if (!q->read_only) {
 		pthread_mutex_lock(&q->lock);
 		/* The ordered write-back ends with a sync of the file. */
-		synced = q->l2_cache.ndirty || q->ndeferred;
+		synced = q->l2_cache.ndirty || q->ndeferred || qcow2_l1_dirty(q);
 		ret = qcow2_flush_metadata_locked(q);
 		pthread_mutex_unlock(&q->lock);
 		if (ret < 0)
@@ -343,8 +343,7 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 			struct qcow2_table **out)
 {
 	uint64_t l1i = qcow2_l1_index(q, off), old_e, old, l2;
-	struct qcow2_table *t;
-	uint8_t *buf;
+	struct qcow2_table *t, *shared = NULL;
 	int64_t nw;
 	int ret;
 
@@ -359,56 +358,49 @@ static int l2_for_write(struct qcow2 *q, uint64_t off, bool alloc,
 		return qcow2_l2_get_locked(q, old, out);
 	if (!old && !alloc)
 		return 0;
-	buf = qcow2_alloc_buf(q->cluster_size);
-	if (!buf)
-		return -ENOMEM;
 	if (old) {
-		ret = qcow2_l2_get_locked(q, old, &t);
+		ret = qcow2_l2_get_locked(q, old, &shared);
 		if (ret < 0)
-			goto out_free;
-		memcpy(buf, t->data, q->cluster_size);
-		qcow2_l2_put_locked(q, t);
-	} else {
-		memset(buf, 0, q->cluster_size);
+			return ret;
 	}
 	nw = qcow2_alloc_clusters_locked(q, 1);
 	if (nw < 0) {
 		ret = (int)nw;
-		goto out_free;
+		goto out_put;
 	}
 	l2 = (uint64_t)nw;
-	/* Counted and written, and synced, before the L1 entry links it. */
-	ret = qcow2_meta_pwrite(q, buf, q->cluster_size, l2);
+	/*
+	 * The new table lives in the cache, dirty, like any other: it is
+	 * written back after the refcount blocks and a sync, and its L1 entry
+	 * only at the flush, after the sync that follows the L2 write-back
+	 * (qcow2_flush_metadata_locked()). A crash before leaks the cluster.
+	 */
+	ret = qcow2_cache_get_locked(q, &q->l2_cache, l2, true, &t);
 	if (ret < 0)
 		goto out_release;
-	ret = qcow2_cache_writeback_locked(q, &q->rb_cache);
-	if (ret == 0)
-		ret = qcow2_sync_locked(q);
-	if (ret < 0)
-		goto out_release;
+	if (shared)
+		memcpy(t->data, shared->data, q->cluster_size);
 	q->l1[l1i] = l2 | QCOW2_OFLAG_COPIED;
-	ret = qcow2_l1_write_entry_locked(q, l1i);
-	if (ret < 0) {
-		q->l1[l1i] = old_e;
-		goto out_release;
-	}
-	if (old) {
+	qcow2_l1_mark_dirty_locked(q, l1i);
+	if (shared) {
 		/* A shared table is never dirty: nothing of it is lost. */
+		qcow2_l2_put_locked(q, shared);
 		qcow2_l2_evict_locked(q, old);
 		ret = qcow2_free_clusters_deferred_locked(q, old,
 							  q->cluster_size);
 		if (ret < 0) {
-			free(buf);
+			qcow2_l2_put_locked(q, t);
 			return ret;
 		}
 	}
-	free(buf);
-	return qcow2_l2_get_locked(q, l2, out);
+	*out = t;
+	return 0;
 
 out_release:
 	(void)qcow2_free_clusters_locked(q, l2, q->cluster_size);
-out_free:
-	free(buf);
+out_put:
+	if (shared)
+		qcow2_l2_put_locked(q, shared);
 	return ret;
 }
 

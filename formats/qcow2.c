@@ -896,4 +896,5 @@ const struct fmt_driver fmt_qcow2_driver = {
 	.map_for_overwrite = qcow2_map_for_overwrite,
 	.io_map = qcow2_io_map,
 	.io_unmap = qcow2_io_unmap,
+	.reserve = qcow2_reserve,
 };

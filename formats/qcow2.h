@@ -55,18 +55,21 @@
  *    on disk, and no cluster is handed out again while unlocked I/O may
  *    still use it (the request that dropped it excluded every overlapping
  *    request, and later ones cannot find it).
- *  - Structure growth is synchronous: a new refcount block or table is
- *    written and synced before the table entry or header that points at
- *    it; a new L2 table is counted (refcount blocks written), written and
- *    synced before its L1 entry is written.
+ *  - Refcount structure growth is synchronous: a new refcount block or
+ *    table is written and synced before the table entry or header that
+ *    points at it.
+ *  - A new L2 table is a dirty table of the cache; its L1 entry is
+ *    written back by the flush, after the L2 tables and a sync (so the L1
+ *    on disk never points at a table that is not), and synced.
  * qcow2_flush() (the guest's flush, the copy job's flush points) and close
  * write everything back: refcount blocks, sync, L2 tables, sync, then the
  * deferred frees are applied. A crash at any instant leaks clusters at
  * worst, and every write acknowledged before a completed flush stays.
  *
- * The file grows ahead in allocated steps of max(1 MiB, file size / 16)
- * (q->file_end is the physical size, q->file_size the end of what is
- * allocated); close trims the unused tail.
+ * The file grows ahead in allocated steps of max(1 MiB, file size / 16),
+ * or at once by what a copy announces (fmt_reserve()) (q->file_end is the
+ * physical size, q->file_size the end of what is allocated); close trims
+ * the unused tail.
  */
 #ifndef BC_FORMATS_QCOW2_H
 #define BC_FORMATS_QCOW2_H
@@ -282,6 +285,8 @@ struct qcow2 {
 
 	uint64_t *l1;               /* host-endian copy of the L1 table */
 	uint32_t l1_size;           /* entries in the L1 table */
+	uint64_t l1_dirty_lo;       /* entries [lo, hi) not written back */
+	uint64_t l1_dirty_hi;
 
 	uint64_t *reftable;         /* host-endian refcount table */
 	uint64_t reftable_entries;
@@ -315,6 +320,7 @@ struct qcow2 {
 	uint64_t ext_end;           /* end of the header extension area (past
 				       the end marker, 8-aligned) */
 	uint64_t l2_loads;          /* L2 tables read from the file (tests) */
+	uint64_t syncs;             /* qcow2_sync_locked() calls (tests) */
 
 	/*
 	 * Recently decompressed clusters, so reads smaller than a cluster do
@@ -360,8 +366,13 @@ static inline uint64_t qcow2_l2_index(const struct qcow2 *q, uint64_t off)
 /* Read and validate the L1 table at open (offset, size, reserved bits). */
 int qcow2_l1_load(struct qcow2 *q);
 
-/* Write L1 entry @idx (host-endian value already in q->l1). */
-int qcow2_l1_write_entry_locked(struct qcow2 *q, uint64_t idx);
+/*
+ * L1 entry @idx (host-endian value already in q->l1) changed: written by
+ * qcow2_l1_writeback_locked(), which the flush calls once the L2 tables
+ * are on disk.
+ */
+void qcow2_l1_mark_dirty_locked(struct qcow2 *q, uint64_t idx);
+int qcow2_l1_writeback_locked(struct qcow2 *q);
 
 /*
  * Get the L2 table at host offset @l2_off through the cache, pinned
@@ -436,9 +447,16 @@ int qcow2_cache_writeback_locked(struct qcow2 *q, struct qcow2_cache *c);
 
 /*
  * Write back all metadata in order and apply the deferred frees:
- * refcount blocks, sync, L2 tables, sync, frees. Returns 0 or -errno.
+ * refcount blocks, sync, L2 tables, sync, then (new tables) the L1
+ * entries and a sync, frees. Returns 0 or -errno.
  */
 int qcow2_flush_metadata_locked(struct qcow2 *q);
+
+/* L1 entries changed and not yet written back. */
+static inline bool qcow2_l1_dirty(const struct qcow2 *q)
+{
+	return q->l1_dirty_hi > q->l1_dirty_lo;
+}
 
 /* Sync the image file; records the error. */
 int qcow2_sync_locked(struct qcow2 *q);
@@ -465,6 +483,8 @@ void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r);
 int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end);
 /* Cut the file back to q->file_size when it was grown ahead (close). */
 int qcow2_trim_file_locked(struct qcow2 *q);
+/* fmt_reserve(): grow the file once by what a copy is about to write. */
+int qcow2_reserve(struct fmt_image *img, uint64_t bytes);
 
 /* --- qcow2-compress.c ------------------------------------------------- */
 

@@ -14,7 +14,8 @@ and checks that no file includes a header of a layer above its own:
 so nothing below lib/ sees lib/blockcopy.h, even through another header;
 and that below its own layer a file includes (lib/common apart) only the
 interface headers (INTERFACES) of the layer right below it, or of formats
-for the offline subcommands of tools (BELOW).
+for the offline subcommands of tools (BELOW). A layer without any C file
+is a problem too: a wrong SRCDIR must not pass by checking nothing.
 Prints one line per problem; exits 1 if there is any. Before looking at
 the tree it checks itself on a scratch tree that breaks each rule.
 """
@@ -69,7 +70,13 @@ def sources(srcdir):
 
 def problems_in(srcdir):
     found = []
-    for rel in sources(srcdir):
+    srcs = sources(srcdir)
+    # A wrong SRCDIR (or a moved folder) would otherwise pass, checking nothing.
+    missing = sorted({name for _, _, name in LAYERS} -
+                     {layer_of(rel)[1] for rel in srcs})
+    if missing:
+        found.append("%s: no C sources in layer(s) %s" % (srcdir, ", ".join(missing)))
+    for rel in srcs:
         own = layer_of(rel)
         with open(os.path.join(srcdir, rel), encoding="utf-8") as fh:
             text = fh.read()
@@ -114,6 +121,15 @@ def self_test():
         got = sorted(p.split(":")[0] for p in problems_in(d))
         want = ["engine/disk.c", "engine/job.c", "lib/api-x.c",
                 "lib/common/error.h"]
+        if got != want:
+            print("layers.py self-test: found %s, expected %s" % (got, want))
+            sys.exit(1)
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(os.path.join(d, "engine"))
+        with open(os.path.join(d, "engine", "job.c"), "w", encoding="utf-8") as fh:
+            fh.write("")
+        got = problems_in(d)
+        want = ["%s: no C sources in layer(s) common, formats, lib, tools" % d]
         if got != want:
             print("layers.py self-test: found %s, expected %s" % (got, want))
             sys.exit(1)

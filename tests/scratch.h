@@ -14,6 +14,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* The tests' scratch base (no Check call: usable outside a test too). */
+static inline const char *scratch_parent(void)
+{
+	const char *parent = getenv("BC_TEST_TMPDIR");
+
+	if (parent && *parent)
+		(void)mkdir(parent, 0755);
+	if (!parent || !*parent || access(parent, W_OK) != 0)
+		parent = "/tmp";
+	return parent;
+}
+
 /*
  * A new directory "<parent>/<prefix>XXXXXX" into @out (@size bytes);
  * @parent NULL: the tests' scratch base. Asserts that it was made.
@@ -21,13 +33,8 @@
 static inline void scratch_dir(char *out, size_t size, const char *parent,
 			       const char *prefix)
 {
-	if (!parent) {
-		parent = getenv("BC_TEST_TMPDIR");
-		if (parent && *parent)
-			(void)mkdir(parent, 0755);
-		if (!parent || !*parent || access(parent, W_OK) != 0)
-			parent = "/tmp";
-	}
+	if (!parent)
+		parent = scratch_parent();
 	ck_assert_int_lt(snprintf(out, size, "%s/%sXXXXXX", parent, prefix),
 			 (int)size);
 	ck_assert_ptr_nonnull(mkdtemp(out));

@@ -5,6 +5,7 @@
 #include "tests/api/helpers.h"
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -255,4 +256,15 @@ bool fx_image_matches_shadow(struct fx *fx, const char *path,
 
 	free(buf);
 	return same;
+}
+
+bool fx_dir_can_direct(struct fx *fx)
+{
+	int fd = open(fx_path(fx, "probe"), O_CREAT | O_RDWR | O_DIRECT, 0600);
+
+	if (fd < 0)
+		return false;
+	close(fd);
+	unlink(fx_path(fx, "probe"));
+	return true;
 }

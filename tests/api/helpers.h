@@ -61,5 +61,7 @@ void fx_check_image_equals_shadow(struct fx *fx, const char *path,
 				  const char *format);
 bool fx_image_matches_shadow(struct fx *fx, const char *path,
 			     const char *format);
+/* Whether the scratch directory takes O_DIRECT files. */
+bool fx_dir_can_direct(struct fx *fx);
 
 #endif /* BC_TESTS_API_HELPERS_H */

@@ -29,17 +29,6 @@
 #define EXT4_MAGIC 0xEF53
 
 /* Whether the test directory's filesystem takes O_DIRECT. */
-static bool dir_can_direct(void)
-{
-	int fd = open(fx_path(&fx, "probe"), O_CREAT | O_RDWR | O_DIRECT, 0600);
-
-	if (fd < 0)
-		return false;
-	close(fd);
-	unlink(fx_path(&fx, "probe"));
-	return true;
-}
-
 static bool dir_is_ext4(void)
 {
 	struct statfs sf;
@@ -117,8 +106,9 @@ static void copy_under_guest(unsigned int flags, const char *want_method,
 START_TEST(default_path_copies_buffered_guest_writes)
 {
 	fx_open_chain(&fx, 3);
-	copy_under_guest(0, dir_can_direct() ? "direct" : "buffered+write-behind",
-			 fx_path(&fx, "dst.qcow2"), "qcow2");
+	copy_under_guest(
+		0, fx_dir_can_direct(&fx) ? "direct" : "buffered+write-behind",
+		fx_path(&fx, "dst.qcow2"), "qcow2");
 }
 END_TEST
 
@@ -132,7 +122,7 @@ END_TEST
 
 START_TEST(direct_path_to_raw)
 {
-	if (!dir_can_direct())
+	if (!fx_dir_can_direct(&fx))
 		return;
 	fx_open_chain(&fx, 2);
 	ck_assert_int_eq(bc_block_rebase(fx.disk, fx_path(&fx, "dst.raw"), 0,
@@ -184,7 +174,7 @@ END_TEST
 
 START_TEST(pull_on_a_direct_disk_is_direct)
 {
-	if (!dir_can_direct())
+	if (!fx_dir_can_direct(&fx))
 		return;
 	pull_under_guest(BC_DISK_DIRECT, "direct");
 }
@@ -234,8 +224,9 @@ START_TEST(reflink_always_fails_clearly_on_ext4)
 	ck_assert_int_ne(stat(dst, &st), 0);
 	/* auto copies instead, on the path the engine would choose anyway. */
 	copy_under_guest(BC_BLOCK_COPY_REFLINK,
-			 dir_can_direct() ? "direct" : "buffered+write-behind", dst,
-			 "raw");
+			 fx_dir_can_direct(&fx) ? "direct"
+						: "buffered+write-behind",
+			 dst, "raw");
 }
 END_TEST
 

@@ -95,6 +95,21 @@ static int64_t journal_bytes(const char *path)
 	return (int64_t)n;
 }
 
+/* Wait (10 s at most) until the journal of @dst marks fewer than @bytes. */
+static void wait_journal_below(const char *dst, int64_t bytes)
+{
+	time_t deadline = time(NULL) + 10;
+	int64_t j;
+
+	while ((j = journal_bytes(journal_of(dst))) >= bytes) {
+		ck_assert_msg(
+			time(NULL) < deadline,
+			"journal still marks %lld bytes after 10 s (waiting for < %lld)",
+			(long long)j, (long long)bytes);
+		usleep(5000);
+	}
+}
+
 static void expect_error(int code, const char *msg)
 {
 	ck_assert_int_eq(bc_last_error()->code, code);
@@ -321,21 +336,58 @@ static void child_run(struct shared *sh, const char *src, const char *fmt,
 	}
 }
 
+/* What the parent saw of the journal since the child was ready. */
+struct kill_watch {
+	int64_t j0;   /* bytes marked then */
+	int64_t prev; /* at the last look */
+	bool dropped; /* some look saw fewer than the one before: a checkpoint */
+};
+
+/*
+ * Whether the child of @mode has run long enough to be killed, with bits
+ * still set (guest modes: the guest has written): bulk modes once a
+ * checkpoint cleared some since the child was ready; write-blocking once
+ * one did while the guest wrote. Mirror-once is ready when it says so:
+ * its checkpoint is its own condition.
+ */
+static bool time_to_kill(enum child_mode mode, struct shared *sh,
+			 const char *dst, struct kill_watch *w)
+{
+	int64_t j = journal_bytes(journal_of(dst));
+	bool guest = atomic_load(&sh->writes) >= 100;
+
+	if (j < w->prev)
+		w->dropped = true;
+	w->prev = j;
+	switch (mode) {
+	case CHILD_BULK:
+		return j > 0 && j < w->j0;
+	case CHILD_BULK_GUEST:
+		return j > 0 && j < w->j0 && guest;
+	case CHILD_MIRROR_SLOW:
+		return j > 0 && guest;
+	case CHILD_MIRROR_BLOCK:
+		return j > 0 && w->dropped && guest;
+	case CHILD_MIRROR_ONCE:
+		return true;
+	}
+	return true;
+}
+
 /*
  * Run the copy of the open disk's top to @dst in a child (the parent's
- * disk is closed meanwhile: one writer), kill it with SIGKILL @ms
- * milliseconds after it is ready (bulk copy at @bw bytes/s), reopen the
- * disk. Returns the shared
- * state (shadow included), to munmap.
+ * disk is closed meanwhile: one writer), kill it with SIGKILL once
+ * time_to_kill() says so (bulk copy at @bw bytes/s; 60 s at most), reopen
+ * the disk. Returns the shared state (shadow included), to munmap.
  */
 static struct shared *killed_copy(const char *dst, unsigned int flags,
-				  enum child_mode mode, unsigned int ms,
-				  uint64_t bw)
+				  enum child_mode mode, uint64_t bw)
 {
 	struct shared *sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE,
 				 MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	static char src[PATH_MAX], fmt[16];
 	time_t deadline = time(NULL) + 60;
+	struct kill_watch w = {.dropped = false};
 	int status;
 	pid_t pid;
 
@@ -354,7 +406,19 @@ static struct shared *killed_copy(const char *dst, unsigned int flags,
 	}
 	ck_assert_msg(!atomic_load(&sh->failed), "child failed at line %d",
 		      atomic_load(&sh->failed));
-	usleep(ms * 1000u);
+	w.j0 = w.prev = journal_bytes(journal_of(dst));
+	ck_assert_int_ge(w.j0, 0);
+	while (!time_to_kill(mode, sh, dst, &w)) {
+		ck_assert_msg(!atomic_load(&sh->failed),
+			      "child failed at line %d",
+			      atomic_load(&sh->failed));
+		ck_assert_msg(
+			time(NULL) < deadline,
+			"mode %d: not time to kill in 60 s (journal %lld of %lld bytes, %llu guest writes)",
+			(int)mode, (long long)w.prev, (long long)w.j0,
+			(unsigned long long)atomic_load(&sh->writes));
+		usleep(5000);
+	}
 	ck_assert_int_eq(kill(pid, SIGKILL), 0);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
@@ -457,6 +521,7 @@ START_TEST(resume_after_failed)
 	bc_block_copy_params p = {.bandwidth = 4u << 20};
 	const char *dst = keep(fx_path(&fx, "dst.raw"));
 	uint64_t resumed;
+	int64_t left;
 
 	open_raw_source();
 	/* The destination dies after a second or so of copying. */
@@ -469,11 +534,15 @@ START_TEST(resume_after_failed)
 	/* The guest goes on meanwhile: its writes are still recorded. */
 	fx_guest_write(&fx, 100 * 1024, 300 * 1024, 0xe1);
 	fx_guest_write(&fx, FX_SIZE - GRAN, GRAN, 0xe2);
+	/* Their granules are marked (the last one was not data before). */
+	left = journal_bytes(journal_of(dst));
+	ck_assert_int_ge(left, 2 * GRAN);
 	ck_assert_int_eq(
 		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
 	pivot();
 	resumed = last_bytes_copied();
-	ck_assert_uint_lt(resumed, FX_SIZE);
+	/* Only what the journal said remained. */
+	ck_assert_uint_le(resumed, (uint64_t)left);
 	fx_check_image_equals_shadow(&fx, dst, "raw");
 	fx_check_disk_equals_shadow(&fx);
 }
@@ -493,7 +562,7 @@ START_TEST(reuse_ext_without_resume_starts_over)
 
 	fx_open_chain(&fx, 2);
 	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
-	usleep(1600 * 1000); /* past the first checkpoint */
+	wait_journal_below(dst, journal_bytes(journal_of(dst)));
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	left = journal_bytes(journal_of(dst));
@@ -506,6 +575,151 @@ START_TEST(reuse_ext_without_resume_starts_over)
 	ck_assert_int_eq(bc_block_job_set_speed(fx.disk, 0, 0), 0);
 	pivot();
 	fx_check_image_equals_shadow(&fx, dst, "qcow2");
+}
+END_TEST
+
+/*
+ * Bytes alone trigger a checkpoint: a copy that passes CHECKPOINT_BYTES
+ * (128 MiB, engine/mirror.c) well within CHECKPOINT_NS (1 s) has
+ * checkpointed by then. A shallow copy of a 512 MiB qcow2 image that is
+ * all zero clusters (over an empty backing file): each chunk is one cheap zero write, so the copy
+ * passes 128 MiB in a few milliseconds, and nothing but the bytes can
+ * explain a journal that shrank before 1 s (the first time trigger comes
+ * 1 s after the job thread starts, after bc_block_copy() was called).
+ */
+/* R40 */
+START_TEST(checkpoint_after_128_mib_within_a_second)
+{
+	struct fmt_create_opts co = {.format = "qcow2", .size = 512u << 20};
+	const char *base = keep(fx_path(&fx, "empty.qcow2"));
+	const char *src = keep(fx_path(&fx, "zeros.qcow2"));
+	const char *dst = keep(fx_path(&fx, "dst.qcow2"));
+	struct fmt_image *img;
+	struct timespec t0, t;
+	int64_t j0, j, ms;
+
+	/* Zeros over a backing file are zero clusters, not holes. */
+	ck_assert_int_eq(fmt_create(base, &co), 0);
+	co.backing_file = "empty.qcow2";
+	co.backing_fmt = "qcow2";
+	ck_assert_int_eq(fmt_create(src, &co), 0);
+	ck_assert_int_eq(fmt_open(src, "qcow2", FMT_OPEN_RDWR, &img), 0);
+	ck_assert_int_eq(fmt_write_zeroes(img, 0, co.size, 0), 0);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	fmt_close(img);
+	fx.disk = bc_disk_open(fx.eng, src, "qcow2", 0);
+	ck_assert_ptr_nonnull(fx.disk);
+	fx.top = bc_disk_path(fx.disk);
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_SHALLOW), 0);
+	j0 = journal_bytes(journal_of(dst));
+	/* The journal marked all of it before the copy began (R40). */
+	ck_assert_int_eq(j0, (int64_t)co.size);
+	for (;;) {
+		j = journal_bytes(journal_of(dst));
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		ms = (t.tv_sec - t0.tv_sec) * 1000 +
+		     (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (j < j0 || ms >= 1000)
+			break;
+		usleep(1000);
+	}
+	fprintf(stderr, "# journal %lld of %lld bytes after %lld ms\n",
+		(long long)j, (long long)j0, (long long)ms);
+	ck_assert_msg(
+		j < j0,
+		"no checkpoint within 1 s of a copy of 512 MiB of zeros (journal %lld bytes)",
+		(long long)j);
+	/* At least the first 128 MiB were durable and cleared at once. */
+	ck_assert_int_le(j, j0 - (128 << 20));
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT),
+			 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_int_eq(journal_bytes(journal_of(dst)), -1);
+}
+END_TEST
+
+/* --- a checkpoint's fdatasync whose submission fails -------------------- */
+
+/* Wait (10 s at most) until the running job has copied something. */
+static void wait_progress(void)
+{
+	time_t deadline = time(NULL) + 10;
+
+	for (;;) {
+		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0),
+				 1);
+		if (fx.info.cur > 0)
+			return;
+		ck_assert_msg(time(NULL) < deadline, "no progress within 10 s");
+		usleep(2000);
+	}
+}
+
+/*
+ * The checkpoint a cancel takes (raw destination: its fdatasync queued
+ * on the ring) is refused at submission once: the teardown still reaps
+ * it (iob_free asserted on the request left prepared, aborting the
+ * process), and the commit follows it.
+ */
+/* R40 */
+START_TEST(cancel_checkpoint_fsync_submit_refused_once)
+{
+	bc_block_copy_params p = {.bandwidth = 2u << 20};
+	const char *dst = keep(fx_path(&fx, "dst.raw"));
+	int64_t left;
+
+	open_raw_source();
+	iob_fault_global_submit(IOB_FSYNC, 1, EAGAIN);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
+	/* Well inside the first CHECKPOINT_NS: the cancel's is the first. */
+	wait_progress();
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
+	/* The refused submit, then the wait that handed the fsync over. */
+	ck_assert_uint_eq(iob_fault_global_submit_matched(), 2);
+	ck_assert_int_eq(bc_get_block_job_info(fx.disk, &fx.info, 0), 0);
+	/* Committed: what was copied is no longer marked. */
+	left = journal_bytes(journal_of(dst));
+	ck_assert_int_gt(left, 0);
+	ck_assert_uint_lt((uint64_t)left, FX_SIZE);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	pivot();
+	ck_assert_uint_le(last_bytes_copied(), (uint64_t)left);
+	fx_check_image_equals_shadow(&fx, dst, "raw");
+}
+END_TEST
+
+/*
+ * A periodic checkpoint's fdatasync refused at submission fails the job
+ * (the backend refused a request) without waiting forever for the
+ * completion: the next wait hands it over and reaps it.
+ */
+/* R40 */
+START_TEST(checkpoint_fsync_submit_refused_fails_the_job)
+{
+	bc_block_copy_params p = {.bandwidth = 2u << 20};
+	const char *dst = keep(fx_path(&fx, "dst.raw"));
+
+	open_raw_source();
+	iob_fault_global_submit(IOB_FSYNC, 1, EAGAIN);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_FAILED);
+	/* The refused submit, then the wait that handed the fsync over. */
+	ck_assert_uint_eq(iob_fault_global_submit_matched(), 2);
+	ck_assert_int_eq(fx.last_err.code, BC_ERR_IO);
+	ck_assert_str_eq(
+		fx.last_err.message,
+		"submit (injected fault): Resource temporarily unavailable");
+	ck_assert_int_gt(journal_bytes(journal_of(dst)), 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	pivot();
+	fx_check_image_equals_shadow(&fx, dst, "raw");
 }
 END_TEST
 
@@ -654,10 +868,7 @@ START_TEST(killed_while_guest_writes)
 	uint64_t i;
 
 	fx_open_chain(&fx, 3);
-	sh = killed_copy(
-		dst, 0, mode,
-		mode == CHILD_MIRROR_ONCE ? 50 : 1500 + 137 * (unsigned int)_i,
-		2u << 20);
+	sh = killed_copy(dst, 0, mode, 2u << 20);
 	ck_assert_uint_gt(atomic_load(&sh->writes), 0);
 	left = journal_bytes(journal_of(dst));
 	if (mode != CHILD_MIRROR_ONCE)
@@ -702,14 +913,14 @@ END_TEST
 struct variant {
 	bool raw;
 	unsigned int flags;
-	uint64_t bw;	 /* bytes/s of the killed copy */
-	unsigned int ms; /* killed after: about half done */
+	uint64_t bw; /* bytes/s of the killed copy: killed after its first
+		      * checkpoint, well before the end */
 };
 
 static const struct variant variants[] = {
-	{false, 0, 2u << 20, 1300},
-	{false, BC_BLOCK_COPY_SHALLOW, 96u << 10, 2300},
-	{true, 0, 2u << 20, 1300},
+	{false, 0, 2u << 20},
+	{false, BC_BLOCK_COPY_SHALLOW, 96u << 10},
+	{true, 0, 2u << 20},
 };
 
 /* R40 */
@@ -733,7 +944,7 @@ START_TEST(resumed_equals_uninterrupted)
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	whole = last_bytes_copied();
 
-	sh = killed_copy(dst, v->flags, CHILD_BULK, v->ms, v->bw);
+	sh = killed_copy(dst, v->flags, CHILD_BULK, v->bw);
 	left = journal_bytes(journal_of(dst));
 	ck_assert_int_gt(left, 0);
 	ck_assert_int_eq(bc_block_copy(fx.disk, dst, NULL,
@@ -747,6 +958,7 @@ START_TEST(resumed_equals_uninterrupted)
 		v->flags ? " shallow" : "", (unsigned long long)whole,
 		(unsigned long long)resumed);
 	ck_assert_uint_lt(resumed, whole);
+	ck_assert_uint_le(resumed, (uint64_t)left);
 	assert_views_equal(ref, dst, fmt);
 	if (v->flags & BC_BLOCK_COPY_SHALLOW) {
 		/* The top layers alone, as qemu-img would compare them. */
@@ -800,6 +1012,9 @@ int main(void)
 	tcase_add_test(tc, abort_after_mirroring_removes_cancel_before_keeps);
 	tcase_add_test(tc, resume_after_failed);
 	tcase_add_test(tc, reuse_ext_without_resume_starts_over);
+	tcase_add_test(tc, checkpoint_after_128_mib_within_a_second);
+	tcase_add_test(tc, cancel_checkpoint_fsync_submit_refused_once);
+	tcase_add_test(tc, checkpoint_fsync_submit_refused_fails_the_job);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("identity");

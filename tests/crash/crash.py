@@ -60,6 +60,33 @@ class Failure(Exception):
     pass
 
 
+class Interrupted(BaseException):
+    """SIGTERM (meson's timeout) or SIGINT: unwinds main() so that the
+    children are gone and the scratch directory removed (a BaseException:
+    subprocess.run() kills its child on any exception and re-raises)."""
+
+
+CHILDREN = set()  # the Popen children of spawn() still running
+
+
+def on_signal(signum, frame):
+    for p in list(CHILDREN):
+        if p.poll() is None:
+            p.kill()
+    raise Interrupted(signum)
+
+
+def spawn(argv):
+    """A job in a child process, killed with the script (on_signal)."""
+    p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    CHILDREN.add(p)
+    return p
+
+
+def reaped(p):
+    CHILDREN.discard(p)
+
+
 def run(*argv, ok=(0,), timeout=60):
     r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        timeout=timeout)
@@ -492,7 +519,7 @@ def live_length(rd):
     """How long the job runs unkilled: until it exits, or for the live
     scenarios until the pivot (mirror) or the third snapshot."""
     t0 = time.monotonic()
-    p = subprocess.Popen(rd.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = spawn(rd.argv)
     if rd.scen in ("mirror", "snapshot"):
         want = b"P" if rd.scen == "mirror" else b"S"
         need = 1 if rd.scen == "mirror" else 3
@@ -510,12 +537,22 @@ def live_length(rd):
             time.sleep(0.01)
         else:
             p.kill()
+            p.wait()
+            reaped(p)
             raise Failure("calibration: no %s within 20 s" % want.decode())
         length = time.monotonic() - t0
         p.kill()
         p.wait()
+        reaped(p)
         return length
-    _, err = p.communicate(timeout=120)
+    try:
+        _, err = p.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
+        raise Failure("calibration run still running after 120 s")
+    finally:
+        reaped(p)
     if p.returncode != 0:
         raise Failure("calibration run failed (exit %d): %s" % (p.returncode, err.decode()))
     return time.monotonic() - t0
@@ -625,7 +662,7 @@ def main():
                 # kills land there.
                 stretch = 1.5 if a.scenario == "mirror" else 1.0
                 instant = rng.uniform(0, spans[rd.key] * stretch)
-                p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                p = spawn(argv)
                 time.sleep(instant)
                 killed = p.poll() is None
                 if killed:
@@ -634,6 +671,7 @@ def main():
                 else:
                     finished += 1
                 _, err = p.communicate()
+                reaped(p)
                 where = "round %d, attempt %d (kill at %.4f s of %s)" % (
                     rnd, attempt + 1, instant, " ".join(argv))
                 if p.returncode not in (0, -signal.SIGKILL):
@@ -677,6 +715,10 @@ def main():
     except Failure as e:
         print("FAIL crash %s (seed %d): %s" % (a.scenario, seed, e))
         code = 1
+    except Interrupted as e:
+        print("crash %s (seed %d): stopped by signal %d, children killed" % (
+            a.scenario, seed, e.args[0]))
+        code = 128 + e.args[0]
     finally:
         os.chdir("/")
         if code == 0 or not os.environ.get("BC_CRASH_KEEP"):
@@ -687,4 +729,6 @@ def main():
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     sys.exit(main())

@@ -34,6 +34,7 @@
 
 #define KiB 1024u
 #define MiB (1024u * 1024u)
+#define GiB (1024ull * MiB)
 
 static int have_qemu_img;
 
@@ -401,6 +402,63 @@ START_TEST(sequential_write_allocates_contiguously)
 	fmt_close(img);
 	assert_qemu_check("t.qcow2");
 	free(buf);
+}
+END_TEST
+
+static uint64_t file_size_of(const char *name, uint64_t *allocated)
+{
+	struct stat st;
+
+	ck_assert_int_eq(stat(name, &st), 0);
+	if (allocated)
+		*allocated = (uint64_t)st.st_blocks * 512;
+	return (uint64_t)st.st_size;
+}
+
+/*
+ * fmt_reserve(): the file is grown (and allocated) once by what is
+ * announced, data spread over four L2 tables then needs no growth, and
+ * close gives back what was not used.
+ */
+START_TEST(reserve_grows_once_and_close_trims)
+{
+	struct fmt_create_opts o = {.format = "qcow2", .size = 4 * GiB};
+	uint64_t before, reserved, alloc, i;
+	struct fmt_image *img;
+	uint8_t *buf = malloc(4 * MiB), *back = malloc(4 * MiB);
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_ptr_nonnull(back);
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	before = file_size_of("t.qcow2", NULL);
+	ck_assert_int_eq(fmt_reserve(img, 16 * MiB), 0);
+	reserved = file_size_of("t.qcow2", &alloc);
+	ck_assert_uint_ge(reserved, before + 16 * MiB);
+	ck_assert_uint_ge(alloc, 16 * MiB);
+	/* 64 KiB clusters: one L2 table per 512 MiB, four of them here. */
+	for (i = 0; i < 4; i++) {
+		tu_pattern(buf, 4 * MiB, i * GiB, 11);
+		ck_assert_int_eq(fmt_pwrite(img, buf, 4 * MiB, i * GiB + 64 * KiB), 0);
+	}
+	ck_assert_uint_eq(file_size_of("t.qcow2", NULL), reserved);
+	fmt_close(img);
+	ck_assert_uint_lt(file_size_of("t.qcow2", NULL), reserved);
+	assert_qemu_check("t.qcow2");
+
+	/* Read-only: nothing to reserve, nothing changes. */
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", 0, &img), 0);
+	before = file_size_of("t.qcow2", NULL);
+	ck_assert_int_eq(fmt_reserve(img, 64 * MiB), 0);
+	ck_assert_uint_eq(file_size_of("t.qcow2", NULL), before);
+	for (i = 0; i < 4; i++) {
+		tu_pattern(buf, 4 * MiB, i * GiB, 11);
+		ck_assert_int_eq(fmt_pread(img, back, 4 * MiB, i * GiB + 64 * KiB), 0);
+		ck_assert_mem_eq(back, buf, 4 * MiB);
+	}
+	fmt_close(img);
+	free(buf);
+	free(back);
 }
 END_TEST
 
@@ -935,6 +993,56 @@ START_TEST(evicted_l2_tables_are_written_in_order)
 END_TEST
 
 /*
+ * A new L2 table costs no sync of its own: it is written back with the
+ * others at the flush, and its L1 entry after them (refcounts, sync, L2
+ * tables, sync, L1, sync). Before the flush the image on disk is
+ * consistent (leaks at most) and afterwards it reads every write.
+ */
+START_TEST(new_l2_tables_linked_at_flush)
+{
+	struct fmt_create_opts o = {.format = "qcow2", .size = 4 * GiB};
+	static uint8_t buf[64 * KiB];
+	struct fmt_image *img;
+	struct qcow2 *q;
+	uint64_t i, syncs;
+	int ret;
+
+	ck_assert_int_eq(fmt_create("t.qcow2", &o), 0);
+	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
+	q = img->priv;
+	/* The first write marks the image (feature bits): not counted. */
+	memset(buf, 0x11, sizeof(buf));
+	ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf), 0), 0);
+	ck_assert_int_eq(fmt_flush(img), 0);
+	syncs = q->syncs;
+	/* Seven more tables (one per 512 MiB). */
+	for (i = 1; i < 8; i++) {
+		memset(buf, (int)(0x11 * (i + 1)), sizeof(buf));
+		ck_assert_int_eq(fmt_pwrite(img, buf, sizeof(buf),
+					    i * 512 * MiB + 64 * KiB),
+				 0);
+	}
+	ck_assert_uint_eq(q->syncs, syncs);
+	if (have_qemu_img) {
+		/* 0: clean, 3: leaks only (counted, not yet linked). */
+		ret = system("qemu-img check -q -U t.qcow2 >/dev/null 2>&1");
+		ck_assert(WEXITSTATUS(ret) == 0 || WEXITSTATUS(ret) == 3);
+	}
+	ck_assert_int_eq(fmt_flush(img), 0);
+	ck_assert_uint_eq(q->syncs, syncs + 3);
+	if (have_qemu_img) {
+		/* Read by another process while still open: on disk. */
+		tu_sh("qemu-io -f qcow2 -r -U -c 'read -P 0x22 536936448 65536' "
+		      "-c 'read -P 0x88 3758161920 65536' t.qcow2 >/dev/null");
+		ret = system("qemu-img check -q -U t.qcow2 >/dev/null 2>&1");
+		ck_assert_int_eq(WEXITSTATUS(ret), 0);
+	}
+	fmt_close(img);
+	assert_qemu_check("t.qcow2");
+}
+END_TEST
+
+/*
  * map_for_overwrite: whole clusters get a contiguous host run (fresh, or
  * in place for clusters already ours), the caller writes the data
  * straight to the file, and the image reads it back and passes qemu-img
@@ -1012,6 +1120,7 @@ static Suite *write_suite(void)
 	tu_add_fixtures(tc);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, sequential_write_allocates_contiguously);
+	tcase_add_test(tc, reserve_grows_once_and_close_trims);
 	tcase_add_loop_test(tc, map_for_overwrite_maps_whole_clusters, 0, 3);
 	tcase_add_test(tc, write_zeroes_keeps_or_unmaps_host_cluster);
 	tcase_add_test(tc, set_backing_rewrites_header);
@@ -1023,6 +1132,7 @@ static Suite *write_suite(void)
 	tcase_add_test(tc, killed_lazy_writer_leaves_repairable_image);
 	tcase_add_test(tc, frees_wait_for_the_l2_write_back);
 	tcase_add_test(tc, evicted_l2_tables_are_written_in_order);
+	tcase_add_test(tc, new_l2_tables_linked_at_flush);
 	suite_add_tcase(s, tc);
 	return s;
 }
