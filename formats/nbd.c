@@ -492,21 +492,14 @@ static int drain_range(struct fmt_image *img, uint64_t off, uint64_t len)
 	return wb_error(img);
 }
 
-static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
-				 size_t n, uint64_t off)
+/* Queue one write-behind of at most NBD_WB_SIZE bytes. */
+static int queue_behind(struct fmt_image *img, const void *buf, size_t n,
+			uint64_t off)
 {
 	struct nbd *nbd = img->priv;
 	struct wb_buf *w;
 	int64_t cookie;
-	int ret;
 
-	ret = wb_error(img);
-	if (ret < 0)
-		return ret;
-	if (n > NBD_WB_SIZE) {
-		ret = drain(img);
-		return ret < 0 ? ret : run(img, OP_WRITE, (void *)(uintptr_t)buf, n, off, 0);
-	}
 	w = wb_wait(nbd, off, n);
 	w->nbd = nbd;
 	w->off = off;
@@ -528,6 +521,30 @@ static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
 		return nbd_fail(img, "write", off, true);
 	wake(nbd);
 	return 0;
+}
+
+/*
+ * A chunk larger than a buffer (the copy's offline chunks are 4 MiB) goes
+ * as several write-behinds, each waiting for a free buffer, rather than
+ * synchronously: the window stays NBD_WB_BUFS buffers whatever the chunk.
+ */
+static int nbd_drv_pwrite_behind(struct fmt_image *img, const void *buf,
+				 size_t n, uint64_t off)
+{
+	struct nbd *nbd = img->priv;
+	size_t piece = (size_t)BC_MIN((uint64_t)NBD_WB_SIZE, nbd->data_max);
+	const uint8_t *p = buf;
+	int ret = wb_error(img);
+
+	while (ret == 0 && n) {
+		size_t len = BC_MIN(n, piece);
+
+		ret = queue_behind(img, p, len, off);
+		p += len;
+		off += len;
+		n -= len;
+	}
+	return ret;
 }
 
 /* --- driver entry points ------------------------------------------------ */
