@@ -454,7 +454,7 @@ static unsigned int wb_window_locked(const struct nbd *nbd)
 /*
  * Wait until no write-behind is in flight (@len 0), or until a buffer is
  * free and none in flight overlaps [off, off+len); then returns that
- * buffer, busy and counted (NULL when draining).
+ * buffer, busy, counted and covering [off, off+len) (NULL when draining).
  */
 static struct wb_buf *wb_wait(struct nbd *nbd, uint64_t off, uint64_t len)
 {
@@ -471,6 +471,13 @@ static struct wb_buf *wb_wait(struct nbd *nbd, uint64_t off, uint64_t len)
 	}
 	for (i = 0; nbd->wb[i].busy; i++)
 		;
+	/*
+	 * Its range is set before the lock is dropped: a request that
+	 * checks for overlaps must never see it busy with an old range.
+	 */
+	nbd->wb[i].nbd = nbd;
+	nbd->wb[i].off = off;
+	nbd->wb[i].len = len;
 	nbd->wb[i].busy = true;
 	nbd->wb_busy++;
 	if (nbd->ncmds++ == 0)
@@ -526,9 +533,6 @@ static int queue_behind(struct fmt_image *img, const void *buf, size_t n,
 	int64_t cookie;
 
 	w = wb_wait(nbd, off, n);
-	w->nbd = nbd;
-	w->off = off;
-	w->len = n;
 	if (!w->data)
 		w->data = malloc(NBD_WB_SIZE);
 	if (!w->data) {
