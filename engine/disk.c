@@ -52,6 +52,7 @@ int disk_open(bc_engine *eng, const char *path, const char *format,
 		return ret;
 	}
 	disk->size = disk->top->size;
+	disk_watch_top(disk, disk->top);
 	disk->flags = flags;
 	disk->refs = 1;
 	disk->eng = eng;
@@ -220,6 +221,18 @@ static size_t harvest_queues(bc_disk *disk)
 	for (i = 0; i < disk->nqueues; i++)
 		queue_harvest(disk->queues[i]);
 	return disk->nqueues;
+}
+
+/* fmt_image.io_map_kick of the disk's top: see disk_watch_top(). */
+static void kick_queues(void *opaque)
+{
+	(void)harvest_queues(opaque);
+}
+
+void disk_watch_top(bc_disk *disk, struct fmt_image *top)
+{
+	top->io_map_kick = kick_queues;
+	top->io_map_kick_opaque = disk;
 }
 
 /*
@@ -618,6 +631,7 @@ int disk_snapshot_create(bc_disk *disk, const char *overlay)
 	if (ret == 0) {
 		img->backing = disk->top;
 		disk->top = img;
+		disk_watch_top(disk, img);
 	}
 	pthread_mutex_unlock(&disk->lock);
 	if (ret < 0) {

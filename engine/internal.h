@@ -132,6 +132,12 @@ void disk_unref_job(bc_disk *disk);
 int disk_set_path_locked(bc_disk *disk, char *path);
 
 /*
+ * Make @top, the disk's top image (at open, snapshot and pivot), harvest
+ * the disk's queues when a request waits for a range one of their direct
+ * requests holds (fmt_image.io_map_kick): its owner may be the waiter.
+ */
+void disk_watch_top(bc_disk *disk, struct fmt_image *top);
+/*
  * Quiesce the disk: new guest requests wait and the ones in flight drain.
  * Returns with disk->lock NOT held. disk_resume() lets guests go on.
  */

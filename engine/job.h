@@ -132,6 +132,9 @@ struct job {
 	struct fmt_image *dest;       /* destination chain, owned until pivot */
 	char *dest_path;
 	bool dest_fresh;              /* created by us: reads zero everywhere */
+	uint64_t scan_data;           /* data (not zero) bytes the allocation
+					 scan marked: what a new destination
+					 allocates (fmt_reserve) */
 	uint8_t *scan_bits;           /* incremental copy: the bitmap's bits,
 					 used by mirror_scan() then freed */
 	uint64_t scan_nbits;

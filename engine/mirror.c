@@ -202,21 +202,23 @@ static void register_slots(struct mirror *m)
 }
 
 /*
- * A destination this job created (or is resuming) receives about what the
- * bitmap marks, into space not yet allocated: tell its format, so that a
- * qcow2 file grows once rather than while the writes run. Only a hint: a
- * refusal (no space now) leaves the writes to allocate, and fail, as
- * they would have.
+ * A destination this job created (or is resuming) receives the data the
+ * scan found (a resumed or incremental copy: what its bitmap marks; zero
+ * runs allocate nothing), into space not yet allocated: tell its format,
+ * so that a qcow2 file grows once rather than while the writes run. Only
+ * a hint: a refusal (no space now) leaves the writes to allocate, and
+ * fail, as they would have.
  */
 static void reserve_dest(struct mirror *m)
 {
 	struct job *job = m->job;
-	uint64_t bytes;
+	uint64_t bytes = job->scan_data;
 
 	if (!job->dest_fresh && !job->opts.resume)
 		return;
 	pthread_mutex_lock(&job->lock);
-	bytes = dirty_bitmap_count_bytes(job->dirty);
+	if (job->opts.resume)
+		bytes = dirty_bitmap_count_bytes(job->dirty);
 	pthread_mutex_unlock(&job->lock);
 	if (fmt_reserve(m->dest, bytes) < 0)
 		bc_error_reset();
@@ -330,6 +332,9 @@ static int scan_bitmap(struct job *job)
 				BC_LOCK_GUARD(&job->lock);
 				dirty_bitmap_set(job->dirty, off, ext.len);
 			}
+			/* Zero clusters of a shallow copy allocate nothing. */
+			if (mark && ext.state != FMT_ZERO)
+				job->scan_data += ext.len;
 			off += ext.len;
 		}
 	}
@@ -423,6 +428,8 @@ int mirror_scan(struct job *job)
 			BC_LOCK_GUARD(&job->lock);
 			dirty_bitmap_set(job->dirty, off, ext.len);
 		}
+		if (mark && ext.state == FMT_DATA)
+			job->scan_data += ext.len;
 		off += ext.len;
 	}
 	return 0;
@@ -1517,6 +1524,7 @@ static void pivot_swap(struct mirror *m)
 		abort(); /* a pivot cannot be half done */
 	old = disk->top;
 	disk->top = job->dest;
+	disk_watch_top(disk, disk->top);
 	pthread_mutex_unlock(&disk->lock);
 	job->dest = NULL;
 	fmt_close(old);

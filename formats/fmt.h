@@ -232,6 +232,8 @@ struct fmt_driver {
 	int (*reserve)(struct fmt_image *img, uint64_t bytes);
 };
 
+#define FMT_IO_MAP_KICK_NS (200u * 1000) /* see fmt_image.io_map_kick */
+
 struct fmt_image {
 	const struct fmt_driver *drv;
 	char *filename;            /* path as opened (absolute for backing files) */
@@ -244,6 +246,16 @@ struct fmt_image {
 	struct fmt_image *backing; /* owned; NULL when none or not opened */
 	bool probed;               /* format was probed, not declared */
 	void *priv;                /* driver state */
+	/*
+	 * Called by a request of this image that must wait for a range
+	 * fmt_io_map() registered, with no lock of the format held: the
+	 * completion that releases the range may sit unharvested in a ring
+	 * owned by the waiting thread itself (a synchronous call over its own
+	 * unreaped asynchronous write). The waiter calls it again each
+	 * FMT_IO_MAP_KICK_NS until the range is free. NULL: the waiter sleeps.
+	 */
+	void (*io_map_kick)(void *opaque);
+	void *io_map_kick_opaque;
 };
 
 extern const struct fmt_driver fmt_raw_driver;

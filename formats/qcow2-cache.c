@@ -23,6 +23,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lib/common/clock.h"
 #include "lib/common/error.h"
 #include "lib/common/util.h"
 
@@ -256,25 +257,46 @@ static bool overlaps(const struct qcow2_req *r, uint64_t start, uint64_t end)
 	return r->start < end && start < r->end;
 }
 
-bool qcow2_req_conflicts_locked(struct qcow2 *q, uint64_t start, uint64_t end,
-				bool exclusive)
+static const struct qcow2_req *conflict_locked(struct qcow2 *q, uint64_t start,
+					       uint64_t end, bool exclusive)
 {
 	const struct qcow2_req *r;
 
 	for (r = q->reqs; r; r = r->next)
 		if ((exclusive || r->exclusive) && overlaps(r, start, end))
-			return true;
-	return false;
+			return r;
+	return NULL;
+}
+
+bool qcow2_req_conflicts_locked(struct qcow2 *q, uint64_t start, uint64_t end,
+				bool exclusive)
+{
+	return conflict_locked(q, start, end, exclusive) != NULL;
 }
 
 bool qcow2_req_wait_locked(struct qcow2 *q, uint64_t start, uint64_t end,
 			   bool exclusive)
 {
+	struct fmt_image *img = q->img;
+	const struct qcow2_req *r;
 	bool waited = false;
 
-	while (qcow2_req_conflicts_locked(q, start, end, exclusive)) {
+	while ((r = conflict_locked(q, start, end, exclusive))) {
+		bool kick = r->mapped && img->io_map_kick;
+
 		q->req_waiters++;
-		pthread_cond_wait(&q->req_cond, &q->lock);
+		if (kick) {
+			/* Its completion may wait for this very thread. */
+			struct timespec ts = bc_cond_deadline(FMT_IO_MAP_KICK_NS);
+
+			pthread_mutex_unlock(&q->lock);
+			img->io_map_kick(img->io_map_kick_opaque);
+			pthread_mutex_lock(&q->lock);
+			if (conflict_locked(q, start, end, exclusive))
+				pthread_cond_timedwait(&q->req_cond, &q->lock, &ts);
+		} else {
+			pthread_cond_wait(&q->req_cond, &q->lock);
+		}
 		q->req_waiters--;
 		waited = true;
 	}
@@ -288,6 +310,7 @@ void qcow2_req_add_locked(struct qcow2 *q, struct qcow2_req *r, uint64_t start,
 	r->start = start;
 	r->end = end;
 	r->exclusive = exclusive;
+	r->mapped = false;
 	r->next = q->reqs;
 	q->reqs = r;
 }

@@ -1006,6 +1006,7 @@ int qcow2_io_map(struct fmt_image *img, bool write, uint64_t off, uint64_t len,
 	if (write)
 		qcow2_bitmaps_note_write(q, off, len);
 	qcow2_req_add_locked(q, &st->req, rs, re, alloc);
+	st->req.mapped = true;
 	st->new_host = alloc ? host : 0;
 	map->fd = q->img->fd;
 	map->host_off = host;

@@ -203,6 +203,7 @@ struct qcow2_cache {
 struct qcow2_req {
 	uint64_t start, end; /* guest bytes, cluster-aligned */
 	bool exclusive;
+	bool mapped; /* by qcow2_io_map(): released when harvested */
 	struct qcow2_req *next;
 };
 

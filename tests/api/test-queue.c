@@ -411,6 +411,47 @@ START_TEST(failed_request_reports_in_its_completion)
 }
 END_TEST
 
+/*
+ * The owner writes whole clusters through the queue into a range the top
+ * does not hold (the direct allocating route: the range stays registered
+ * until the completion is harvested), then, without reaping, calls the
+ * synchronous API over the same range. Nobody else harvests the ring: the
+ * synchronous call must not wait for a harvest only its own thread would
+ * do. It lands after the queued write, as overlapping calls in that order.
+ */
+START_TEST(sync_call_over_own_unreaped_allocating_write)
+{
+	const uint64_t off = 7u << 20; /* not in the top (layer1) */
+	uint8_t *big = aligned(STRIPE), *small = aligned(ALIGN);
+	uint8_t *back = aligned(STRIPE);
+	bc_completion c;
+	bc_queue *q;
+
+	chain_cluster = STRIPE;
+	open_disk(false, 0);
+	q = bc_queue_new(fx.disk, 4, 0);
+	ck_assert_ptr_nonnull(q);
+	memset(big, 0xa1, STRIPE);
+	memset(small, 0x5c, ALIGN);
+	/* The image's first write goes through the driver: not this one. */
+	ck_assert_int_eq(bc_disk_pwrite(fx.disk, small, ALIGN, 0), ALIGN);
+	ck_assert_int_eq(bc_queue_write(q, big, STRIPE, off, big, 0), 0);
+	ck_assert_int_eq(bc_queue_submit(q, 0), 1);
+	usleep(100 * 1000); /* the kernel has completed it: not yet harvested */
+	ck_assert_int_eq(bc_disk_pwrite(fx.disk, small, ALIGN, off + ALIGN), ALIGN);
+	ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
+	ck_assert_int_ge(c.ret, 0);
+	ck_assert_int_eq(bc_disk_pread(fx.disk, back, STRIPE, off), STRIPE);
+	ck_assert_mem_eq(back, big, ALIGN);
+	ck_assert_mem_eq(back + ALIGN, small, ALIGN);
+	ck_assert_mem_eq(back + 2 * ALIGN, big + 2 * ALIGN, STRIPE - 2 * ALIGN);
+	bc_queue_free(q);
+	free(big);
+	free(small);
+	free(back);
+}
+END_TEST
+
 /* A raw file truncated under the disk: the direct path fails as the
  * synchronous call does, never reading zeros. */
 START_TEST(short_read_fails_as_the_sync_call)
@@ -1013,6 +1054,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, failed_request_reports_in_its_completion);
 	tcase_add_test(tc, short_read_fails_as_the_sync_call);
 	tcase_add_test(tc, zeroes_may_unmap_deallocates_as_the_sync_call);
+	tcase_add_test(tc, sync_call_over_own_unreaped_allocating_write);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");

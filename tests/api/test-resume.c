@@ -695,6 +695,36 @@ START_TEST(cancel_checkpoint_fsync_submit_refused_once)
 END_TEST
 
 /*
+ * The cancel's checkpoint fdatasync completes with EIO: the checkpoint is
+ * not committed (the journal still marks all it did), the job still ends
+ * CANCELED (the user asked for the end), and a resume completes the copy.
+ */
+/* R40 */
+START_TEST(cancel_checkpoint_fsync_fails)
+{
+	bc_block_copy_params p = {.bandwidth = 2u << 20};
+	const char *dst = keep(fx_path(&fx, "dst.raw"));
+	int64_t j0;
+
+	open_raw_source();
+	iob_fault_global(IOB_FSYNC, -1, 1, EIO);
+	ck_assert_int_eq(bc_block_copy(fx.disk, dst, &p, 0), 0);
+	j0 = journal_bytes(journal_of(dst));
+	/* Well inside the first CHECKPOINT_NS: the cancel's is the first. */
+	wait_progress();
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
+	ck_assert_uint_eq(iob_fault_global_matched(), 1);
+	ck_assert_int_eq(journal_bytes(journal_of(dst)), j0);
+	iob_fault_global(IOB_FSYNC, -1, 0, 0);
+	ck_assert_int_eq(
+		bc_block_copy(fx.disk, dst, NULL, BC_BLOCK_COPY_RESUME), 0);
+	pivot();
+	fx_check_image_equals_shadow(&fx, dst, "raw");
+}
+END_TEST
+
+/*
  * A periodic checkpoint's fdatasync refused at submission fails the job
  * (the backend refused a request) without waiting forever for the
  * completion: the next wait hands it over and reaps it.
@@ -1014,6 +1044,7 @@ int main(void)
 	tcase_add_test(tc, reuse_ext_without_resume_starts_over);
 	tcase_add_test(tc, checkpoint_after_128_mib_within_a_second);
 	tcase_add_test(tc, cancel_checkpoint_fsync_submit_refused_once);
+	tcase_add_test(tc, cancel_checkpoint_fsync_fails);
 	tcase_add_test(tc, checkpoint_fsync_submit_refused_fails_the_job);
 	suite_add_tcase(s, tc);
 

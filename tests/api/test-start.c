@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: LGPL-2.1-or-later */
 /*
- * A COPY job starting under guest writes (docs/rules.md R35): a write in
- * flight when the job attaches (untracked: the job does not mark it) is
- * waited for before the job's allocation scan, and that wait does not
- * hold the writes that come after it. The untracked write is held in
+ * Jobs starting under guest writes (docs/rules.md R35, and a pull, R9): a
+ * write in flight when the job attaches (untracked: the job does not mark
+ * it) is waited for before the job's allocation scan or first chunk, and
+ * that wait does not hold the writes that come after it. The untracked write is held in
  * flight by the test itself, through the engine's guest path
  * (disk_guest_enter ... disk_guest_leave), for as long as it needs.
  */
@@ -129,6 +129,53 @@ START_TEST(new_write_is_not_held_by_the_start)
 }
 END_TEST
 
+/*
+ * A pull waits the same way (engine/pull.c): its chunks read the backing
+ * outside the write gate and count on every write since marking
+ * job->dirty, which a write that entered before the job does not.
+ */
+/* R9 */
+START_TEST(pull_waits_for_an_untracked_write)
+{
+	static struct writer w = {.done = false};
+	static uint8_t old[LEN];
+	bc_block_job_info info;
+	struct guest_req req;
+	pthread_t tw;
+	int i;
+
+	fx_open_chain(&fx, 3);
+	disk_guest_enter(fx.disk, &req);
+	ck_assert_ptr_null(req.job);
+	ck_assert_int_eq(bc_block_pull(fx.disk, 0, 0), 0);
+	/* A new write goes through at once. */
+	memset(w.buf, 0x4f, LEN);
+	ck_assert_int_eq(pthread_create(&tw, NULL, new_write, &w), 0);
+	ck_assert_msg(set_within(&w.done, 5000),
+		      "a new write waited for the untracked one");
+	ck_assert_int_eq(pthread_join(tw, NULL), 0);
+	ck_assert_int_eq(w.ret, LEN);
+	memcpy(fx.shadow + NEW_OFF, w.buf, LEN);
+	/* No chunk before the untracked write is done (300 ms window). */
+	for (i = 0; i < 300; i++) {
+		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &info, 0), 1);
+		ck_assert_msg(
+			info.cur == 0,
+			"the pull went on with an untracked write in flight");
+		usleep(1000);
+	}
+	/* Where the backing holds data: a pull racing it would lose it. */
+	memset(old, 0xd6, LEN);
+	ck_assert_int_eq(disk_guest_pwrite(fx.disk, &req, old, 0, LEN), 0);
+	memcpy(fx.shadow, old, LEN);
+	disk_guest_leave(fx.disk, &req);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_PULL, BC_BLOCK_JOB_COMPLETED);
+	fx_check_disk_equals_shadow(&fx);
+	fx_close_disk(&fx);
+	fx_check_image_equals_shadow(&fx, fx.top, "qcow2");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("start");
@@ -137,6 +184,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, fx_fixture_setup, fx_fixture_teardown);
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, new_write_is_not_held_by_the_start);
+	tcase_add_test(tc, pull_waits_for_an_untracked_write);
 	suite_add_tcase(s, tc);
 	return bc_check_run(s);
 }
