@@ -71,6 +71,7 @@ struct copy_journal {
 	unsigned int flags; /* COPY_JOURNAL_* */
 	uint64_t src_dev, src_ino, dst_dev, dst_ino;
 	char *src_path, *dst_path;
+	bool removed;       /* unlinked by copy_journal_remove() */
 	uint8_t *recent;    /* granules written since the checkpoint began */
 	uint8_t *cand;	    /* the checkpoint's candidates to clear */
 	unsigned int epoch; /* guest writes count in writers[epoch & 1] */
@@ -195,7 +196,9 @@ static struct copy_journal *journal_alloc(void)
 static void journal_free(struct copy_journal *j)
 {
 	if (j->map) {
-		(void)msync(j->map, j->map_len, MS_SYNC);
+		/* A journal removed from its directory has nothing to keep. */
+		if (!j->removed)
+			(void)msync(j->map, j->map_len, MS_SYNC);
 		(void)munmap(j->map, j->map_len);
 	}
 	if (j->fd >= 0)
@@ -566,8 +569,10 @@ int copy_journal_remove(struct copy_journal *j)
 		(void)unlink(j->tmp_path);
 	else if (unlink(j->path) < 0 && errno != ENOENT)
 		ret = -errno;
-	if (ret == 0)
+	if (ret == 0) {
+		j->removed = true;
 		ret = sync_dir_of(j->path);
+	}
 	return ret;
 }
 
