@@ -476,6 +476,27 @@ START_TEST(sync_call_over_own_unreaped_write_after_snapshot)
 }
 END_TEST
 
+/*
+ * The same on the copy's destination once a pivot made it the top (it
+ * keeps the chain's 16 KiB clusters): disk_watch_top() in pivot_swap().
+ */
+START_TEST(sync_call_over_own_unreaped_write_after_pivot)
+{
+	const char *dst = fx_path(&fx, "dst.qcow2");
+
+	chain_cluster = STRIPE;
+	open_disk(false, 0);
+	ck_assert_msg(bc_block_copy(fx.disk, dst, NULL, 0) == 0, "%s",
+		      bc_last_error()->message);
+	ck_assert_msg(fx_mirroring_within(&fx, 30000), "no MIRRORING");
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_str_eq(bc_disk_path(fx.disk), dst);
+	sync_over_own_unreaped(FX_SIZE - 4 * STRIPE, STRIPE);
+}
+END_TEST
+
 /* A raw file truncated under the disk: the direct path fails as the
  * synchronous call does, never reading zeros. */
 START_TEST(short_read_fails_as_the_sync_call)
@@ -1080,6 +1101,7 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, zeroes_may_unmap_deallocates_as_the_sync_call);
 	tcase_add_test(tc, sync_call_over_own_unreaped_allocating_write);
 	tcase_add_test(tc, sync_call_over_own_unreaped_write_after_snapshot);
+	tcase_add_test(tc, sync_call_over_own_unreaped_write_after_pivot);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
