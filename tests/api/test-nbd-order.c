@@ -17,7 +17,9 @@
  *     going: the guest write dirties AT and the copy sends the range again
  *     (the write-behind must wait for the one it overlaps);
  *   - no guest write: MIRRORING follows the destination flush, which
- *     must wait for the held-back write.
+ *     must wait for the held-back write;
+ *   - write-blocking, a guest write elsewhere: it must not wait for the
+ *     held-back write it does not overlap.
  * At MIRRORING the destination file must hold what the guest reads. A
  * driver that let a later request pass shows the held-back chunk (0xaa)
  * at AT instead of the guest's 0xbb, or zeros where MIRRORING came first.
@@ -53,6 +55,8 @@
 #define GUEST	 0xbb
 
 static pid_t server_pid;
+/* The job's mirrored guest writes, read at MIRRORING. */
+static uint64_t active_writes;
 static const char *uri, *dst, *marker;
 
 static void write_file(const char *path, uint8_t byte, size_t len)
@@ -128,8 +132,12 @@ static void stop_server(void)
 	server_pid = 0;
 }
 
-/* The destination file holds COPIED everywhere but GUEST at [AT, +GW_LEN) when @guest. */
-static void check_destination(bool guest, const char *when)
+/* Where the other guest write goes: the last copy chunk, not held back. */
+#define ELSEWHERE (3u * MiB)
+#define NO_GUEST  UINT64_MAX
+
+/* The destination file holds COPIED everywhere but GUEST at [@guest_at, +GW_LEN). */
+static void check_destination(uint64_t guest_at, const char *when)
 {
 	uint8_t *buf = malloc(SIZE);
 	int fd = open(dst, O_RDONLY | O_CLOEXEC);
@@ -140,7 +148,8 @@ static void check_destination(bool guest, const char *when)
 	ck_assert_int_eq(pread(fd, buf, SIZE, 0), (ssize_t)SIZE);
 	ck_assert_int_eq(close(fd), 0);
 	for (i = 0; i < SIZE; i++) {
-		bool in_guest = guest && i >= AT && i < AT + GW_LEN;
+		bool in_guest = guest_at != NO_GUEST && i >= guest_at &&
+				i < guest_at + GW_LEN;
 		uint8_t want = in_guest ? GUEST : COPIED, got = buf[i];
 
 		if (got != want) {
@@ -156,12 +165,16 @@ static void check_destination(bool guest, const char *when)
 /*
  * Copy a SIZE-byte source of COPIED into the export with @flags at
  * @bandwidth bytes/s (0: unlimited); while the chunk over AT is held back
- * by the server, write GUEST over AT when @guest; check the destination
- * at MIRRORING, then end the job.
+ * by the server, write GUEST at @guest_at (NO_GUEST: none); check the
+ * destination at MIRRORING, then end the job. Returns how long the guest
+ * write took, in ms.
  */
-static void run_copy(unsigned int flags, unsigned long long bandwidth,
-		     bool guest)
+static long run_copy(unsigned int flags, unsigned long long bandwidth,
+		     uint64_t guest_at)
 {
+	struct timespec t0, t1;
+	bc_block_job_stats st;
+	long guest_ms = 0;
 	const char *src = fx_path(&fx, "src.raw");
 	bc_block_copy_params params = {.bandwidth = bandwidth};
 	static uint8_t gbuf[GW_LEN];
@@ -175,23 +188,50 @@ static void run_copy(unsigned int flags, unsigned long long bandwidth,
 		      "bc_block_copy: %s", bc_last_error()->message);
 	ck_assert_msg(wait_for_file(marker, 10000),
 		      "the server never held back a write at %u", AT);
-	if (guest) {
+	if (guest_at != NO_GUEST) {
 		memset(gbuf, GUEST, sizeof(gbuf));
-		ck_assert_int_eq(bc_disk_pwrite(fx.disk, gbuf, GW_LEN, AT),
-				 (ssize_t)GW_LEN);
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		ck_assert_int_eq(
+			bc_disk_pwrite(fx.disk, gbuf, GW_LEN, guest_at),
+			(ssize_t)GW_LEN);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		guest_ms = (t1.tv_sec - t0.tv_sec) * 1000 +
+			   (t1.tv_nsec - t0.tv_nsec) / 1000000;
 	}
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
-	check_destination(guest, "at MIRRORING");
+	check_destination(guest_at, "at MIRRORING");
+	ck_assert_int_eq(bc_get_block_job_stats(fx.disk, &st, 0), 1);
+	active_writes = st.active_writes;
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	fx_close_disk(&fx);
 	stop_server();
-	check_destination(guest, "after abort");
+	check_destination(guest_at, "after abort");
+	return guest_ms;
 }
 
 START_TEST(mirrored_guest_write_waits_for_the_copy_write_it_overlaps)
 {
-	run_copy(BC_BLOCK_COPY_SYNCHRONOUS_WRITES, 0, true);
+	run_copy(BC_BLOCK_COPY_SYNCHRONOUS_WRITES, 0, AT);
+	ck_assert_uint_eq(active_writes, 1);
+}
+END_TEST
+
+/*
+ * A mirrored guest write elsewhere waits for nothing the server holds: it
+ * does not overlap the held write. (Before 7e80cb5 it waited for every
+ * write-behind in flight, so for the whole delay.) The job counts it as
+ * mirrored, so it went to the export and did not just dirty the bitmap.
+ */
+START_TEST(mirrored_guest_write_elsewhere_does_not_wait_for_the_held_write)
+{
+	long ms = run_copy(BC_BLOCK_COPY_SYNCHRONOUS_WRITES, 0, ELSEWHERE);
+
+	ck_assert_msg(
+		ms < (long)DELAY_MS / 2,
+		"the guest write took %ld ms: it waited for the held write (%u ms)",
+		ms, DELAY_MS);
+	ck_assert_uint_eq(active_writes, 1);
 }
 END_TEST
 
@@ -203,13 +243,13 @@ END_TEST
  */
 START_TEST(copy_rewrite_waits_for_the_write_behind_it_overlaps)
 {
-	run_copy(0, 8ull * MiB, true);
+	run_copy(0, 8ull * MiB, AT);
 }
 END_TEST
 
 START_TEST(flush_before_mirroring_waits_for_every_write_behind)
 {
-	run_copy(0, 0, false);
+	run_copy(0, 0, NO_GUEST);
 }
 END_TEST
 
@@ -234,6 +274,9 @@ int main(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(
 		tc, mirrored_guest_write_waits_for_the_copy_write_it_overlaps);
+	tcase_add_test(
+		tc,
+		mirrored_guest_write_elsewhere_does_not_wait_for_the_held_write);
 	tcase_add_test(tc, copy_rewrite_waits_for_the_write_behind_it_overlaps);
 	tcase_add_test(tc, flush_before_mirroring_waits_for_every_write_behind);
 	suite_add_tcase(s, tc);

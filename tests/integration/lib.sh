@@ -27,7 +27,17 @@ export INTEG_DIR FIXTURES_DIR
 # Per-test scratch directory, removed whatever happens.
 T=$(mktemp -d "${TMPDIR:-/tmp}/bc-integ.XXXXXX") || exit 99
 trap 'rm -rf "$T"' EXIT
-trap 'exit 130' INT TERM
+# Processes to kill when the test is (meson's timeout, ^C): each `bc`
+# run's timeout(1) with its process group (timeout makes one), and what a
+# script starts in the background (it appends the pid).
+KIDS=()
+kill_kids() {
+	local p
+	for p in "${KIDS[@]}"; do
+		kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null
+	done
+}
+trap 'kill_kids; exit 130' INT TERM
 
 NFAIL=0
 NCHECK=0
@@ -82,9 +92,15 @@ qio() {
 
 # Run blockcopy with a time limit; stdout in $T/out, stderr in $T/err,
 # exit status in RC. Never fails by itself.
+# Waited for in the background: bash runs a trap only once the foreground
+# command ends, but a trapped signal interrupts `wait`.
 bc() {
+	local pid
 	RC=0
-	timeout -k 2 "$BC_TIMEOUT" "$BLOCKCOPY" "$@" >"$T/out" 2>"$T/err" || RC=$?
+	timeout -k 2 "$BC_TIMEOUT" "$BLOCKCOPY" "$@" >"$T/out" 2>"$T/err" &
+	pid=$!
+	KIDS+=("$pid")
+	wait "$pid" || RC=$?
 	BC_CMD="blockcopy $*"
 }
 

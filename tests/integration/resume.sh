@@ -12,28 +12,7 @@
 require_qemu_img
 
 # Stopped (meson's timeout sends SIGTERM; ^C), the script kills what it
-# started: the background copies, and the timeout(1) of a `bc` run with
-# its whole process group (timeout makes one; its child is in it).
-KIDS=()
-kill_kids() {
-	local p
-	for p in "${KIDS[@]}"; do
-		kill -9 -- "-$p" 2>/dev/null || kill -9 "$p" 2>/dev/null
-	done
-}
-trap 'kill_kids; exit 130' INT TERM
-
-# lib.sh's bc, waited for in the background: bash runs a trap only once
-# the foreground command ends, but a trapped signal interrupts `wait`.
-bc() {
-	local pid
-	RC=0
-	timeout -k 2 "$BC_TIMEOUT" "$BLOCKCOPY" "$@" >"$T/out" 2>"$T/err" &
-	pid=$!
-	KIDS+=("$pid")
-	wait "$pid" || RC=$?
-	BC_CMD="blockcopy $*"
-}
+# started: the background copies (lib.sh's KIDS, killed on INT/TERM).
 
 cd "$T" || die "cd $T"
 MIB=$((1024 * 1024))
