@@ -419,36 +419,81 @@ END_TEST
  * synchronous call must not wait for a harvest only its own thread would
  * do. It lands after the queued write, as overlapping calls in that order.
  */
-START_TEST(sync_call_over_own_unreaped_allocating_write)
+/*
+ * The body of the two tests below: @len bytes (whole clusters of the
+ * disk's top) written through the queue at @off, not reaped, then a
+ * synchronous write over them from the same thread.
+ */
+static void sync_over_own_unreaped(uint64_t off, size_t len)
 {
-	const uint64_t off = 7u << 20; /* not in the top (layer1) */
-	uint8_t *big = aligned(STRIPE), *small = aligned(ALIGN);
-	uint8_t *back = aligned(STRIPE);
+	uint8_t *big = aligned(len), *small = aligned(ALIGN);
+	uint8_t *back = aligned(len);
 	bc_completion c;
 	bc_queue *q;
 
-	chain_cluster = STRIPE;
-	open_disk(false, 0);
 	q = bc_queue_new(fx.disk, 4, 0);
 	ck_assert_ptr_nonnull(q);
-	memset(big, 0xa1, STRIPE);
+	memset(big, 0xa1, len);
 	memset(small, 0x5c, ALIGN);
 	/* The image's first write goes through the driver: not this one. */
 	ck_assert_int_eq(bc_disk_pwrite(fx.disk, small, ALIGN, 0), ALIGN);
-	ck_assert_int_eq(bc_queue_write(q, big, STRIPE, off, big, 0), 0);
+	ck_assert_int_eq(bc_queue_write(q, big, len, off, big, 0), 0);
 	ck_assert_int_eq(bc_queue_submit(q, 0), 1);
 	usleep(100 * 1000); /* the kernel has completed it: not yet harvested */
 	ck_assert_int_eq(bc_disk_pwrite(fx.disk, small, ALIGN, off + ALIGN), ALIGN);
 	ck_assert_int_eq(bc_queue_reap(q, &c, 1, 1, 10000, 0), 1);
 	ck_assert_int_ge(c.ret, 0);
-	ck_assert_int_eq(bc_disk_pread(fx.disk, back, STRIPE, off), STRIPE);
+	ck_assert_int_eq(bc_disk_pread(fx.disk, back, len, off), (ssize_t)len);
 	ck_assert_mem_eq(back, big, ALIGN);
 	ck_assert_mem_eq(back + ALIGN, small, ALIGN);
-	ck_assert_mem_eq(back + 2 * ALIGN, big + 2 * ALIGN, STRIPE - 2 * ALIGN);
+	ck_assert_mem_eq(back + 2 * ALIGN, big + 2 * ALIGN, len - 2 * ALIGN);
 	bc_queue_free(q);
 	free(big);
 	free(small);
 	free(back);
+}
+
+START_TEST(sync_call_over_own_unreaped_allocating_write)
+{
+	chain_cluster = STRIPE;
+	open_disk(false, 0);
+	sync_over_own_unreaped(7u << 20 /* not in the top (layer1) */, STRIPE);
+}
+END_TEST
+
+/*
+ * The same on the overlay a snapshot put on top (64 KiB clusters): the
+ * new top harvests the disk's queues too (disk_snapshot_create sets its
+ * io_map_kick). Without, the synchronous write waits forever.
+ */
+START_TEST(sync_call_over_own_unreaped_write_after_snapshot)
+{
+	chain_cluster = STRIPE;
+	open_disk(false, 0);
+	ck_assert_int_eq(bc_snapshot_create(fx.disk, fx_path(&fx, "snap.qcow2"), 0),
+			 0);
+	sync_over_own_unreaped(6u << 20, 64u * 1024);
+}
+END_TEST
+
+/*
+ * The same on the copy's destination once a pivot made it the top (it
+ * keeps the chain's 16 KiB clusters): disk_watch_top() in pivot_swap().
+ */
+START_TEST(sync_call_over_own_unreaped_write_after_pivot)
+{
+	const char *dst = fx_path(&fx, "dst.qcow2");
+
+	chain_cluster = STRIPE;
+	open_disk(false, 0);
+	ck_assert_msg(bc_block_copy(fx.disk, dst, NULL, 0) == 0, "%s",
+		      bc_last_error()->message);
+	ck_assert_msg(fx_mirroring_within(&fx, 30000), "no MIRRORING");
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_MIRRORING);
+	ck_assert_int_eq(bc_block_job_abort(fx.disk, BC_BLOCK_JOB_ABORT_PIVOT), 0);
+	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_COMPLETED);
+	ck_assert_str_eq(bc_disk_path(fx.disk), dst);
+	sync_over_own_unreaped(FX_SIZE - 4 * STRIPE, STRIPE);
 }
 END_TEST
 
@@ -1055,6 +1100,8 @@ static Suite *queue_suite(void)
 	tcase_add_test(tc, short_read_fails_as_the_sync_call);
 	tcase_add_test(tc, zeroes_may_unmap_deallocates_as_the_sync_call);
 	tcase_add_test(tc, sync_call_over_own_unreaped_allocating_write);
+	tcase_add_test(tc, sync_call_over_own_unreaped_write_after_snapshot);
+	tcase_add_test(tc, sync_call_over_own_unreaped_write_after_pivot);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("depth");
