@@ -92,6 +92,7 @@
  * checkpoint costs the copy at most 1/20 of its time.
  */
 #define CHECKPOINT_COST_FACTOR 20u
+#define CHECKPOINT_GAP_MAX_NS  (10 * CHECKPOINT_NS)
 /* A checkpoint waiting for guest writes of the old epoch looks again after. */
 #define CHECKPOINT_RETRY_NS (1000ull * 1000)
 /* user_data of a checkpoint's fdatasync: no slot has it. */
@@ -1361,10 +1362,15 @@ static uint64_t work_done_locked(const struct job *job)
 	return job->cur + job->blocking_writes;
 }
 
-/* The least time from one checkpoint to the next (CHECKPOINT_COST_FACTOR). */
+/*
+ * The least time from one checkpoint to the next (CHECKPOINT_COST_FACTOR),
+ * at most CHECKPOINT_GAP_MAX_NS: one stall of seconds must not stop the
+ * checkpoints for minutes.
+ */
 static uint64_t checkpoint_gap(const struct mirror *m)
 {
-	return m->ckpt_cost_ns * CHECKPOINT_COST_FACTOR;
+	return BC_MIN(m->ckpt_cost_ns * CHECKPOINT_COST_FACTOR,
+		      CHECKPOINT_GAP_MAX_NS);
 }
 
 /*

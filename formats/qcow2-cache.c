@@ -19,6 +19,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -384,9 +385,21 @@ int qcow2_reserve(struct fmt_image *img, uint64_t bytes)
 	if (q->read_only)
 		return 0;
 	pthread_mutex_lock(&q->lock);
-	target = q->file_size + ((clusters + l2 + rb) << q->cluster_bits);
-	if (target > q->file_end)
-		ret = grow_to_locked(q, target);
+	target = bc_align_up(q->file_size +
+				     ((clusters + l2 + rb) << q->cluster_bits),
+			     q->cluster_size);
+	/* Allocated or not at all: no space now leaves the growth as it was. */
+	if (target > q->file_end) {
+		if (fallocate(q->img->fd, 0, (off_t)q->file_end,
+			      (off_t)(target - q->file_end)) == 0) {
+			q->file_end = target;
+		} else {
+			ret = -errno;
+			bc_error_set(bc_errno_to_code(-ret), -ret,
+				     "%s: cannot reserve %" PRIu64 " bytes",
+				     q->img->filename, target - q->file_end);
+		}
+	}
 	pthread_mutex_unlock(&q->lock);
 	return ret;
 }
