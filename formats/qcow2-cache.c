@@ -19,7 +19,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -333,13 +332,14 @@ void qcow2_req_remove_locked(struct qcow2 *q, struct qcow2_req *r)
  * The step is allocated (fallocate), not only sized: O_DIRECT writes into
  * holes serialise on the inode in ext4 (16 threads of 64 KiB allocating
  * writes: 98 MiB/s with ftruncate, 500 MiB/s with fallocate). Where
- * fallocate is not supported the file is only resized.
+ * fallocate fails the file is only resized when @or_resize (growth the
+ * writes need), else left as it was (a reservation: allocated or nothing).
  */
-static int grow_to_locked(struct qcow2 *q, uint64_t target)
+static int grow_to_locked(struct qcow2 *q, uint64_t target, bool or_resize)
 {
 	if (fallocate(q->img->fd, 0, (off_t)q->file_end,
 		      (off_t)(target - q->file_end)) < 0 &&
-	    ftruncate(q->img->fd, (off_t)target) < 0) {
+	    (!or_resize || ftruncate(q->img->fd, (off_t)target) < 0)) {
 		int ret = -errno;
 
 		bc_error_set(bc_errno_to_code(-ret), -ret,
@@ -354,8 +354,10 @@ int qcow2_grow_file_locked(struct qcow2 *q, uint64_t end)
 {
 	if (end > q->file_end) {
 		int ret = grow_to_locked(
-			q, bc_align_up(end + BC_MAX(GROW_MIN, end / 16),
-				       q->cluster_size));
+			q,
+			bc_align_up(end + BC_MAX(GROW_MIN, end / 16),
+				    q->cluster_size),
+			true);
 
 		if (ret < 0)
 			return ret;
@@ -388,18 +390,8 @@ int qcow2_reserve(struct fmt_image *img, uint64_t bytes)
 	target = bc_align_up(q->file_size +
 				     ((clusters + l2 + rb) << q->cluster_bits),
 			     q->cluster_size);
-	/* Allocated or not at all: no space now leaves the growth as it was. */
-	if (target > q->file_end) {
-		if (fallocate(q->img->fd, 0, (off_t)q->file_end,
-			      (off_t)(target - q->file_end)) == 0) {
-			q->file_end = target;
-		} else {
-			ret = -errno;
-			bc_error_set(bc_errno_to_code(-ret), -ret,
-				     "%s: cannot reserve %" PRIu64 " bytes",
-				     q->img->filename, target - q->file_end);
-		}
-	}
+	if (target > q->file_end)
+		ret = grow_to_locked(q, target, false);
 	pthread_mutex_unlock(&q->lock);
 	return ret;
 }

@@ -44,6 +44,7 @@
 #include "tests/api/fixture.h"
 #include "tests/api/helpers.h"
 #include "tests/check-main.h"
+#include "tests/nbdkit-run.h"
 
 #define MiB  (1u << 20)
 #define SIZE (4u * MiB)
@@ -72,20 +73,6 @@ static void write_file(const char *path, uint8_t byte, size_t len)
 	free(buf);
 }
 
-/* Wait until @path exists; false after @ms. */
-static bool wait_for_file(const char *path, unsigned int ms)
-{
-	struct timespec pause = {0, 10 * 1000 * 1000};
-	unsigned int waited;
-
-	for (waited = 0; waited < ms; waited += 10) {
-		if (access(path, F_OK) == 0)
-			return true;
-		nanosleep(&pause, NULL);
-	}
-	return false;
-}
-
 /*
  * Serve a zeroed SIZE-byte file with the delay-first plugin on a unix
  * socket; returns once nbdkit has written its pid file (it listens then).
@@ -110,26 +97,16 @@ static void start_server(void)
 	snprintf(delay, sizeof(delay), "delay-ms=%u", DELAY_MS);
 	snprintf(file_arg, sizeof(file_arg), "file=%s", dst);
 	snprintf(marker_arg, sizeof(marker_arg), "marker=%s", marker);
-	server_pid = fork();
-	ck_assert_int_ge(server_pid, 0);
-	if (server_pid == 0) {
-		execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U",
-		       sock, "-P", pidfile, plugin, file_arg, at, delay,
-		       marker_arg, (char *)NULL);
-		_exit(127);
+	{
+		const char *const argv[] = {
+			"nbdkit", "-f",	  "--exit-with-parent",
+			"-U",	  sock,	  "-P",
+			pidfile,  plugin, file_arg,
+			at,	  delay,  marker_arg,
+			NULL};
+
+		server_pid = nbdkit_start(argv, pidfile);
 	}
-	ck_assert_msg(wait_for_file(pidfile, 10000), "nbdkit did not start");
-}
-
-static void stop_server(void)
-{
-	int status;
-
-	if (server_pid <= 0)
-		return;
-	(void)kill(server_pid, SIGTERM);
-	(void)waitpid(server_pid, &status, 0);
-	server_pid = 0;
 }
 
 /* Where the other guest write goes: the last copy chunk, not held back. */
@@ -186,7 +163,7 @@ static long run_copy(unsigned int flags, unsigned long long bandwidth,
 	ck_assert_msg(bc_block_copy(fx.disk, uri, &params,
 				    BC_BLOCK_COPY_REUSE_EXT | flags) == 0,
 		      "bc_block_copy: %s", bc_last_error()->message);
-	ck_assert_msg(wait_for_file(marker, 10000),
+	ck_assert_msg(nbdkit_wait_for_file(marker, 10000),
 		      "the server never held back a write at %u", AT);
 	if (guest_at != NO_GUEST) {
 		memset(gbuf, GUEST, sizeof(gbuf));
@@ -205,7 +182,7 @@ static long run_copy(unsigned int flags, unsigned long long bandwidth,
 	ck_assert_int_eq(bc_block_job_abort(fx.disk, 0), 0);
 	fx_expect_event(&fx, BC_BLOCK_JOB_TYPE_COPY, BC_BLOCK_JOB_CANCELED);
 	fx_close_disk(&fx);
-	stop_server();
+	nbdkit_stop(&server_pid);
 	check_destination(guest_at, "after abort");
 	return guest_ms;
 }
@@ -255,7 +232,7 @@ END_TEST
 
 static void teardown(void)
 {
-	stop_server();
+	nbdkit_stop(&server_pid);
 	fx_fixture_teardown();
 }
 

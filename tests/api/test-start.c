@@ -65,6 +65,23 @@ static bool set_within(atomic_bool *flag, int ms)
 	return atomic_load(flag);
 }
 
+/*
+ * A new guest write (filled with @fill) goes through at once although an
+ * untracked one is held in flight; the shadow takes it.
+ */
+static void new_write_passes(struct writer *w, int fill)
+{
+	pthread_t tw;
+
+	memset(w->buf, fill, LEN);
+	ck_assert_int_eq(pthread_create(&tw, NULL, new_write, w), 0);
+	ck_assert_msg(set_within(&w->done, 5000),
+		      "a new write waited for the untracked one");
+	ck_assert_int_eq(pthread_join(tw, NULL), 0);
+	ck_assert_int_eq(w->ret, LEN);
+	memcpy(fx.shadow + NEW_OFF, w->buf, LEN);
+}
+
 /* R35 */
 START_TEST(new_write_is_not_held_by_the_start)
 {
@@ -74,7 +91,7 @@ START_TEST(new_write_is_not_held_by_the_start)
 	bc_block_job_info info;
 	static uint8_t old[LEN];
 	struct guest_req req;
-	pthread_t tc, tw;
+	pthread_t tc;
 	int i;
 
 	fx_open_chain(&fx, 2);
@@ -90,13 +107,7 @@ START_TEST(new_write_is_not_held_by_the_start)
 	ck_assert(!atomic_load(&st.returned));
 
 	/* A new write goes through at once (tracked: the job marks it). */
-	memset(w.buf, 0x3e, LEN);
-	ck_assert_int_eq(pthread_create(&tw, NULL, new_write, &w), 0);
-	ck_assert_msg(set_within(&w.done, 5000),
-		      "a new write waited for the untracked one");
-	ck_assert_int_eq(pthread_join(tw, NULL), 0);
-	ck_assert_int_eq(w.ret, LEN);
-	memcpy(fx.shadow + NEW_OFF, w.buf, LEN);
+	new_write_passes(&w, 0x3e);
 	/*
 	 * The start still waits: it made no destination yet (that comes
 	 * before the scan). A negative check needs a window: 300 ms, in
@@ -141,7 +152,6 @@ START_TEST(pull_waits_for_an_untracked_write)
 	static uint8_t old[LEN];
 	bc_block_job_info info;
 	struct guest_req req;
-	pthread_t tw;
 	int i;
 
 	fx_open_chain(&fx, 3);
@@ -149,13 +159,7 @@ START_TEST(pull_waits_for_an_untracked_write)
 	ck_assert_ptr_null(req.job);
 	ck_assert_int_eq(bc_block_pull(fx.disk, 0, 0), 0);
 	/* A new write goes through at once. */
-	memset(w.buf, 0x4f, LEN);
-	ck_assert_int_eq(pthread_create(&tw, NULL, new_write, &w), 0);
-	ck_assert_msg(set_within(&w.done, 5000),
-		      "a new write waited for the untracked one");
-	ck_assert_int_eq(pthread_join(tw, NULL), 0);
-	ck_assert_int_eq(w.ret, LEN);
-	memcpy(fx.shadow + NEW_OFF, w.buf, LEN);
+	new_write_passes(&w, 0x4f);
 	/* No chunk before the untracked write is done (300 ms window). */
 	for (i = 0; i < 300; i++) {
 		ck_assert_int_eq(bc_get_block_job_info(fx.disk, &info, 0), 1);

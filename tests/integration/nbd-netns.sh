@@ -32,11 +32,7 @@ SERVER_PID=
 PROXY_PID=
 
 cleanup() {
-	local p
-	for p in $PROXY_PID $SERVER_PID; do
-		kill "$p" 2>/dev/null
-		wait "$p" 2>/dev/null
-	done
+	stop
 	# Deleting a namespace deletes the veth end inside it, and its peer.
 	ip netns del "$NS_SRV" 2>/dev/null
 	ip netns del "$NS_CLI" 2>/dev/null

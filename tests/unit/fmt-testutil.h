@@ -9,10 +9,12 @@
 #define BC_TESTS_UNIT_FMT_TESTUTIL_H
 
 #include <check.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "formats/fmt.h"
@@ -204,6 +206,23 @@ static inline void tu_assert_map_matches(struct fmt_image *img,
 	ck_assert_str_eq(ours, theirs);
 	free(ours);
 	free(theirs);
+}
+
+/* The whole file at @path, malloc'd (at least one byte); its size in *@len. */
+static inline uint8_t *tu_read_file(const char *path, size_t *len)
+{
+	struct stat st;
+	uint8_t *buf;
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(fmt_pread_file(fd, buf, (size_t)st.st_size, 0), 0);
+	close(fd);
+	*len = (size_t)st.st_size;
+	return buf;
 }
 
 /* Fill @buf with a pattern that depends on the byte offset and @seed. */

@@ -19,10 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "tests/check-main.h"
 #include "fmt-testutil.h"
 #include "formats/fmt.h"
 #include "lib/common/util.h"
+#include "tests/check-main.h"
+#include "tests/nbdkit-run.h"
 
 #define MiB	 (1024u * 1024u)
 #define DELAY_MS 1500u
@@ -41,35 +42,23 @@ static uint64_t now_ms(void)
 static void start_server(void)
 {
 	char delay[32];
-	unsigned int waited;
 
 	snprintf(uri, sizeof(uri), "nbd+unix:///?socket=%s/s.sock", tu_dir);
 	snprintf(delay, sizeof(delay), "delay-write=%ums", DELAY_MS);
-	server_pid = fork();
-	ck_assert_int_ge(server_pid, 0);
-	if (server_pid == 0) {
-		execlp("nbdkit", "nbdkit", "-f", "--exit-with-parent", "-U",
-		       "s.sock", "-P", "nbdkit.pid", "--filter=delay", "memory",
-		       "16M", delay, (char *)NULL);
-		_exit(127);
-	}
-	for (waited = 0; access("nbdkit.pid", F_OK) != 0; waited += 10) {
-		struct timespec pause = {0, 10 * 1000 * 1000};
+	const char *const argv[] = {"nbdkit",
+				    "-f",
+				    "--exit-with-parent",
+				    "-U",
+				    "s.sock",
+				    "-P",
+				    "nbdkit.pid",
+				    "--filter=delay",
+				    "memory",
+				    "16M",
+				    delay,
+				    NULL};
 
-		ck_assert_msg(waited < 10000, "nbdkit did not start");
-		nanosleep(&pause, NULL);
-	}
-}
-
-static void stop_server(void)
-{
-	int status;
-
-	if (server_pid <= 0)
-		return;
-	(void)kill(server_pid, SIGTERM);
-	(void)waitpid(server_pid, &status, 0);
-	server_pid = 0;
+	server_pid = nbdkit_start(argv, "nbdkit.pid");
 }
 
 /*
@@ -94,14 +83,15 @@ START_TEST(large_chunks_are_written_behind)
 		uint64_t t0 = now_ms(), took;
 
 		memset(buf, (int)(0x41 + i), w[i].len);
-		ck_assert_int_eq(fmt_pwrite_behind(img, buf, w[i].len, w[i].off),
-				 0);
+		ck_assert_int_eq(
+			fmt_pwrite_behind(img, buf, w[i].len, w[i].off), 0);
 		took = now_ms() - t0;
 		printf("# write-behind of %zu bytes: %llu ms\n", w[i].len,
 		       (unsigned long long)took);
-		ck_assert_msg(took < DELAY_MS / 2,
-			      "a write-behind of %zu bytes took %llu ms: it waited for the server (%u ms a write)",
-			      w[i].len, (unsigned long long)took, DELAY_MS);
+		ck_assert_msg(
+			took < DELAY_MS / 2,
+			"a write-behind of %zu bytes took %llu ms: it waited for the server (%u ms a write)",
+			w[i].len, (unsigned long long)took, DELAY_MS);
 	}
 	ck_assert_int_eq(fmt_flush(img), 0);
 	for (i = 0; i < BC_ARRAY_SIZE(w); i++) {
@@ -112,7 +102,7 @@ START_TEST(large_chunks_are_written_behind)
 			      i, b, b < w[i].len ? back[b] : 0);
 	}
 	fmt_close(img);
-	stop_server();
+	nbdkit_stop(&server_pid);
 	free(buf);
 	free(back);
 }
@@ -132,7 +122,8 @@ static Suite *behind_suite(void)
 
 int main(void)
 {
-	if (system("nbdkit --filter=delay memory 1M --dump-plugin >/dev/null 2>&1") != 0) {
+	if (system("nbdkit --filter=delay memory 1M --dump-plugin >/dev/null 2>&1") !=
+	    0) {
 		printf("1..0 # SKIP nbdkit or its delay filter is missing\n");
 		return 77;
 	}

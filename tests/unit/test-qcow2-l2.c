@@ -231,22 +231,6 @@ static struct fmt_image *open_img(const char *path, unsigned int flags)
 	return img;
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	struct stat st;
-	uint8_t *buf;
-	int fd = open(path, O_RDONLY);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	buf = malloc(st.st_size ? (size_t)st.st_size : 1);
-	ck_assert_ptr_nonnull(buf);
-	ck_assert_int_eq(fmt_pread_file(fd, buf, (size_t)st.st_size, 0), 0);
-	close(fd);
-	*len = (size_t)st.st_size;
-	return buf;
-}
-
 /*
  * The guest view of @img equals qemu-img convert's: read whole, then in
  * odd-sized pieces that start and end inside clusters.
@@ -257,7 +241,7 @@ static void assert_reads_match(struct fmt_image *img, const char *path)
 	size_t len, off, step = 77777;
 
 	tu_sh("rm -f conv.raw && qemu-img convert -O raw '%s' conv.raw", path);
-	want = read_file("conv.raw", &len);
+	want = tu_read_file("conv.raw", &len);
 	ck_assert_uint_eq(len, img->size);
 	got = malloc(len ? len : 1);
 	ck_assert_ptr_nonnull(got);
@@ -590,7 +574,7 @@ static void direct_reads(const char *path)
 
 	ck_assert_uint_gt(img->request_align, 1);
 	tu_sh("rm -f conv.raw && qemu-img convert -O raw '%s' conv.raw", path);
-	want = read_file("conv.raw", &len);
+	want = tu_read_file("conv.raw", &len);
 	ck_assert_uint_eq(len, img->size);
 	ck_assert_int_eq(posix_memalign(&p, 4096, len + 4096), 0);
 	got = p;
@@ -683,7 +667,7 @@ START_TEST(compressed_cluster_cache)
 	      "qemu-io -f raw -c 'write -P 0x71 0 3M' -c 'write -P 0x72 3M 1M' "
 	      "s.raw >/dev/null && "
 	      "qemu-img convert -c -O qcow2 -o cluster_size=2M s.raw z.qcow2");
-	want = read_file("s.raw", &len);
+	want = tu_read_file("s.raw", &len);
 	img = open_img("z.qcow2", FMT_OPEN_NO_BACKING);
 	q = img->priv;
 	got = malloc(len);
@@ -753,7 +737,7 @@ START_TEST(concurrent_reads)
 	      "qemu-io -f qcow2 -c 'write -P 0x43 1M 1M' -c 'write -z 1536k 4k' "
 	      "-c 'write -P 0x44 2500k 100k' p.qcow2 >/dev/null && "
 	      "qemu-img convert -O raw p.qcow2 conv.raw");
-	want = read_file("conv.raw", &len);
+	want = tu_read_file("conv.raw", &len);
 	img = open_img("p.qcow2", FMT_OPEN_NO_BACKING);
 	for (i = 0; i < 4; i++) {
 		r[i] = (struct reader){.img = img,
@@ -988,7 +972,7 @@ START_TEST(fuzzed_metadata_fails_cleanly)
 		int i, n, ret, fd;
 		uint64_t off;
 
-		bytes = read_file(src, &len);
+		bytes = tu_read_file(src, &len);
 		n = 1 + rand_r(&seed) % 8;
 		for (i = 0; i < n; i++) {
 			size_t at = (size_t)rand_r(&seed) % BC_MIN(meta, len);

@@ -150,22 +150,6 @@ static uint8_t value_of(uint64_t goff, uint64_t i)
 	return (uint8_t)((h >> 29) | 1);
 }
 
-static uint8_t *read_file(const char *path, size_t *len)
-{
-	struct stat st;
-	uint8_t *b;
-	int fd = open(path, O_RDONLY);
-
-	ck_assert_int_ge(fd, 0);
-	ck_assert_int_eq(fstat(fd, &st), 0);
-	b = malloc((size_t)st.st_size + 1);
-	ck_assert_ptr_nonnull(b);
-	ck_assert_int_eq(fmt_pread_file(fd, b, (size_t)st.st_size, 0), 0);
-	close(fd);
-	*len = (size_t)st.st_size;
-	return b;
-}
-
 /* The writes of events [from, to) onto @img: those @keep picks, or all. */
 static void apply(uint8_t *img, size_t from, size_t to, const bool *keep)
 {
@@ -267,7 +251,7 @@ static void run_layout(const struct layout *L, unsigned int seed)
 		}
 		tu_sh("qemu-img snapshot -c s1 t.qcow2");
 	}
-	base = read_file("t.qcow2", &base_len);
+	base = tu_read_file("t.qcow2", &base_len);
 
 	nev = 0;
 	ck_assert_int_eq(fmt_open("t.qcow2", "qcow2", FMT_OPEN_RDWR, &img), 0);
