@@ -19,8 +19,10 @@
  *       → a zero write to the destination (skipped by the initial scan
  *         where the destination reads zero already: a fresh one, or the
  *         holes and zero runs of a reused one)
- *   destination raw → write with the I/O backend; qcow2 → through the
- *   driver (it allocates clusters), synchronously.
+ *   destination: where its format maps the range for an overwrite (raw:
+ *   itself; qcow2: whole clusters, allocated under the driver lock) the
+ *   write goes through the I/O backend at the host offsets; the rest
+ *   through the driver, synchronously (submit_write()).
  *
  * Write-blocking mode (SYNCHRONOUS_WRITES, or AUTO_CONVERGE once the
  * dirty set stops shrinking): a guest write first waits for in-flight
@@ -174,7 +176,6 @@ struct mirror {
 	uint64_t ckpt_now;    /* ...and when it was taken */
 	uint64_t ckpt_ns;     /* when the last one was committed */
 	uint64_t ckpt_cost_ns; /* how long the last one held the loop */
-	uint64_t ckpt_stall_t0;
 	uint64_t ckpt_work;   /* job progress then (work_done_locked) */
 	uint64_t ckpt_begin_work;
 };
@@ -711,7 +712,7 @@ static __cold int io_failed(const struct fmt_image *img, const char *what,
 	return ret;
 }
 
-static void checkpoint_flushed(struct mirror *m, int ret);
+static void checkpoint_flushed(struct mirror *m, int ret, uint64_t held_since);
 
 /* The checkpoint's fdatasync completed with @res (raw_flush's message). */
 static void checkpoint_fsync_done(struct mirror *m, int64_t res)
@@ -722,7 +723,7 @@ static void checkpoint_fsync_done(struct mirror *m, int64_t res)
 	if (res < 0)
 		bc_error_set(bc_errno_to_code(err), err, "%s: flush: %s",
 			     m->dest->filename, strerror_r(err, ebuf, sizeof(ebuf)));
-	checkpoint_flushed(m, res < 0 ? -err : 0);
+	checkpoint_flushed(m, res < 0 ? -err : 0, job_now_ns());
 }
 
 static void handle_cqe(struct mirror *m, const struct iob_cqe *c)
@@ -1435,7 +1436,6 @@ static void checkpoint(struct mirror *m, bool now_due)
 			ret = iob_prep_fsync(m->iob, m->dest->fd, CKPT_TAG);
 			if (ret == 0) {
 				m->ckpt_flushing = true;
-				m->ckpt_stall_t0 = 0; /* the loop goes on */
 				return;
 			}
 			pthread_mutex_lock(&job->lock);
@@ -1443,15 +1443,18 @@ static void checkpoint(struct mirror *m, bool now_due)
 			pthread_mutex_unlock(&job->lock);
 		}
 	}
-	m->ckpt_stall_t0 = job_now_ns();
-	checkpoint_flushed(m, flush_dest(m));
+	now = job_now_ns(); /* the loop waits from here */
+	checkpoint_flushed(m, flush_dest(m), now);
 }
 
-/* The checkpoint's destination flush ended with @ret: the rest of it. */
-static void checkpoint_flushed(struct mirror *m, int ret)
+/*
+ * The checkpoint's destination flush ended with @ret: the rest of it. The
+ * loop has waited for the checkpoint since @held_since (a queued fdatasync
+ * held it only from its completion on).
+ */
+static void checkpoint_flushed(struct mirror *m, int ret, uint64_t held_since)
 {
 	struct job *job = m->job;
-	uint64_t t0 = m->ckpt_stall_t0 ? m->ckpt_stall_t0 : job_now_ns();
 
 	m->ckpt_flushing = false;
 	if (ret < 0) {
@@ -1475,7 +1478,7 @@ static void checkpoint_flushed(struct mirror *m, int ret)
 	}
 	m->ckpt_ns = m->ckpt_now;
 	m->ckpt_work = m->ckpt_begin_work;
-	m->ckpt_cost_ns = job_now_ns() - t0;
+	m->ckpt_cost_ns = job_now_ns() - held_since;
 }
 
 /* How long the loop may sleep before checkpoint() has work; 0 = no limit. */
